@@ -1,0 +1,60 @@
+"""The one error mapper: domain exceptions -> JSON error responses.
+
+Klein apps call :func:`install` once in their class body; plain twisted.web resources
+call :func:`write_error`.  Unexpected exceptions become a logged 500 whose body names
+no internals.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from werkzeug.exceptions import HTTPException
+
+from streamlab.errors import StreamlabError
+
+log = Logger()
+
+
+def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body for *exc*."""
+    if isinstance(exc, StreamlabError):
+        return exc.status, exc.body()
+    if isinstance(exc, HTTPException) and exc.code is not None:
+        # Klein's router: unknown route (404) or wrong method (405).
+        return exc.code, {"error": (exc.name or "error").lower()}
+    return 500, {"error": "internal error"}
+
+
+def write_error(request: IRequest, exc: BaseException) -> bytes:
+    """Set status and headers on *request* for *exc*; return the body bytes."""
+    status, body = error_body(exc)
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
+    if status == 429 and "retry_after" in body:
+        request.setHeader(b"retry-after", str(body["retry_after"]).encode())
+    return json.dumps(body).encode()
+
+
+def install(app: Klein) -> None:
+    """Register the mapper on a (class-level) Klein app."""
+
+    @app.handle_errors(StreamlabError)
+    def _domain(*args: Any) -> bytes:
+        request, failure = args[-2], args[-1]
+        return write_error(request, failure.value)
+
+    @app.handle_errors(Exception)
+    def _unexpected(*args: Any) -> bytes:
+        request, failure = args[-2], args[-1]
+        assert isinstance(failure, Failure)
+        if not isinstance(failure.value, HTTPException):
+            log.failure("unhandled error serving {uri}", failure, uri=request.uri)
+        return write_error(request, failure.value)

@@ -1,0 +1,71 @@
+"""JSON in and out for API handlers: bounded parsing, typed access, one encoder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from streamlab.errors import Invalid, TooLarge
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+def respond(request: IRequest, body: Any, status: int = 200) -> bytes:
+    """Serialise *body* as the JSON answer with *status*."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def read_body(request: IRequest, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The request body, refusing more than *limit* bytes with 413."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0, 2)
+    size = content.tell()
+    if size > limit:
+        raise TooLarge("body too large", detail={"limit": limit, "size": size})
+    content.seek(0)
+    return content.read()
+
+
+def read_json(request: IRequest, limit: int = MAX_JSON_BYTES, *, empty: Any = None) -> Any:
+    """Parse the body as JSON (400 ``invalid json`` when it is not)."""
+    raw = read_body(request, limit)
+    if not raw.strip():
+        if empty is not None:
+            return empty
+        raise Invalid("invalid json", detail="empty body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid("invalid json", detail=str(exc)) from None
+
+
+def read_object(request: IRequest, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """Parse the body as a JSON object, or form fields when it is a form post."""
+    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if ctype in (b"application/x-www-form-urlencoded", b"multipart/form-data"):
+        args = request.args or {}
+        out: dict[str, Any] = {}
+        for key, values in args.items():
+            name = key.decode("utf-8", "replace")
+            decoded = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+            out[name] = decoded if name.endswith("[]") or len(decoded) > 1 else decoded[0]
+        return out
+    value = read_json(request, limit, empty={})
+    if not isinstance(value, dict):
+        raise Invalid("invalid json", detail="expected a JSON object")
+    return value
+
+
+def query(request: IRequest, name: str, default: str | None = None) -> str | None:
+    """First value of query argument *name*, decoded."""
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return default
+    value = values[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

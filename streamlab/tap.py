@@ -1,0 +1,110 @@
+"""The only wiring: twistd Options mirroring the config, and makeService.
+
+``twistd -n streamlab --config etc/streamlab.dev.conf [--listen tcp:30000 ...]``.
+Every config key is also an option (CLI wins).  ``--check-config`` validates, prints
+the effective config with secrets redacted and exits (non-zero on error).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.logger import Logger
+from twisted.python import usage
+
+from streamlab import config as configmod
+from streamlab.api.root import ApiRoot
+from streamlab.api.server import ServerApi
+from streamlab.events import EventBus
+from streamlab.web.root import MainRoot
+from streamlab.web.site import build_site
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """Command line of the plugin: ``--config`` plus one option per config key."""
+
+    synopsis = "[--config PATH] [--check-config] [--<key> VALUE ...]"
+    optFlags = [["check-config", None, "validate, print the effective config and exit"]]
+    optParameters = [["config", "c", None, "path of the INI config file"]] + [
+        [key.flag, None, None, f"[{key.section}] {key.name}: {key.doc}"] for key in configmod.SCHEMA
+    ]
+
+    def overrides(self) -> dict[str, str]:
+        """Config keys given on the command line."""
+        return {k.flag: self[k.flag] for k in configmod.SCHEMA if self.get(k.flag) is not None}
+
+
+def load_config(options: Any) -> configmod.Config:
+    """Config from *options* (file + overrides), with paths checked."""
+    cfg = configmod.load(options["config"], options.overrides())
+    configmod.check_paths(cfg)
+    return cfg
+
+
+class StreamlabService(MultiService):
+    """The daemon: owns every subsystem service and listener."""
+
+    def __init__(self, config: configmod.Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.bus = EventBus()
+        self.api = ApiRoot()
+        self.root = MainRoot()
+        self.root.mount("api", self.api)
+        self.components: dict[str, Any] = {}
+
+    def add(self, name: str, component: Any) -> Any:
+        """Register a subsystem; services among them start and stop with the daemon."""
+        self.components[name] = component
+        if IService.providedBy(component):
+            component.setServiceParent(self)
+        return component
+
+
+def build(config: configmod.Config, reactor: Any) -> StreamlabService:
+    """Wire every subsystem for *config* on *reactor*."""
+    svc = StreamlabService(config, reactor)
+    server_api = ServerApi(reactor)
+    svc.api.mount("health", server_api.app.resource())
+    svc.api.mount("version", server_api.app.resource())
+
+    main = strports.service(config.server.listen, build_site(svc.root, reactor), reactor=reactor)
+    main.setName("main-listener")
+    main.setServiceParent(svc)
+    return svc
+
+
+def makeService(options: Any, reactor: Any = None) -> StreamlabService:  # noqa: N802
+    """twistd entry point."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        cfg = load_config(options)
+    except configmod.ConfigError as exc:
+        raise SystemExit(f"streamlab: config error: {exc}") from None
+    if options["check-config"]:
+        print(json.dumps(cfg.redacted(), indent=2))
+        raise SystemExit(0)
+    return build(cfg, reactor)
+
+
+def check_config_main(argv: list[str] | None = None) -> int:
+    """``streamlab --check-config [--config PATH]`` console entry point."""
+    opts = Options()
+    try:
+        opts.parseOptions(argv if argv is not None else sys.argv[1:])
+        cfg = load_config(opts)
+    except (usage.UsageError, configmod.ConfigError) as exc:
+        print(f"streamlab: config error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(cfg.redacted(), indent=2))
+    return 0
