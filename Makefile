@@ -11,7 +11,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core nodejs npm \
                    debhelper dh-python python3-all dpkg-dev
 
-.PHONY: run test setup system venv lint bench clean help
+.PHONY: run test setup system venv assets lint bench clean help
 
 help:
 	@echo "make run    - set up and start the daemon in the foreground on :30000"
@@ -37,7 +37,27 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-setup: system venv
+# Browser libraries for the dashboard: pinned in package.json + package-lock.json,
+# installed from the npm registry, copied into the package's static folder (not committed).
+VENDOR := streamlab/dashboard/vendor
+VENDOR_FILES := node_modules/hls.js/dist/hls.min.js \
+                node_modules/dashjs/dist/modern/umd/dash.all.min.js \
+                node_modules/shaka-player/dist/shaka-player.compiled.js \
+                node_modules/uplot/dist/uPlot.iife.min.js \
+                node_modules/uplot/dist/uPlot.min.css
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(VENDOR)/.installed: node_modules/.installed
+	mkdir -p $(VENDOR)
+	cp $(VENDOR_FILES) $(VENDOR)/
+	touch $@
+
+assets: $(VENDOR)/.installed
+
+setup: system venv assets
 
 run: setup
 	mkdir -p var
