@@ -8,8 +8,11 @@ PIP   := $(VENV)/bin/pip
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the daemon and its tests use.
-SYSTEM_PACKAGES := python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core nodejs npm \
+SYSTEM_PACKAGES := python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core \
                    debhelper dh-python python3-all dpkg-dev
+# Node.js/npm only when no npm is on PATH (a NodeSource nodejs already bundles npm and
+# conflicts with Debian's npm package).
+NODE_PACKAGES := nodejs npm
 
 .PHONY: run test setup system venv assets lint bench clean help
 
@@ -28,6 +31,8 @@ system:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(NODE_PACKAGES); }
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
