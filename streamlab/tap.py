@@ -8,6 +8,7 @@ the effective config with secrets redacted and exits (non-zero on error).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ from streamlab import config as configmod
 from streamlab.api.root import ApiRoot
 from streamlab.api.server import ServerApi
 from streamlab.events import EventBus
+from streamlab.storage.db import Database
 from streamlab.web.root import MainRoot
 from streamlab.web.site import build_site
 
@@ -71,6 +73,7 @@ class StreamlabService(MultiService):
 def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     """Wire every subsystem for *config* on *reactor*."""
     svc = StreamlabService(config, reactor)
+    svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
     server_api = ServerApi(reactor)
     svc.api.mount("health", server_api.app.resource())
     svc.api.mount("version", server_api.app.resource())
