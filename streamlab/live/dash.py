@@ -1,0 +1,294 @@
+"""DASH renderer (spec/streams.md section 4): dynamic MPDs for LL, 2 s and 6 s.
+
+Pure and deterministic.  One ``Period`` per loop touched by the window (``id="loop-<k>"``,
+``start=PT<k*T>S``), so loop boundaries are period boundaries.
+
+* ``6s`` and ``ll``: per Representation a ``SegmentTemplate`` with ``$Number$``,
+  ``startNumber="1"`` and ``@duration = segment_duration``: numbers are the file numbers on
+  disk.  LL adds ``availabilityTimeOffset = segment_duration - part_duration`` and
+  ``availabilityTimeComplete="false"`` (the origin streams the segment in progress part by
+  part, see :func:`streamlab.live.blocking.chunk_schedule`) and a ``ServiceDescription``.
+  While the segment in progress is the last of its loop, the next loop's Period is
+  announced already, so a player whose MPD is up to one segment old still knows where the
+  loop ends.
+* ``2s``: per Representation a ``SegmentList`` with a ``SegmentTimeline`` (real durations,
+  in the track's timescale) and one ``SegmentURL media=<file> mediaRange=<first-last>`` per
+  ~2 s piece (the same pieces as the 2 s HLS playlists); only complete pieces inside the
+  window are listed, so ``minimumUpdatePeriod`` is one piece.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from streamlab.live.hls import file_pieces, format_pdt, pieces_per_file
+from streamlab.live.timeline import EPS, LiveTimeline, index_cache
+from streamlab.media.index import ContentIndex, Track
+
+KINDS = ("ll", "2s", "6s")
+
+UTC_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
+PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"
+PROFILE_LL = "http://www.dashif.org/guidelines/low-latency-live-v5"
+
+
+def _secs(x: float) -> str:
+    s = f"{x:.3f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def duration(x: float) -> str:
+    """xs:duration in seconds: ``PT6S``, ``PT0.2S``."""
+    return f"PT{_secs(x)}S"
+
+
+def _iso(t: float) -> str:
+    ms = round(t * 1000)
+    s = format_pdt(ms)
+    return s.replace(".000Z", "Z")
+
+
+def _attr(s: str) -> str:
+    return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+_NUM = re.compile(r"\{number(?::0?(\d+)d)?\}")
+
+
+def dash_template(segment_template: str) -> str:
+    """A track's ``seg_{number:05d}.m4s`` template as a DASH ``$Number%05d$`` template."""
+    def sub(m: re.Match[str]) -> str:
+        return f"$Number%0{m.group(1)}d$" if m.group(1) else "$Number$"
+    return _NUM.sub(sub, segment_template.replace("$", "$$"))
+
+
+def _frame_rate(fr: float) -> str:
+    if abs(fr - round(fr)) < 1e-6:
+        return str(round(fr))
+    return f"{round(fr * 1000)}/1000"
+
+
+def _timescale(index: ContentIndex, track: Track) -> int:
+    ts = track.timescale or 1000
+    if abs(index.segment_duration * ts - round(index.segment_duration * ts)) > 1e-6:
+        return 1000
+    return ts
+
+
+@dataclass(frozen=True)
+class _Timing:
+    mup: float
+    spd: float
+    max_seg: float
+    min_buf: float
+
+
+def _timing(index: ContentIndex, kind: str) -> _Timing:
+    sd = index.segment_duration
+    tracks = index.video + index.audio
+    if kind == "2s":
+        piece = sd / pieces_per_file(index)
+        longest = max(p.duration for t in tracks for f in file_pieces(index, t) for p in f)
+        return _Timing(piece, 3 * piece, _ceil_ms(longest), piece)
+    longest = max(s.duration for t in tracks for s in t.segments)
+    if kind == "ll":
+        return _Timing(sd, max(1.0, 3 * index.gop_duration), _ceil_ms(longest), 1.0)
+    return _Timing(sd, 3 * sd, _ceil_ms(longest), sd)
+
+
+def _ceil_ms(x: float) -> float:
+    return math.ceil(x * 1000 - 1e-6) / 1000
+
+
+def _rep_open(track: Track) -> str:
+    a = [f'id="{_attr(track.id)}"', f'bandwidth="{track.bandwidth}"', f'codecs="{_attr(track.codecs)}"']
+    if track.type == "video":
+        if track.width and track.height:
+            a += [f'width="{track.width}"', f'height="{track.height}"', 'sar="1:1"']
+        if track.frame_rate:
+            a.append(f'frameRate="{_frame_rate(track.frame_rate)}"')
+        return f"      <Representation {' '.join(a)}>\n"
+    if track.sample_rate:
+        a.append(f'audioSamplingRate="{track.sample_rate}"')
+    out = f"      <Representation {' '.join(a)}>\n"
+    if track.channels:
+        out += ('        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:'
+                f'audio_channel_configuration:2011" value="{track.channels}"/>\n')
+    return out
+
+
+def _aset_open(i: int, ctype: str, tracks: tuple[Track, ...]) -> str:
+    a = [f'id="{i}"', f'contentType="{ctype}"', f'mimeType="{ctype}/mp4"', 'segmentAlignment="true"',
+         'startWithSAP="1"']
+    if ctype == "video":
+        a += [f'maxWidth="{max(t.width for t in tracks)}"', f'maxHeight="{max(t.height for t in tracks)}"']
+    else:
+        a.append(f'lang="{_attr(tracks[0].language)}"')
+    return f"    <AdaptationSet {' '.join(a)}>\n"
+
+
+def _groups(index: ContentIndex) -> list[tuple[str, tuple[Track, ...]]]:
+    out: list[tuple[str, tuple[Track, ...]]] = [("video", index.video)]
+    if index.audio:
+        out.append(("audio", index.audio))
+    return out
+
+
+def _template_body(index: ContentIndex, kind: str) -> str:
+    """The AdaptationSets of a 6s/LL Period (identical in every Period)."""
+    cache = index_cache(index)
+    key = ("dash-body", kind)
+    got = cache.get(key)
+    if got is not None:
+        return got
+    out = []
+    ato = ""
+    if kind == "ll":
+        ato = (f' availabilityTimeOffset="{_secs(index.segment_duration - index.part_duration)}"'
+               ' availabilityTimeComplete="false"')
+    for i, (ctype, tracks) in enumerate(_groups(index)):
+        out.append(_aset_open(i, ctype, tracks))
+        for t in tracks:
+            ts = _timescale(index, t)
+            out.append(_rep_open(t))
+            dur = round(index.segment_duration * ts)
+            out.append(f'        <SegmentTemplate timescale="{ts}" duration="{dur}"'
+                       f' startNumber="1" initialization="{_attr(t.init)}"'
+                       f' media="{_attr(dash_template(t.segment_template))}"{ato}/>\n')
+            out.append("      </Representation>\n")
+        out.append("    </AdaptationSet>\n")
+    got = "".join(out)
+    cache[key] = got
+    return got
+
+
+@dataclass(frozen=True)
+class _ListData:
+    ts: int
+    ticks: tuple[tuple[tuple[int, int], ...], ...]   # per file, per piece: (t, d) in the loop
+    urls: tuple[tuple[str, ...], ...]                # per file, per piece: SegmentURL line
+
+
+def _list_data(index: ContentIndex, track: Track) -> _ListData:
+    cache = index_cache(index)
+    key = ("dash-list", id(track))
+    got = cache.get(key)
+    if got is not None:
+        return got
+    ts = track.timescale or 1000
+    pieces = file_pieces(index, track)
+    starts: list[float] = []
+    acc = 0.0
+    for seg, f in zip(track.segments, pieces, strict=True):
+        starts.extend(acc + p.start for p in f)
+        acc += seg.duration
+    bounds = [round(s * ts) for s in starts] + [round(acc * ts)]
+    ticks, urls = [], []
+    i = 0
+    for num, f in enumerate(pieces, start=1):
+        uri = _attr(track.segment_path(num))
+        ft, fu = [], []
+        for p in f:
+            ft.append((bounds[i], bounds[i + 1] - bounds[i]))
+            rng = f"{p.offset}-{p.offset + p.length - 1}"
+            fu.append(f'          <SegmentURL media="{uri}" mediaRange="{rng}"/>\n')
+            i += 1
+        ticks.append(tuple(ft))
+        urls.append(tuple(fu))
+    got = _ListData(ts, tuple(ticks), tuple(urls))
+    cache[key] = got
+    return got
+
+
+def _list_body(index: ContentIndex, pieces: list[tuple[int, int]]) -> str:
+    """AdaptationSets of a 2 s Period listing the pieces ``(file index, piece index)``."""
+    out = []
+    for i, (ctype, tracks) in enumerate(_groups(index)):
+        out.append(_aset_open(i, ctype, tracks))
+        for t in tracks:
+            data = _list_data(index, t)
+            out.append(_rep_open(t))
+            out.append(f'        <SegmentList timescale="{data.ts}">\n'
+                       f'          <Initialization sourceURL="{_attr(t.init)}"/>\n'
+                       "          <SegmentTimeline>\n")
+            run_t = run_d = None
+            run_r = 0
+            expect = None
+            for f, j in pieces:
+                tt, d = data.ticks[f][j]
+                if run_d == d and expect == tt:
+                    run_r += 1
+                else:
+                    if run_d is not None:
+                        out.append(_s(run_t, run_d, run_r))
+                    run_t, run_d, run_r = (None if expect == tt else tt), d, 0
+                expect = tt + d
+            if run_d is not None:
+                out.append(_s(run_t, run_d, run_r))
+            out.append("          </SegmentTimeline>\n")
+            out.extend(data.urls[f][j] for f, j in pieces)
+            out.append("        </SegmentList>\n      </Representation>\n")
+        out.append("    </AdaptationSet>\n")
+    return "".join(out)
+
+
+def _s(t: int | None, d: int, r: int) -> str:
+    return ("            <S" + (f' t="{t}"' if t is not None else "") + f' d="{d}"'
+            + (f' r="{r}"' if r else "") + "/>\n")
+
+
+def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window: float,
+               *, utc_timing_url: str = "/go-live/time") -> str:
+    """The dynamic MPD for *kind* (``ll``/``2s``/``6s``) at *now*; unknown kind -> KeyError.
+
+    *utc_timing_url* is the ``UTCTiming`` value (pass an absolute URL when the player page
+    is served from another origin: dash.js resolves it against the page).
+    """
+    if kind not in KINDS:
+        raise KeyError(kind)
+    tl = LiveTimeline(index, epoch)
+    loop_t = index.loop_duration
+    tim = _timing(index, kind)
+    rel = now - epoch
+    head = ['<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" '
+            f'profiles="{PROFILE_LIVE + ("," + PROFILE_LL if kind == "ll" else "")}" type="dynamic" '
+            f'availabilityStartTime="{_iso(epoch)}" publishTime="{format_pdt(round(now * 1000))}" '
+            f'minimumUpdatePeriod="{duration(tim.mup)}" timeShiftBufferDepth="{duration(window)}" '
+            f'suggestedPresentationDelay="{duration(tim.spd)}" maxSegmentDuration="{duration(tim.max_seg)}" '
+            f'minBufferTime="{duration(tim.min_buf)}">\n']
+    if kind == "ll":
+        target = round(tim.spd * 1000)
+        head.append('  <ServiceDescription id="0">\n'
+                    f'    <Latency referenceId="0" target="{target}" min="{round(target * 2 / 3)}"'
+                    f' max="{target * 2}"/>\n'
+                    '    <PlaybackRate min="0.96" max="1.04"/>\n  </ServiceDescription>\n')
+    periods: list[tuple[int, str]] = []
+    if kind == "2s":
+        k_per = pieces_per_file(index)
+        from streamlab.live.hls import last_complete_piece
+        last = last_complete_piece(index, index.video[0], now, epoch)
+        first = max(0, last - max(1, round(window * k_per / index.segment_duration)) + 1)
+        by_loop: dict[int, list[tuple[int, int]]] = {}
+        for a in range(first, last + 1):
+            m, j = divmod(a, k_per)
+            by_loop.setdefault(m // tl.count, []).append((m % tl.count, j))
+        for k in sorted(by_loop):
+            periods.append((k, _list_body(index, by_loop[k])))
+    else:
+        body = _template_body(index, kind)
+        n = tl.in_progress(now)
+        k_first = math.floor(max(0.0, rel - window) / loop_t + EPS)
+        k_last = tl.loop_of(n)
+        if tl.file_number(n) == tl.count:
+            k_last += 1
+        periods = [(k, body) for k in range(k_first, k_last + 1)]
+    for i, (k, body) in enumerate(periods):
+        dur = f' duration="{duration(loop_t)}"' if i + 1 < len(periods) else ""
+        head.append(f'  <Period id="loop-{k}" start="{duration(k * loop_t)}"{dur}>\n')
+        head.append(body)
+        head.append("  </Period>\n")
+    head.append(f'  <UTCTiming schemeIdUri="{UTC_SCHEME}" value="{_attr(utc_timing_url)}"/>\n</MPD>\n')
+    return "".join(head)
