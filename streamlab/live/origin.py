@@ -1,0 +1,609 @@
+"""The looping-live origin: the plain twisted.web resource serving ``/go-live/...``.
+
+This is the hot path, so it is one leaf :class:`~twisted.web.resource.Resource` that
+dispatches on ``request.postpath`` (no Klein).  It only uses the public ``IRequest`` API
+(``setResponseCode``, ``setHeader``, ``write``, ``finish``, ``registerProducer``,
+``notifyFinish``), so the same instance can be mounted on the main Site and on every
+session port's Site behind the fault layer.
+
+URL map (below the mount point, normally ``/go-live``) and the request kind each one is
+(:func:`classify` returns the kind for the session fault layer / network log):
+
+==============================================  ==========================  =================
+path                                            answer                      kind
+==============================================  ==========================  =================
+``healthz``                                     ``{"status":"ok"}``         other
+``time``                                        ISO-8601 UTC now (text)     other
+``api/status``                                  workers (streams.md §6)     other
+``api/tick-stats/{content}``                    LL-HLS tick stats           other
+``api/dash-tick-stats/{content}?duration=..``   DASH tick stats             other
+``api/stop/{id}`` (DELETE)                      ``{"stopped": id}``         other
+``{content}/master.m3u8``, ``master_2s.m3u8``,  HLS master (``?format=ts``  master_manifest
+``master_6s.m3u8``                              for MPEG-TS renditions)
+``{content}/manifest.mpd``, ``manifest_2s.mpd``, DASH MPD                   master_manifest
+``manifest_6s.mpd``
+``{content}/playlist_{variant}.m3u8``,          HLS media playlist          manifest
+``playlist_2s_{variant}.m3u8``,                 (LL: ``_HLS_msn``,
+``playlist_6s_{variant}.m3u8``                  ``_HLS_part``, ``_HLS_skip``)
+``{content}/video/...``, ``audio/...``,         media / init segments       segment
+``ts/...``                                      from disk (Range)
+==============================================  ==========================  =================
+
+Worker stream kinds (``requests`` keys in ``/go-live/api/status``): ``master.m3u8`` and LL
+playlists count as ``ll_hls``; ``*_2s``/``*_6s`` HLS as ``hls_2s``/``hls_6s``; the MPDs as
+``ll_dash``/``dash_2s``/``dash_6s``; everything under ``video/ audio/ ts/`` as ``media``.
+
+Holding requests (blocking playlist reload, blocking preload-hint byte ranges, LL-DASH
+chunked delivery of the segment being produced) uses one shared
+:class:`~streamlab.live.waiters.WaitQueue`: a held request is one heap entry and there is
+a single reactor timer for all of them; a client that disconnects is removed through
+``notifyFinish``'s errback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from streamlab.api.errors import write_error
+from streamlab.errors import Invalid, NotFound, StreamlabError, Unavailable
+from streamlab.live import blocking, dash, hls
+from streamlab.live.media import FileRangeProducer, Unsatisfiable, content_type, parse_range, resolve
+from streamlab.live.timeline import LiveTimeline, part_ends
+from streamlab.live.waiters import Waiter, WaitQueue
+from streamlab.live.workers import WorkerRegistry, iso
+from streamlab.media.index import ContentIndex, Track
+
+log = Logger()
+
+MANIFEST_CACHE = b"no-cache, no-store, must-revalidate"
+MEDIA_CACHE = b"public, max-age=31536000, immutable"
+HLS_TYPE = b"application/vnd.apple.mpegurl"
+DASH_TYPE = b"application/dash+xml"
+CORS = {
+    b"access-control-allow-origin": b"*",
+    b"access-control-expose-headers": b"Content-Length, Content-Range, Date, Accept-Ranges, Age",
+}
+PREFLIGHT = {
+    b"access-control-allow-methods": b"GET, HEAD, DELETE, OPTIONS",
+    b"access-control-allow-headers": b"Range, Content-Type, Authorization, Player-ID, X-Playback-Session-Id",
+    b"access-control-max-age": b"86400",
+}
+MEDIA_DIRS = ("video", "audio", "ts")
+RESERVED = ("api", "healthz", "time")
+
+_MASTER_RE = re.compile(r"^master(?:_(2s|6s))?\.m3u8$")
+_MPD_RE = re.compile(r"^manifest(?:_(2s|6s))?\.mpd$")
+_PLAYLIST_RE = re.compile(r"^playlist_(.+)\.m3u8$")
+
+STREAM_OF = {("hls", "ll"): "ll_hls", ("hls", "2s"): "hls_2s", ("hls", "6s"): "hls_6s",
+             ("dash", "ll"): "ll_dash", ("dash", "2s"): "dash_2s", ("dash", "6s"): "dash_6s"}
+
+
+class MethodNotAllowed(StreamlabError):
+    """HTTP method not supported on this path (405)."""
+
+    status = 405
+    error = "method not allowed"
+
+
+def classify(path: bytes | str) -> str:
+    """Request kind of a URL path for faults and the network log: ``master_manifest``
+    (HLS master, DASH MPD), ``manifest`` (HLS media playlist), ``segment`` (media and
+    init segments) or ``other``.  *path* may be the full path (``/go-live/x/master.m3u8``,
+    with or without a query) or the part below the mount point."""
+    if isinstance(path, bytes):
+        path = path.decode("utf-8", "replace")
+    path = path.split("?", 1)[0].strip("/")
+    segs = path.split("/")
+    if segs and segs[0] == "go-live":
+        segs = segs[1:]
+    if len(segs) < 2 or segs[0] in RESERVED:
+        return "other"
+    name = segs[1]
+    if len(segs) == 2:
+        if _MASTER_RE.match(name) or _MPD_RE.match(name):
+            return "master_manifest"
+        if _PLAYLIST_RE.match(name):
+            return "manifest"
+        return "other"
+    return "segment" if name in MEDIA_DIRS else "other"
+
+
+def _decode(segs: list[bytes]) -> list[str] | None:
+    try:
+        return [s.decode("utf-8") for s in segs]
+    except UnicodeDecodeError:
+        return None
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return None
+    v = values[0]
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+class _Held:
+    """One held request: its waiter and whether the client is still there."""
+
+    __slots__ = ("waiter", "gone")
+
+    def __init__(self) -> None:
+        self.waiter: Waiter | None = None
+        self.gone = False
+
+
+class OriginResource(Resource):
+    """``/go-live``: live manifests rendered on demand, media from disk, workers and the
+    status API.  *library* provides ``get(name) -> ContentIndex | None`` and
+    ``item_dir(name) -> str``; *clock* is the reactor (all times and timers);
+    *epoch* is ``live_epoch`` in unix seconds."""
+
+    isLeaf = True
+
+    def __init__(self, library: Any, clock: IReactorTime, *, epoch: float, window: float,
+                 idle_timeout: float) -> None:
+        super().__init__()
+        self.library = library
+        self.clock = clock
+        self.epoch = epoch
+        self.window = window
+        self.waiters = WaitQueue(clock)
+        self.workers = WorkerRegistry(clock, idle_timeout)
+        self._timelines: dict[str, tuple[ContentIndex, LiveTimeline]] = {}
+        self._cache_now: float | None = None
+        self._cache: dict[tuple[Any, ...], bytes] = {}
+
+    @classmethod
+    def from_config(cls, library: Any, config: Any, clock: IReactorTime) -> OriginResource:
+        """Build from the daemon config (``[live]`` section)."""
+        live = config.live
+        return cls(library, clock, epoch=live.live_epoch.timestamp(), window=live.window_seconds,
+                   idle_timeout=live.worker_idle_timeout)
+
+    def shutdown(self) -> None:
+        """Cancel every timer (held requests, idle workers)."""
+        self.waiters.cancel_all()
+        self.workers.stop_all()
+
+    # -- entry -------------------------------------------------------------
+
+    def render(self, request: IRequest) -> bytes | int:
+        for name, value in CORS.items():
+            request.setHeader(name, value)
+        try:
+            return self._dispatch(request)
+        except StreamlabError as exc:
+            return write_error(request, exc)
+        except Exception as exc:  # a bug, never bad input: log it and answer 500
+            log.failure("origin error serving {uri}", Failure(), uri=request.uri)
+            return write_error(request, exc)
+
+    def _dispatch(self, request: IRequest) -> bytes | int:
+        segs = _decode(list(request.postpath or []))
+        if segs is None:
+            raise NotFound("not found")
+        if segs and segs[-1] == "" and len(segs) > 1:
+            segs = segs[:-1]
+        method = request.method
+        if method == b"OPTIONS":
+            for name, value in PREFLIGHT.items():
+                request.setHeader(name, value)
+            request.setResponseCode(204)
+            return b""
+        if not segs or segs == [""]:
+            raise NotFound("not found", detail="no content named")
+        head = segs[0]
+        if head == "api":
+            return self._api(request, segs[1:])
+        if method not in (b"GET", b"HEAD"):
+            raise MethodNotAllowed(detail=method.decode("latin-1"))
+        if segs == ["healthz"]:
+            return self._json(request, {"status": "ok"})
+        if segs == ["time"]:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"cache-control", MANIFEST_CACHE)
+            return (iso(self.clock.seconds()) or "").encode()
+        if len(segs) < 2 or head in RESERVED:
+            raise NotFound("not found", detail="/".join(segs))
+        index = self.library.get(head)
+        if index is None:
+            raise NotFound("unknown content", detail=head)
+        if segs[1] in MEDIA_DIRS:
+            return self._media(request, head, index, segs[1:])
+        if len(segs) == 2:
+            return self._manifest(request, head, index, segs[1])
+        raise NotFound("not found", detail="/".join(segs))
+
+    def _json(self, request: IRequest, body: Any, status: int = 200) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", MANIFEST_CACHE)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    # -- status API --------------------------------------------------------
+
+    def _api(self, request: IRequest, segs: list[str]) -> bytes:
+        method = request.method
+        if len(segs) == 2 and segs[0] == "stop":
+            if method != b"DELETE":
+                raise MethodNotAllowed(detail="use DELETE")
+            if not self.workers.stop(segs[1]):
+                raise NotFound("no such worker", detail=segs[1])
+            return self._json(request, {"stopped": segs[1]})
+        if method not in (b"GET", b"HEAD"):
+            raise MethodNotAllowed(detail=method.decode("latin-1"))
+        if segs == ["status"]:
+            return self._json(request, self.workers.status())
+        if len(segs) == 2 and segs[0] in ("tick-stats", "dash-tick-stats"):
+            content = segs[1]
+            if segs[0] == "tick-stats":
+                stream = "ll_hls"
+            else:
+                duration = _arg(request, "duration") or "ll"
+                if duration not in ("ll", "2s", "6s"):
+                    raise Invalid("bad duration", detail="duration must be ll, 2s or 6s",
+                                  fields={"duration": "ll|2s|6s"})
+                stream = STREAM_OF[("dash", duration)]
+            worker = self.workers.get(content)
+            if worker is None:
+                raise NotFound("no worker for content", detail=content)
+            now = self.clock.seconds()
+            stats = worker.stream(stream).tick_stats(now) if stream in worker.streams else {
+                "last_tick_at": None, "tick_interval_ms": None, "avg_tick_interval_ms_5m": None,
+                "last_render_ms": None, "avg_render_ms_5m": None}
+            body: dict[str, Any] = {"content": content}
+            if segs[0] == "dash-tick-stats":
+                body["duration"] = stream.replace("dash_", "").replace("ll_dash", "ll")
+            body.update(stats)
+            body["variant_count"] = len(worker.variants)
+            body["audio_count"] = len(worker.audio)
+            return self._json(request, body)
+        raise NotFound("not found", detail="/api/" + "/".join(segs))
+
+    # -- manifests -----------------------------------------------------------
+
+    def _timeline(self, content: str, index: ContentIndex) -> LiveTimeline:
+        cached = self._timelines.get(content)
+        if cached is None or cached[0] is not index:
+            cached = (index, LiveTimeline(index, self.epoch))
+            self._timelines[content] = cached
+        return cached[1]
+
+    def _manifest(self, request: IRequest, content: str, index: ContentIndex, name: str) -> bytes | int:
+        container = _arg(request, "format") or "fmp4"
+        if container not in ("fmp4", "ts"):
+            raise Invalid("bad format", detail="format must be ts or fmp4", fields={"format": "ts|fmp4"})
+        if container == "ts" and not index.ts_tracks:
+            raise NotFound("no MPEG-TS renditions", detail=content)
+        m = _MASTER_RE.match(name)
+        if m:
+            kind = m.group(1) or "ll"
+            return self._answer(request, content, index, ("hls", kind), HLS_TYPE, ("master", kind, container),
+                                self.clock.seconds())
+        m = _MPD_RE.match(name)
+        if m:
+            kind = m.group(1) or "ll"
+            return self._answer(request, content, index, ("dash", kind), DASH_TYPE, ("mpd", kind),
+                                self.clock.seconds())
+        m = _PLAYLIST_RE.match(name)
+        if not m:
+            raise NotFound("not found", detail=name)
+        rest = m.group(1)
+        kind, variant = "ll", rest
+        if rest[:3] in ("2s_", "6s_") and self._has_track(index, rest[3:], container):
+            kind, variant = rest[:2], rest[3:]
+        if not self._has_track(index, variant, container):
+            raise NotFound("unknown variant", detail=variant)
+        now = self.clock.seconds()
+        if kind != "ll":
+            return self._answer(request, content, index, ("hls", kind), HLS_TYPE,
+                                ("media", kind, variant, None, container), now)
+        try:
+            reload_req = blocking.parse_reload_params(_arg(request, "_HLS_msn"), _arg(request, "_HLS_part"),
+                                                      _arg(request, "_HLS_skip"))
+            skip = getattr(reload_req, "skip", None) if reload_req is not None else None
+            ready_at = now
+            if reload_req is not None and getattr(reload_req, "msn", None) is not None:
+                ready_at = blocking.reload_ready_at(index, variant, now, self.epoch, reload_req)
+        except blocking.BadReload as exc:
+            raise Invalid("bad blocking reload", detail=str(exc)) from None
+        except KeyError:
+            raise NotFound("unknown variant", detail=variant) from None
+        what = ("media", kind, variant, skip, container)
+        if ready_at <= now:
+            return self._answer(request, content, index, ("hls", kind), HLS_TYPE, what, now)
+        # hold: count the request now, answer when the playlist contains the part
+        self.workers.touch(content, "ll_hls")
+        deadline = now + blocking.reload_deadline(index, "ll")
+        held = _Held()
+
+        def wake() -> None:
+            if held.gone:
+                return
+            if ready_at > deadline:
+                self._finish_bytes(request, write_error(request, Unavailable(
+                    "blocking reload timed out", detail="the requested part was not published in time")))
+                return
+            t = max(self.clock.seconds(), ready_at)
+            try:
+                body = self._render(request, content, index, ("hls", kind), HLS_TYPE, what, t)
+            except StreamlabError as exc:
+                body = write_error(request, exc)
+            self._finish_bytes(request, body)
+
+        self._hold(request, held, min(ready_at, deadline), wake)
+        return NOT_DONE_YET
+
+    def _has_track(self, index: ContentIndex, track_id: str, container: str) -> bool:
+        return any(t.id == track_id and t.container == container for t in index.tracks)
+
+    def _answer(self, request: IRequest, content: str, index: ContentIndex, stream: tuple[str, str],
+                ctype: bytes, what: tuple[Any, ...], now: float) -> bytes:
+        self.workers.touch(content, STREAM_OF[stream])
+        return self._render(request, content, index, stream, ctype, what, now)
+
+    def _render(self, request: IRequest, content: str, index: ContentIndex, stream: tuple[str, str],
+                ctype: bytes, what: tuple[Any, ...], now: float) -> bytes:
+        """Render (or reuse the render made for the same instant) and set the headers."""
+        if self._cache_now != now:
+            self._cache_now = now
+            self._cache.clear()
+        key = (content, id(index), *what)
+        body = self._cache.get(key)
+        render_ms: float | None = None
+        if body is None:
+            t0 = time.perf_counter()
+            try:
+                text = self._render_text(index, what, now)
+            except KeyError as exc:
+                raise NotFound("not found", detail=f"no such rendition: {exc}") from None
+            body = text.encode("utf-8")
+            render_ms = (time.perf_counter() - t0) * 1000.0
+            self._cache[key] = body
+        self._observe(content, index, stream, now, render_ms)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", ctype)
+        request.setHeader(b"cache-control", MANIFEST_CACHE)
+        return body
+
+    def _render_text(self, index: ContentIndex, what: tuple[Any, ...], now: float) -> str:
+        if what[0] == "master":
+            return hls.render_master(index, what[1], container=what[2])
+        if what[0] == "mpd":
+            return dash.render_mpd(index, what[1], now, self.epoch, self.window,
+                                   utc_timing_url="/go-live/time")
+        _, kind, variant, skip, container = what
+        return hls.render_media(index, variant, kind, now, self.epoch, self.window, skip=skip,
+                                container=container)
+
+    def _observe(self, content: str, index: ContentIndex, stream: tuple[str, str], now: float,
+                 render_ms: float | None) -> None:
+        worker = self.workers.get(content)
+        if worker is None:
+            return
+        if not worker.variants and not worker.audio:
+            worker.variants = tuple(t.id for t in index.video)
+            worker.audio = tuple(t.id for t in index.audio)
+        try:
+            edge = self._edge(content, index, stream[1], now)
+        except Exception:  # stats must never break serving
+            log.failure("tick bookkeeping failed")
+            return
+        worker.stream(STREAM_OF[stream]).observe(now, edge, render_ms)
+
+    def _edge(self, content: str, index: ContentIndex, kind: str, now: float) -> Any:
+        """The live edge a render at *now* shows: (msn, part) for LL, the 2 s / 6 s segment."""
+        tl = self._timeline(content, index)
+        if kind == "ll":
+            return tuple(tl.live_edge(index.video[0], now))
+        if kind == "6s":
+            return tl.segment_number(now)
+        per_file = max(1, round(index.segment_duration / 2.0))
+        return math.floor((now - self.epoch) / (index.segment_duration / per_file))
+
+    # -- holding ---------------------------------------------------------------
+
+    def _hold(self, request: IRequest, held: _Held, wake_at: float, wake: Callable[[], None]) -> None:
+        """Run *wake* at *wake_at* unless the client goes away first."""
+
+        def gone(_failure: Failure) -> None:
+            held.gone = True
+            if held.waiter is not None:
+                held.waiter.cancel()
+                held.waiter = None
+
+        def fire() -> None:
+            held.waiter = None
+            wake()
+
+        held.waiter = self.waiters.add(wake_at, fire)
+        request.notifyFinish().addErrback(gone)
+
+    def _finish_bytes(self, request: IRequest, body: bytes) -> None:
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+    # -- media -------------------------------------------------------------------
+
+    def _media(self, request: IRequest, content: str, index: ContentIndex, segs: list[str]) -> bytes | int:
+        found = resolve(self.library.item_dir(content), segs)
+        if found is None:
+            raise NotFound("not found", detail="/".join(segs))
+        full, rel = found
+        self.workers.touch(content, "media")
+        try:
+            fh = open(full, "rb")  # noqa: SIM115 - handed to the producer, which closes it
+        except OSError:
+            raise NotFound("not found", detail=rel) from None
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            return self._media_open(request, content, index, rel, full, fh, size)
+        except BaseException:  # nothing raises once a producer owns the file
+            fh.close()
+            raise
+
+    def _media_open(self, request: IRequest, content: str, index: ContentIndex, rel: str, full: str,
+                    fh: Any, size: int) -> bytes | int:
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"content-type", content_type(rel).encode())
+        request.setHeader(b"cache-control", MEDIA_CACHE)
+        range_header = request.getHeader(b"range")
+        try:
+            rng = parse_range(range_header.decode("latin-1") if range_header else None, size)
+        except Unsatisfiable:
+            fh.close()
+            request.setHeader(b"content-range", f"bytes */{size}".encode())
+            return write_error(request, _RangeNotSatisfiable(detail=f"file is {size} bytes"))
+        first, last = (rng.first, rng.last) if rng else (0, size - 1)
+        seg = _segment_of(index, rel)
+        now = self.clock.seconds()
+        schedule = None
+        if seg is not None and request.method == b"GET":
+            track, number = seg
+            if rng is not None:
+                ready = blocking.media_ready_at(index, track, number, first, now, self.epoch)
+                if ready is not None and ready > now:
+                    schedule = _part_schedule(index, track, number, first, ready)
+            else:
+                schedule = blocking.chunk_schedule(index, track, number, now, self.epoch)
+        if rng is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", rng.content_range().encode())
+        if schedule:
+            # paced: parts are released at their publish times (chunked when no Range)
+            if rng is not None:
+                request.setHeader(b"content-length", str(last - first + 1).encode())
+            _Paced(self, request, fh, first, last, schedule).start()
+            return NOT_DONE_YET
+        request.setHeader(b"content-length", str(last - first + 1).encode())
+        if request.method == b"HEAD" or last < first:
+            fh.close()
+            return b""
+        FileRangeProducer(request, fh, first, last - first + 1).start()
+        return NOT_DONE_YET
+
+
+class _RangeNotSatisfiable(StreamlabError):
+    status = 416
+    error = "range not satisfiable"
+
+
+def _segment_of(index: ContentIndex, rel: str) -> tuple[Track, int] | None:
+    """The fMP4 track and 1-based file number of media path *rel* (None for init files,
+    TS files and anything else)."""
+    for t in index.tracks:
+        if t.container != "fmp4":
+            continue
+        pre, brace, post = t.segment_template.partition("{")
+        if not brace:
+            continue
+        post = post.partition("}")[2]
+        if rel.startswith(pre) and rel.endswith(post):
+            middle = rel[len(pre):len(rel) - len(post)]
+            if middle.isdigit():
+                n = int(middle)
+                if 1 <= n <= len(t.segments) and t.segment_path(n) == rel:
+                    return t, n
+    return None
+
+
+def _part_schedule(index: ContentIndex, track: Track, number: int, offset: int,
+                   ready: float) -> list[tuple[Any, float]]:
+    """Publish times of the parts of file *number* given that the part holding byte *offset*
+    is published at *ready* (the timeline's part ends fix the others)."""
+    parts = track.segments[number - 1].parts
+    ends = part_ends(index, track)[number - 1]
+    for i, part in enumerate(parts):
+        if offset < part.offset + part.size:
+            start = ready - ends[i]
+            return [(p, start + ends[j]) for j, p in enumerate(parts)]
+    return [(None, ready)]
+
+
+class _Paced:
+    """Writes bytes ``first..last`` of a segment file as its parts are published: the bytes
+    up to the end of a part go out at that part's publish time (bytes before the first part
+    immediately, bytes after the last part with it).  Reads are one part at a time."""
+
+    def __init__(self, origin: OriginResource, request: IRequest, fh: Any, first: int, last: int,
+                 schedule: list[tuple[Any, float]]) -> None:
+        self.origin = origin
+        self.request = request
+        self.fh = fh
+        self.pos = first
+        self.last = last
+        self.held = _Held()
+        cuts: list[tuple[int, float]] = []
+        for part, at in sorted(schedule, key=lambda pa: pa[1]):
+            end = last + 1 if part is None else part.offset + part.size
+            if end > first:
+                cuts.append((min(end, last + 1), at))
+        if cuts:
+            cuts[-1] = (last + 1, cuts[-1][1])
+        else:
+            cuts = [(last + 1, origin.clock.seconds())]
+        self.cuts = cuts
+
+    def start(self) -> None:
+        def gone(_failure: Failure) -> None:
+            self.held.gone = True
+            if self.held.waiter is not None:
+                self.held.waiter.cancel()
+                self.held.waiter = None
+            self._close()
+
+        self.request.notifyFinish().addErrback(gone)
+        self._step()
+
+    def _close(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+
+    def _step(self) -> None:
+        self.held.waiter = None
+        if self.held.gone:
+            return
+        now = self.origin.clock.seconds()
+        while self.cuts and self.cuts[0][1] <= now:
+            end, _ = self.cuts.pop(0)
+            if end > self.pos:
+                self.fh.seek(self.pos)
+                data = self.fh.read(end - self.pos)
+                self.pos = end
+                if data:
+                    self.request.write(data)
+        if not self.cuts or self.pos > self.last:
+            self._close()
+            self.request.finish()
+            return
+        self.held.waiter = self.origin.waiters.add(self.cuts[0][1], self._step)
+
+
+class OriginService(Service):
+    """Owns the origin's timers: cancels held requests and worker timers on stop."""
+
+    name = "origin"
+
+    def __init__(self, resource: OriginResource) -> None:
+        self.resource = resource
+
+    def stopService(self) -> Any:  # noqa: N802 - twisted API
+        self.resource.shutdown()
+        return super().stopService()
