@@ -1,0 +1,536 @@
+"""Pure shaping model: per-port desired state, feature routing and the kernel reconciler.
+
+Nothing here does I/O or reads a clock; time is passed in as ``now``.
+
+* :class:`PortConfig` is what the session fields ask for on one session port.
+* :func:`effective` turns a config plus the runtime pattern step and fault window into
+  the :class:`Effective` shape right now (rate ``None`` = uncapped, ``0.0`` = stalled).
+* :func:`split` routes each feature to the kernel or the userspace backend according to
+  :class:`Capabilities`.
+* :func:`plan` diffs desired vs applied kernel state and returns the minimal list of
+  :class:`Op`; applying the same state twice yields an empty plan and removing a port
+  yields exactly the deletions of what was created for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from streamlab.errors import Conflict, Invalid
+
+RATE_MAX_MBPS = 10000.0
+DELAY_MAX_MS = 10000.0
+LOSS_MAX_PCT = 100.0
+#: Rate of the kernel class while a pattern step stalls the port (userspace holds writes too).
+STALL_RATE_BPS = 8000
+FAULT_TYPES = ("none", "drop", "reject")
+TEMPLATE_MODES = ("sliders", "square_wave", "ramp_up", "ramp_down", "pyramid")
+TEMPLATE_MARGINS = (0, 5, 10, 25, 50)
+TEMPLATE_STEP_SECONDS = (6, 12, 18, 24)
+FEATURES = ("rate", "delay", "loss", "transport_drop", "transport_reject")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _number(name: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise Invalid("invalid", fields={name: "must be a number"}) from None
+        else:
+            raise Invalid("invalid", fields={name: "must be a number"})
+    if math.isnan(value) or not lo <= value <= hi:
+        raise Invalid("invalid", fields={name: f"must be between {lo:g} and {hi:g}"})
+    return float(value)
+
+
+def check_rate(value: Any, name: str = "rate_mbps") -> float:
+    """A rate in Mbps, 0-10000 (0 = no cap); :class:`Invalid` otherwise."""
+    return _number(name, value, 0, RATE_MAX_MBPS)
+
+
+def check_delay(value: Any, name: str = "delay_ms") -> float:
+    """A one-way delay in ms, 0-10000."""
+    return _number(name, value, 0, DELAY_MAX_MS)
+
+
+def check_loss(value: Any, name: str = "loss_pct") -> float:
+    """A loss percentage, 0-100."""
+    return _number(name, value, 0, LOSS_MAX_PCT)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pattern step: hold *rate_mbps* (0 = stalled) for *duration_seconds*."""
+
+    rate_mbps: float
+    duration_seconds: float
+    enabled: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """Wire shape of the step."""
+        return {"rate_mbps": self.rate_mbps, "duration_seconds": self.duration_seconds,
+                "enabled": self.enabled}
+
+
+def parse_steps(raw: Any, name: str = "steps") -> tuple[Step, ...]:
+    """Validate a list of step objects (:class:`Invalid` naming the bad entry)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise Invalid("invalid", fields={name: "must be a list of steps"})
+    steps = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise Invalid("invalid", fields={name: f"step {i + 1} must be an object"})
+        rate = _number(f"{name}[{i}].rate_mbps", item.get("rate_mbps", item.get("rate", 0)), 0,
+                       RATE_MAX_MBPS)
+        dur = _number(f"{name}[{i}].duration_seconds", item.get("duration_seconds", 0), 0, 86400 * 7)
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise Invalid("invalid", fields={f"{name}[{i}].enabled": "must be true or false"})
+        steps.append(Step(rate, dur, enabled))
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A transport fault: type, on-window C, cycle F, units of C (seconds or packets)."""
+
+    type: str = "none"
+    consecutive: float = 0.0
+    frequency: float = 0.0
+    units: str = "seconds"
+
+    @property
+    def armed(self) -> bool:
+        """True when a fault type is set."""
+        return self.type != "none"
+
+
+@dataclass(frozen=True)
+class PortConfig:
+    """Desired shaping of one session port, as the session fields say."""
+
+    port: int
+    rate_mbps: float = 0.0
+    delay_ms: float = 0.0
+    loss_pct: float = 0.0
+    pattern_enabled: bool = False
+    steps: tuple[Step, ...] = ()
+    fault: FaultSpec = field(default_factory=FaultSpec)
+
+    @property
+    def pattern_active(self) -> bool:
+        """A pattern runs only when enabled and at least one enabled step has a duration."""
+        return self.pattern_enabled and any(s.enabled and s.duration_seconds > 0 for s in self.steps)
+
+
+def _get(fields: Mapping[str, Any], name: str, default: Any) -> Any:
+    value = fields.get(name, default)
+    return default if value is None else value
+
+
+def config_from_fields(port: int, fields: Mapping[str, Any]) -> PortConfig:
+    """Build the desired :class:`PortConfig` from session fields (already validated)."""
+    try:
+        steps = parse_steps(_get(fields, "nftables_pattern_steps", []), "nftables_pattern_steps")
+    except Invalid:
+        steps = ()
+    ftype = str(_get(fields, "transport_failure_type", _get(fields, "transport_fault_type", "none"))).lower()
+    if ftype not in FAULT_TYPES:
+        ftype = "none"
+    mode = str(_get(fields, "transport_failure_mode", ""))
+    units = str(_get(fields, "transport_consecutive_units", "seconds"))
+    if mode == "failures_per_packets" or units == "packets":
+        units = "packets"
+    else:
+        units = "seconds"
+    fault = FaultSpec(ftype, float(_get(fields, "transport_consecutive_failures", 0) or 0),
+                      float(_get(fields, "transport_failure_frequency", 0) or 0), units)
+    return PortConfig(
+        port=int(port),
+        rate_mbps=float(_get(fields, "nftables_bandwidth_mbps", 0) or 0),
+        delay_ms=float(_get(fields, "nftables_delay_ms", 0) or 0),
+        loss_pct=float(_get(fields, "nftables_packet_loss", 0) or 0),
+        pattern_enabled=bool(_get(fields, "nftables_pattern_enabled", False)),
+        steps=steps,
+        fault=fault,
+    )
+
+
+# --------------------------------------------------------------------------- time rules
+
+
+@dataclass(frozen=True)
+class PatternPosition:
+    """Where a running pattern is: step index (0-based, into the full list), its rate and
+    the absolute time of the next boundary."""
+
+    index: int
+    rate_mbps: float
+    step_started_at: float
+    next_boundary: float
+
+
+def pattern_position(steps: Iterable[Step], enabled_at: float, now: float) -> PatternPosition | None:
+    """The step in force at *now* for a pattern enabled at *enabled_at*.
+
+    Boundaries lie on a fixed grid ``enabled_at + k * cycle + cumulative`` so no drift can
+    build up however late timers fire.  Disabled and zero-length steps are skipped.
+    ``None`` when no step can run.
+    """
+    live = [(i, s) for i, s in enumerate(steps) if s.enabled and s.duration_seconds > 0]
+    if not live:
+        return None
+    cycle = sum(s.duration_seconds for _, s in live)
+    elapsed = max(0.0, now - enabled_at)
+    k = math.floor(elapsed / cycle + 1e-12)
+    cycle_start = enabled_at + k * cycle
+    offset = now - cycle_start
+    acc = 0.0
+    for i, s in live:
+        end = acc + s.duration_seconds
+        if offset < end - 1e-9:
+            return PatternPosition(i, s.rate_mbps, cycle_start + acc, cycle_start + end)
+        acc = end
+    # Float rounding at the very end of a cycle: first step of the next one.
+    i, s = live[0]
+    start = cycle_start + cycle
+    return PatternPosition(i, s.rate_mbps, start, start + s.duration_seconds)
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """Whether a transport fault is in force at a moment, and when that next changes.
+
+    ``next_edge`` is ``None`` when nothing will change by itself; ``window_start`` is the
+    start of the current on-window (``None`` when off); ``expired`` marks a finished one-shot.
+    """
+
+    active: bool
+    next_edge: float | None
+    window_start: float | None = None
+    expired: bool = False
+
+
+def fault_window(spec: FaultSpec, armed_at: float, now: float) -> FaultWindow:
+    """Timing of section 4: fault for C, clear until F, repeat; C = 0 holds; F = 0 one-shot.
+
+    In ``packets`` units every F-second window opens a fresh budget of C packets, so the
+    rule is in force for the whole window (the kernel rule counts the packets).
+    """
+    if not spec.armed:
+        return FaultWindow(False, None)
+    c, f = spec.consecutive, spec.frequency
+    elapsed = max(0.0, now - armed_at)
+    if spec.units == "packets":
+        if c <= 0 or f <= 0:
+            return FaultWindow(True, None, armed_at)
+        k = math.floor(elapsed / f + 1e-12)
+        start = armed_at + k * f
+        return FaultWindow(True, start + f, start)
+    if c <= 0:
+        return FaultWindow(True, None, armed_at)
+    if f <= 0:
+        if elapsed < c:
+            return FaultWindow(True, armed_at + c, armed_at)
+        return FaultWindow(False, None, None, expired=True)
+    if c >= f:
+        return FaultWindow(True, None, armed_at)
+    k = math.floor(elapsed / f + 1e-12)
+    start = armed_at + k * f
+    if now - start < c - 1e-9:
+        return FaultWindow(True, start + c, start)
+    return FaultWindow(False, start + f)
+
+
+# --------------------------------------------------------------------------- effective shape
+
+
+@dataclass(frozen=True)
+class Effective:
+    """What must be in force on a port right now.
+
+    ``rate_mbps``: ``None`` = uncapped, ``0.0`` = stalled, else the cap.
+    ``fault``: ``none|drop|reject`` in force now; ``fault_packets`` the per-window packet
+    budget (packets units) or ``None`` (every packet).
+    """
+
+    rate_mbps: float | None = None
+    delay_ms: float = 0.0
+    loss_pct: float = 0.0
+    fault: str = "none"
+    fault_packets: int | None = None
+    fault_window_start: float | None = None
+
+
+def effective(cfg: PortConfig, pattern: PatternPosition | None, window: FaultWindow) -> Effective:
+    """The shape in force given the pattern position and the fault window."""
+    if cfg.pattern_active and pattern is not None:
+        rate: float | None = pattern.rate_mbps  # 0 = stalled, never uncapped
+    else:
+        rate = cfg.rate_mbps if cfg.rate_mbps > 0 else None
+    fault = cfg.fault.type if window.active else "none"
+    packets = None
+    if fault != "none" and cfg.fault.units == "packets" and cfg.fault.consecutive > 0:
+        packets = int(cfg.fault.consecutive)
+    return Effective(rate, cfg.delay_ms, cfg.loss_pct, fault, packets,
+                     window.window_start if window.active else None)
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which backend makes each feature real, and why (``reason``)."""
+
+    backend: str = "userspace"
+    features: Mapping[str, str] = field(default_factory=lambda: {f: "userspace" for f in FEATURES})
+    packet_counters: bool = False
+    status: str = "enabled"
+    reason: str = ""
+    platform: str = "linux"
+    interface: str = ""
+
+    def kernel(self, feature: str) -> bool:
+        """True when *feature* is done by the kernel."""
+        return self.features.get(feature) == "kernel"
+
+    @property
+    def uses_kernel(self) -> bool:
+        """True when any feature is done by the kernel."""
+        return any(v == "kernel" for v in self.features.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``GET /api/nftables/capabilities`` body."""
+        feats: dict[str, Any] = {f: self.features.get(f, "userspace") for f in FEATURES}
+        feats["packet_counters"] = self.packet_counters
+        return {"status": self.status, "platform": self.platform, "backend": self.backend,
+                "features": feats, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class KernelSupport:
+    """What a kernel probe found (all False when the kernel backend cannot run)."""
+
+    htb: bool = False
+    netem: bool = False
+    nft: bool = False
+    nft_reject: bool = False
+    reason: str = ""
+
+
+def resolve_capabilities(backend: str, support: KernelSupport | None, platform: str = "linux",
+                         interface: str = "") -> Capabilities:
+    """Route every feature: ``userspace`` always works; ``kernel``/``auto`` use the kernel for
+    what it supports and fall back to userspace (named, with a reason) for the rest."""
+    if backend == "userspace" or support is None:
+        reason = "" if backend == "userspace" else (support.reason if support else "kernel not probed")
+        status = "enabled" if backend == "userspace" else "degraded"
+        return Capabilities(backend, {f: "userspace" for f in FEATURES}, False, status, reason, platform,
+                            interface)
+    feats = {
+        "rate": "kernel" if support.htb else "userspace",
+        "delay": "kernel" if support.htb and support.netem else "userspace",
+        "loss": "kernel" if support.htb and support.netem else "userspace",
+        "transport_drop": "kernel" if support.nft else "userspace",
+        "transport_reject": "kernel" if support.nft and support.nft_reject else "userspace",
+    }
+    missing = []
+    if not support.htb:
+        missing.append("htb (rate in userspace)")
+    if support.htb and not support.netem:
+        missing.append("netem (delay and loss in userspace)")
+    if not support.nft:
+        missing.append("nftables (transport faults in userspace)")
+    elif not support.nft_reject:
+        missing.append("nft reject (transport reject in userspace)")
+    reason = "; ".join(x for x in [support.reason, ("kernel lacks " + ", ".join(missing)) if missing else ""]
+                       if x)
+    if backend == "kernel" and missing:
+        status = "degraded"
+    elif not any(v == "kernel" for v in feats.values()):
+        status = "degraded" if backend == "kernel" else "enabled"
+    else:
+        status = "enabled"
+    return Capabilities(backend, feats, support.nft, status, reason, platform, interface)
+
+
+# --------------------------------------------------------------------------- kernel reconciler
+
+
+@dataclass(frozen=True)
+class KernelPort:
+    """Kernel objects one port needs: an htb class at *rate_bps* (``None`` = no class),
+    netem *delay_ms*/*loss_pct* under it (only when the kernel does them), and an nftables
+    rule of *rule_kind* (``drop``/``reject``; ``None`` = no rule) with an optional packet
+    budget; *rule_epoch* changes when a packet window restarts (fresh budget)."""
+
+    rate_bps: int | None = None
+    delay_ms: float = 0.0
+    loss_pct: float = 0.0
+    rule_kind: str | None = None
+    rule_packets: int | None = None
+    rule_epoch: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing exists in the kernel for this port."""
+        return self.rate_bps is None and self.rule_kind is None
+
+
+def kernel_desired(eff: Effective, caps: Capabilities) -> KernelPort:
+    """The kernel part of *eff* under *caps*."""
+    rate_bps: int | None = None
+    delay = loss = 0.0
+    if caps.kernel("rate") and eff.rate_mbps is not None:
+        rate_bps = STALL_RATE_BPS if eff.rate_mbps == 0 else max(STALL_RATE_BPS, int(eff.rate_mbps * 1e6))
+    netem = (caps.kernel("delay") and eff.delay_ms > 0) or (caps.kernel("loss") and eff.loss_pct > 0)
+    if netem:
+        delay = eff.delay_ms if caps.kernel("delay") else 0.0
+        loss = eff.loss_pct if caps.kernel("loss") else 0.0
+        if rate_bps is None:
+            rate_bps = int(RATE_MAX_MBPS * 1e6)  # a class to hang netem on, effectively uncapped
+    kind = None
+    packets = None
+    epoch = None
+    if eff.fault != "none" and caps.kernel(f"transport_{eff.fault}"):
+        kind = eff.fault
+        packets = eff.fault_packets
+        epoch = eff.fault_window_start if packets is not None else None
+    return KernelPort(rate_bps, delay, loss, kind, packets, epoch)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel change.  ``action`` is one of ``add_class``, ``change_class``,
+    ``del_class``, ``add_rule``, ``del_rule``; ``state`` carries the values to apply."""
+
+    action: str
+    port: int
+    state: KernelPort = field(default_factory=KernelPort)
+
+    def describe(self) -> str:
+        """Human text for logs and error messages."""
+        return f"{self.action} port {self.port}"
+
+
+def plan(desired: Mapping[int, KernelPort], applied: Mapping[int, KernelPort]) -> list[Op]:
+    """The minimal ordered list of :class:`Op` turning *applied* into *desired*.
+
+    Ports absent from *desired* are removed completely.  Rules are replaced (delete, then
+    add) when their kind, budget or window changes; classes are changed in place.
+    """
+    ops: list[Op] = []
+    for port in sorted(set(desired) | set(applied)):
+        want = desired.get(port, KernelPort())
+        have = applied.get(port, KernelPort())
+        rule_want = (want.rule_kind, want.rule_packets, want.rule_epoch)
+        rule_have = (have.rule_kind, have.rule_packets, have.rule_epoch)
+        if have.rule_kind is not None and rule_want != rule_have:
+            ops.append(Op("del_rule", port, have))
+        cls_want = (want.rate_bps, want.delay_ms, want.loss_pct)
+        cls_have = (have.rate_bps, have.delay_ms, have.loss_pct)
+        if want.rate_bps is None and have.rate_bps is not None:
+            ops.append(Op("del_class", port, have))
+        elif want.rate_bps is not None and have.rate_bps is None:
+            ops.append(Op("add_class", port, want))
+        elif want.rate_bps is not None and cls_want != cls_have:
+            ops.append(Op("change_class", port, want))
+        if want.rule_kind is not None and rule_want != rule_have:
+            ops.append(Op("add_rule", port, want))
+    return ops
+
+
+def after(op: Op, applied: Mapping[int, KernelPort]) -> dict[int, KernelPort]:
+    """*applied* with one successful *op* folded in (the reconciler's bookkeeping)."""
+    out = dict(applied)
+    cur = out.get(op.port, KernelPort())
+    if op.action in ("add_class", "change_class"):
+        cur = replace(cur, rate_bps=op.state.rate_bps, delay_ms=op.state.delay_ms, loss_pct=op.state.loss_pct)
+    elif op.action == "del_class":
+        cur = replace(cur, rate_bps=None, delay_ms=0.0, loss_pct=0.0)
+    elif op.action == "add_rule":
+        cur = replace(cur, rule_kind=op.state.rule_kind, rule_packets=op.state.rule_packets,
+                      rule_epoch=op.state.rule_epoch)
+    elif op.action == "del_rule":
+        cur = replace(cur, rule_kind=None, rule_packets=None, rule_epoch=None)
+    if cur.empty and cur.delay_ms == 0 and cur.loss_pct == 0:
+        out.pop(op.port, None)
+    else:
+        out[op.port] = cur
+    return out
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def ladder_rates_mbps(variants: Any) -> list[float]:
+    """Distinct ladder rungs in Mbps (AVERAGE-BANDWIDTH else BANDWIDTH), ascending."""
+    rates = set()
+    for v in variants or []:
+        if not isinstance(v, Mapping):
+            continue
+        bw = v.get("average_bandwidth") or v.get("bandwidth")
+        try:
+            value = float(bw)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            rates.add(value / 1e6)
+    return sorted(rates)
+
+
+def template_steps(mode: str, variants: Any, margin_pct: float, step_seconds: float) -> tuple[Step, ...]:
+    """Steps of template *mode* built from the session's ladder (section 3).
+
+    ``sliders`` returns no steps.  :class:`Invalid` for an unknown mode, margin or step
+    length; :class:`Conflict` (409) when the ladder is unknown.
+    """
+    if mode not in TEMPLATE_MODES:
+        raise Invalid("invalid", fields={"nftables_pattern_template_mode":
+                                         f"must be one of {', '.join(TEMPLATE_MODES)}"})
+    if margin_pct not in TEMPLATE_MARGINS:
+        raise Invalid("invalid", fields={"nftables_pattern_margin_pct":
+                                         f"must be one of {', '.join(map(str, TEMPLATE_MARGINS))}"})
+    if step_seconds not in TEMPLATE_STEP_SECONDS:
+        raise Invalid("invalid", fields={"nftables_pattern_step_seconds":
+                                         f"must be one of {', '.join(map(str, TEMPLATE_STEP_SECONDS))}"})
+    if mode == "sliders":
+        return ()
+    rates = ladder_rates_mbps(variants)
+    if not rates:
+        raise Conflict("ladder unknown",
+                       detail=f"template {mode!r} needs the session's ladder (manifest_variants); "
+                              "let the player fetch the master playlist first")
+    scaled = [round(r * (1 + margin_pct / 100.0), 3) for r in rates]
+    if mode == "square_wave":
+        seq = [scaled[0], scaled[-1]] if len(scaled) > 1 else [scaled[0]]
+    elif mode == "ramp_up":
+        seq = scaled
+    elif mode == "ramp_down":
+        seq = list(reversed(scaled))
+    else:  # pyramid: up then down, the top once
+        seq = scaled + list(reversed(scaled[:-1]))
+    return tuple(Step(r, float(step_seconds), True) for r in seq)
+
+
+def template_fields(mode: str, variants: Any, margin_pct: Any = 0, step_seconds: Any = 12) -> dict[str, Any]:
+    """Session fields a template sets: the mode, margin, step length, steps and enabled flag."""
+    margin = _number("nftables_pattern_margin_pct", margin_pct, 0, 1000)
+    secs = _number("nftables_pattern_step_seconds", step_seconds, 0, 1000)
+    margin_v: float | int = int(margin) if margin.is_integer() else margin
+    secs_v: float | int = int(secs) if secs.is_integer() else secs
+    steps = template_steps(mode, variants, margin_v, secs_v)
+    return {"nftables_pattern_template_mode": mode, "nftables_pattern_margin_pct": margin_v,
+            "nftables_pattern_step_seconds": secs_v,
+            "nftables_pattern_steps": [s.as_dict() for s in steps],
+            "nftables_pattern_enabled": bool(steps)}
