@@ -295,12 +295,15 @@ def test_blocking_reload_answers_exactly_at_publish_time(env, clock):
     calls = [env.call("/go-live/clip/playlist_360p.m3u8?_HLS_msn=40&_HLS_part=15") for _ in range(50)]
     assert not any(c.answered for c in calls)
     assert len(env.origin.waiters) == 50
+    stream = env.origin.workers.get("clip").stream("ll_hls")
+    renders = stream.render_count
     clock.advance(publish - start - 0.001)
     assert not any(c.answered for c in calls)
     clock.advance(0.001)
     assert all(c.answered for c in calls)
     bodies = {c.response().body for c in calls}
-    assert len(bodies) == 1  # rendered once for the instant, identical answers
+    assert len(bodies) == 1
+    assert stream.render_count == renders + 1  # rendered once for the 50 woken together
     r = calls[0].response()
     assert r.status == 200
     pl = m3u8.loads(r.text)

@@ -106,3 +106,22 @@ def test_cancel_all():
     q.add(2, lambda: None)
     q.cancel_all()
     assert len(q) == 0 and clock.getDelayedCalls() == []
+
+
+class DriftingClock(Clock):
+    """A clock that moves a little on every read, like a real one."""
+
+    def seconds(self):
+        self.rightNow += 1e-6
+        return self.rightNow
+
+
+def test_one_instant_per_wake_batch():
+    clock = DriftingClock()
+    q = WaitQueue(clock)
+    seen = []
+    for _ in range(3):
+        q.add(1.0, lambda: seen.append(q.now()))
+    clock.advance(1.0)
+    assert len(seen) == 3 and len(set(seen)) == 1 and seen[0] >= 1.0
+    assert q.now() != seen[0]  # outside a batch: the live clock

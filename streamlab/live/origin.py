@@ -340,10 +340,12 @@ class OriginResource(Resource):
                 self._finish_bytes(request, write_error(request, Unavailable(
                     "blocking reload timed out", detail="the requested part was not published in time")))
                 return
-            t = max(self.clock.seconds(), ready_at)
+            t = max(self.waiters.now(), ready_at)
             try:
                 body = self._render(request, content, index, ("hls", kind), HLS_TYPE, what, t)
-            except StreamlabError as exc:
+            except Exception as exc:
+                if not isinstance(exc, StreamlabError):
+                    log.failure("origin error serving held {uri}", Failure(), uri=request.uri)
                 body = write_error(request, exc)
             self._finish_bytes(request, body)
 

@@ -64,6 +64,12 @@ class WaitQueue:
         self._call: IDelayedCall | None = None
         self._call_at: float | None = None
         self._dead = 0
+        self._batch_now: float | None = None
+
+    def now(self) -> float:
+        """The clock; inside a wake-up, the one instant sampled for the whole batch, so every
+        callback woken together sees the same time (and can share one render)."""
+        return self._batch_now if self._batch_now is not None else self._clock.seconds()
 
     def __len__(self) -> int:
         """Number of live (not cancelled, not yet woken) waiters."""
@@ -141,9 +147,13 @@ class WaitQueue:
                 due.append(waiter)
             else:
                 self._dead -= 1
-        for waiter in due:
-            try:
-                waiter._fire()
-            except Exception:  # one bad callback must not strand the others
-                log.failure("waiter callback failed")
+        self._batch_now = now
+        try:
+            for waiter in due:
+                try:
+                    waiter._fire()
+                except Exception:  # one bad callback must not strand the others
+                    log.failure("waiter callback failed")
+        finally:
+            self._batch_now = None
         self._arm()
