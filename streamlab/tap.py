@@ -20,8 +20,13 @@ from twisted.python import usage
 from streamlab import config as configmod
 from streamlab.api.root import ApiRoot
 from streamlab.api.server import ServerApi
+from streamlab.api.sources import SourcesApi
+from streamlab.api.uploads import UploadsApi
 from streamlab.events import EventBus
+from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
+from streamlab.uploads.request import install_body_rules, upload_body_rules
+from streamlab.uploads.service import UploadService
 from streamlab.web.root import MainRoot
 from streamlab.web.site import build_site
 
@@ -73,12 +78,19 @@ class StreamlabService(MultiService):
 def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     """Wire every subsystem for *config* on *reactor*."""
     svc = StreamlabService(config, reactor)
-    svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
+    db = svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
+    jobs = lambda: svc.components.get("jobs")  # noqa: E731 - the job service is added below
+    sources = svc.add("sources", SourceService(config, db, reactor, jobs=jobs))
+    svc.api.mount("sources", SourcesApi(sources, jobs).app.resource())
+    uploads = svc.add("uploads", UploadService(config, db, sources, reactor, jobs=jobs))
+    svc.api.mount("upload", UploadsApi(uploads, reactor).app.resource())
     server_api = ServerApi(reactor)
     svc.api.mount("health", server_api.app.resource())
     svc.api.mount("version", server_api.app.resource())
 
-    main = strports.service(config.server.listen, build_site(svc.root, reactor), reactor=reactor)
+    site = build_site(svc.root, reactor)
+    install_body_rules(site, upload_body_rules(config.jobs.max_upload_bytes))
+    main = strports.service(config.server.listen, site, reactor=reactor)
     main.setName("main-listener")
     main.setServiceParent(svc)
     return svc

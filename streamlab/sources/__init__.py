@@ -1,0 +1,1 @@
+"""Source library: files in <media_dir>/originals/ with ffprobe metadata."""

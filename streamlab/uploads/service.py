@@ -1,0 +1,539 @@
+"""UploadService: single-shot and chunked uploads.
+
+Bytes land in ``<state_dir>/uploads/<upload_id>.part``.  Every chunk is written and
+fsynced before it is acknowledged, and the acknowledged size is persisted in sqlite, so
+a daemon restart loses nothing a client was told it had sent (the part file is cut back
+to the acknowledged size and its SHA-256 recomputed in a thread).  The running SHA-256
+is updated in the thread that writes the chunk, in order (one chunk at a time per
+upload).  Only a complete, hash-checked, probed file is moved into originals/, so a
+half-uploaded file is never a source.  Uploads without a chunk for ``upload_ttl`` are
+deleted by a reactor timer and their jobs failed (``upload abandoned``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task, threads
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.logger import Logger
+
+from streamlab.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    StreamlabError,
+    TooLarge,
+    Unavailable,
+    Unprocessable,
+)
+from streamlab.sources import files
+from streamlab.sources.service import SourceService, valid_id
+from streamlab.storage.db import Database
+from streamlab.uploads import core, forms
+
+log = Logger()
+
+BLOCK = 1024 * 1024
+SPOOL_LIMIT = 8 * 1024 * 1024
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Upload:
+    """One chunked upload in progress (mirrors its ``uploads`` row)."""
+
+    upload_id: str
+    job_ids: list[str]
+    source_id: str
+    filename: str
+    original_filename: str
+    expected_size: int
+    received_size: int
+    sha256: str | None
+    part_path: str
+    options: dict[str, Any]
+    status: str
+    created_at: str
+    last_activity: float
+    hasher: Any = None
+    lock: DeferredLock = field(default_factory=DeferredLock)
+
+    def progress(self) -> dict[str, Any]:
+        """What ``GET /api/upload/{job_id}`` answers."""
+        return {"job_id": self.upload_id, "received_size": self.received_size,
+                "expected_size": self.expected_size, "status": self.status}
+
+
+# ---------------------------------------------------------------------- blocking helpers
+
+
+def hash_file(path: str, size: int) -> tuple[Any, int]:
+    """Cut *path* to *size* bytes (dropping unacknowledged bytes) and hash it.
+
+    Returns ``(hasher, size actually present)``; a file shorter than *size* keeps what
+    it has.  Blocking: run in a thread.
+    """
+    hasher = hashlib.sha256()
+    if not os.path.exists(path):
+        open(path, "wb").close()
+    with open(path, "r+b") as fh:
+        present = min(size, os.fstat(fh.fileno()).st_size)
+        fh.truncate(present)
+        remaining = present
+        while remaining:
+            data = fh.read(min(BLOCK, remaining))
+            if not data:
+                break
+            hasher.update(data)
+            remaining -= len(data)
+    return hasher, present
+
+
+def apply_chunk(part_path: str, plan: core.ChunkPlan, src: IO[bytes], start: int, hasher: Any) -> Any:
+    """Compare the repeated part of a chunk with the file, append the new part, fsync.
+
+    Returns the updated hasher (a copy; *hasher* is untouched), or None when the
+    repeated bytes differ from what is on disk.  Blocking: run in a thread.
+    """
+    with open(part_path, "r+b") as fh:
+        if plan.compare_len:
+            fh.seek(plan.offset)
+            src.seek(start)
+            remaining = plan.compare_len
+            while remaining:
+                n = min(BLOCK, remaining)
+                if fh.read(n) != src.read(n):
+                    return None
+                remaining -= n
+        if not plan.append_len:
+            return hasher
+        updated = hasher.copy()
+        write_at = plan.offset + plan.compare_len
+        fh.seek(write_at)
+        src.seek(start + plan.compare_len)
+        remaining = plan.append_len
+        while remaining:
+            data = src.read(min(BLOCK, remaining))
+            if not data:
+                raise Invalid("invalid chunk", detail="chunk body is shorter than announced")
+            fh.write(data)
+            updated.update(data)
+            remaining -= len(data)
+        fh.truncate(write_at + plan.append_len)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return updated
+
+
+def _write_single(content: IO[bytes], content_type: str, dest: str, limit: int) -> forms.FormResult:
+    with open(dest, "wb") as out:
+        result = forms.parse_multipart(content, content_type, file_dest=out, file_limit=limit)
+        out.flush()
+        os.fsync(out.fileno())
+    return result
+
+
+def _extract_chunk(content: IO[bytes], content_type: str, limit: int) -> tuple[forms.FormResult, IO[bytes]]:
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT)  # noqa: SIM115 - returned
+    try:
+        result = forms.parse_multipart(content, content_type, file_dest=spool, file_limit=limit)
+    except BaseException:
+        spool.close()
+        raise
+    return result, spool
+
+
+class UploadService(Service):
+    """Uploads into the source library; ``jobs`` is a getter for the JobService."""
+
+    name = "uploads"
+
+    def __init__(self, config: Any, db: Database, sources: SourceService, reactor: Any,
+                 jobs: Callable[[], Any] | None = None, sweep_interval: float | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.sources = sources
+        self.reactor = reactor
+        self._jobs = jobs or (lambda: None)
+        self.uploads_dir = os.path.join(os.path.abspath(config.paths.state_dir), "uploads")
+        self.max_bytes = int(config.jobs.max_upload_bytes)
+        self.ttl = float(config.jobs.upload_ttl)
+        self.sweep_interval = sweep_interval or max(0.25, min(60.0, self.ttl / 4))
+        self._uploads: dict[str, Upload] = {}
+        self._loaded: Deferred[None] | None = None
+        self._load_outcome: Any = False
+        self._load_waiters: list[Deferred[None]] = []
+        self._sweeper: task.LoopingCall | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def startService(self) -> None:
+        """Load persisted uploads (rehashing part files in a thread), start the sweeper."""
+        super().startService()
+        os.makedirs(self.uploads_dir, exist_ok=True)
+        d = defer.ensureDeferred(self._load())
+
+        def loaded(_: Any) -> None:
+            self._settle(None)
+            self._sweeper = task.LoopingCall(self._sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(self.sweep_interval, now=True).addErrback(
+                lambda f: log.failure("upload sweeper stopped", f))
+
+        def failed(failure: Any) -> None:
+            log.failure("could not load uploads", failure)
+            self._settle(failure)
+
+        d.addCallbacks(loaded, failed)
+
+    def stopService(self) -> None:
+        """Stop the sweeper."""
+        super().stopService()
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
+
+    def _settle(self, outcome: Any) -> None:
+        self._load_outcome = outcome
+        waiters, self._load_waiters = self._load_waiters, []
+        for d in waiters:
+            if outcome is None:
+                d.callback(None)
+            else:
+                d.errback(Unavailable("uploads unavailable", detail="loading uploads failed"))
+
+    def ready(self) -> Deferred[None]:
+        """Fires when persisted uploads are loaded."""
+        if self._load_outcome is None:
+            return defer.succeed(None)
+        if self._load_outcome is not False:
+            return defer.fail(Unavailable("uploads unavailable", detail="loading uploads failed"))
+        d: Deferred[None] = Deferred()
+        self._load_waiters.append(d)
+        return d
+
+    async def _load(self) -> None:
+        rows = await self.db.run_query("SELECT * FROM uploads")
+        referenced = set()
+        for row in rows:
+            upload = Upload(
+                upload_id=row["upload_id"], job_ids=json.loads(row["job_ids"]), source_id=row["source_id"],
+                filename=row["filename"], original_filename=row["original_filename"],
+                expected_size=row["expected_size"], received_size=row["received_size"], sha256=row["sha256"],
+                part_path=row["part_path"], options=json.loads(row["options"]), status="uploading",
+                created_at=row["created_at"], last_activity=row["last_activity"])
+            referenced.add(os.path.basename(upload.part_path))
+            if not os.path.exists(upload.part_path):
+                await self._recover_missing_part(upload)
+                continue
+            hasher, present = await self._in_thread(hash_file, upload.part_path, upload.received_size)
+            if present != upload.received_size:
+                log.warn("upload {id}: part file has {present} of {acked} acknowledged bytes",
+                         id=upload.upload_id, present=present, acked=upload.received_size)
+                upload.received_size = present
+            upload.hasher = hasher
+            # a restart counts as activity: the client gets a full ttl to resume
+            upload.last_activity = max(upload.last_activity, self.reactor.seconds())
+            await self._persist(upload)
+            self._uploads[upload.upload_id] = upload
+            log.info("upload {id} resumable at {size} of {expected} bytes", id=upload.upload_id,
+                     size=upload.received_size, expected=upload.expected_size)
+        await self._in_thread(_remove_strays, self.uploads_dir, referenced)
+
+    async def _recover_missing_part(self, upload: Upload) -> None:
+        """A row without its part file: the daemon stopped during completion (or the file
+        was removed by hand)."""
+        jobs = self._jobs()
+        try:
+            await self.sources.get(upload.source_id)
+            exists = True
+        except NotFound:
+            exists = False
+        if jobs is not None:
+            if exists:
+                await jobs.release_upload(upload.job_ids)
+            else:
+                await jobs.fail_jobs(upload.job_ids, "upload lost")
+        await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+
+    def jobs(self) -> Any:
+        """The JobService (503 while there is none)."""
+        jobs = self._jobs()
+        if jobs is None:
+            raise Unavailable("jobs unavailable", detail="the job queue is not running")
+        return jobs
+
+    def _parse_options(self, raw: dict[str, Any], source_name: str, source_height: int | None) -> Any:
+        from streamlab.jobs.options import parse_encode_options
+
+        return parse_encode_options(raw, source_name=source_name, source_height=source_height,
+                                    encoders=set(self.jobs().encoders))
+
+    def _get(self, upload_id: str) -> Upload:
+        upload = self._uploads.get(upload_id) if valid_id(upload_id) else None
+        if upload is None:
+            raise NotFound("upload not found", detail=upload_id)
+        return upload
+
+    def _persist(self, upload: Upload) -> Deferred[None]:
+        return self.db.run_operation(
+            "UPDATE uploads SET received_size = ?, status = ?, last_activity = ?, sha256 = ? "
+            "WHERE upload_id = ?",
+            (upload.received_size, upload.status, upload.last_activity, upload.sha256, upload.upload_id))
+
+    async def _discard(self, upload: Upload, error: str) -> None:
+        """Delete an upload's bytes and row and fail its jobs."""
+        self._uploads.pop(upload.upload_id, None)
+        await self._in_thread(files.remove_file, upload.part_path)
+        await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
+        jobs = self._jobs()
+        if jobs is not None:
+            await jobs.fail_jobs(upload.job_ids, error)
+        log.info("upload {id} discarded: {error}", id=upload.upload_id, error=error)
+
+    # ------------------------------------------------------------------ single shot
+
+    async def upload_single(self, content: IO[bytes], content_type: str) -> dict[str, Any]:
+        """``POST /api/upload``: multipart ``file`` + encode options -> source + queued jobs.
+
+        The options are validated (400) before any byte is stored.
+        """
+        await self.ready()
+        first = await self._in_thread(forms.parse_multipart, content, content_type)
+        if not first.has_file:
+            raise Invalid("invalid upload", detail="multipart field 'file' is missing",
+                          fields={"file": "required"})
+        if first.file_size > self.max_bytes:
+            raise TooLarge("upload too large",
+                                detail=f"{first.file_size} bytes exceeds max_upload_bytes {self.max_bytes}",
+                                limit=self.max_bytes)
+        if first.file_size == 0:
+            raise Unprocessable("not a media file", detail="the file is empty")
+        raw = forms.flatten(first.fields)
+        filename = files.safe_filename(first.filename)
+        name = files.source_name(filename)
+        self._parse_options(raw, name, None)  # 400 before storing anything
+        part = os.path.join(self.uploads_dir, f"single-{uuid.uuid4()}.part")
+        try:
+            await self._in_thread(_write_single, content, content_type, part, self.max_bytes)
+            probed = await self.sources.probe(part)
+            options = self._parse_options(raw, name, probed.height)
+            source = await self.sources.add_file(part, first.filename or filename, probed=probed)
+        finally:
+            await self._in_thread(files.remove_file, part)
+        created = await self.jobs().create_jobs(source["source_id"], source["name"], options)
+        job_ids = [j["job_id"] for j in created]
+        return {"job_id": job_ids[0] if job_ids else None, "job_ids": job_ids,
+                "source_id": source["source_id"], "status": "queued"}
+
+    # ------------------------------------------------------------------ chunked
+
+    async def init(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``POST /api/upload/init``: validate, create the jobs (``uploading``) and the part file."""
+        await self.ready()
+        original = raw.get("filename")
+        if isinstance(original, list):
+            original = original[0] if original else None
+        if not isinstance(original, str) or not original.strip():
+            raise Invalid("invalid upload", detail="filename is required", fields={"filename": "required"})
+        size = core.parse_file_size(raw.get("file_size"), self.max_bytes)
+        sha = core.parse_sha256(raw.get("sha256"))
+        filename = files.safe_filename(original)
+        name = files.source_name(filename)
+        # The source's height is unknown until it is complete: without an explicit
+        # max_resolution ask for the top rung; the encoder skips rungs above the source.
+        options = self._parse_options(raw, name, None if raw.get("max_resolution") else 2160)
+        source_id = str(uuid.uuid4())
+        created = await self.jobs().create_jobs(source_id, name, options, status="uploading")
+        job_ids = [j["job_id"] for j in created]
+        upload_id = job_ids[0]
+        now = self.reactor.seconds()
+        upload = Upload(upload_id=upload_id, job_ids=job_ids, source_id=source_id, filename=filename,
+                        original_filename=original, expected_size=size, received_size=0, sha256=sha,
+                        part_path=os.path.join(self.uploads_dir, f"{upload_id}.part"),
+                        options={k: v for k, v in raw.items() if k not in ("file_size", "sha256")},
+                        status="uploading", created_at=_iso(now), last_activity=now,
+                        hasher=hashlib.sha256())
+        try:
+            await self._in_thread(_create_empty, upload.part_path)
+            await self.db.run_operation(
+                "INSERT INTO uploads (upload_id, job_ids, source_id, filename, original_filename, "
+                "expected_size, received_size, sha256, part_path, options, status, created_at, "
+                "last_activity) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 'uploading', ?, ?)",
+                (upload_id, json.dumps(job_ids), source_id, filename, original, size, sha,
+                 upload.part_path, json.dumps(upload.options, default=str), upload.created_at, now))
+        except Exception:
+            await self._in_thread(files.remove_file, upload.part_path)
+            await self.jobs().fail_jobs(job_ids, "upload could not be started")
+            raise
+        self._uploads[upload_id] = upload
+        log.info("upload {id} started: {filename} ({size} bytes)", id=upload_id, filename=filename, size=size)
+        return {"job_id": upload_id, "job_ids": job_ids, "source_id": source_id, "status": "uploading",
+                "chunk_size_hint": core.chunk_size_hint(size), "expected_size": size, "received_size": 0}
+
+    async def chunk(self, upload_id: str, offset: int | None, body: IO[bytes], body_length: int,
+                    content_type: str = "", content_range: str | None = None) -> dict[str, Any]:
+        """``POST /api/upload/chunk/{job_id}``: store one chunk (raw body or multipart ``file``).
+
+        Idempotent: a repeated chunk with the same bytes is acknowledged; a gap, or a
+        repeat with different bytes, is 409 with ``received_size``.
+        """
+        await self.ready()
+        upload = self._get(upload_id)
+        src: IO[bytes] = body
+        spool: IO[bytes] | None = None
+        length = body_length
+        try:
+            if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+                result, spool = await self._in_thread(_extract_chunk, body, content_type, self.max_bytes)
+                if not result.has_file:
+                    raise Invalid("invalid chunk", detail="multipart field 'file' is missing",
+                                  fields={"file": "required"})
+                src, length = spool, result.file_size
+                if offset is None:
+                    offset = core.parse_offset(forms.flatten(result.fields).get("offset"))
+            if offset is None:
+                offset = core.parse_content_range(content_range, length)
+            if offset is None:
+                raise Invalid("invalid chunk", detail="offset is required (query, form or Content-Range)",
+                              fields={"offset": "required"})
+            if length == 0:
+                raise Invalid("invalid chunk", detail="empty chunk")
+            core.plan_chunk(upload.received_size, upload.expected_size, offset, length)  # fast 409
+            await upload.lock.acquire()
+            try:
+                if self._uploads.get(upload_id) is not upload:
+                    raise NotFound("upload not found", detail=upload_id)
+                if upload.status != "uploading":
+                    raise Conflict("upload is completing", received_size=upload.received_size,
+                                   expected_size=upload.expected_size)
+                plan = core.plan_chunk(upload.received_size, upload.expected_size, offset, length)
+                hasher = await self._in_thread(apply_chunk, upload.part_path, plan, src, 0, upload.hasher)
+                if hasher is None:
+                    raise core.mismatch(upload.received_size, upload.expected_size)
+                upload.hasher = hasher
+                upload.received_size = max(upload.received_size, plan.offset + plan.length)
+                upload.last_activity = self.reactor.seconds()
+                await self._persist(upload)
+            finally:
+                upload.lock.release()
+        finally:
+            if spool is not None:
+                spool.close()
+        return {**upload.progress(), "offset": offset, "length": length}
+
+    def progress(self, upload_id: str) -> dict[str, Any]:
+        """``GET /api/upload/{job_id}``."""
+        return self._get(upload_id).progress()
+
+    async def complete(self, upload_id: str, sha256: str | None) -> dict[str, Any]:
+        """``POST /api/upload/complete/{job_id}``: check size + hash, probe, publish the source.
+
+        Size or hash mismatch: 422 and the upload stays resumable.  Not a video: 422 and
+        the upload is discarded (its jobs fail).
+        """
+        await self.ready()
+        upload = self._get(upload_id)
+        given = core.parse_sha256(sha256)
+        await upload.lock.acquire()
+        try:
+            if self._uploads.get(upload_id) is not upload:
+                raise NotFound("upload not found", detail=upload_id)
+            expected_sha = given or upload.sha256
+            actual = upload.hasher.hexdigest()
+            core.check_complete(upload.expected_size, upload.received_size, expected_sha, actual)
+            upload.status = "completing"
+            await self._persist(upload)
+            try:
+                probed = await self.sources.probe(upload.part_path)
+            except Unprocessable as exc:
+                await self._discard(upload, f"invalid media: {exc.detail or exc.error}")
+                raise Unprocessable(exc.error, detail=exc.detail, discarded=True) from None
+            try:
+                source = await self.sources.add_file(upload.part_path, upload.original_filename,
+                                                     source_id=upload.source_id, probed=probed)
+            except StreamlabError:
+                upload.status = "uploading"
+                await self._persist(upload)
+                raise
+            self._uploads.pop(upload_id, None)
+            await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            jobs = self._jobs()
+            if jobs is not None:
+                await jobs.release_upload(upload.job_ids)
+        finally:
+            upload.lock.release()
+        log.info("upload {id} complete: source {source_id}", id=upload_id, source_id=source["source_id"])
+        return {"job_id": upload_id, "job_ids": upload.job_ids, "source_id": source["source_id"],
+                "status": "queued", "sha256": actual, "file_size": upload.expected_size}
+
+    def active(self) -> dict[str, Any]:
+        """``GET /api/upload/active``."""
+        jobs = self._jobs()
+        uploads = sorted(self._uploads.values(), key=lambda u: u.created_at)
+        return {"active_uploads": len(uploads),
+                "queue_length": int(jobs.queue_length()) if jobs is not None else 0,
+                "uploads": [{"job_id": u.upload_id, "filename": u.filename, "received_size": u.received_size,
+                             "expected_size": u.expected_size, "status": u.status} for u in uploads]}
+
+    async def cancel(self, upload_id: str, error: str = "upload cancelled") -> None:
+        """Throw an upload away (e.g. when its job is cancelled)."""
+        upload = self._get(upload_id)
+        await upload.lock.acquire()
+        try:
+            if self._uploads.get(upload_id) is upload:
+                await self._discard(upload, error)
+        finally:
+            upload.lock.release()
+
+    # ------------------------------------------------------------------ abandonment
+
+    def _sweep(self) -> Deferred[None]:
+        """Discard uploads idle for ``upload_ttl`` (survives its own errors)."""
+        now = self.reactor.seconds()
+        stale = [u for u in list(self._uploads.values())
+                 if u.status == "uploading" and now - u.last_activity >= self.ttl and not u.lock.locked]
+        ds = [defer.ensureDeferred(self._discard(u, "upload abandoned")) for u in stale]
+        d = defer.DeferredList(ds, consumeErrors=True)
+
+        def report(results: list[tuple[bool, Any]]) -> None:
+            for ok, value in results:
+                if not ok:
+                    log.failure("discarding an abandoned upload failed", value)
+
+        return d.addCallback(report)
+
+
+def _create_empty(path: str) -> None:
+    with open(path, "wb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _remove_strays(uploads_dir: str, keep: set[str]) -> None:
+    """Delete leftovers of interrupted single-shot uploads."""
+    try:
+        names = os.listdir(uploads_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.endswith(".part") and name not in keep:
+            files.remove_file(os.path.join(uploads_dir, name))
