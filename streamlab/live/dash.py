@@ -86,6 +86,14 @@ class _Timing:
 
 
 def _timing(index: ContentIndex, kind: str) -> _Timing:
+    cache = index_cache(index)
+    got = cache.get(("dash-timing", kind))
+    if got is None:
+        got = cache[("dash-timing", kind)] = _compute_timing(index, kind)
+    return got
+
+
+def _compute_timing(index: ContentIndex, kind: str) -> _Timing:
     sd = index.segment_duration
     tracks = index.video + index.audio
     if kind == "2s":
@@ -271,12 +279,17 @@ def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window:
         from streamlab.live.hls import last_complete_piece
         last = last_complete_piece(index, index.video[0], now, epoch)
         first = max(0, last - max(1, round(window * k_per / index.segment_duration)) + 1)
-        by_loop: dict[int, list[tuple[int, int]]] = {}
-        for a in range(first, last + 1):
-            m, j = divmod(a, k_per)
-            by_loop.setdefault(m // tl.count, []).append((m % tl.count, j))
-        for k in sorted(by_loop):
-            periods.append((k, _list_body(index, by_loop[k])))
+        recent = index_cache(index).setdefault("dash-2s-recent", {})
+        periods = recent.get((first, last))
+        if periods is None:
+            by_loop: dict[int, list[tuple[int, int]]] = {}
+            for a in range(first, last + 1):
+                m, j = divmod(a, k_per)
+                by_loop.setdefault(m // tl.count, []).append((m % tl.count, j))
+            periods = [(k, _list_body(index, by_loop[k])) for k in sorted(by_loop)]
+            if len(recent) >= 8:  # the window moves forward: only the newest few are reused
+                recent.clear()
+            recent[(first, last)] = periods
     else:
         body = _template_body(index, kind)
         n = tl.in_progress(now)
