@@ -1,0 +1,227 @@
+"""Kernel shaping backend inside a network namespace this test creates.
+
+htb class on the port reaches the cap; nftables DROP/REJECT rules appear with the port
+and count packets; removal leaves no class/filter/rule; two ports never touch each
+other.  Skips (with the reason printed) where namespaces, htb or nftables are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import pytest_twisted
+
+from streamlab.shaping.kernel import KernelBackend, classid
+from streamlab.shaping.model import KernelPort
+
+pytestmark = pytest.mark.kernel
+
+
+def _t(fn, *args, **kw):
+    from twisted.internet import threads
+
+    return threads.deferToThread(fn, *args, **kw)
+
+
+def _run(*argv, check=True, timeout=30):
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=check)
+
+
+@pytest.fixture(scope="module")
+def netns():
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
+        reason = "kernel shaping tests need root, ip and nft"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    name = f"slshape{uuid.uuid4().hex[:6]}"
+    out = _run("ip", "netns", "add", name, check=False)
+    if out.returncode != 0:
+        reason = f"cannot create a network namespace: {out.stderr.strip()}"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    try:
+        _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield name
+    finally:
+        _run("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("kfiles")
+    (d / "big.bin").write_bytes(os.urandom(1 << 20) * 10)
+    (d / "small.txt").write_bytes(b"hi\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def servers(netns, files):
+    """Two plain HTTP servers inside the namespace (the 'session ports')."""
+    procs = []
+    ports = [31801, 31802]
+    for p in ports:
+        procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+             str(p), "--directory", str(files)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    deadline = time.monotonic() + 10
+    for p in ports:
+        while _curl(netns, p, "/small.txt", max_time=1)[0] != 0:
+            assert time.monotonic() < deadline, "http.server did not start"
+            time.sleep(0.05)
+    yield ports
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _curl(netns, port, path, max_time=10.0):
+    out = _run("ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "--max-time", str(max_time),
+               "-w", "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
+               f"http://127.0.0.1:{port}{path}", check=False, timeout=max_time + 10)
+    fields = out.stdout.split()
+    return out.returncode, fields
+
+
+def _tc_classes(netns):
+    """Classes on lo as [{"handle": "5eb:7c39", "rate": bytes_per_s}] (read through netlink)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=netns) as ipr:
+        idx = ipr.link_lookup(ifname="lo")[0]
+        out = []
+        for c in ipr.get_classes(index=idx):
+            h = c["handle"]
+            opts = c.get_attr("TCA_OPTIONS")
+            parms = opts.get_attr("TCA_HTB_PARMS") if opts is not None else None
+            out.append({"handle": f"{h >> 16:x}:{h & 0xffff:x}", "rate": parms["rate"] if parms else None})
+        return out
+
+
+def _tc_filters(netns):
+    """Filters under 5eb: as [(prio, kind)]."""
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=netns) as ipr:
+        idx = ipr.link_lookup(ifname="lo")[0]
+        return [(f["info"] >> 16, f.get_attr("TCA_KIND")) for f in ipr.get_filters(index=idx, parent=0x5EB0000)]
+
+
+def _nft_rules(netns):
+    out = _run("ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset")
+    return [i["rule"] for i in json.loads(out.stdout)["nftables"] if "rule" in i]
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def backend(netns, servers):
+    from twisted.internet import reactor
+
+    kb = KernelBackend(reactor, "lo", netns=netns)
+    support = await kb.start()
+    print(f"kernel support in {netns}: {support}")
+    if not support.htb or not support.nft:
+        reason = f"kernel lacks htb or nftables here: {support.reason}"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    yield kb
+    await kb.stop()
+    assert not [c for c in (await _t(_tc_classes, netns)) if c.get("handle", "").startswith("5eb:")]
+    out = _run("ip", "netns", "exec", netns, "nft", "-j", "list", "tables")
+    assert "streamlab" not in out.stdout
+
+
+@pytest.mark.parametrize("cap", [8.0, 20.0])
+@pytest_twisted.ensureDeferred
+async def test_htb_class_caps_goodput(netns, servers, backend, cap):
+    port = servers[0]
+    await (backend.reconcile({port: KernelPort(rate_bps=int(cap * 1e6))}))
+    assert any(c.get("handle") == f"5eb:{port:x}" for c in (await _t(_tc_classes, netns)))
+    # ~3 s of data at the cap: curl reports the body rate after the first byte.
+    nbytes = int(cap * 1e6 / 8 * 3)
+    out = await _t(_run, "ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-r", f"0-{nbytes - 1}",
+               "-w", "%{size_download} %{time_starttransfer} %{time_total}",
+               f"http://127.0.0.1:{port}/big.bin", timeout=30)
+    size, t_first, t_total = (float(x) for x in out.stdout.split())
+    mbps = size * 8 / (t_total - t_first) / 1e6
+    print(f"kernel htb cap {cap} Mbps -> {mbps:.2f} Mbps ({mbps / cap * 100:.1f} %)")
+    assert 0.90 * cap <= mbps <= 1.02 * cap
+    await (backend.reconcile({}))
+    assert not [c for c in (await _t(_tc_classes, netns)) if c.get("handle") == f"5eb:{port:x}"]
+    assert not [f for f in (await _t(_tc_filters, netns)) if f[0] == port]
+
+
+@pytest_twisted.ensureDeferred
+async def test_same_state_twice_is_a_no_op(netns, servers, backend):
+    port = servers[0]
+    want = {port: KernelPort(rate_bps=5_000_000)}
+    first = await (backend.reconcile(want))
+    assert [op.action for op in first] == ["add_class"]
+    assert await (backend.reconcile(want)) == []
+    changed = await (backend.reconcile({port: KernelPort(rate_bps=6_000_000)}))
+    assert [op.action for op in changed] == ["change_class"]
+    classes = [c for c in (await _t(_tc_classes, netns)) if c.get("handle") == f"5eb:{port:x}"]
+    assert len(classes) == 1 and classes[0]["rate"] == 6_000_000 // 8
+    await (backend.reconcile({}))
+
+
+@pytest_twisted.ensureDeferred
+async def test_drop_and_reject_rules_count_and_stay_isolated(netns, servers, backend):
+    a, b = servers
+    await (backend.reconcile({a: KernelPort(rule_kind="drop"), b: KernelPort()}))
+    rules = (await _t(_nft_rules, netns))
+    assert len(rules) == 1 and f"port={a}" in rules[0]["comment"]
+    rc, _ = await _t(_curl, netns, a, "/small.txt", max_time=1.0)
+    assert rc != 0  # dropped: connection never completes
+    assert (await _t(_curl, netns, b, "/small.txt"))[1][0] == "200"  # the other port is untouched
+    counts = await (backend.counters())
+    assert counts[a]["drop"] > 0 and counts.get(b, {"drop": 0})["drop"] == 0
+
+    # Add REJECT on b: a's rule (same handle) is not touched.
+    handle_a = backend.handles[a]
+    await (backend.reconcile({a: KernelPort(rule_kind="drop"), b: KernelPort(rule_kind="reject")}))
+    assert backend.handles[a] == handle_a
+    t = time.monotonic()
+    rc, _ = await _t(_curl, netns, b, "/small.txt", max_time=5.0)
+    assert rc != 0 and time.monotonic() - t < 1.5  # reset, not a timeout
+    counts = await (backend.counters())
+    assert counts[b]["reject"] > 0
+
+    # Remove a only: b's rule stays, a's is gone.
+    await (backend.reconcile({b: KernelPort(rule_kind="reject")}))
+    rules = (await _t(_nft_rules, netns))
+    assert [r["handle"] for r in rules] == [backend.handles[b]]
+    assert (await _t(_curl, netns, a, "/small.txt"))[1][0] == "200"
+    await (backend.reconcile({}))
+    assert (await _t(_nft_rules, netns)) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_packet_budget_rule_drops_only_that_many(netns, servers, backend):
+    a = servers[0]
+    before = (await backend.counters()).get(a, {"drop": 0})["drop"]
+    await (backend.reconcile({a: KernelPort(rule_kind="drop", rule_packets=1, rule_epoch=0.0)}))
+    # The first SYN is dropped, the retransmission (~1 s later) gets through.
+    rc, fields = await _t(_curl, netns, a, "/small.txt", max_time=5.0)
+    assert rc == 0 and fields[0] == "200"
+    counts = await (backend.counters())
+    assert counts[a]["drop"] - before == 1
+    await (backend.reconcile({}))
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_removes_leftovers(netns, servers, backend):
+    # A previous run's leftovers: our table with a stale rule, our class.
+    await _t(_run, "ip", "netns", "exec", netns, "nft", "add", "rule", "inet", "streamlab", "transport_faults",
+         "tcp", "dport", "9999", "counter", "drop")
+    await _t(_run, "ip", "netns", "exec", netns, "tc", "class", "add", "dev", "lo", "parent", "5eb:", "classid",
+         f"5eb:{classid(9999) & 0xffff:x}", "htb", "rate", "1mbit")
+    support = await (backend.start())
+    assert support.htb and support.nft
+    assert (await _t(_nft_rules, netns)) == []
+    assert not [c for c in (await _t(_tc_classes, netns)) if c.get("handle", "").startswith("5eb:")]
