@@ -110,7 +110,8 @@ def _tc_filters(netns):
 
     with IPRoute(netns=netns) as ipr:
         idx = ipr.link_lookup(ifname="lo")[0]
-        return [(f["info"] >> 16, f.get_attr("TCA_KIND")) for f in ipr.get_filters(index=idx, parent=0x5EB0000)]
+        filters = ipr.get_filters(index=idx, parent=0x5EB0000)
+        return [(f["info"] >> 16, f.get_attr("TCA_KIND")) for f in filters]
 
 
 def _nft_rules(netns):
@@ -144,8 +145,8 @@ async def test_htb_class_caps_goodput(netns, servers, backend, cap):
     assert any(c.get("handle") == f"5eb:{port:x}" for c in (await _t(_tc_classes, netns)))
     # ~3 s of data at the cap: curl reports the body rate after the first byte.
     nbytes = int(cap * 1e6 / 8 * 3)
-    out = await _t(_run, "ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-r", f"0-{nbytes - 1}",
-               "-w", "%{size_download} %{time_starttransfer} %{time_total}",
+    out = await _t(_run, "ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null",
+                   "-r", f"0-{nbytes - 1}", "-w", "%{size_download} %{time_starttransfer} %{time_total}",
                f"http://127.0.0.1:{port}/big.bin", timeout=30)
     size, t_first, t_total = (float(x) for x in out.stdout.split())
     mbps = size * 8 / (t_total - t_first) / 1e6
@@ -217,10 +218,11 @@ async def test_packet_budget_rule_drops_only_that_many(netns, servers, backend):
 @pytest_twisted.ensureDeferred
 async def test_start_removes_leftovers(netns, servers, backend):
     # A previous run's leftovers: our table with a stale rule, our class.
-    await _t(_run, "ip", "netns", "exec", netns, "nft", "add", "rule", "inet", "streamlab", "transport_faults",
-         "tcp", "dport", "9999", "counter", "drop")
-    await _t(_run, "ip", "netns", "exec", netns, "tc", "class", "add", "dev", "lo", "parent", "5eb:", "classid",
-         f"5eb:{classid(9999) & 0xffff:x}", "htb", "rate", "1mbit")
+    ns = ("ip", "netns", "exec", netns)
+    await _t(_run, *ns, "nft", "add", "rule", "inet", "streamlab", "transport_faults",
+             "tcp", "dport", "9999", "counter", "drop")
+    await _t(_run, *ns, "tc", "class", "add", "dev", "lo", "parent", "5eb:", "classid",
+             f"5eb:{classid(9999) & 0xffff:x}", "htb", "rate", "1mbit")
     support = await (backend.start())
     assert support.htb and support.nft
     assert (await _t(_nft_rules, netns)) == []
