@@ -27,12 +27,16 @@ def free_port() -> int:
 def free_port_block(size: int) -> tuple[int, int]:
     """A range of *size* consecutive ports that are all free right now."""
     for _ in range(200):
-        lo = random.randrange(40000, 60000 - size)
+        # below Linux's ephemeral range (32768-60999): client sockets in TIME-WAIT there
+        # can make whole blocks unbindable when something hammers a local port
+        lo = random.randrange(20000, 32700 - size)
         socks = []
         try:
             for p in range(lo, lo + size):
                 s = socket.socket()
                 socks.append(s)
+                # like Twisted's listeners: ports in TIME-WAIT count as free
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", p))
             return lo, lo + size - 1
         except OSError:

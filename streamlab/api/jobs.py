@@ -1,0 +1,54 @@
+"""``/api/jobs``: list, inspect, cancel and delete encoding jobs; the live WebSocket stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.web.iweb import IRequest
+
+from streamlab.api import errors
+from streamlab.api.jsonio import query, respond
+from streamlab.push.jobs_ws import job_stream_resource
+
+
+class JobsApi:
+    """Klein app over the JobService (mounted as ``jobs``)."""
+
+    app = Klein()
+
+    def __init__(self, jobs: Any, bus: Any) -> None:
+        self.jobs = jobs
+        self.bus = bus
+
+    @app.route("/jobs", methods=["GET"])
+    def list_jobs(self, request: IRequest) -> bytes:
+        """All jobs, newest first; ``?status=`` filters."""
+        return respond(request, self.jobs.list(query(request, "status")))
+
+    @app.route("/jobs/<string:job_id>", methods=["GET"])
+    def get_job(self, request: IRequest, job_id: str) -> bytes:
+        """One job with its config (404 unknown)."""
+        return respond(request, self.jobs.get(job_id))
+
+    @app.route("/jobs/<string:job_id>/cancel", methods=["POST"])
+    @defer.inlineCallbacks
+    def cancel_job(self, request: IRequest, job_id: str) -> Any:
+        """queued/uploading/encoding -> cancelled (409 otherwise)."""
+        job = yield self.jobs.cancel(job_id)
+        return respond(request, job)
+
+    @app.route("/jobs/<string:job_id>", methods=["DELETE"])
+    @defer.inlineCallbacks
+    def delete_job(self, request: IRequest, job_id: str) -> Any:
+        """Remove record + log (+ the source when unused); 409 while running."""
+        result = yield self.jobs.delete(job_id)
+        return respond(request, result)
+
+    @app.route("/jobs/<string:job_id>/stream", methods=["GET"])
+    def stream(self, request: IRequest, job_id: str) -> Any:
+        """WebSocket: the log so far, then live log/progress/end frames (4404 unknown job)."""
+        return job_stream_resource(self.jobs, self.bus, job_id)
+
+    errors.install(app)
