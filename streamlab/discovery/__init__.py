@@ -1,0 +1,1 @@
+"""Pairing rendezvous: announcing this server to a rendezvous service."""
