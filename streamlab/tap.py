@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from streamlab import config as configmod
+from streamlab.api.content import ContentApi
 from streamlab.api.discovery import DiscoveryApi
 from streamlab.api.root import ApiRoot
 from streamlab.api.server import ServerApi
@@ -25,6 +26,7 @@ from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
 from streamlab.discovery.service import DiscoveryService
 from streamlab.events import EventBus
+from streamlab.media.library import ContentLibrary
 from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
 from streamlab.uploads.request import install_body_rules, upload_body_rules
@@ -81,6 +83,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     """Wire every subsystem for *config* on *reactor*."""
     svc = StreamlabService(config, reactor)
     db = svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
+    library = svc.add("library", ContentLibrary(config.paths.media_dir, reactor))
+    svc.api.mount("content", ContentApi(library, reactor, config.server.advertised_host).app.resource())
     jobs = lambda: svc.components.get("jobs")  # noqa: E731 - the job service is added below
     sources = svc.add("sources", SourceService(config, db, reactor, jobs=jobs))
     svc.api.mount("sources", SourcesApi(sources, jobs).app.resource())
