@@ -242,3 +242,39 @@ def test_ffmpeg_argv_and_fragment_targets() -> None:
     assert "/s/video/720p/packager.mpd" in argv and "/s/audio/audio/packager.mpd" in argv
     assert argv[argv.index("-tag:v") + 1] == "hvc1"
     assert "/s/ts/720p/seg_%05d.ts" in argv
+
+
+def _decode(data: bytes, tmp_path, name: str) -> tuple[int, str]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    proc = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "0",
+                           "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return int(proc.stdout.strip().split(",")[0] or 0), proc.stderr
+
+
+def test_an_independent_part_decodes_on_its_own(test_item: str, tmp_path) -> None:
+    index = load_item(test_item)
+    for track in (index.track("360p"), index.track("audio")):
+        with open(os.path.join(test_item, track.init), "rb") as fh:
+            init = fh.read()
+        with open(os.path.join(test_item, track.segment_path(2)), "rb") as fh:
+            seg = fh.read()
+        part = track.segments[1].parts[5]
+        assert part.independent
+        frames, errors = _decode(init + seg[part.offset:part.offset + part.size], tmp_path, f"{track.id}.mp4")
+        assert errors == ""
+        assert frames == (6 if track.type == "video" else 9)
+
+
+def test_every_track_decodes_end_to_end_without_errors(test_item: str, tmp_path) -> None:
+    index = load_item(test_item)
+    for track in index.tracks:
+        data = b""
+        for path in [track.init] + [track.segment_path(n) for n in range(1, index.segment_count + 1)]:
+            with open(os.path.join(test_item, path), "rb") as fh:
+                data += fh.read()
+        frames, errors = _decode(data, tmp_path, f"{track.id}.mp4")
+        assert errors == ""
+        if track.type == "video":
+            assert frames == 24 * 30
