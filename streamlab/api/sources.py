@@ -15,7 +15,7 @@ from twisted.web.iweb import IRequest
 from streamlab.api import errors
 from streamlab.api.jsonio import read_json, read_object, respond
 from streamlab.errors import Invalid, StreamlabError, Unavailable, Unprocessable
-from streamlab.sources.service import SourceService
+from streamlab.sources.service import SourceService, jobs_ready
 
 MAX_BATCH = 500
 
@@ -69,6 +69,7 @@ class SourcesApi:
                           fields={"source_ids": f"at most {MAX_BATCH}"})
         raw = {k: v for k, v in body.items() if k != "source_ids"}
         jobs = self.jobs()
+        await jobs_ready(jobs)
         # the options themselves are checked once, before anything is queued
         parse_options(jobs, raw, {"name": "batch", "height": None})
         created: list[dict[str, Any]] = []
@@ -104,6 +105,7 @@ class SourcesApi:
         if source["status"] != "ready":
             raise Unprocessable("source is invalid", detail=source.get("error"))
         jobs = self.jobs()
+        await jobs_ready(jobs)
         options = parse_options(jobs, raw, source)
         created = await jobs.create_jobs(source_id, source["name"], options)
         job_ids = [j["job_id"] for j in created]

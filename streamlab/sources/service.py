@@ -34,6 +34,16 @@ def iso_utc(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def jobs_ready(jobs: Any) -> Deferred[None]:
+    """Fires once the job service has loaded its jobs (its ``ready`` Deferred, if any)."""
+    ready = getattr(jobs, "ready", None)
+    if isinstance(ready, Deferred) and not ready.called:
+        d: Deferred[None] = Deferred()
+        ready.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+    return defer.succeed(None)
+
+
 def valid_id(value: str) -> bool:
     """True for a UUID string (every path parameter is validated before use)."""
     try:
@@ -143,6 +153,7 @@ class SourceService(Service):
         source = yield self.get(source_id)
         jobs = self._jobs()
         if jobs is not None:
+            yield jobs_ready(jobs)
             using = yield jobs.jobs_using_source(source_id)
             if using:
                 raise Conflict("source in use", detail="jobs still need this source",

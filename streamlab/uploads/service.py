@@ -37,7 +37,7 @@ from streamlab.errors import (
     Unprocessable,
 )
 from streamlab.sources import files
-from streamlab.sources.service import SourceService, valid_id
+from streamlab.sources.service import SourceService, jobs_ready, valid_id
 from streamlab.storage.db import Database
 from streamlab.uploads import core, forms
 
@@ -226,6 +226,9 @@ class UploadService(Service):
         return d
 
     async def _load(self) -> None:
+        jobs = self._jobs()
+        if jobs is not None:
+            await jobs_ready(jobs)  # job states must be known before uploads touch them
         rows = await self.db.run_query("SELECT * FROM uploads")
         referenced = set()
         for row in rows:
