@@ -1,0 +1,157 @@
+"""``/api/nftables/*``: shaping and transport-fault endpoints (spec/shaping.md section 5).
+
+One model, two doors: every write goes through ``registry.patch`` with the same session
+fields as ``PATCH /api/session/{id}`` (same validation, revision bump and group
+propagation).  Before storing, the change is tried on the backends
+(:meth:`ShapingService.preflight`): a kernel failure answers 503 with the reason and
+keeps the previous state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+from streamlab.api import errors
+from streamlab.api.jsonio import read_object, respond
+from streamlab.errors import Invalid
+from streamlab.shaping import model
+from streamlab.shaping.service import ShapingService
+
+
+def _pick(body: dict[str, Any], *names: str) -> tuple[str | None, Any]:
+    for name in names:
+        if name in body and body[name] is not None:
+            return name, body[name]
+    return None, None
+
+
+class ShapingApi:
+    """Klein app mounted at ``nftables``."""
+
+    app = Klein()
+
+    def __init__(self, service: ShapingService, registry: Any) -> None:
+        self.service = service
+        self.registry = registry
+
+    # ------------------------------------------------------------------ reads
+
+    @app.route("/nftables/capabilities", methods=["GET"])
+    def capabilities(self, request: IRequest) -> bytes:
+        """Which backend does each feature on this host."""
+        return respond(request, self.service.caps.as_dict())
+
+    @app.route("/nftables/status", methods=["GET"])
+    def status(self, request: IRequest) -> bytes:
+        """Backend and per-port summary of every live session."""
+        ports = [s.port for s in self.registry.all()] if self.registry is not None else None
+        return respond(request, self.service.status(ports))
+
+    @app.route("/nftables/port/<int:port>", methods=["GET"])
+    def port(self, request: IRequest, port: int) -> bytes:
+        """One port's desired and applied state (internal or external port)."""
+        session = self.registry.get_by_port(port)
+        body = self.service.port_status(session.port)
+        body["session_id"] = session.session_id
+        body["external_port"] = session.external_port
+        return respond(request, body)
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write(self, port: int, set_: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        from streamlab.proxy import fields as fields_mod
+
+        session = self.registry.get_by_port(port)
+        current = session.controls.values
+        changes = fields_mod.validate(set_, None, current, variants=session.manifest_variants or None)
+        await self.service.preflight(session.port, {**current, **changes})
+        result = self.registry.patch(session.session_id, set_)
+        return session, result
+
+    @app.route("/nftables/bandwidth/<int:port>", methods=["POST"])
+    async def bandwidth(self, request: IRequest, port: int) -> bytes:
+        """``{"rate_mbps": N}`` (legacy ``rate``): a plain cap; stops a running pattern."""
+        body = read_object(request)
+        name, value = _pick(body, "rate_mbps", "rate", "bandwidth_mbps")
+        if name is None:
+            raise Invalid("invalid", fields={"rate_mbps": "required"})
+        rate = model.check_rate(value, name)
+        session, _ = await self._write(port, {"nftables_bandwidth_mbps": _num(rate),
+                                              "nftables_pattern_enabled": False})
+        return respond(request, {"success": True, "port": session.port, "rate_mbps": _num(rate)})
+
+    @app.route("/nftables/loss/<int:port>", methods=["POST"])
+    async def loss(self, request: IRequest, port: int) -> bytes:
+        """``{"percent": N}`` (legacy ``loss_pct``)."""
+        body = read_object(request)
+        name, value = _pick(body, "percent", "loss_pct", "loss")
+        if name is None:
+            raise Invalid("invalid", fields={"percent": "required"})
+        loss = model.check_loss(value, name)
+        session, _ = await self._write(port, {"nftables_packet_loss": _num(loss)})
+        return respond(request, {"success": True, "port": session.port, "loss_pct": _num(loss)})
+
+    @app.route("/nftables/shape/<int:port>", methods=["POST"])
+    async def shape(self, request: IRequest, port: int) -> bytes:
+        """``{"rate_mbps","delay_ms","loss_pct"}`` (any of them); answers the applied values."""
+        body = read_object(request)
+        set_: dict[str, Any] = {}
+        bad: dict[str, str] = {}
+        table = ((("rate_mbps", "rate"), "nftables_bandwidth_mbps", model.check_rate),
+                 (("delay_ms", "delay"), "nftables_delay_ms", model.check_delay),
+                 (("loss_pct", "percent", "loss"), "nftables_packet_loss", model.check_loss))
+        for names, key, check in table:
+            name, value = _pick(body, *names)
+            if name is None:
+                continue
+            try:
+                set_[key] = _num(check(value, name))
+            except Invalid as exc:
+                bad.update(exc.extra.get("fields", {}))
+        if bad:
+            raise Invalid("invalid", fields=bad)
+        if not set_:
+            raise Invalid("no fields provided", detail="send rate_mbps, delay_ms and/or loss_pct")
+        if "nftables_bandwidth_mbps" in set_:
+            set_["nftables_pattern_enabled"] = False
+        session, result = await self._write(port, set_)
+        return respond(request, {"success": True, "port": session.port,
+                                 "rate_mbps": result.get("nftables_bandwidth_mbps"),
+                                 "delay_ms": result.get("nftables_delay_ms"),
+                                 "loss_pct": result.get("nftables_packet_loss")})
+
+    @app.route("/nftables/pattern/<int:port>", methods=["POST"])
+    async def pattern(self, request: IRequest, port: int) -> bytes:
+        """Step pattern: explicit ``steps`` or a server-side ``template_mode``; empty steps disable."""
+        body = read_object(request)
+        session = self.registry.get_by_port(port)
+        set_: dict[str, Any] = {}
+        mode = body.get("template_mode")
+        if mode is not None and mode != "sliders":
+            set_.update(model.template_fields(
+                mode, session.manifest_variants,
+                body.get("margin_pct", session.controls.values.get("nftables_pattern_margin_pct", 0)),
+                body.get("step_seconds", session.controls.values.get("nftables_pattern_step_seconds", 12))))
+        else:
+            steps = model.parse_steps(body.get("steps", []), "steps")
+            set_["nftables_pattern_steps"] = [s.as_dict() for s in steps]
+            set_["nftables_pattern_enabled"] = any(s.enabled and s.duration_seconds > 0 for s in steps)
+            if mode == "sliders":
+                set_["nftables_pattern_template_mode"] = "sliders"
+        if body.get("delay_ms") is not None:
+            set_["nftables_delay_ms"] = _num(model.check_delay(body["delay_ms"], "delay_ms"))
+        if body.get("loss_pct") is not None:
+            set_["nftables_packet_loss"] = _num(model.check_loss(body["loss_pct"], "loss_pct"))
+        session, result = await self._write(port, set_)
+        return respond(request, {"success": True, "port": session.port,
+                                 "pattern_enabled": bool(result.get("nftables_pattern_enabled")),
+                                 "steps": result.get("nftables_pattern_steps", [])})
+
+    errors.install(app)
+
+
+def _num(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
