@@ -23,19 +23,24 @@ class JobsApi:
         self.bus = bus
 
     @app.route("/jobs", methods=["GET"])
-    def list_jobs(self, request: IRequest) -> bytes:
+    @defer.inlineCallbacks
+    def list_jobs(self, request: IRequest) -> Any:
         """All jobs, newest first; ``?status=`` filters."""
+        yield self.jobs.when_ready()
         return respond(request, self.jobs.list(query(request, "status")))
 
     @app.route("/jobs/<string:job_id>", methods=["GET"])
-    def get_job(self, request: IRequest, job_id: str) -> bytes:
+    @defer.inlineCallbacks
+    def get_job(self, request: IRequest, job_id: str) -> Any:
         """One job with its config (404 unknown)."""
+        yield self.jobs.when_ready()
         return respond(request, self.jobs.get(job_id))
 
     @app.route("/jobs/<string:job_id>/cancel", methods=["POST"])
     @defer.inlineCallbacks
     def cancel_job(self, request: IRequest, job_id: str) -> Any:
         """queued/uploading/encoding -> cancelled (409 otherwise)."""
+        yield self.jobs.when_ready()
         job = yield self.jobs.cancel(job_id)
         return respond(request, job)
 
@@ -43,12 +48,15 @@ class JobsApi:
     @defer.inlineCallbacks
     def delete_job(self, request: IRequest, job_id: str) -> Any:
         """Remove record + log (+ the source when unused); 409 while running."""
+        yield self.jobs.when_ready()
         result = yield self.jobs.delete(job_id)
         return respond(request, result)
 
     @app.route("/jobs/<string:job_id>/stream", methods=["GET"])
+    @defer.inlineCallbacks
     def stream(self, request: IRequest, job_id: str) -> Any:
         """WebSocket: the log so far, then live log/progress/end frames (4404 unknown job)."""
+        yield self.jobs.when_ready()
         return job_stream_resource(self.jobs, self.bus, job_id)
 
     errors.install(app)

@@ -149,6 +149,14 @@ class JobService(Service):
         d.addCallback(lambda _: self._became_ready())
         d.addErrback(lambda f: log.failure("job service failed to start", f))
 
+    def when_ready(self) -> Deferred[None]:
+        """A fresh Deferred firing once the jobs are loaded (at once when they are)."""
+        if self._loaded:
+            return defer.succeed(None)
+        d: Deferred[None] = Deferred()
+        self.ready.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
     def _became_ready(self) -> None:
         self._loaded = True
         if not self.ready.called:
@@ -191,6 +199,15 @@ class JobService(Service):
         self._stopping = True
         waits = []
         for run in list(self._running.values()):
+            # Record first: the database stops together with us and takes only work that
+            # was submitted before it closes.
+            job = self._jobs.get(run.job_id)
+            if job is not None and job.status == st.ENCODING:
+                self._log(run.job_id, "daemon stopping: encode terminated, partial output removed; "
+                                      "the job is requeued at the next start")
+                self._save(st.transition(job, st.QUEUED, now=self.reactor.seconds(),
+                                         stage="queued (interrupted by daemon stop)")).addErrback(
+                    lambda f: log.failure("recording an interrupted job failed", f))
             run.stop("stop")
             waits.append(run.finished)
         d: Deferred[Any] = defer.DeferredList(waits, consumeErrors=True)
@@ -240,6 +257,12 @@ class JobService(Service):
     def create_jobs(self, source_id: str, source_name: str, options: EncodeOptions,
                     status: str = st.QUEUED) -> Deferred[list[dict[str, Any]]]:
         """One job per partial duration (names ``<output>_p<ms>`` when several); returns them."""
+        d = self.when_ready()
+        d.addCallback(lambda _: self._create_jobs(source_id, source_name, options, status))
+        return d
+
+    def _create_jobs(self, source_id: str, source_name: str, options: EncodeOptions,
+                     status: str) -> Deferred[list[dict[str, Any]]]:
         if status not in (st.QUEUED, st.UPLOADING):
             return defer.fail(ValueError(f"new jobs are queued or uploading, not {status!r}"))
         if "av1" in options.codecs(self.encoders) and not av1_encoder(self.encoders):
@@ -440,10 +463,7 @@ class JobService(Service):
             yield self._cleanup_partial(self._jobs[job_id], outputs=run.outputs_done)
             job_now = self._jobs[job_id]
             if reason == "stop":
-                self._log(job_id, "daemon stopping: encode terminated, partial output removed; "
-                                  "the job is requeued at the next start")
-                yield self._save(st.transition(job_now, st.QUEUED, now=self.reactor.seconds(),
-                                               stage="queued (interrupted by daemon stop)"))
+                pass  # recorded as queued by stopService
             elif reason == "cancel":
                 if not job_now.terminal:
                     self._log(job_id, "cancelled: encoder terminated, partial output removed")

@@ -95,7 +95,7 @@ class SetupService(Service):
 
     @defer.inlineCallbacks
     def _first_start(self) -> Any:
-        yield self.jobs.ready
+        yield self.jobs.when_ready()
         disk = yield self._thread(_scan, self.media_dir, self.state_dir)
         count = yield self.sources.count()
         if disk["items"] or count:
@@ -172,7 +172,7 @@ class SetupService(Service):
     @defer.inlineCallbacks
     def _seed(self) -> Any:
         cfg = self.config.jobs
-        yield self.jobs.ready
+        yield self.jobs.when_ready()
         disk = yield self._thread(_scan, self.media_dir, self.state_dir)
         if any(item.startswith(DEMO_NAME + "_") for item in disk["items"]):
             return {"status": "exists"}
