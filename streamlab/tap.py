@@ -26,6 +26,7 @@ from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
 from streamlab.discovery.service import DiscoveryService
 from streamlab.events import EventBus
+from streamlab.live.origin import OriginResource, OriginService
 from streamlab.media.library import ContentLibrary
 from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
@@ -85,6 +86,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     db = svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
     library = svc.add("library", ContentLibrary(config.paths.media_dir, reactor))
     svc.api.mount("content", ContentApi(library, reactor, config.server.advertised_host).app.resource())
+    origin = svc.add("origin", OriginService(OriginResource.from_config(library, config, reactor)))
+    svc.root.mount("go-live", origin.resource)
     jobs = lambda: svc.components.get("jobs")  # noqa: E731 - the job service is added below
     sources = svc.add("sources", SourceService(config, db, reactor, jobs=jobs))
     svc.api.mount("sources", SourcesApi(sources, jobs).app.resource())
