@@ -45,6 +45,7 @@ log = Logger()
 
 BLOCK = 1024 * 1024
 SPOOL_LIMIT = 8 * 1024 * 1024
+COMPLETED_KEPT = 256
 
 
 def _iso(seconds: float) -> str:
@@ -162,7 +163,8 @@ class UploadService(Service):
     name = "uploads"
 
     def __init__(self, config: Any, db: Database, sources: SourceService, reactor: Any,
-                 jobs: Callable[[], Any] | None = None, sweep_interval: float | None = None) -> None:
+                 jobs: Callable[[], Any] | None = None, sweep_interval: float | None = None,
+                 thread_runner: Callable[..., Deferred[Any]] | None = None) -> None:
         self.config = config
         self.db = db
         self.sources = sources
@@ -177,6 +179,9 @@ class UploadService(Service):
         self._load_outcome: Any = False
         self._load_waiters: list[Deferred[None]] = []
         self._sweeper: task.LoopingCall | None = None
+        self._completed: dict[str, dict[str, Any]] = {}
+        self._thread = thread_runner or (
+            lambda fn, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *a))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -275,7 +280,27 @@ class UploadService(Service):
     # ------------------------------------------------------------------ helpers
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+        return self._thread(fn, *args)
+
+    def _jobs_gone(self, upload: Upload) -> bool:
+        """True when every job of *upload* was cancelled/failed/deleted meanwhile."""
+        jobs = self._jobs()
+        if jobs is None:
+            return False
+        for job_id in upload.job_ids:
+            try:
+                status = jobs.get(job_id).get("status")
+            except StreamlabError:
+                continue
+            if status not in ("cancelled", "failed", "complete"):
+                return False
+        return True
+
+    async def _check_alive(self, upload: Upload) -> None:
+        """409 (and the bytes deleted) when the upload's jobs were cancelled meanwhile."""
+        if self._jobs_gone(upload):
+            await self._discard(upload, "upload cancelled")
+            raise Conflict("upload cancelled", detail="its jobs were cancelled; the upload was discarded")
 
     def jobs(self) -> Any:
         """The JobService (503 while there is none)."""
@@ -303,13 +328,16 @@ class UploadService(Service):
             (upload.received_size, upload.status, upload.last_activity, upload.sha256, upload.upload_id))
 
     async def _discard(self, upload: Upload, error: str) -> None:
-        """Delete an upload's bytes and row and fail its jobs."""
-        self._uploads.pop(upload.upload_id, None)
+        """Fail an upload's jobs, then delete its bytes and row."""
+        upload.status = "discarding"  # refuses chunks from now on
+        try:
+            jobs = self._jobs()
+            if jobs is not None:
+                await jobs.fail_jobs(upload.job_ids, error)
+        finally:
+            self._uploads.pop(upload.upload_id, None)
         await self._in_thread(files.remove_file, upload.part_path)
         await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
-        jobs = self._jobs()
-        if jobs is not None:
-            await jobs.fail_jobs(upload.job_ids, error)
         log.info("upload {id} discarded: {error}", id=upload.upload_id, error=error)
 
     # ------------------------------------------------------------------ single shot
@@ -427,8 +455,9 @@ class UploadService(Service):
                 if self._uploads.get(upload_id) is not upload:
                     raise NotFound("upload not found", detail=upload_id)
                 if upload.status != "uploading":
-                    raise Conflict("upload is completing", received_size=upload.received_size,
+                    raise Conflict(f"upload is {upload.status}", received_size=upload.received_size,
                                    expected_size=upload.expected_size)
+                await self._check_alive(upload)
                 plan = core.plan_chunk(upload.received_size, upload.expected_size, offset, length)
                 hasher = await self._in_thread(apply_chunk, upload.part_path, plan, src, 0, upload.hasher)
                 if hasher is None:
@@ -445,7 +474,11 @@ class UploadService(Service):
         return {**upload.progress(), "offset": offset, "length": length}
 
     def progress(self, upload_id: str) -> dict[str, Any]:
-        """``GET /api/upload/{job_id}``."""
+        """``GET /api/upload/{job_id}`` (a recently completed upload answers ``complete``)."""
+        done = self._completed.get(upload_id)
+        if done is not None:
+            return {"job_id": upload_id, "received_size": done["file_size"],
+                    "expected_size": done["file_size"], "status": "complete", "source_id": done["source_id"]}
         return self._get(upload_id).progress()
 
     async def complete(self, upload_id: str, sha256: str | None) -> dict[str, Any]:
@@ -455,12 +488,17 @@ class UploadService(Service):
         the upload is discarded (its jobs fail).
         """
         await self.ready()
-        upload = self._get(upload_id)
         given = core.parse_sha256(sha256)
+        if upload_id in self._completed:  # a client retrying after a lost answer
+            return self._completed[upload_id]
+        upload = self._get(upload_id)
         await upload.lock.acquire()
         try:
+            if upload_id in self._completed:
+                return self._completed[upload_id]
             if self._uploads.get(upload_id) is not upload:
                 raise NotFound("upload not found", detail=upload_id)
+            await self._check_alive(upload)
             expected_sha = given or upload.sha256
             actual = upload.hasher.hexdigest()
             core.check_complete(upload.expected_size, upload.received_size, expected_sha, actual)
@@ -486,8 +524,12 @@ class UploadService(Service):
         finally:
             upload.lock.release()
         log.info("upload {id} complete: source {source_id}", id=upload_id, source_id=source["source_id"])
-        return {"job_id": upload_id, "job_ids": upload.job_ids, "source_id": source["source_id"],
-                "status": "queued", "sha256": actual, "file_size": upload.expected_size}
+        result = {"job_id": upload_id, "job_ids": upload.job_ids, "source_id": source["source_id"],
+                  "status": "queued", "sha256": actual, "file_size": upload.expected_size}
+        self._completed[upload_id] = result
+        while len(self._completed) > COMPLETED_KEPT:
+            self._completed.pop(next(iter(self._completed)))
+        return result
 
     def active(self) -> dict[str, Any]:
         """``GET /api/upload/active``."""
@@ -513,9 +555,11 @@ class UploadService(Service):
     def _sweep(self) -> Deferred[None]:
         """Discard uploads idle for ``upload_ttl`` (survives its own errors)."""
         now = self.reactor.seconds()
-        stale = [u for u in list(self._uploads.values())
-                 if u.status == "uploading" and now - u.last_activity >= self.ttl and not u.lock.locked]
-        ds = [defer.ensureDeferred(self._discard(u, "upload abandoned")) for u in stale]
+        idle = [u for u in list(self._uploads.values()) if u.status == "uploading" and not u.lock.locked]
+        ds = [defer.ensureDeferred(self._discard(u, "upload abandoned"))
+              for u in idle if now - u.last_activity >= self.ttl]
+        ds += [defer.ensureDeferred(self._discard(u, "upload cancelled"))
+               for u in idle if now - u.last_activity < self.ttl and self._jobs_gone(u)]
         d = defer.DeferredList(ds, consumeErrors=True)
 
         def report(results: list[tuple[bool, Any]]) -> None:

@@ -122,7 +122,7 @@ def test_chunked_upload_with_retries_and_out_of_order_chunk(up, clip):
         assert fh.read() == clip
     job = up.get(f"/api/jobs/{job_id}").json()
     assert job["status"] in ("queued", "encoding", "complete") and job["source_id"] == source["source_id"]
-    assert up.get(f"/api/upload/{job_id}").status == 404
+    assert up.get(f"/api/upload/{job_id}").json()["status"] == "complete"
     assert job_id not in [u["job_id"] for u in up.get("/api/upload/active").json()["uploads"]]
     assert f"{job_id}.part" not in part_files(up)
 
@@ -336,3 +336,25 @@ def test_active_uploads_listing(up, clip):
                      "expected_size": len(clip), "status": "uploading"}
     assert isinstance(active["queue_length"], int)
     json.dumps(active)
+
+
+def test_cancelling_the_job_discards_the_upload(up, clip):
+    job_id, _ = init(up, clip, filename="cancelme.mp4")
+    send(up, job_id, 0, clip[:CHUNK])
+    assert up.request("POST", f"/api/jobs/{job_id}/cancel").status == 200
+    r = send(up, job_id, CHUNK, clip[CHUNK:2 * CHUNK])
+    assert r.status == 409 and r.json()["error"] == "upload cancelled"
+    assert up.get(f"/api/upload/{job_id}").status == 404
+    assert f"{job_id}.part" not in part_files(up)
+
+
+def test_complete_is_idempotent(up, clip):
+    job_id, _ = init(up, clip, filename="twice.mp4")
+    send_all(up, job_id, clip)
+    first = up.request("POST", f"/api/upload/complete/{job_id}", {})
+    again = up.request("POST", f"/api/upload/complete/{job_id}", {})
+    assert first.status == again.status == 200 and first.json() == again.json()
+    state = up.get(f"/api/upload/{job_id}").json()
+    assert state["status"] == "complete" and state["received_size"] == len(clip)
+    assert [s["original_filename"] for s in sources(up)].count("twice.mp4") == 1
+    up.request("POST", f"/api/jobs/{job_id}/cancel")
