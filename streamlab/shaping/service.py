@@ -179,6 +179,9 @@ class ShapingService(Service):
         registry.factory_wrappers.append(self.wrap_factory)
         registry.release_hooks.append(self.release)
         registry.field_providers.append(self.runtime_fields)
+        validators = getattr(registry, "validators", None)
+        if isinstance(validators, list):
+            validators.append(self.validate_controls)
         if bus is not None:
             self._unsubscribe.append(bus.subscribe("session.changed", self._on_session_changed))
             self._unsubscribe.append(bus.subscribe("session.removed", self._on_session_removed))
@@ -307,6 +310,11 @@ class ShapingService(Service):
         if rt is None:
             rt = self.ports[port] = PortRuntime(port, config=PortConfig(port))
         return rt
+
+    def validate_controls(self, controls: Mapping[str, Any], port: int = 0) -> None:
+        """Raise :class:`Invalid` for control values this host cannot honour (the registry may
+        call it from PATCH validation with the merged controls; the /api/nftables door does)."""
+        self.check(config_from_fields(port, controls))
 
     def check(self, cfg: PortConfig) -> None:
         """Refuse what this host cannot do (packets units need kernel transport faults)."""

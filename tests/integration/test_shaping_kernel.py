@@ -227,3 +227,44 @@ async def test_start_removes_leftovers(netns, servers, backend):
     assert support.htb and support.nft
     assert (await _t(_nft_rules, netns)) == []
     assert not [c for c in (await _t(_tc_classes, netns)) if c.get("handle", "").startswith("5eb:")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_routes_features_and_cleans_up(netns, servers, backend, tmp_path):
+    """ShapingService in auto mode on this kernel: rate and transport in the kernel, delay
+    and loss in userspace (no netem here), release removes exactly the port's objects."""
+    from twisted.internet import reactor
+
+    from streamlab import config as configmod
+    from streamlab.shaping.service import ShapingService
+
+    await backend.stop()  # the service owns its own backend instance
+    cfg = configmod.load(None, {"shaping-backend": "auto", "media-dir": str(tmp_path / "m"),
+                                "state-dir": str(tmp_path / "s")})
+    svc = ShapingService(cfg, reactor, kernel=KernelBackend(reactor, "lo", netns=netns))
+    await svc.startService()
+    try:
+        caps = svc.caps.as_dict()
+        print(f"capabilities in {netns}: {caps}")
+        assert caps["features"]["rate"] == "kernel" and caps["features"]["transport_drop"] == "kernel"
+        netem = svc.support.netem
+        assert caps["features"]["delay"] == ("kernel" if netem else "userspace")
+        a, b = servers
+        await svc.configure(a, {"nftables_bandwidth_mbps": 4, "nftables_delay_ms": 30,
+                                "transport_failure_type": "drop"})
+        await svc.configure(b, {"nftables_bandwidth_mbps": 9})
+        handles = {c["handle"]: c["rate"] for c in await _t(_tc_classes, netns)}
+        assert handles[f"5eb:{a:x}"] == 4_000_000 // 8 and handles[f"5eb:{b:x}"] == 9_000_000 // 8
+        assert [r["comment"] for r in await _t(_nft_rules, netns)] == [f"streamlab port={a} kind=drop"]
+        if not netem:
+            assert round(svc.userspace.shaper(a).delay, 3) == 0.03  # delay done in userspace
+        assert svc.userspace.shaper(a).fault == "none"  # the kernel drops
+        await svc.release(a)
+        handles = {c["handle"] for c in await _t(_tc_classes, netns)}
+        assert f"5eb:{a:x}" not in handles and f"5eb:{b:x}" in handles
+        assert await _t(_nft_rules, netns) == []
+        assert [f[0] for f in await _t(_tc_filters, netns)] == [b] * len(await _t(_tc_filters, netns))
+    finally:
+        await svc.stopService()
+    assert not [c for c in await _t(_tc_classes, netns) if c["handle"].startswith("5eb:")]
+    await backend.start()  # leave the module fixture usable for its teardown
