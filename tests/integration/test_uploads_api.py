@@ -358,3 +358,14 @@ def test_complete_is_idempotent(up, clip):
     assert state["status"] == "complete" and state["received_size"] == len(clip)
     assert [s["original_filename"] for s in sources(up)].count("twice.mp4") == 1
     up.request("POST", f"/api/jobs/{job_id}/cancel")
+
+
+def test_delete_aborts_an_upload(up, clip):
+    job_id, info = init(up, clip, filename="abort.mp4")
+    send(up, job_id, 0, clip[:CHUNK])
+    r = up.request("DELETE", f"/api/upload/{job_id}")
+    assert r.status == 200
+    assert up.get(f"/api/upload/{job_id}").status == 404
+    assert f"{job_id}.part" not in part_files(up)
+    job = up.get(f"/api/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"] == "upload cancelled"
