@@ -1,0 +1,83 @@
+"""Body limits and streaming-form paths on a real twisted.web Site over loopback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from streamlab.uploads.request import BodyRule, install_body_rules
+
+
+class Echo(Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render_POST(self, request):
+        request.content.seek(0, 2)
+        self.seen.append((request.path, request.content.tell(), dict(request.args)))
+        return b"ok"
+
+
+def raw_request(port: int, head: bytes, body_chunks=()) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head)
+        for chunk in body_chunks:
+            try:
+                s.sendall(chunk)
+            except OSError:
+                break
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return out
+            out += data
+
+
+@pytest_twisted.inlineCallbacks
+def test_limits_and_form_parsing():
+    echo = Echo()
+    site = Site(echo)
+    install_body_rules(site, [BodyRule(b"/api/upload", 1000, parse_forms=False)])
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    p = port.getHost().port
+    try:
+        # within the limit: served, and the form is NOT parsed into args
+        body = b"a=1&b=2"
+        head = (b"POST /api/upload/init HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        out = yield threads.deferToThread(raw_request, p, head, [body])
+        assert out.startswith(b"HTTP/1.1 200") and echo.seen[-1][2] == {}
+        # elsewhere forms are parsed as usual
+        head2 = head.replace(b"/api/upload/init", b"/api/other")
+        yield threads.deferToThread(raw_request, p, head2, [body])
+        assert echo.seen[-1][2] == {b"a": [b"1"], b"b": [b"2"]}
+        # Content-Length over the limit: 413 JSON, the handler never runs
+        calls = len(echo.seen)
+        big = b"x" * 5000
+        head3 = (b"POST /api/upload/chunk/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(big))
+        out = yield threads.deferToThread(raw_request, p, head3, [big])
+        assert out.startswith(b"HTTP/1.1 413") and b'"body too large"' in out
+        assert len(echo.seen) == calls
+        # chunked transfer without a length: counted, 413 as well
+        chunked = b"".join(b"%x\r\n%s\r\n" % (400, b"y" * 400) for _ in range(5)) + b"0\r\n\r\n"
+        head4 = (b"POST /api/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+        out = yield threads.deferToThread(raw_request, p, head4, [chunked])
+        assert out.startswith(b"HTTP/1.1 413")
+        assert len(echo.seen) == calls
+        # other paths have no limit here
+        out = yield threads.deferToThread(raw_request, p, head3.replace(b"/api/upload/chunk/x", b"/x"), [big])
+        assert out.startswith(b"HTTP/1.1 200") and echo.seen[-1][1] == 5000
+    finally:
+        yield port.stopListening()
