@@ -74,8 +74,8 @@ async def blocking_round(d: Daemon, tl: LiveTimeline, clients: int) -> dict[str,
     nparts = len(track.segments[0].parts)
     _, _, body = await fetch(d.port, "/go-live/testclip/playlist_360p.m3u8")
     msn, part = edge(body)
-    # aim ~1.2 s ahead so every request is held before the part is published
-    for _ in range(6):
+    # aim ~3 s ahead so every request is connected and held well before the publication
+    for _ in range(15):
         msn, part = (msn, part + 1) if part + 1 < nparts else (msn + 1, 0)
     publish = tl.part_publish_time(track, msn, part)
     path = f"/go-live/testclip/playlist_360p.m3u8?_HLS_msn={msn}&_HLS_part={part}"
