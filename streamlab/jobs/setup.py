@@ -110,6 +110,7 @@ class SetupService(Service):
     @defer.inlineCallbacks
     def status(self) -> Any:
         """The wizard status (spec/content.md section 4)."""
+        yield self.jobs.when_ready()  # ffmpeg probed, jobs loaded
         disk = yield self._thread(_scan, self.media_dir, self.state_dir)
         try:
             sources_count = yield self.sources.count()

@@ -1,0 +1,91 @@
+"""First-run setup on the real daemon: status, idempotent initialize, seeding the demo
+item (synthesised by ffmpeg, indexed, encoded) by request and by itself on first start."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from streamlab.testing.daemon import Daemon
+
+SEED = {"seed_duration": "6", "seed_codecs": "h264", "kill_grace_seconds": "3"}
+
+
+def wait_for(fn, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: last {value!r}")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(str(tmp_path_factory.mktemp("setup")), {"jobs": dict(SEED, seed_on_first_start="no")})
+    d.start()
+    yield d
+    d.stop()
+
+
+def test_status_before_and_after_initialize(daemon):
+    s = daemon.get("/api/setup").json()
+    assert s["status"] == "incomplete" and s["initialized"] is False
+    assert s["media_dir"] == daemon.media_dir and s["writable"] is True
+    assert s["ffmpeg"]["found"] is True and "libx264" in s["ffmpeg"]["encoders"]
+    assert s["ffmpeg"]["version"].startswith("ffmpeg version")
+    assert s["sources_count"] == 0 and s["content_count"] == 0 and s["issues"] == []
+    assert any("seed" in r for r in s["recommendations"])
+    first = daemon.request("POST", "/api/setup/initialize")
+    assert first.status == 200 and first.json()["initialized"] is True
+    assert first.json()["status"] == "ready"
+    for sub in ("originals", "dynamic_content"):
+        assert os.path.isdir(os.path.join(daemon.media_dir, sub))
+    again = daemon.request("POST", "/api/setup/initialize")
+    assert again.status == 200 and again.json()["initialized"] is True
+
+
+def test_seed_queues_an_encode_that_completes_then_exists(daemon):
+    r = daemon.request("POST", "/api/setup/seed")
+    assert r.status == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["job_id"] and body["source_id"]
+    source = daemon.get(f"/api/sources/{body['source_id']}").json()
+    assert source["resolution"] == "1280x720" and source["fps"] == 30
+    assert abs(source["duration"] - 6.0) < 0.1 and source["audio_codec"] == "aac"
+    # while it is encoding a second seed does not start another one
+    assert daemon.request("POST", "/api/setup/seed").json()["status"] == "exists"
+    job = wait_for(lambda: (lambda j: j if j["status"] in ("complete", "failed", "cancelled") else None)(
+        daemon.get(f"/api/jobs/{body['job_id']}").json()), what="seed job")
+    assert job["status"] == "complete", job
+    names = {i["name"]: i for i in daemon.get("/api/content").json()}
+    assert "streamlab_demo_h264" in names
+    assert [v["id"] for v in names["streamlab_demo_h264"]["variants"]] == ["720p", "540p", "360p"] or \
+        sorted(v["id"] for v in names["streamlab_demo_h264"]["variants"]) == ["360p", "540p", "720p"]
+    r = daemon.request("POST", "/api/setup/seed")
+    assert r.status == 200 and r.json()["status"] == "exists"
+    s = daemon.get("/api/setup").json()
+    assert s["content_count"] == 1 and s["sources_count"] == 1
+
+
+def test_seed_on_first_start_makes_a_playable_item(tmp_path):
+    d = Daemon(str(tmp_path), {"jobs": dict(SEED, seed_on_first_start="yes")})
+    d.start()
+    try:
+        jobs = wait_for(lambda: d.get("/api/jobs").json(), what="the seed job")
+        assert [j["name"] for j in jobs] == ["streamlab_demo"]
+        wait_for(lambda: d.get(f"/api/jobs/{jobs[0]['job_id']}").json()["status"] == "complete",
+                 what="the seed encode")
+        assert [i["name"] for i in d.get("/api/content").json()] == ["streamlab_demo_h264"]
+        assert d.get("/api/setup").json()["status"] == "ready"
+        d.stop()
+        # a second start with content present does not seed again
+        d.start()
+        assert len(d.get("/api/jobs").json()) == 1
+        assert d.get("/api/sources").json()[0]["original_filename"] == "streamlab_demo.mp4"
+    finally:
+        d.stop()
