@@ -20,12 +20,17 @@ from twisted.python import usage
 from streamlab import config as configmod
 from streamlab.api.content import ContentApi
 from streamlab.api.discovery import DiscoveryApi
+from streamlab.api.jobs import JobsApi
 from streamlab.api.root import ApiRoot
 from streamlab.api.server import ServerApi
+from streamlab.api.setup import SetupApi
 from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
 from streamlab.discovery.service import DiscoveryService
 from streamlab.events import EventBus
+from streamlab.jobs.service import JobService
+from streamlab.jobs.setup import SetupService
+from streamlab.jobs.store import SqliteJobStore
 from streamlab.live.origin import OriginResource, OriginService
 from streamlab.media.library import ContentLibrary
 from streamlab.sources.service import SourceService
@@ -96,6 +101,11 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     discovery_api = DiscoveryApi(svc.add("discovery", DiscoveryService(config, reactor))).app.resource()
     svc.api.mount("rendezvous", discovery_api)
     svc.api.mount("announce-now", discovery_api)
+    job_service = svc.add("jobs", JobService(config, reactor, SqliteJobStore(db), bus=svc.bus,
+                                             sources=sources, library=library))
+    svc.api.mount("jobs", JobsApi(job_service, svc.bus).app.resource())
+    setup = svc.add("setup", SetupService(config, reactor, jobs=job_service, sources=sources, db=db))
+    svc.api.mount("setup", SetupApi(setup).app.resource())
     server_api = ServerApi(reactor)
     svc.api.mount("health", server_api.app.resource())
     svc.api.mount("version", server_api.app.resource())
