@@ -164,11 +164,12 @@ def test_job_runs_to_complete_and_is_served(daemon, clips):
     assert index["segment_count"] == 2 and index["duration"] == 12.0
     audio = next(t for t in index["tracks"] if t["type"] == "audio")
     assert audio["sample_rate"] == 48000 and audio["channels"] == 2 and audio["codecs"] == "mp4a.40.2"
-    # the origin serves its LL playlist (when the origin is wired in this build)
+    # the origin serves it as a looping live LL-HLS stream
     r = daemon.get("/go-live/tiny_clip_h264/playlist_360p.m3u8")
-    if r.status != 404 or "content" in r.text:
-        assert r.status == 200, r.text
-        assert "#EXT-X-PART:" in r.text and "video/360p/seg_" in r.text
+    assert r.status == 200, r.text
+    assert "#EXT-X-PART:" in r.text and "video/360p/seg_" in r.text
+    master = daemon.get("/go-live/tiny_clip_h264/master.m3u8")
+    assert master.status == 200 and "avc1." in master.text and "mp4a.40.2" in master.text
     # the keyframes sit exactly on the GOP grid (closed GOPs of 1 s)
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "frame=key_frame,pts_time",
                             "-of", "csv=p=0", "-i", f"concat:{item_dir}/video/360p/init.mp4|"
