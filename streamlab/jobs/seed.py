@@ -29,7 +29,7 @@ def seed_argv(ffmpeg: str, output: str, duration: float, font: str | None) -> li
             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
             "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
             "-filter_complex", graph, "-map", "[v]", "-map", "1:a",
-            "-t", f"{duration:g}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-g", "30",
+            "-t", f"{duration:g}", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-g", "30",
             "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000",
             "-movflags", "+faststart", "-progress", "pipe:1", "-nostats", "-f", "mp4", output]
 
