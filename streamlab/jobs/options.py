@@ -95,8 +95,8 @@ def _first(raw: Mapping[str, Any], *names: str) -> Any:
     for name in names:
         if name in raw:
             value = raw[name]
-            if isinstance(value, list) and name.endswith("[]") is False and len(value) == 1 \
-                    and name != "partial_durations":
+            # form posts may repeat a scalar field: take the single value
+            if isinstance(value, list) and len(value) == 1 and not name.startswith("partial"):
                 value = value[0]
             return value
     return None
@@ -156,7 +156,9 @@ def parse_encode_options(raw: Mapping[str, Any], *, source_name: str, source_hei
     choice("codec_selection", CODEC_SELECTIONS, "both")
     if values.get("codec_selection") == "av1" and not av1_encoder(encoders):
         fields["codec_selection"] = "av1 needs an AV1 encoder (libsvtav1 or libaom-av1) in ffmpeg; none found"
-    choice("max_resolution", tuple(RESOLUTIONS), height_to_rung(source_height))
+    # unknown height (a chunked upload before it is probed): no cap here; the ladder is
+    # capped by the real source height when the job runs
+    choice("max_resolution", tuple(RESOLUTIONS), height_to_rung(source_height) if source_height else "2160p")
     choice("hls_format", HLS_FORMATS, "fmp4")
     choice("padding", PADDINGS, "none")
     for name, default, lo, hi in (("segment_duration", 6.0, 1.0, 60.0), ("gop_duration", 1.0, 0.1, 10.0)):
