@@ -23,7 +23,10 @@ from streamlab.api.discovery import DiscoveryApi
 from streamlab.api.jobs import JobsApi
 from streamlab.api.root import ApiRoot
 from streamlab.api.server import ServerApi
+from streamlab.api.sessions import MOUNTS as SESSION_MOUNTS
+from streamlab.api.sessions import SessionsApi
 from streamlab.api.setup import SetupApi
+from streamlab.api.shaping import ShapingApi
 from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
 from streamlab.discovery.service import DiscoveryService
@@ -33,10 +36,13 @@ from streamlab.jobs.setup import SetupService
 from streamlab.jobs.store import SqliteJobStore
 from streamlab.live.origin import OriginResource, OriginService
 from streamlab.media.library import ContentLibrary
+from streamlab.proxy.service import SessionService
+from streamlab.shaping.service import ShapingService
 from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
 from streamlab.uploads.request import install_body_rules, upload_body_rules
 from streamlab.uploads.service import UploadService
+from streamlab.web.debug import DebugPage
 from streamlab.web.root import MainRoot
 from streamlab.web.site import build_site
 
@@ -110,12 +116,29 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     svc.api.mount("health", server_api.app.resource())
     svc.api.mount("version", server_api.app.resource())
 
+    # Shaping is added before sessions so it stops after them (release hooks run first).
+    shaping = svc.add("shaping", ShapingService(config, reactor))
+    sessions = svc.add("sessions", SessionService(config, reactor, svc.bus,
+                                                  origin=lambda: _origin_resource(svc)))
+    sessions_api = SessionsApi(sessions.registry).app.resource()
+    for name in SESSION_MOUNTS:
+        svc.api.mount(name, sessions_api)
+    shaping.attach(sessions.registry, svc.bus)
+    svc.api.mount("nftables", ShapingApi(shaping, sessions.registry).app.resource())
+    svc.root.mount("debug", DebugPage(svc))
+
     site = build_site(svc.root, reactor)
     install_body_rules(site, upload_body_rules(config.jobs.max_upload_bytes))
     main = strports.service(config.server.listen, site, reactor=reactor)
     main.setName("main-listener")
     main.setServiceParent(svc)
     return svc
+
+
+def _origin_resource(svc: StreamlabService) -> Any:
+    """The origin resource session ports serve at /go-live (None until wired)."""
+    comp = svc.components.get("origin")
+    return getattr(comp, "resource", comp)
 
 
 def makeService(options: Any, reactor: Any = None) -> StreamlabService:  # noqa: N802

@@ -1,0 +1,209 @@
+"""``/api/sessions``, ``/api/session/...``, ``/api/clear-sessions``,
+``/api/failure-settings/...``, ``/api/session-group/...``, ``/api/external-ips``.
+
+Thin: every handler parses its input, calls the :class:`SessionRegistry`, and answers
+JSON; errors go through the one error mapper.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+from streamlab.api import errors
+from streamlab.api.jsonio import query, read_json, read_object, respond
+from streamlab.errors import Invalid
+from streamlab.proxy.registry import SessionRegistry
+from streamlab.push.sse import SSEResource
+
+
+def _session_body(request: IRequest) -> dict[str, Any]:
+    body = read_json(request)
+    if not isinstance(body, dict):
+        raise Invalid("invalid json", detail="expected a JSON object")
+    return body
+
+
+def _int_arg(request: IRequest, name: str, lo: int, hi: int) -> int | None:
+    raw = query(request, name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid("invalid", fields={name: "must be an integer"}) from None
+    if not lo <= value <= hi:
+        raise Invalid("invalid", fields={name: f"must be between {lo} and {hi}"})
+    return value
+
+
+class SessionsApi:
+    """The session API over one registry."""
+
+    app = Klein()
+
+    def __init__(self, registry: SessionRegistry) -> None:
+        self.registry = registry
+
+    # ------------------------------------------------------------------ listing
+
+    @app.route("/sessions", methods=["GET"])
+    def list_sessions(self, request: IRequest) -> bytes:
+        """Every live session."""
+        return respond(request, self.registry.snapshot())
+
+    @app.route("/sessions", methods=["POST"])
+    def create_session(self, request: IRequest) -> bytes:
+        """``{"player_id", "set"?}`` -> 201 created / 200 existing (session object)."""
+        body = _session_body(request)
+        player_id = body.get("player_id")
+        set_ = body.get("set") or {}
+        if not isinstance(set_, dict):
+            raise Invalid("invalid", fields={"set": "must be an object"})
+        unknown = sorted(set(body) - {"player_id", "set"})
+        if unknown:
+            raise Invalid("invalid", fields={k: "unknown field" for k in unknown})
+        session, created = self.registry.get_or_create(player_id, set_=set_)
+        request.setHeader(b"location", f"/api/session/{session.session_id}".encode())
+        return respond(request, self.registry.to_json(session), 201 if created else 200)
+
+    @app.route("/sessions/stream", methods=["GET"])
+    def stream(self, request: IRequest) -> Any:
+        """SSE: the full list on connect, then on change."""
+        return SSEResource(self.registry.feed.attach)
+
+    @app.route("/clear-sessions", methods=["POST"])
+    def clear(self, request: IRequest) -> bytes:
+        """Remove every session."""
+        n, _ = self.registry.clear()
+        return respond(request, {"cleared": n})
+
+    # ------------------------------------------------------------------ one session
+
+    @app.route("/session/<sid>", methods=["GET"])
+    def get_session(self, request: IRequest, sid: str) -> bytes:
+        """One session."""
+        return respond(request, self.registry.to_json(self.registry.get(sid)))
+
+    @app.route("/session/<sid>", methods=["DELETE"])
+    def delete_session(self, request: IRequest, sid: str) -> bytes:
+        """Remove one session."""
+        session = self.registry.get(sid)
+        self.registry.remove(session.session_id)
+        return respond(request, {"deleted": session.session_id})
+
+    @app.route("/session/<sid>", methods=["PATCH"])
+    def patch_session(self, request: IRequest, sid: str) -> bytes:
+        """``{"set", "fields"?, "base_revision"?}``."""
+        self.registry.get(sid)
+        body = _session_body(request)
+        if not body:
+            raise Invalid("no fields provided")
+        set_ = body.get("set")
+        if set_ is None:
+            raise Invalid("no fields provided")
+        if not isinstance(set_, dict):
+            raise Invalid("invalid", fields={"set": "must be an object"})
+        unknown = sorted(set(body) - {"set", "fields", "base_revision"})
+        if unknown:
+            raise Invalid("invalid", fields={k: "unknown field" for k in unknown})
+        out = self.registry.patch(sid, set_, body.get("fields"), body.get("base_revision"))
+        return respond(request, {"session": out, "control_revision": out["control_revision"]})
+
+    @app.route("/session/<sid>/update", methods=["POST"])
+    def legacy_update(self, request: IRequest, sid: str) -> bytes:
+        """Legacy: the same fields as a flat object."""
+        return self._flat(request, sid)
+
+    @app.route("/failure-settings/<sid>", methods=["POST"])
+    def failure_settings(self, request: IRequest, sid: str) -> bytes:
+        """Legacy per-session fault settings (flat object)."""
+        return self._flat(request, sid)
+
+    def _flat(self, request: IRequest, sid: str) -> bytes:
+        self.registry.get(sid)
+        body = read_object(request)
+        if not body:
+            raise Invalid("no fields provided")
+        base = body.pop("base_revision", None)
+        out = self.registry.patch(sid, body, None, base, coerce_strings=True)
+        return respond(request, {"session": out, "control_revision": out["control_revision"]})
+
+    @app.route("/session/<sid>/metrics", methods=["POST"])
+    def metrics(self, request: IRequest, sid: str) -> bytes:
+        """Player observations (never touches controls)."""
+        self.registry.get(sid)
+        body = _session_body(request)
+        set_ = body.get("set") if "set" in body else body
+        if not isinstance(set_, dict):
+            raise Invalid("invalid", fields={"set": "must be an object"})
+        self.registry.post_metrics(sid, set_, query(request, "play_id"), query(request, "attempt_id"))
+        return respond(request, {"status": "ok"})
+
+    # ------------------------------------------------------------------ network log
+
+    @app.route("/session/<sid>/network", methods=["GET"])
+    def network(self, request: IRequest, sid: str) -> bytes:
+        """The network log ring (``?since=&limit=``)."""
+        session = self.registry.get(sid)
+        since = query(request, "since")
+        limit = _int_arg(request, "limit", 1, 100000)
+        entries = session.netlog.entries(since=since or None, limit=limit) if session.netlog else []
+        return respond(request, {"session_id": session.session_id, "count": len(entries), "entries": entries})
+
+    @app.route("/session/<sid>/network.har", methods=["GET"])
+    def network_har(self, request: IRequest, sid: str) -> bytes:
+        """HAR 1.2 export of the network log."""
+        from streamlab.proxy.netlog import to_har
+
+        session = self.registry.get(sid)
+        entries = session.netlog.entries() if session.netlog else []
+        request.setHeader(b"content-disposition",
+                          f'attachment; filename="session-{session.session_id}.har"'.encode())
+        host = self.registry.config.server.advertised_host or request.getRequestHostname().decode("latin-1")
+        scheme = "https" if request.isSecure() else "http"
+        return respond(request, to_har(session.session_id, entries,
+                                       base_url=f"{scheme}://{host}:{session.external_port}"))
+
+    @app.route("/session/<sid>/network/stream", methods=["GET"])
+    def network_stream(self, request: IRequest, sid: str) -> Any:
+        """SSE of new network-log entries."""
+        session = self.registry.get(sid)
+        stream = self.registry.network_stream(session)
+        return SSEResource(lambda req: stream.attach(req))
+
+    # ------------------------------------------------------------------ groups
+
+    @app.route("/session-group/link", methods=["POST"])
+    def link(self, request: IRequest) -> bytes:
+        """Create or extend a group."""
+        body = _session_body(request)
+        return respond(request, self.registry.link(body.get("session_ids"), body.get("group_id")))
+
+    @app.route("/session-group/unlink", methods=["POST"])
+    def unlink(self, request: IRequest) -> bytes:
+        """Take one session out of its group."""
+        body = _session_body(request)
+        sid = body.get("session_id")
+        if not isinstance(sid, (str, int)) or isinstance(sid, bool):
+            raise Invalid("invalid", fields={"session_id": "required"})
+        return respond(request, self.registry.unlink(str(sid)))
+
+    @app.route("/session-group/<gid>", methods=["GET"])
+    def group(self, request: IRequest, gid: str) -> bytes:
+        """Members of a group."""
+        return respond(request, self.registry.group(gid))
+
+    # ------------------------------------------------------------------ diagnostics
+
+    @app.route("/external-ips", methods=["GET"])
+    def external_ips(self, request: IRequest) -> bytes:
+        """Rolling and lifetime public client IPs."""
+        return respond(request, self.registry.external_ips.to_json(self.registry.clock.seconds()))
+
+    errors.install(app)
+
+
+MOUNTS = ("sessions", "session", "clear-sessions", "failure-settings", "session-group", "external-ips")

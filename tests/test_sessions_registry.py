@@ -1,0 +1,304 @@
+"""SessionRegistry with a MemoryReactorClock: port allocation, reuse, expiry, release
+hooks, PATCH semantics, groups, bus events, per-IP limits, player metrics."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+
+from streamlab import config as configmod
+from streamlab.errors import Conflict, Invalid, NotFound, TooMany, Unavailable
+from streamlab.events import EventBus
+from streamlab.proxy.registry import SessionRegistry, is_public_ip
+
+LO = 41000
+
+
+def _registry(ports: int = 3, **over: str) -> tuple[SessionRegistry, MemoryReactorClock, list]:
+    overrides = {"session-ports": f"{LO}-{LO + ports - 1}", "session-idle-timeout": "5"}
+    overrides.update(over)
+    cfg = configmod.load(None, overrides)
+    reactor = MemoryReactorClock()
+    reactor.advance(1_700_000_000)
+    bus = EventBus()
+    events: list = []
+    bus.subscribe("session.changed", lambda d: events.append(("changed", d)))
+    bus.subscribe("session.removed", lambda d: events.append(("removed", d)))
+    return SessionRegistry(cfg, reactor, bus), reactor, events
+
+
+def test_lowest_free_port_first_and_ids_are_slots():
+    reg, reactor, _ = _registry()
+    sessions = [reg.get_or_create(f"p{i}")[0] for i in range(3)]
+    assert [s.port for s in sessions] == [LO, LO + 1, LO + 2]
+    assert [s.session_id for s in sessions] == ["1", "2", "3"]
+    assert [p[0] for p in reactor.tcpServers] == [LO, LO + 1, LO + 2]
+    again, created = reg.get_or_create("p1")
+    assert again is sessions[1] and created is False
+    with pytest.raises(Unavailable):
+        reg.get_or_create("p9")
+
+
+def test_release_hooks_are_awaited_before_port_reuse_and_reuse_starts_clean():
+    reg, reactor, events = _registry()
+    released: list[int] = []
+    gate: Deferred = Deferred()
+
+    def hook(port: int) -> Deferred:
+        released.append(port)
+        return gate
+
+    reg.release_hooks.append(hook)
+    for i in range(3):
+        reg.get_or_create(f"p{i}")
+    s2 = reg.get("2")
+    reg.patch("2", {"segment_failure_type": "404"})
+    s2.count_fault("fault_count_404")
+    s2.store_metrics({"player_metrics_buffer_s": 3}, reactor.seconds())
+    s2.on_bytes(1000)
+    reg.remove("2")
+    assert released == [LO + 1]
+    assert ("removed", {"session_id": "2", "port": LO + 1}) in events
+    with pytest.raises(NotFound):
+        reg.get("2")
+    with pytest.raises(Unavailable):  # the port is still being released
+        reg.get_or_create("newcomer")
+    gate.callback(None)
+    fresh, created = reg.get_or_create("newcomer")
+    assert created and fresh.port == LO + 1 and fresh.session_id == "2"
+    body = reg.to_json(fresh)
+    assert body["player_id"] == "newcomer"
+    assert body["segment_failure_type"] == "none"
+    assert body["fault_count_total"] == 0 and "fault_count_404" not in body
+    assert body["bytes_out_total"] == 0
+    assert "player_metrics_buffer_s" not in body
+
+
+def test_remove_closes_listener_and_waits_for_it():
+    cfg = configmod.load(None, {"session-ports": f"{LO}-{LO}", "session-idle-timeout": "5"})
+    reactor = MemoryReactorClock()
+    stopped: list[Deferred] = []
+
+    class Port:
+        def stopListening(self):
+            d = Deferred()
+            stopped.append(d)
+            return d
+
+    listened = []
+
+    def listen(r, port, factory, interface):
+        listened.append((port, interface))
+        return Port()
+
+    reg = SessionRegistry(cfg, reactor, EventBus(), listen=listen)
+    s, _ = reg.get_or_create("p")
+    assert listened == [(LO, "")]
+    done = []
+    reg.remove(s.session_id).addCallback(done.append)
+    assert len(stopped) == 1 and not done
+    with pytest.raises(Unavailable):
+        reg.get_or_create("q")
+    stopped[0].callback(None)
+    assert done
+    assert reg.get_or_create("q")[0].port == LO
+
+
+def test_idle_expiry_runs_on_a_timer_and_activity_extends_it():
+    reg, reactor, events = _registry()
+    s, _ = reg.get_or_create("p")
+    reactor.advance(3)
+    s.last_activity = reactor.seconds()  # a request at t=3
+    reactor.advance(2.5)
+    assert reg.all() == [s]
+    reactor.advance(3)
+    assert reg.all() == []
+    assert events[-1] == ("removed", {"session_id": "1", "port": LO})
+
+
+def test_in_flight_request_postpones_expiry():
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("p")
+    s.in_flight = 1
+    reactor.advance(10)
+    assert reg.all() == [s]
+    s.in_flight = 0
+    reactor.advance(6)
+    assert reg.all() == []
+
+
+def test_factory_wrappers_apply_in_order_with_the_internal_port():
+    reg, reactor, _ = _registry(**{"advertised-port-offset": "1000"})
+    seen = []
+
+    class Wrapped:
+        def __init__(self, inner, tag):
+            self.inner, self.tag = inner, tag
+
+    def w1(port, factory):
+        seen.append(("w1", port))
+        return Wrapped(factory, "w1")
+
+    def w2(port, factory):
+        seen.append(("w2", port, factory.tag))
+        return Wrapped(factory, "w2")
+
+    reg.factory_wrappers += [w1, w2]
+    s, _ = reg.get_or_create("p")
+    assert seen == [("w1", LO), ("w2", LO, "w1")]
+    assert reactor.tcpServers[-1][1].tag == "w2"
+    assert s.external_port == LO + 1000
+    assert reg.get_by_port(LO + 1000) is s and reg.get_by_port(LO) is s
+
+
+def test_create_with_set_applies_before_first_request_and_publishes():
+    reg, reactor, events = _registry()
+    s, created = reg.get_or_create("p", set_={"segment_failure_type": 404, "nftables_bandwidth_mbps": 5})
+    assert created
+    assert s.controls.values["segment_failure_type"] == "404"
+    changed = [d for kind, d in events if kind == "changed"]
+    assert changed and set(changed[-1]["changed"]) >= {"segment_failure_type", "nftables_bandwidth_mbps"}
+    assert changed[-1]["controls"]["nftables_bandwidth_mbps"] == 5
+    # a bad set creates nothing
+    with pytest.raises(Invalid):
+        reg.get_or_create("q", set_={"segment_failure_type": "nope"})
+    assert reg.by_player("q") is None and len(reg.all()) == 1
+
+
+def test_patch_validation_is_all_or_nothing():
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("p")
+    rev = s.controls.revision
+    with pytest.raises(Invalid) as err:
+        reg.patch("1", {"segment_failure_type": "500", "nftables_delay_ms": -1, "bogus": 1})
+    body = err.value.body()
+    assert body["error"] == "invalid"
+    assert set(body["fields"]) == {"nftables_delay_ms", "bogus"}
+    assert s.controls.revision == rev and s.controls.values["segment_failure_type"] == "none"
+    with pytest.raises(Invalid) as err:
+        reg.patch("1", {})
+    assert err.value.body()["error"] == "no fields provided"
+    with pytest.raises(NotFound):
+        reg.patch("77", {"segment_failure_type": "500"})
+
+
+def test_conflicts_are_per_field():
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("p")
+    base = reg.patch("1", {"segment_failure_type": "500"})["control_revision"]
+    reg.patch("1", {"manifest_failure_type": "404"}, base_revision=base)  # tester A
+    # tester B edits a different control from the same base: fine
+    reg.patch("1", {"nftables_delay_ms": 20}, base_revision=base)
+    with pytest.raises(Conflict) as err:
+        reg.patch("1", {"manifest_failure_type": "503"}, base_revision=base)
+    body = err.value.body()
+    assert body["error"] == "revision_conflict"
+    assert body["conflicts"] == ["manifest_failure_type"]
+    assert body["session"]["manifest_failure_type"] == "404"
+    assert body["control_revision"] == s.controls.revision
+    # fields limits what is applied
+    reg.patch("1", {"segment_failure_type": "502", "manifest_failure_type": "503"},
+              fields=["segment_failure_type"])
+    assert s.controls.values["manifest_failure_type"] == "404"
+    assert s.controls.values["segment_failure_type"] == "502"
+
+
+def test_groups_propagate_group_fields_with_one_revision():
+    reg, reactor, events = _registry(ports=5)
+    a, _ = reg.get_or_create("tv_G7")
+    b, _ = reg.get_or_create("phone_G7")
+    c, _ = reg.get_or_create("solo")
+    assert a.group_id == b.group_id == "G7" and c.group_id is None
+    events.clear()
+    reg.patch(a.session_id, {"segment_failure_type": "404", "nftables_bandwidth_mbps": 3,
+                             "content_strip_codecs": True})
+    assert b.controls.values["segment_failure_type"] == "404"
+    assert b.controls.values["nftables_bandwidth_mbps"] == 3
+    assert b.controls.values["content_strip_codecs"] is False  # content stays per session
+    assert a.controls.revision == b.controls.revision
+    assert c.controls.values["segment_failure_type"] == "none"
+    members = sorted([a.session_id, b.session_id])
+    assert sorted(d["session_id"] for k, d in events if k == "changed") == members
+    linked = reg.link([c.session_id], "G7")
+    assert linked["session_ids"] == [a.session_id, b.session_id, c.session_id]
+    assert c.controls.values["segment_failure_type"] == "404"  # joins with the group's settings
+    assert reg.group("G7")["session_ids"] == linked["session_ids"]
+    reg.unlink(a.session_id)
+    reg.unlink(b.session_id)  # one member left -> the group dissolves
+    with pytest.raises(NotFound):
+        reg.group("G7")
+    assert c.group_id is None
+
+
+def test_link_limits_and_unknown_ids():
+    reg, reactor, _ = _registry(ports=12)
+    ids = [reg.get_or_create(f"p{i}")[0].session_id for i in range(11)]
+    with pytest.raises(NotFound):
+        reg.link(["1", "99"])
+    with pytest.raises(Invalid):
+        reg.link(ids)  # 11 > 10
+    out = reg.link(ids[:10])
+    assert len(out["session_ids"]) == 10
+    with pytest.raises(Invalid):
+        reg.link([ids[10]], out["group_id"])
+
+
+def test_max_sessions_per_public_client_ip():
+    reg, reactor, _ = _registry(ports=6, **{"max-sessions-per-client-ip": "2"})
+    reg.get_or_create("a", client_ip="8.8.8.8")
+    reg.get_or_create("b", client_ip="8.8.8.8")
+    with pytest.raises(TooMany):
+        reg.get_or_create("c", client_ip="8.8.8.8")
+    reg.get_or_create("a", client_ip="8.8.8.8")  # existing session: fine
+    for name in ("d", "e", "f"):
+        reg.get_or_create(name, client_ip="192.168.1.9")  # private: unlimited
+    assert is_public_ip("8.8.8.8") and not is_public_ip("10.1.2.3") and not is_public_ip("::1")
+
+
+def test_player_metrics_never_touch_controls():
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("p")
+    rev = s.controls.revision
+    assert reg.post_metrics("1", {"player_metrics_event_time": 10, "player_metrics_buffer_s": 4.5,
+                                  "player_metrics_playhead_wallclock_ms": (reactor.seconds() - 8) * 1000},
+                            play_id="play-1")
+    body = reg.to_json(s)
+    assert body["player_metrics_buffer_s"] == 4.5
+    assert body["player_metrics_true_offset_s"] == pytest.approx(8, abs=0.01)
+    assert body["server_received_at_ms"] == int(reactor.seconds() * 1000)
+    assert body["play_id"] == "play-1"
+    assert not reg.post_metrics("1", {"player_metrics_event_time": 5, "player_metrics_buffer_s": 1})
+    assert reg.to_json(s)["player_metrics_buffer_s"] == 4.5
+    with pytest.raises(Invalid):
+        reg.post_metrics("1", {"segment_failure_type": "404"})
+    assert s.controls.revision == rev
+
+
+def test_session_json_shape():
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("p")
+    body = reg.to_json(s)
+    for key in ("session_id", "player_id", "x_forwarded_port", "x_forwarded_port_external",
+                "control_revision", "manifest_variants", "segments_count", "all_requests_count",
+                "fault_count_total", "all_failure_type", "segment_failure_urls", "transport_failure_type",
+                "transfer_active_timeout_seconds", "nftables_bandwidth_mbps", "content_live_offset",
+                "mbps_transfer_rate", "mbps_transfer_complete", "bytes_out_total", "client_rtt_ms",
+                "client_rtt_stale", "server_video_rendition", "loop_count_server", "last_request"):
+        assert key in body, key
+    assert body["x_forwarded_port"] == str(LO) and isinstance(body["session_id"], str)
+    assert body["last_request"].endswith("Z")
+    reg.field_providers.append(lambda sess: {"mbps_shaper_rate": 1.5})
+    assert reg.to_json(s)["mbps_shaper_rate"] == 1.5
+
+
+def test_stop_releases_everything():
+    reg, reactor, events = _registry()
+    for i in range(3):
+        reg.get_or_create(f"p{i}")
+    d = reg.stop()
+    fired = []
+    d.addCallback(fired.append)
+    assert fired and reg.all() == []
+    assert len([e for e in events if e[0] == "removed"]) == 3
+    assert not reactor.getDelayedCalls() or all(not c.active() for c in reactor.getDelayedCalls())
