@@ -174,6 +174,9 @@ class SessionRequest(server.Request):
     _idle_since: float | None = None
     _idle_progress = 0
     _counted_active = False
+    _draining = False
+    _drain_timer: IDelayedCall | None = None
+    _transport_ref: Any = None
 
     # ------------------------------------------------------------------ entry
 
@@ -186,6 +189,7 @@ class SessionRequest(server.Request):
         self._session = session
         self._site = site
         channel = self.channel
+        self._transport_ref = channel.transport
         if getattr(channel, "requests_started", 1) == 0:
             self._accepted_at = channel.accepted_at
         if hasattr(channel, "requests_started"):
@@ -276,7 +280,7 @@ class SessionRequest(server.Request):
                 pass
 
     def _start_action(self, action: str, drain: bool) -> None:
-        transport = self.channel.transport if self.channel is not None else None
+        transport = self._transport_ref
         if transport is None:
             return
         settings = self._site.settings
@@ -306,7 +310,7 @@ class SessionRequest(server.Request):
 
     def _active_timeout(self) -> None:
         self._active_timer = None
-        if self.finished or self._dead or self._disconnected:
+        if self._dead or self._disconnected or (self.finished and not self._draining):
             return
         self._timeout_fault("transfer_active_timeout")
 
@@ -331,10 +335,14 @@ class SessionRequest(server.Request):
             self._dead = True
         else:
             self._fault_action = kind
+            was_finished = self.finished
+            self._draining = False
             self._go_dead()
-            transport = self.channel.transport if self.channel is not None else None
+            transport = self._transport_ref
             if transport is not None:
                 transport.abortConnection()
+            if was_finished:
+                self._done(disconnected=False)
 
     def transport_paused(self) -> None:
         """The client's socket is full (it is not reading)."""
@@ -347,11 +355,11 @@ class SessionRequest(server.Request):
 
     def _idle_check(self) -> None:
         self._idle_timer = None
-        if self.finished or self._dead or self._disconnected:
+        if self._dead or self._disconnected or (self.finished and not self._draining):
             return
         clock = self._site.clock
         now = clock.seconds()
-        transport = self.channel.transport if self.channel is not None else None
+        transport = self._transport_ref
         pending = sockets.pending_bytes(transport) if transport is not None else 0
         sent = self._body_bytes - pending
         if pending <= 0 or sent > self._idle_progress:
@@ -366,7 +374,7 @@ class SessionRequest(server.Request):
         self._idle_timer = clock.callLater(min(self._idle_timeout, 0.25), self._idle_check)
 
     def _cancel_timers(self) -> None:
-        for name in ("_active_timer", "_idle_timer"):
+        for name in ("_active_timer", "_idle_timer", "_drain_timer"):
             timer = getattr(self, name)
             if timer is not None and timer.active():
                 timer.cancel()
@@ -423,10 +431,30 @@ class SessionRequest(server.Request):
             self._t_last = now
             if self._t_first is None:
                 self._t_first = now
-        self._cancel_timers()
         server.Request.finish(self)
-        if self._t_arrived is not None:
+        if self._t_arrived is None:
+            return
+        transport = self._transport_ref
+        if (self._active_timer is not None or self._idle_timer is not None) and transport is not None \
+                and sockets.pending_bytes(transport) > 0:
+            # Written, but still in the socket buffers: the timeouts keep watching until the
+            # client has taken it all.
+            self._draining = True
+            self._drain_timer = self._site.clock.callLater(0.05, self._drain_poll)
+            return
+        self._cancel_timers()
+        self._done(disconnected=False)
+
+    def _drain_poll(self) -> None:
+        self._drain_timer = None
+        if self._dead or self._logged:
+            return
+        if self._transport_ref is None or sockets.pending_bytes(self._transport_ref) <= 0:
+            self._draining = False
+            self._cancel_timers()
             self._done(disconnected=False)
+            return
+        self._drain_timer = self._site.clock.callLater(0.05, self._drain_poll)
 
     def _flush_master(self) -> None:
         chunks, self._buffer = self._buffer, None

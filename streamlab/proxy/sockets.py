@@ -107,14 +107,16 @@ def pending_bytes(transport: Any) -> int:
 class SocketAction:
     """Carries out ``reset`` / ``hang`` / ``delayed`` on a connection.
 
-    ``reset`` waits (polling every 10 ms, at most *drain_limit* seconds) until what was
-    already written has been acknowledged, so the client really sees the headers / the
-    first body bytes before the RST.  ``hang`` holds the connection open *hang_seconds*
-    and then sends a FIN; ``delayed`` sends the FIN after *delay_seconds*.
+    ``reset`` with *drain* waits (polling every 10 ms, at most *drain_limit* seconds) until
+    what was already written has been acknowledged, then *grace* more seconds, so the
+    client really reads the headers / the first body bytes before the RST (a RST makes the
+    peer's kernel discard data the application has not read yet).  ``hang`` holds the
+    connection open *hang_seconds* and then sends a FIN; ``delayed`` sends the FIN after
+    *delay_seconds*.
     """
 
     def __init__(self, clock: IReactorTime, transport: Any, action: str, *, hang_seconds: float,
-                 delay_seconds: float, drain: bool, drain_limit: float = 5.0,
+                 delay_seconds: float, drain: bool, drain_limit: float = 5.0, grace: float = 0.15,
                  on_done: Callable[[], None] | None = None) -> None:
         self._clock = clock
         self._transport = transport
@@ -123,6 +125,7 @@ class SocketAction:
         self._delay = delay_seconds
         self._drain = drain
         self._drain_deadline = clock.seconds() + drain_limit
+        self._grace = grace
         self._timer: IDelayedCall | None = None
         self._on_done = on_done
         self.done = False
@@ -130,7 +133,8 @@ class SocketAction:
     def start(self) -> None:
         """Begin the action now."""
         if self.action == "reset":
-            if self._drain and pending_bytes(self._transport) > 0:
+            if self._drain:
+                self._hold_reading()
                 self._timer = self._clock.callLater(0.01, self._poll_drain)
             else:
                 self._reset()
@@ -165,9 +169,14 @@ class SocketAction:
         if pending_bytes(self._transport) > 0 and self._clock.seconds() < self._drain_deadline:
             self._timer = self._clock.callLater(0.01, self._poll_drain)
             return
-        self._reset()
+        # Acknowledged is not yet read: a RST makes the peer's kernel drop unread data, so
+        # give the client's application a moment to take what it was sent.
+        self._timer = self._clock.callLater(self._grace, self._reset)
 
     def _reset(self) -> None:
+        self._timer = None
+        if self.done:
+            return
         self.done = True
         reset(self._transport)
         if self._on_done:
