@@ -8,9 +8,9 @@ Pure and deterministic.  One ``Period`` per loop touched by the window (``id="lo
   disk.  LL adds ``availabilityTimeOffset = segment_duration - part_duration`` and
   ``availabilityTimeComplete="false"`` (the origin streams the segment in progress part by
   part, see :func:`streamlab.live.blocking.chunk_schedule`) and a ``ServiceDescription``.
-  While the segment in progress is the last of its loop, the next loop's Period is
-  announced already, so a player whose MPD is up to one segment old still knows where the
-  loop ends.
+  Every Period carries ``duration = T`` (the loop length is known), so a player never asks
+  for a file number past ``segment_count``; the next loop's Period appears once that loop
+  has started, and ``minimumUpdatePeriod`` is short (1 s LL, 2 s otherwise).
 * ``2s``: per Representation a ``SegmentList`` with a ``SegmentTimeline`` (real durations,
   in the track's timescale) and one ``SegmentURL media=<file> mediaRange=<first-last>`` per
   ~2 s piece (the same pieces as the 2 s HLS playlists); only complete pieces inside the
@@ -32,6 +32,13 @@ KINDS = ("ll", "2s", "6s")
 UTC_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
 PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"
 PROFILE_LL = "http://www.dashif.org/guidelines/low-latency-live-v5"
+
+#: minimumUpdatePeriod of LL and of 6 s MPDs.  The next loop's Period only appears once the
+#: loop has started (announcing it earlier makes dash.js switch SourceBuffer timestamp
+#: offsets while the last, chunk-streamed segment of the loop is still arriving, which
+#: misplaces it by a whole loop); a short update period keeps the switch seamless.
+LL_UPDATE_PERIOD = 1.0
+UPDATE_PERIOD = 2.0
 
 
 def _secs(x: float) -> str:
@@ -102,8 +109,8 @@ def _compute_timing(index: ContentIndex, kind: str) -> _Timing:
         return _Timing(piece, 3 * piece, _ceil_ms(longest), piece)
     longest = max(s.duration for t in tracks for s in t.segments)
     if kind == "ll":
-        return _Timing(sd, max(1.0, 3 * index.gop_duration), _ceil_ms(longest), 1.0)
-    return _Timing(sd, 3 * sd, _ceil_ms(longest), sd)
+        return _Timing(LL_UPDATE_PERIOD, max(1.0, 3 * index.gop_duration), _ceil_ms(longest), 1.0)
+    return _Timing(min(sd, UPDATE_PERIOD), 3 * sd, _ceil_ms(longest), sd)
 
 
 def _ceil_ms(x: float) -> float:
@@ -221,20 +228,13 @@ def _list_body(index: ContentIndex, pieces: list[tuple[int, int]]) -> str:
             out.append(f'        <SegmentList timescale="{data.ts}">\n'
                        f'          <Initialization sourceURL="{_attr(t.init)}"/>\n'
                        "          <SegmentTimeline>\n")
-            run_t = run_d = None
-            run_r = 0
+            # one S per piece (no @r): dash.js maps SegmentURLs to S elements, not to the
+            # segments an S with @r expands to
             expect = None
             for f, j in pieces:
                 tt, d = data.ticks[f][j]
-                if run_d == d and expect == tt:
-                    run_r += 1
-                else:
-                    if run_d is not None:
-                        out.append(_s(run_t, run_d, run_r))
-                    run_t, run_d, run_r = (None if expect == tt else tt), d, 0
+                out.append(_s(None if expect == tt else tt, d))
                 expect = tt + d
-            if run_d is not None:
-                out.append(_s(run_t, run_d, run_r))
             out.append("          </SegmentTimeline>\n")
             out.extend(data.urls[f][j] for f, j in pieces)
             out.append("        </SegmentList>\n      </Representation>\n")
@@ -242,9 +242,8 @@ def _list_body(index: ContentIndex, pieces: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def _s(t: int | None, d: int, r: int) -> str:
-    return ("            <S" + (f' t="{t}"' if t is not None else "") + f' d="{d}"'
-            + (f' r="{r}"' if r else "") + "/>\n")
+def _s(t: int | None, d: int) -> str:
+    return "            <S" + (f' t="{t}"' if t is not None else "") + f' d="{d}"/>\n'
 
 
 def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window: float,
@@ -295,12 +294,10 @@ def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window:
         n = tl.in_progress(now)
         k_first = math.floor(max(0.0, rel - window) / loop_t + EPS)
         k_last = tl.loop_of(n)
-        if tl.file_number(n) == tl.count:
-            k_last += 1
         periods = [(k, body) for k in range(k_first, k_last + 1)]
-    for i, (k, body) in enumerate(periods):
-        dur = f' duration="{duration(loop_t)}"' if i + 1 < len(periods) else ""
-        head.append(f'  <Period id="loop-{k}" start="{duration(k * loop_t)}"{dur}>\n')
+    loop_dur = duration(loop_t)
+    for k, body in periods:
+        head.append(f'  <Period id="loop-{k}" start="{duration(k * loop_t)}" duration="{loop_dur}">\n')
         head.append(body)
         head.append("  </Period>\n")
     head.append(f'  <UTCTiming schemeIdUri="{UTC_SCHEME}" value="{_attr(utc_timing_url)}"/>\n</MPD>\n')
