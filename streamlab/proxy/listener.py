@@ -89,6 +89,7 @@ class SessionChannel(HTTPChannel):
 
     accepted_at = 0.0
     requests_started = 0
+    client_ip: str | None = None
 
     def connectionMade(self) -> None:
         site = self.site
@@ -208,7 +209,7 @@ class SessionRequest(server.Request):
                 decision = session.engine.decide(kind, path, now)
             except Exception:  # noqa: BLE001 - a broken rule must not break serving
                 log.failure("fault engine failed")
-        site.hooks.after_decide(session)
+        site.hooks.after_decide(session, decision is not None)
         self._arm_timeouts(session, kind)
         if decision is not None:
             self._fault = decision

@@ -480,11 +480,18 @@ class SessionRegistry:
                         now: float) -> None:
         """Counters, activity, identity updates for a request on a session port."""
         session.on_request(kind, url, path, now)
-        ip = self.client_ip(request)
-        if ip:
-            if not session.player_ip:
-                session.player_ip = ip
-            self.external_ips.seen(ip, now)
+        channel = request.channel
+        ip = getattr(channel, "client_ip", None)
+        if ip is None:  # once per connection: X-Forwarded-For parsing is not free
+            ip = self.client_ip(request)
+            try:
+                channel.client_ip = ip
+            except AttributeError:
+                pass
+            if ip:
+                self.external_ips.seen(ip, now)
+        if ip and not session.player_ip:
+            session.player_ip = ip
         ua = request.getHeader(b"user-agent")
         if ua:
             session.user_agent = ua.decode("utf-8", "replace")[:512]
@@ -499,15 +506,16 @@ class SessionRegistry:
                 session.on_video_segment(rung, path)
         self.feed.changed()
 
-    def after_decide(self, session: Session) -> None:
-        """Apply one-shot disarms the engine reported."""
+    def after_decide(self, session: Session, faulted: bool = True) -> None:
+        """Apply one-shot disarms the engine reported; after a fault, arm the timer of a
+        seconds-mode one-shot window that must end even without requests."""
         try:
             disarmed = session.engine.take_disarmed()
         except Exception:  # noqa: BLE001
             log.failure("take_disarmed failed")
             return
         if not disarmed:
-            if session.session_id not in self._disarm_timers:
+            if faulted and session.session_id not in self._disarm_timers:
                 self._schedule_disarm(session)
             return
         names: list[str] = []
