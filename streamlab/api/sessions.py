@@ -150,7 +150,8 @@ class SessionsApi:
         session = self.registry.get(sid)
         since = query(request, "since")
         limit = _int_arg(request, "limit", 1, 100000)
-        entries = session.netlog.entries(since=since or None, limit=limit) if session.netlog else []
+        netlog = session.netlog
+        entries = netlog.entries(since=since or None, limit=limit) if netlog is not None else []
         return respond(request, {"session_id": session.session_id, "count": len(entries), "entries": entries})
 
     @app.route("/session/<sid>/network.har", methods=["GET"])
@@ -159,7 +160,7 @@ class SessionsApi:
         from streamlab.proxy.netlog import to_har
 
         session = self.registry.get(sid)
-        entries = session.netlog.entries() if session.netlog else []
+        entries = session.netlog.entries() if session.netlog is not None else []
         request.setHeader(b"content-disposition",
                           f'attachment; filename="session-{session.session_id}.har"'.encode())
         host = self.registry.config.server.advertised_host or request.getRequestHostname().decode("latin-1")
