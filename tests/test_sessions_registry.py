@@ -220,7 +220,11 @@ def test_groups_propagate_group_fields_with_one_revision():
     assert c.controls.values["segment_failure_type"] == "none"
     members = sorted([a.session_id, b.session_id])
     assert sorted(d["session_id"] for k, d in events if k == "changed") == members
+    events.clear()
     linked = reg.link([c.session_id], "G7")
+    joined = [d for k, d in events if k == "changed"]
+    assert [d["session_id"] for d in joined] == [c.session_id]
+    assert "nftables_bandwidth_mbps" in joined[0]["changed"]  # shaping learns the new member's rate
     assert linked["session_ids"] == [a.session_id, b.session_id, c.session_id]
     assert c.controls.values["segment_failure_type"] == "404"  # joins with the group's settings
     assert reg.group("G7")["session_ids"] == linked["session_ids"]

@@ -202,14 +202,13 @@ class SessionRegistry:
         session = self._open(player_id, defaults)
         session.player_ip = client_ip
         session.user_agent = user_agent
+        joined: list[str] = []
         group = group_of_player(player_id)
         if group is not None:
-            self._join_group(session, group)
+            joined = self._join_group(session, group)
         if changes:
-            self._apply(session, changes, None)
-        self.bus.publish("session.changed", {"session_id": session.session_id, "port": session.port,
-                                             "changed": sorted(changes),
-                                             "controls": session.controls.snapshot()})
+            self._apply(session, changes, None, publish_self=False)
+        self._publish_changed(session, sorted(set(changes) | set(joined)))
         self.feed.changed(urgent=True)
         return session, True
 
@@ -265,7 +264,8 @@ class SessionRegistry:
         self.feed.changed(urgent=True)
         return self.to_json(session)
 
-    def _apply(self, session: Session, changes: Mapping[str, Any], base_revision: str | None) -> None:
+    def _apply(self, session: Session, changes: Mapping[str, Any], base_revision: str | None, *,
+               publish_self: bool = True) -> None:
         rev = self._next_rev()
         changed = session.controls.apply(changes, base_revision, revision=rev)
         touched = [(session, changed)]
@@ -282,8 +282,8 @@ class SessionRegistry:
                 continue
             member.engine.configure(member.controls.values, names, now)
             self._schedule_disarm(member)
-            self.bus.publish("session.changed", {"session_id": member.session_id, "port": member.port,
-                                                 "changed": names, "controls": member.controls.snapshot()})
+            if member is not session or publish_self:
+                self._publish_changed(member, names)
 
     def notify(self, session_id: str) -> None:
         """Runtime fields of *session_id* changed (no revision bump): schedule an SSE update."""
@@ -308,23 +308,31 @@ class SessionRegistry:
 
     # ------------------------------------------------------------------ groups
 
-    def _join_group(self, session: Session, group_id: str) -> None:
+    def _join_group(self, session: Session, group_id: str) -> list[str]:
+        """Add *session* to *group_id*; it takes the group's shared fields.  Returns the
+        control names that changed (the caller publishes them)."""
         members = self._groups.setdefault(group_id, [])
         if session.session_id in members:
-            return
+            return []
         if len(members) >= MAX_GROUP:
             log.warn("group {g} is full; {sid} stays alone", g=group_id, sid=session.session_id)
             if not members:
                 del self._groups[group_id]
-            return
+            return []
         source = next((self._by_id[m] for m in members if m in self._by_id), None)
         members.append(session.session_id)
         session.group_id = group_id
-        if source is not None:
-            shared = {k: v for k, v in source.controls.values.items() if k in fields_mod.GROUP_FIELDS}
-            changed = session.controls.apply(shared, None, revision=self._next_rev())
-            if changed:
-                session.engine.configure(session.controls.values, changed, self.clock.seconds())
+        if source is None:
+            return []
+        shared = {k: v for k, v in source.controls.values.items() if k in fields_mod.GROUP_FIELDS}
+        changed = session.controls.apply(shared, None, revision=self._next_rev())
+        if changed:
+            session.engine.configure(session.controls.values, changed, self.clock.seconds())
+        return changed
+
+    def _publish_changed(self, session: Session, names: Sequence[str]) -> None:
+        self.bus.publish("session.changed", {"session_id": session.session_id, "port": session.port,
+                                             "changed": list(names), "controls": session.controls.snapshot()})
 
     def link(self, session_ids: Sequence[str], group_id: str | None = None) -> dict[str, Any]:
         """Create or extend a group; returns ``{"group_id","session_ids"}``."""
@@ -355,7 +363,9 @@ class SessionRegistry:
             if old and old != group_id:
                 self._leave_group(self._by_id[sid])
         for sid in new:
-            self._join_group(self._by_id[sid], group_id)
+            changed = self._join_group(self._by_id[sid], group_id)
+            if changed:
+                self._publish_changed(self._by_id[sid], changed)
         self.feed.changed(urgent=True)
         return {"group_id": group_id, "session_ids": list(self._groups.get(group_id, []))}
 
@@ -527,8 +537,7 @@ class SessionRegistry:
         if names:
             session.controls.bump(names)
             session.engine.configure(session.controls.values, names, self.clock.seconds())
-            self.bus.publish("session.changed", {"session_id": session.session_id, "port": session.port,
-                                                 "changed": names, "controls": session.controls.snapshot()})
+            self._publish_changed(session, names)
             self.feed.changed(urgent=True)
 
     def _schedule_disarm(self, session: Session) -> None:

@@ -362,3 +362,24 @@ def test_debug_and_external_ips(d):
     assert set(body) >= {"rolling", "rolling_window_s", "lifetime_count", "lifetime"}
     assert body["rolling"] == []  # 127.0.0.1 is not external
     assert re.search(r"\d+-\d+", r.text)
+
+
+def test_rtt_fields_and_network_stream(d):
+    s = create_session(d, "metrics")
+    sid, port = s["session_id"], _port(s)
+    sock = socket.create_connection(("127.0.0.1", d.port))
+    sock.sendall(f"GET /api/session/{sid}/network/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    time.sleep(0.2)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", SEG)
+    assert len(conn.getresponse().read()) > BODY
+    events = sse_events(sock, lambda ev: len(ev) >= 1)
+    sock.close()
+    assert events and events[0][1]["path"] == SEG and events[0][1]["status"] == 200
+    # the keep-alive connection stays open: TCP_INFO windows fill
+    body = wait_for(lambda: (b := d.get(f"/api/session/{sid}").json()) and not b["client_rtt_stale"] and b,
+                    timeout=5)
+    conn.close()
+    assert body["client_rtt_ms"] > 0 and body["client_rto_ms"] > 0
+    assert body["client_rtt_max_ms"] >= body["client_rtt_ms"] >= body["client_rtt_min_ms"]
+    assert body["mbps_transfer_complete"] > 0
