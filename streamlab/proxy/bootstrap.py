@@ -87,6 +87,13 @@ class BootstrapResource(Resource):
     def render(self, request: IRequest) -> bytes:
         request.setHeader(b"access-control-allow-origin", b"*")
         request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
+        if request.method == b"OPTIONS":  # CORS pre-flight of a player sending Player-ID
+            request.setResponseCode(204)
+            request.setHeader(b"access-control-allow-methods", b"GET, HEAD, OPTIONS")
+            request.setHeader(b"access-control-allow-headers",
+                              b"Player-ID, X-Playback-Session-Id, Range, Content-Type")
+            request.setHeader(b"access-control-max-age", b"600")
+            return b""
         try:
             player_id = player_id_of(request)
             if player_id is None:

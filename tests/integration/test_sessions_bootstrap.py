@@ -49,6 +49,10 @@ def test_bootstrap_lifecycle(d):
     assert r.status == 302 and f":{lo + 2}/" in r.headers["location"]
     assert d.get("/api/session-group/G4").json()["session_ids"] == ["2", "3"]
 
+    # CORS pre-flight of a browser player sending Player-ID
+    r = request(d.bootstrap_port, "OPTIONS", PATH, headers={"Access-Control-Request-Headers": "player-id"})
+    assert r.status == 204 and "Player-ID" in r.headers["access-control-allow-headers"]
+
     # no id -> 400; all ports busy -> 503 (JSON)
     r = _boot(d, PATH)
     assert r.status == 400 and r.json()["error"]
