@@ -70,9 +70,23 @@ def ffmpeg_pids(pattern: str) -> list[str]:
     return out.stdout.split()
 
 
+NO_AV1_FFMPEG = """#!/bin/sh
+# the real ffmpeg, except that its encoder list shows no AV1 encoder
+if [ "$1" = "-hide_banner" ] && [ "$2" = "-encoders" ]; then
+    ffmpeg "$@" | grep -v -i av1
+    exit 0
+fi
+exec ffmpeg "$@"
+"""
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = Daemon(str(tmp_path_factory.mktemp("jobs")), {"jobs": {"kill_grace_seconds": "3"}})
+    work = tmp_path_factory.mktemp("jobs")
+    wrapper = work / "ffmpeg-no-av1"
+    wrapper.write_text(NO_AV1_FFMPEG)
+    wrapper.chmod(0o755)
+    d = Daemon(str(work), {"jobs": {"kill_grace_seconds": "3", "ffmpeg": str(wrapper)}})
     d.start()
     yield d
     d.stop()
@@ -245,6 +259,9 @@ def test_bad_input_is_4xx_and_changes_nothing(daemon, clips):
         r = daemon.request("POST", f"/api/sources/{source['source_id']}/reencode", options)
         assert r.status == 400, (options, r.text)
         assert field in r.json().get("fields", {}), r.text
+    r = daemon.request("POST", f"/api/sources/{source['source_id']}/reencode", {"codec_selection": "av1"})
+    assert r.status == 400 and "AV1 encoder" in r.json()["fields"]["codec_selection"], r.text
+    assert "libsvtav1" not in daemon.get("/api/setup").json()["ffmpeg"]["encoders"]
     unknown = "00000000-0000-4000-8000-000000000000"
     assert daemon.get(f"/api/jobs/{unknown}").status == 404
     assert daemon.request("POST", f"/api/jobs/{unknown}/cancel").status == 404
