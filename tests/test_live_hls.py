@@ -117,7 +117,10 @@ def test_ll_playlist_shape():
     m = m3u8.loads(text)
     assert m.version == 9 and m.target_duration == 6
     assert m.server_control.can_block_reload == "YES"
-    assert m.server_control.part_hold_back == pytest.approx(0.6)
+    # 3 x the largest part target of the master's renditions (audio parts run 0.214 s)
+    assert m.server_control.part_hold_back == pytest.approx(0.642)
+    assert m3u8.loads(hls.render_media(make_index(), "audio", "ll", now, EPOCH, 36)) \
+        .server_control.part_hold_back == pytest.approx(0.642)
     assert m.server_control.can_skip_until == 36
     assert m.part_inf.part_target == pytest.approx(0.2)
     assert m.media_sequence == n - 6

@@ -188,11 +188,13 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
                 hints.append(tuple(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{uri}",BYTERANGE-START={p.offset}\n'
                                    for p in seg.parts))
     if kind == "ll":
-        longest = max((p.duration for s in track.segments for p in s.parts), default=index.part_duration)
-        part_target = _ceil_ms(max(index.part_duration, longest))
+        part_target = _part_target(index, track)
+        # RFC 8216bis: with different part targets across renditions, PART-HOLD-BACK should
+        # be at least three times the largest one
+        hold_back = 3 * max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
         skip_until = 6.0 * target
         top = (f"#EXTM3U\n#EXT-X-VERSION:{LL_VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
-               f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={_num(3 * part_target)},"
+               f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={_num(hold_back)},"
                f"CAN-SKIP-UNTIL={_num(skip_until)}\n#EXT-X-PART-INF:PART-TARGET={_num(part_target)}\n")
     else:
         skip_until = 0.0
@@ -202,6 +204,11 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
                  tuple(part_lines), tuple(all_parts), tuple(hints), part_target, skip_until)
     cache[key] = got
     return got
+
+
+def _part_target(index: ContentIndex, track: Track) -> float:
+    longest = max((p.duration for s in track.segments for p in s.parts), default=index.part_duration)
+    return _ceil_ms(max(index.part_duration, longest))
 
 
 def target_of(index: ContentIndex, track: Track, kind: str) -> int:
