@@ -35,8 +35,9 @@ def seed_argv(ffmpeg: str, output: str, duration: float, font: str | None) -> li
 
 
 def synthesize(reactor: Any, *, ffmpeg: str, output: str, duration: float, font: str | None,
-               kill_grace: float = 5.0, log_line: Any = None) -> Deferred[None]:
-    """Run the synthesis; fires None when *output* is written (ProcessFailed otherwise)."""
+               kill_grace: float = 5.0, log_line: Any = None) -> tuple[FFmpegRun, Deferred[None]]:
+    """Start the synthesis: the run (``terminate()`` stops it) and a Deferred firing None
+    when *output* is written (ProcessFailed otherwise)."""
     run = FFmpegRun(reactor, seed_argv(ffmpeg, output, duration, font), kill_grace=kill_grace,
                     on_line=log_line or (lambda line: None), on_progress=lambda block: None)
-    return run.start()
+    return run, run.start()

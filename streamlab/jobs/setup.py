@@ -76,6 +76,7 @@ class SetupService(Service):
         self.media_dir = os.path.abspath(config.paths.media_dir)
         self.state_dir = os.path.abspath(config.paths.state_dir)
         self._seeding: defer.Deferred[Any] | None = None
+        self._synth: Any = None
         self.first_start: defer.Deferred[Any] = defer.Deferred()
 
     def _thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
@@ -92,6 +93,18 @@ class SetupService(Service):
         d = self._first_start()
         d.addErrback(lambda f: log.failure("seeding the demo item on first start failed", f))
         d.chainDeferred(self.first_start)
+
+    def stopService(self) -> defer.Deferred[Any] | None:
+        """Stop a demo synthesis that is still running (its temp file is removed)."""
+        super().stopService()
+        seeding = self._seeding
+        if self._synth is not None:
+            self._synth.terminate()
+        if seeding is None:
+            return None
+        d: defer.Deferred[Any] = defer.Deferred()
+        seeding.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
 
     @defer.inlineCallbacks
     def _first_start(self) -> Any:
@@ -187,8 +200,15 @@ class SetupService(Service):
         tmp = os.path.join(self.state_dir, "uploads", f"seed-{uuid.uuid4().hex}.mp4")
         log.info("synthesising the {duration}s demo clip", duration=cfg.seed_duration)
         try:
-            yield synthesize(self.reactor, ffmpeg=cfg.ffmpeg, output=tmp, duration=cfg.seed_duration,
-                             font=font_or_none(), kill_grace=cfg.kill_grace_seconds)
+            run, done = synthesize(self.reactor, ffmpeg=cfg.ffmpeg, output=tmp, duration=cfg.seed_duration,
+                                   font=font_or_none(), kill_grace=cfg.kill_grace_seconds)
+            self._synth = run
+            try:
+                yield done
+            finally:
+                self._synth = None
+            if not self.running:
+                raise RuntimeError("daemon stopping")
             source = yield self.sources.add_file(tmp, DEMO_FILENAME)
         finally:
             yield self._thread(_unlink_quiet, tmp)

@@ -89,3 +89,21 @@ def test_seed_on_first_start_makes_a_playable_item(tmp_path):
         assert d.get("/api/sources").json()[0]["original_filename"] == "streamlab_demo.mp4"
     finally:
         d.stop()
+
+
+def test_stop_during_seed_synthesis_leaves_no_process_or_file(tmp_path):
+    import subprocess
+
+    d = Daemon(str(tmp_path), {"jobs": dict(SEED, seed_on_first_start="yes", seed_duration="600")})
+    d.start()
+    uploads = os.path.join(d.state_dir, "uploads")
+    try:
+        def synth_pids():
+            out = subprocess.run(["pgrep", "-f", f"{uploads}/seed-"], capture_output=True, text=True)
+            return out.stdout.split()
+
+        wait_for(synth_pids, timeout=30, what="the synthesis ffmpeg")
+    finally:
+        d.stop()
+    assert synth_pids() == []
+    assert [n for n in os.listdir(uploads) if n.startswith("seed-")] == []
