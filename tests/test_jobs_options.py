@@ -44,6 +44,8 @@ def test_form_values_are_accepted():
     ({"partial_durations": ["x"]}, "partial_durations"),
     ({"gop_duration": 4, "segment_duration": 6}, "gop_duration"),
     ({"output_name": 5}, "output_name"),
+    ({"partial_durations": [300]}, "partial_durations"),
+    ({"partial_durations": [2000]}, "partial_durations"),
 ])
 def test_bad_fields_are_named(raw, field):
     with pytest.raises(Invalid) as exc:

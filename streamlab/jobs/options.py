@@ -191,8 +191,11 @@ def parse_encode_options(raw: Mapping[str, Any], *, source_name: str, source_hei
         if abs(ratio - round(ratio)) > 1e-6:
             fields["gop_duration"] = "segment_duration must be a whole multiple of gop_duration"
         for ms in values["partial_durations"]:
+            parts = gop * 1000.0 / ms
             if ms / 1000.0 > gop + 1e-9:
                 fields["partial_durations"] = "a part may not be longer than gop_duration"
+            elif abs(parts - round(parts)) > 1e-6:
+                fields["partial_durations"] = f"gop_duration must be a whole number of parts ({ms} ms)"
     if fields:
         raise Invalid("invalid encode options", detail="; ".join(f"{k}: {v}" for k, v in fields.items()),
                       fields=fields)
