@@ -103,26 +103,45 @@ def is_all(urls: Sequence[str] | None) -> bool:
     return all(not u.strip() or u.strip().lower() == "all" for u in urls)
 
 
-def entry_matches(entry: str, path: str, kind: str) -> bool:
-    """Whether one scope entry matches a request (section 4 of spec/sessions.md)."""
+class _Request:
+    """The parts of one request path that scope entries are compared with."""
+
+    __slots__ = ("clean", "variant", "name", "kind", "_audio")
+
+    def __init__(self, path: str, kind: str) -> None:
+        self.clean = _clean(path)
+        self.variant = variant_of(self.clean)
+        self.name = posixpath.basename(self.clean)
+        self.kind = kind
+        self._audio: bool | None = None
+
+    @property
+    def audio(self) -> bool:
+        if self._audio is None:
+            self._audio = is_audio(self.clean, self.kind)
+        return self._audio
+
+
+def _entry_matches(entry: str, req: _Request) -> bool:
     entry = entry.strip()
     if not entry or entry.lower() == "all":
         return True
-    clean = _clean(path)
     if "://" in entry:
         entry = _clean(entry)
-    variant = variant_of(clean)
-    name = posixpath.basename(clean)
-    if variant is not None and entry == variant:
+    if req.variant is not None and entry == req.variant:
         return True
-    if entry == name or entry in clean:
+    if entry == req.name or entry in req.clean:
         return True
-    if entry.lower() == "audio" and is_audio(clean, kind):
+    if entry.lower() == "audio" and req.audio:
         return True
-    entry_variant = playlist_variant(entry)
-    if entry_variant is not None and kind == "segment" and variant == entry_variant:
-        return True
+    if req.kind == "segment" and req.variant is not None and entry.endswith(".m3u8"):
+        return playlist_variant(entry) == req.variant
     return False
+
+
+def entry_matches(entry: str, path: str, kind: str) -> bool:
+    """Whether one scope entry matches a request (section 4 of spec/sessions.md)."""
+    return _entry_matches(entry, _Request(path, kind))
 
 
 def scope_matches(urls: Sequence[str] | None, path: str, kind: str) -> bool:
@@ -134,4 +153,5 @@ def scope_matches(urls: Sequence[str] | None, path: str, kind: str) -> bool:
     """
     if is_all(urls):
         return True
-    return any(entry_matches(u, path, kind) for u in urls or () if u.strip())
+    req = _Request(path, kind)
+    return any(_entry_matches(u, req) for u in urls or () if u.strip())
