@@ -30,15 +30,17 @@ class TokenBucket:
         self.burst = burst if burst is not None else 2 * chunk_for(self.rate)
         self.tokens = min(self.tokens, float(self.burst))
 
-    def refill(self, now: float) -> None:
-        """Earn tokens for the time since the last call, capped at the burst."""
+    def refill(self, now: float, cap: float | None = None) -> None:
+        """Earn tokens for the time since the last call, capped at the burst (or *cap*:
+        a backlogged sender whose timer fired late may catch up that much)."""
+        limit = float(self.burst) if cap is None else max(float(self.burst), cap)
         if now > self.last:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
+            self.tokens = min(limit, self.tokens + (now - self.last) * self.rate)
         self.last = max(self.last, now)
 
-    def ready(self, now: float) -> bool:
+    def ready(self, now: float, cap: float | None = None) -> bool:
         """True when a write may go now (tokens are not in debt)."""
-        self.refill(now)
+        self.refill(now, cap)
         return self.tokens > 0
 
     def take(self, n: int) -> None:

@@ -41,6 +41,8 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 BLOCK = 65536
 MIN_RTO = 0.2
+#: While the bucket throttles a backlogged port, a late timer may catch up this much time.
+CATCH_UP_SECONDS = 0.5
 
 
 class PortShaper:
@@ -62,6 +64,7 @@ class PortShaper:
         self._timer: IDelayedCall | None = None
         self._pumping = False
         self._again = False
+        self._throttled = False
         self.bytes_out = 0
         self.refused_drop = 0
         self.refused_reject = 0
@@ -165,11 +168,15 @@ class PortShaper:
                 self._timer.cancel()
             self._timer = None
         if self.fault != "none" or self.rate_mbps == 0 or not self._ready:
+            self._throttled = False
             return
         now = self.clock.seconds()
         capped = self.rate_mbps is not None
+        # Backlogged and throttled since the last round: time lost to a late timer is owed.
+        cap = self.bucket.rate * CATCH_UP_SECONDS if self._throttled else None
+        self._throttled = False
         while self._ready:
-            if capped and not self.bucket.ready(now):
+            if capped and not self.bucket.ready(now, cap):
                 break
             conn = self._ready.popleft()
             self._queued.discard(conn)
@@ -183,6 +190,7 @@ class PortShaper:
             if self.fault != "none" or self.rate_mbps == 0:
                 return
         if self._ready and capped:
+            self._throttled = True
             self._timer = self.clock.callLater(self.bucket.wait(now), self.pump)
 
 
