@@ -83,17 +83,23 @@ class DebugPage(Resource):
 
 
 def _describe(comp: Any) -> Any:
-    """Best-effort status of a component for the page."""
+    """Best-effort status of a component for the page (never raises)."""
     if comp is None:
         return "not wired"
-    for attr in ("debug_info", "status", "state"):
-        fn = getattr(comp, attr, None)
-        if callable(fn):
-            try:
+    try:
+        resource = getattr(comp, "resource", None)
+        workers = getattr(resource, "workers", None)
+        if workers is not None and callable(getattr(workers, "status", None)):
+            return {"workers": workers.status()}
+        if callable(getattr(comp, "queue_length", None)) and callable(getattr(comp, "list", None)):
+            jobs = comp.list()
+            return {"queue_length": comp.queue_length(), "jobs": len(jobs),
+                    "recent": [{k: j.get(k) for k in ("job_id", "status", "progress", "output_name")}
+                               for j in jobs[-20:]]}
+        for attr in ("debug_info", "status", "state"):
+            fn = getattr(comp, attr, None)
+            if callable(fn):
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - the page must render anyway
-                return f"{attr}() failed: {exc}"
-    workers = getattr(getattr(comp, "resource", comp), "workers", None)
-    if workers is not None:
-        return repr(workers)
+    except Exception as exc:  # noqa: BLE001 - the page must render anyway
+        return f"status failed: {exc}"
     return type(comp).__name__
