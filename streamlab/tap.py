@@ -128,7 +128,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     svc.root.mount("debug", DebugPage(svc))
 
     site = build_site(svc.root, reactor)
-    install_body_rules(site, upload_body_rules(config.jobs.max_upload_bytes))
+    install_body_rules(site, upload_body_rules(config.jobs.max_upload_bytes,
+                                              spool_dir=os.path.join(config.paths.state_dir, "uploads")))
     main = strports.service(config.server.listen, site, reactor=reactor)
     main.setName("main-listener")
     main.setServiceParent(svc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest_twisted
@@ -22,6 +23,10 @@ class Echo(Resource):
     def render_POST(self, request):
         request.content.seek(0, 2)
         self.seen.append((request.path, request.content.tell(), dict(request.args)))
+        try:
+            self.where = os.readlink(f"/proc/self/fd/{request.content.fileno()}")
+        except (OSError, ValueError, AttributeError):  # BytesIO: kept in memory
+            self.where = "memory"
         return b"ok"
 
 
@@ -40,6 +45,27 @@ def raw_request(port: int, head: bytes, body_chunks=()) -> bytes:
             if not data:
                 return out
             out += data
+
+
+@pytest_twisted.inlineCallbacks
+def test_big_upload_bodies_are_buffered_in_the_spool_dir(tmp_path):
+    echo = Echo()
+    site = Site(echo)
+    spool = str(tmp_path / "spool")
+    install_body_rules(site, [BodyRule(b"/api/upload", 10_000_000, parse_forms=False, spool_dir=spool)])
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        big = b"z" * 300_000
+        head = (b"POST /api/upload/chunk/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(big))
+        out = yield threads.deferToThread(raw_request, port.getHost().port, head, [big])
+        assert out.startswith(b"HTTP/1.1 200") and echo.seen[-1][1] == len(big)
+        assert echo.where.startswith(spool + "/")
+        other = head.replace(b"/api/upload", b"/x")
+        yield threads.deferToThread(raw_request, port.getHost().port, other, [big])
+        assert not echo.where.startswith(spool)
+    finally:
+        yield port.stopListening()
 
 
 @pytest_twisted.inlineCallbacks

@@ -15,6 +15,8 @@ things for paths with a :class:`BodyRule`:
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,10 @@ class BodyRule:
     prefix: bytes
     limit: int | None
     parse_forms: bool = True
+    spool_dir: str | None = None  # where big bodies are buffered (default: the system temp dir)
+
+
+SPOOL_THRESHOLD = 100_000  # twisted.web keeps smaller bodies in memory
 
 
 class _Discard(io.BytesIO):
@@ -78,6 +84,11 @@ class LimitedRequest(server.Request):
         if length is not None and self._body_limit is not None and length > self._body_limit:
             self._body_too_large = True
             self.content = _Discard()
+            return
+        if rule is not None and rule.spool_dir and (length is None or length >= SPOOL_THRESHOLD):
+            # big upload bodies go to the state disk, not to /tmp (often a RAM-backed tmpfs)
+            os.makedirs(rule.spool_dir, exist_ok=True)
+            self.content = tempfile.TemporaryFile(dir=rule.spool_dir, prefix=".body-")
             return
         super().gotLength(length)
 
@@ -130,7 +141,8 @@ def install_body_rules(site: server.Site, rules: Iterable[BodyRule]) -> None:
 MULTIPART_OVERHEAD = 1024 * 1024
 
 
-def upload_body_rules(max_upload_bytes: int) -> list[BodyRule]:
+def upload_body_rules(max_upload_bytes: int, spool_dir: str | None = None) -> list[BodyRule]:
     """``/api/upload...``: bodies up to the upload limit (plus multipart framing), parsed
-    by the upload handlers themselves."""
-    return [BodyRule(b"/api/upload", max_upload_bytes + MULTIPART_OVERHEAD, parse_forms=False)]
+    by the upload handlers themselves, buffered in *spool_dir* when given."""
+    return [BodyRule(b"/api/upload", max_upload_bytes + MULTIPART_OVERHEAD, parse_forms=False,
+                     spool_dir=spool_dir)]
