@@ -120,6 +120,8 @@ def kernel(reactor, rates: list[float], seconds: float, path: str) -> tuple[list
     server = None
     kb = None
     try:
+        # NIC-like packet sizes instead of lo's 64 KiB GSO lumps (see the test module).
+        subprocess.run([*ns, "ip", "link", "set", "lo", "mtu", "16384", "gso_max_size", "16384"])
         subprocess.run([*ns, "ip", "link", "set", "lo", "up"], check=True)
         port = 31899
         server = subprocess.Popen([*ns, sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port),
@@ -139,9 +141,8 @@ def kernel(reactor, rates: list[float], seconds: float, path: str) -> tuple[list
         results = []
         for rate in rates:
             blockingCallFromThread(reactor, kb.reconcile, {port: KernelPort(rate_bps=int(rate * 1e6))})
-            # lo hands htb 64 KiB GSO packets: at low caps a few seconds are only a handful of
-            # packets, so run at least ~40 of them (20 s at 1 Mbps) for a meaningful figure.
-            secs = max(seconds, 40 * 65536 * 8 / (rate * 1e6))
+            # At low caps a few seconds are only a handful of 16 KiB packets: run at least ~40.
+            secs = max(seconds, 40 * 16384 * 8 / (rate * 1e6))
             first, sustained = fetch(port, "/" + os.path.basename(path), int(rate * 1e6 / 8 * secs), ns, secs)
             results.append((rate, first, sustained))
         return results, ""

@@ -336,9 +336,12 @@ class KernelBackend:
         self.support = KernelSupport(htb, netem, nft, reject, "; ".join(reasons))
         return self.support
 
+    def stop(self) -> defer.Deferred[Any]:
+        """Remove everything this backend created (after pending reconciles); stop the thread."""
+        return self._lock.run(self._stop)
+
     @defer.inlineCallbacks
-    def stop(self) -> Any:
-        """Remove everything this backend created; stop the worker thread."""
+    def _stop(self) -> Any:
         try:
             if self._tc_ready:
                 yield self._in_thread(self._nl_teardown)

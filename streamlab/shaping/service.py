@@ -455,25 +455,24 @@ class ShapingService(Service):
         eff = effective(cfg, rt.position if cfg.pattern_active else None, rt.window)
         rt.effective = eff
         caps = self.caps
-        sh = self.userspace.shaper(port)
-        if caps.kernel("rate"):
-            us_rate = 0.0 if eff.rate_mbps == 0 else None  # a stalled step also holds writes here
-        else:
-            us_rate = eff.rate_mbps
-        sh.configure(us_rate, 0.0 if caps.kernel("delay") else eff.delay_ms,
-                     0.0 if caps.kernel("loss") else eff.loss_pct)
-        us_fault = eff.fault
-        if eff.fault != "none" and caps.kernel(f"transport_{eff.fault}"):
-            us_fault = "none"
-        sh.set_fault(us_fault)
         if self.kernel is None or not caps.uses_kernel:
+            self._apply_userspace(port, eff, relaxed=False)
             rt.error = ""
             return defer.succeed(None)
         desired = kernel_desired(eff, caps)
+        # Until the kernel confirms this state, userspace keeps enforcing everything (no gap
+        # while nft/tc run, and an honest fallback when they fail).
+        confirmed = self.kernel.applied.get(port, KernelPort()) == desired
+        self._apply_userspace(port, eff, relaxed=confirmed)
+        if confirmed:
+            rt.error = ""
+            return defer.succeed(None)
         d = self.kernel.reconcile({port: desired}, ports={port})
 
         def ok(result: Any) -> Any:
             rt.error = ""
+            if self.ports.get(port) is rt and rt.effective == eff:
+                self._apply_userspace(port, eff, relaxed=True)
             return result
 
         def failed(f: Any) -> Any:
@@ -483,6 +482,25 @@ class ShapingService(Service):
 
         d.addCallbacks(ok, failed)
         return d
+
+    def _apply_userspace(self, port: int, eff: Effective, relaxed: bool) -> None:
+        """Userspace part of *eff*; *relaxed* leaves the kernel-routed features to the kernel."""
+        caps = self.caps
+        sh = self.userspace.shaper(port)
+
+        def kernel_does(feature: str) -> bool:
+            return relaxed and caps.kernel(feature)
+
+        if kernel_does("rate"):
+            us_rate = 0.0 if eff.rate_mbps == 0 else None  # a stalled step also holds writes here
+        else:
+            us_rate = eff.rate_mbps
+        sh.configure(us_rate, 0.0 if kernel_does("delay") else eff.delay_ms,
+                     0.0 if kernel_does("loss") else eff.loss_pct)
+        us_fault = eff.fault
+        if eff.fault != "none" and kernel_does(f"transport_{eff.fault}"):
+            us_fault = "none"
+        sh.set_fault(us_fault)
 
     # ------------------------------------------------------------------ metrics
 
