@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 CONTAINERS = frozenset({"moov", "trak", "mdia", "minf", "stbl", "mvex", "moof", "traf", "edts", "dinf",
@@ -496,13 +496,20 @@ def parse_fragments(data: bytes | memoryview, track: TrackInfo | InitInfo) -> li
     Every byte of *data* belongs to exactly one fragment: boxes before a ``moof`` are
     counted into that fragment, boxes after the last ``mdat`` into the last one.
     """
+    return _fragments(list(iter_boxes(data)), len(data), lambda box: (data, box), track)
+
+
+def _fragments(boxes: list[Box], total: int, moof_bytes: Callable[[Box], tuple[bytes | memoryview, Box]],
+               track: TrackInfo | InitInfo) -> list[Fragment]:
+    """Fragments from the top-level *boxes* of a segment of *total* bytes; *moof_bytes*
+    gives a buffer holding a moof and the moof's Box within that buffer."""
     info = track.track() if isinstance(track, InitInfo) else track
     if info.timescale <= 0:
         raise MP4Error("track timescale is 0")
     fragments: list[Fragment] = []
     start = 0
     moof: Box | None = None
-    for box in iter_boxes(data):
+    for box in boxes:
         if box.type == "moof":
             if moof is not None:
                 raise MP4Error(f"moof at {box.offset} follows a moof without an mdat")
@@ -510,10 +517,11 @@ def parse_fragments(data: bytes | memoryview, track: TrackInfo | InitInfo) -> li
         elif box.type == "mdat":
             if moof is None:
                 raise MP4Error(f"mdat at {box.offset} without a moof")
+            buf, local = moof_bytes(moof)
             traf = None
-            for child in children(data, moof):
+            for child in children(buf, local):
                 if child.type == "traf":
-                    traf = _parse_traf(data, child, info)
+                    traf = _parse_traf(buf, child, info)
                     if traf is not None:
                         break
             if traf is None:
@@ -528,18 +536,28 @@ def parse_fragments(data: bytes | memoryview, track: TrackInfo | InitInfo) -> li
         raise MP4Error(f"moof at {moof.offset} without an mdat")
     if not fragments:
         raise MP4Error("no moof+mdat fragment")
-    if start < len(data):
+    if start < total:
         last = fragments[-1]
-        fragments[-1] = Fragment(last.offset, len(data) - last.offset, last.ticks, last.timescale,
+        fragments[-1] = Fragment(last.offset, total - last.offset, last.ticks, last.timescale,
                                  last.independent, last.sample_count, last.decode_time)
     return fragments
 
 
 def read_fragments(path: str, track: TrackInfo | InitInfo) -> list[Fragment]:
-    """:func:`parse_fragments` of the file at *path* (blocking I/O)."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+    """:func:`parse_fragments` of the file at *path* (blocking I/O).  Reads only the box
+    headers and the ``moof`` boxes, never the media data."""
     try:
-        return parse_fragments(data, track)
+        with open(path, "rb") as fh:
+            boxes = read_top_level(path)
+
+            def moof_bytes(box: Box) -> tuple[bytes, Box]:
+                fh.seek(box.offset)
+                buf = fh.read(box.size)
+                if len(buf) != box.size:
+                    raise MP4Error(f"moof at {box.offset} is truncated")
+                return buf, Box(box.type, 0, box.size, box.header_size)
+
+            return _fragments(boxes, os.path.getsize(path), moof_bytes, track)
     except (MP4Error, struct.error, IndexError) as exc:
-        raise MP4Error(f"{path}: {exc}") from None
+        text = str(exc)
+        raise MP4Error(text if text.startswith(path) else f"{path}: {text}") from None

@@ -717,10 +717,12 @@ def _swap_in(stage: str, out_dir: str) -> None:
 def probe_frame_rate(path: str) -> float:
     """Frame rate of the first video track of an MP4 (blocking I/O): samples / duration
     from the ``stts`` box, or 30.0 when the file does not say."""
-    with open(path, "rb") as fh:
-        data = fh.read()
     try:
-        moov = next(b for b in mp4.iter_boxes(data) if b.type == "moov")
+        top = next(b for b in mp4.read_top_level(path) if b.type == "moov")
+        with open(path, "rb") as fh:  # read the moov only: the mdat may be huge
+            fh.seek(top.offset)
+            data = fh.read(top.size)
+        moov = mp4.Box("moov", 0, top.size, top.header_size)
         for trak in mp4.children(data, moov):
             if trak.type != "trak":
                 continue
@@ -747,6 +749,6 @@ def probe_frame_rate(path: str) -> float:
                 # The most common delta is the frame duration (the last frame may differ).
                 rate = samples * timescale / ticks
                 return float(round(rate)) if abs(rate - round(rate)) < 0.01 else rate
-    except (StopIteration, mp4.MP4Error, IndexError):
+    except (StopIteration, mp4.MP4Error, IndexError, OSError):
         pass
     return 30.0
