@@ -21,22 +21,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from streamlab.testing.daemon import Daemon  # noqa: E402
 from streamlab.testing.fixtures import install_test_item  # noqa: E402
 
-SEG = "/go-live/testclip/video/360p/seg_00001.m4s"
+LIVE_EPOCH = 1577836800.0  # default live_epoch (2020-01-01T00:00:00Z)
+
+
+def complete_segment() -> str:
+    """A 360p segment file that is complete now (the origin paces the one in production)."""
+    n = int((time.time() - LIVE_EPOCH) // 6.0)
+    return f"/go-live/testclip/video/360p/seg_{(n + 3) % 4 + 1:05d}.m4s"
 PLAYLIST = "/go-live/testclip/playlist_6s_360p.m3u8"
 
 
-def _enlarge_segment(item_dir: str, megabytes: int) -> int:
-    """Replace segment 1 of the 360p rung by *megabytes* of bytes (index updated)."""
-    path = os.path.join(item_dir, "video", "360p", "seg_00001.m4s")
+def _enlarge_segments(item_dir: str, megabytes: int) -> int:
+    """Replace every 360p segment file by *megabytes* of bytes (index sizes updated)."""
     size = megabytes * 1024 * 1024
-    with open(path, "wb") as fh:
-        fh.write(os.urandom(1024 * 1024) * megabytes)
+    block = os.urandom(1024 * 1024) * megabytes
     index_path = os.path.join(item_dir, "content.json")
     with open(index_path, encoding="utf-8") as fh:
         doc = json.load(fh)
     for track in doc["tracks"]:
         if track["id"] == "360p":
-            track["segments"][0]["size"] = size
+            for n, seg in enumerate(track["segments"], start=1):
+                with open(os.path.join(item_dir, "video", "360p", f"seg_{n:05d}.m4s"), "wb") as fh:
+                    fh.write(block)
+                seg["size"] = size
     with open(index_path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)
     return size
@@ -80,9 +87,9 @@ class Client:
 
 def mb_per_s(port: int, rounds: int) -> float:
     c = Client(port)
-    c.get(SEG)  # warm-up (page cache, connection)
+    c.get(complete_segment())  # warm-up (page cache, connection)
     t0 = time.perf_counter()
-    total = sum(c.get(SEG) for _ in range(rounds))
+    total = sum(c.get(complete_segment()) for _ in range(rounds))
     dt = time.perf_counter() - t0
     c.close()
     return total / dt / 1e6
@@ -111,11 +118,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         d = Daemon(work, session_ports=4)
         item = install_test_item(d.media_dir)
-        size = _enlarge_segment(item, args.mb)
+        size = _enlarge_segments(item, args.mb)
         d.start()
         try:
             deadline = time.monotonic() + 30
-            while d.get(SEG).status != 200:
+            while d.get(complete_segment()).status != 200:
                 if time.monotonic() > deadline:
                     raise SystemExit("item not served:\n" + d.log())
                 time.sleep(0.1)

@@ -190,7 +190,7 @@ class SessionRequest(server.Request):
         self._session = session
         self._site = site
         channel = self.channel
-        self._transport_ref = channel.transport
+        self._transport_ref = getattr(channel, "transport", None)
         if getattr(channel, "requests_started", 1) == 0:
             self._accepted_at = channel.accepted_at
         if hasattr(channel, "requests_started"):

@@ -137,6 +137,21 @@ def sse_events(sock: socket.socket, until, timeout: float = 5.0) -> list[tuple[f
     return events
 
 
+LIVE_EPOCH = 1577836800.0  # the default live_epoch, 2020-01-01T00:00:00Z
+
+
+def stable_seg(rung: str = "360p", files: int = 4, duration: float = 6.0) -> str:
+    """A segment file of the test item that is complete now and stays so for >= 12 s.
+
+    The origin paces (chunked, part by part) a whole-file GET of the file that is being
+    produced on the live clock; tests that need the plain file pick the one produced
+    just before the current one.
+    """
+    n = int((time.time() - LIVE_EPOCH) // duration)
+    number = (n + files - 1) % files + 1
+    return f"/go-live/testclip/video/{rung}/seg_{number:05d}.m4s"
+
+
 def get(port: int, path: str, **kw):
     """Blocking GET on any port."""
     return request(port, "GET", path, **kw)
