@@ -165,3 +165,72 @@ def test_listener_other_paths_are_404_and_never_faulted():
     proto.dataReceived(b"GET /api/sessions HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 404")
     assert reg.to_json(s)["fault_count_total"] == 0
+
+
+class _SlowOrigin(Resource):
+    """Writes *first* bytes (if any) and then never finishes."""
+
+    isLeaf = True
+
+    def __init__(self, first: bytes = b"") -> None:
+        super().__init__()
+        self.first = first
+        self.requests = []
+
+    def render_GET(self, request):
+        from twisted.web.server import NOT_DONE_YET
+
+        self.requests.append(request)
+        request.setHeader(b"content-type", b"video/mp4")
+        request.setHeader(b"content-length", b"100000")
+        if self.first:
+            request.write(self.first)
+        return NOT_DONE_YET
+
+
+def _slow_site(origin, set_):
+    cfg = configmod.load(None, {"session-ports": "43100-43101"})
+    reactor = MemoryReactorClock()
+    reactor.advance(1_700_000_000)
+    reg = SessionRegistry(cfg, reactor, EventBus(), origin=origin)
+    s, _ = reg.get_or_create("p", set_=set_)
+    proto = reactor.tcpServers[-1][1].buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(b"GET /go-live/c/video/360p/seg_00001.m4s HTTP/1.1\r\nHost: x\r\n\r\n")
+    return reg, s, transport, reactor
+
+
+def test_active_timeout_before_headers_answers_504_and_drops_late_output():
+    origin = _SlowOrigin()
+    reg, s, transport, reactor = _slow_site(origin, {"transfer_active_timeout_seconds": 2})
+    reactor.advance(1.9)
+    assert transport.value() == b""
+    reactor.advance(0.2)
+    assert transport.value().startswith(b"HTTP/1.1 504")
+    n = len(transport.value())
+    origin.requests[0].write(b"late")  # the origin wakes up later: nothing reaches the client
+    origin.requests[0].finish()
+    assert len(transport.value()) == n
+    e = s.netlog.entries()[-1]
+    assert (e["status"], e["fault_category"], e["fault_type"]) == (504, "transfer_timeout",
+                                                                  "transfer_active_timeout")
+    assert reg.to_json(s)["fault_count_transfer_active_timeout"] == 1
+
+
+def test_active_timeout_mid_body_cuts_the_connection():
+    origin = _SlowOrigin(b"x" * 5000)
+    reg, s, transport, reactor = _slow_site(origin, {"transfer_active_timeout_seconds": 1})
+    assert transport.value().endswith(b"x" * 5000)
+    reactor.advance(1.01)
+    assert transport.disconnecting
+    assert reg.to_json(s)["fault_count_transfer_active_timeout"] == 1
+
+
+def test_timeouts_only_for_kinds_whose_flag_is_on():
+    origin = _SlowOrigin()
+    reg, s, transport, reactor = _slow_site(origin, {"transfer_active_timeout_seconds": 1,
+                                                     "transfer_timeout_applies_segments": False})
+    reactor.advance(5)
+    assert transport.value() == b""
+    assert reg.to_json(s).get("fault_count_transfer_active_timeout", 0) == 0
