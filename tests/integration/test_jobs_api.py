@@ -213,6 +213,10 @@ def test_cancel_mid_encode_kills_the_group_and_leaves_nothing(daemon, clips):
     r = daemon.request("DELETE", f"/api/jobs/{job_id}")
     assert r.status == 200 and r.json()["deleted"] == job_id
     assert daemon.get(f"/api/jobs/{job_id}").status == 404
+    # nothing else used that source, so it went too
+    assert r.json()["source_deleted"] is True
+    assert daemon.get(f"/api/sources/{source['source_id']}").status == 404
+    assert not os.path.exists(os.path.join(daemon.media_dir, source["file_path"]))
 
 
 def test_websocket_stream_delivers_log_progress_and_end(daemon, clips):
