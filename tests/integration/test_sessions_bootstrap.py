@@ -14,7 +14,8 @@ PATH = "/go-live/testclip/master.m3u8"
 @pytest.fixture(scope="module")
 def d(tmp_path_factory, test_item):
     daemon = Daemon(str(tmp_path_factory.mktemp("bootstrap")), session_ports=3,
-                    config={"server": {"advertised_port_offset": 0}})
+                    config={"server": {"advertised_port_offset": 0, "trusted_proxies": "127.0.0.1/32",
+                                       "max_sessions_per_client_ip": 1}})
     install_test_item(daemon.media_dir)
     daemon.start()
     wait_item(daemon)
@@ -78,3 +79,18 @@ def test_bootstrap_lifecycle(d):
     assert d.get("/api/sessions").json() == []
     with pytest.raises(OSError):
         get(lo, PATH, timeout=2)
+
+
+def test_forwarded_public_client_is_limited_and_listed(d):
+    d.request("POST", "/api/clear-sessions")
+    fwd = {"X-Forwarded-For": "198.51.100.1, 8.8.8.8"}  # the proxy (127.0.0.1) is trusted
+    r = _boot(d, PATH + "?player_id=pub1", headers=fwd)
+    assert r.status == 302
+    r = _boot(d, PATH + "?player_id=pub2", headers=fwd)
+    assert r.status == 429 and r.json()["error"] and int(r.headers["retry-after"]) > 0
+    assert _boot(d, PATH + "?player_id=pub1", headers=fwd).status == 302  # its own session: fine
+    assert _boot(d, PATH + "?player_id=local").status == 302  # private addresses are not limited
+    sessions = {s["player_id"]: s for s in d.get("/api/sessions").json()}
+    assert sessions["pub1"]["player_ip"] == "8.8.8.8" and sessions["local"]["player_ip"] == "127.0.0.1"
+    ips = d.get("/api/external-ips").json()
+    assert [x["ip"] for x in ips["rolling"]] == ["8.8.8.8"] and ips["lifetime_count"] == 1
