@@ -162,3 +162,27 @@ def test_content_json_written_by_install_names_the_copy(tmp_path, test_item) -> 
     dest = install_test_item(str(tmp_path), "other", source=test_item)
     with open(os.path.join(dest, "content.json"), encoding="utf-8") as fh:
         assert json.load(fh)["name"] == "other"
+
+
+class _NotYetRunning:
+    """The reactor as twistd's start-up sees it: services start before reactor.run()."""
+
+    running = False
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+
+@pytest_twisted.inlineCallbacks
+def test_start_before_the_reactor_runs_loads_everything_at_once(media) -> None:
+    from twisted.internet import reactor
+
+    lib = ContentLibrary(media, _NotYetRunning(reactor), clock=Clock())
+    lib.startService()
+    try:
+        assert [i.name for i in lib.items()] == ["testclip"]  # no waiting: nothing served yet
+    finally:
+        yield lib.stopService()

@@ -1,7 +1,9 @@
 """ContentLibrary: the encoded items under ``<media_dir>/dynamic_content/``, kept in memory.
 
 Scans run in a thread (``load_item`` stats every segment file); the reactor only swaps
-the results in.  A cheap periodic check (a LoopingCall, every ``poll_interval`` seconds)
+the results in.  The one exception is the first scan when the service starts before the
+reactor runs (twistd start-up): it runs inline so the daemon never serves an empty list.
+A cheap periodic check (a LoopingCall, every ``poll_interval`` seconds)
 compares each ``content.json``'s mtime/size and reloads the items that changed, appeared
 or vanished; :meth:`ContentLibrary.refresh` reloads everything now (the encoder calls it
 after packaging).  Unusable items (missing/unreadable/inconsistent ``content.json``) are
@@ -107,7 +109,13 @@ class ContentLibrary(Service):
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self._clock
         self._loop_done = self._loop.start(self._poll_interval, now=False)
-        self.refresh()
+        if getattr(self._reactor, "running", True):
+            self.refresh()
+        else:
+            # twistd starts services before reactor.run(): nothing is served yet, so the
+            # first scan runs right here and the item list is complete before any
+            # listener accepts a request (no "empty library" window after a restart).
+            self._apply(self._scan(None), None)
 
     def stopService(self) -> Deferred[None] | None:  # noqa: N802
         super().stopService()
