@@ -278,3 +278,27 @@ def test_every_track_decodes_end_to_end_without_errors(test_item: str, tmp_path)
         assert errors == ""
         if track.type == "video":
             assert frames == 24 * 30
+
+
+@pytest_twisted.inlineCallbacks
+def test_cancelled_package_leaves_nothing_behind(encoded, tmp_path) -> None:
+    from twisted.internet import reactor
+
+    parent = tmp_path / "dc"
+    out = str(parent / "cancelled")
+    d, _ = _package(encoded, out)
+    d.cancel()
+    with pytest.raises(defer.CancelledError):
+        yield d
+    deadline = reactor.seconds() + 20
+    while os.path.isdir(parent) and os.listdir(parent):  # staging removed in the background
+        assert reactor.seconds() < deadline, os.listdir(parent)
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    assert not os.path.exists(out)
+
+
+def test_probe_frame_rate_reads_the_moov(encoded) -> None:
+    from streamlab.media.packager import probe_frame_rate
+
+    assert probe_frame_rate(encoded["90p"]) == 30.0
+    assert probe_frame_rate(encoded["audio"]) == 30.0  # no video track: the default
