@@ -234,3 +234,15 @@ def test_timeouts_only_for_kinds_whose_flag_is_on():
     reactor.advance(5)
     assert transport.value() == b""
     assert reg.to_json(s).get("fault_count_transfer_active_timeout", 0) == 0
+
+
+def test_icmp_echo_packet_and_reply_parsing():
+    from streamlab.proxy.tcpinfo import echo_request, icmp_checksum, parse_echo_reply
+
+    pkt = echo_request(0x1234, 7)
+    assert pkt[0] == 8 and icmp_checksum(pkt) == 0  # a valid checksum sums to zero
+    reply = bytes([0x45]) + b"\0" * 19 + bytes([0]) + pkt[1:]
+    assert parse_echo_reply(reply, 0x1234) == 7
+    assert parse_echo_reply(reply, 0x4321) is None
+    assert parse_echo_reply(bytes([0x45]) + b"\0" * 19 + pkt, 0x1234) is None  # a request, not a reply
+    assert parse_echo_reply(b"\x45", 1) is None

@@ -102,13 +102,14 @@ class SessionRegistry:
 
     def __init__(self, config: Any, clock: IReactorTime, bus: Any, origin: Any = None, *,
                  listen: Callable[[Any, int, IProtocolFactory, str], Any] = listen_session_port,
-                 listen_reactor: Any = None) -> None:
+                 listen_reactor: Any = None, pinger: Any = None) -> None:
         self.config = config
         self.clock = clock
         self.bus = bus
         self.origin = origin
         self._listen = listen
         self._listen_reactor = listen_reactor if listen_reactor is not None else clock
+        self.pinger = pinger
         lo, hi = config.server.session_ports
         self.pool = PortPool(lo, hi)
         self.settings = _Settings(config)
@@ -470,6 +471,8 @@ class SessionRegistry:
         self.stopped = True
         if self._ticker.running:
             self._ticker.stop()
+        if self.pinger is not None:
+            self.pinger.close()
         _, d = self.clear()
         self.feed.stop()
         self.stream.close()
@@ -638,6 +641,10 @@ class SessionRegistry:
                 session.sample_rate(now)
                 if roll:
                     session.rtt.roll()
+                    if self.pinger is not None and session.player_ip:
+                        session.ping_rtt_ms = self.pinger.rtt_ms(session.player_ip, now)
+                        if session.channels:
+                            self.pinger.ping(session.player_ip)
             if self._by_id:
                 self.feed.changed()
             if not any_open and all(s.mbps_transfer_rate == 0 for s in self._by_id.values()) and roll:

@@ -11,6 +11,7 @@ from twisted.internet import defer
 
 from streamlab.proxy.bootstrap import bootstrap_site
 from streamlab.proxy.registry import SessionRegistry
+from streamlab.proxy.tcpinfo import IcmpPinger
 
 
 class SessionService(MultiService):
@@ -20,7 +21,7 @@ class SessionService(MultiService):
         super().__init__()
         self.setName("sessions")
         self.config = config
-        self.registry = SessionRegistry(config, reactor, bus, origin)
+        self.registry = SessionRegistry(config, reactor, bus, origin, pinger=IcmpPinger(reactor))
         scheme = "https" if config.server.tls != "off" else "http"
         self.bootstrap = strports.service(config.server.bootstrap_listen,
                                           bootstrap_site(self.registry, config, reactor, scheme),

@@ -70,6 +70,7 @@ class Session:
         self.mbps_transfer_complete = 0.0
         self._rate_samples: deque[tuple[float, int]] = deque()
         self.rtt = RttWindow()
+        self.ping_rtt_ms: float | None = None
         self.server_video_rendition = ""
         self.server_video_rendition_mbps = 0.0
         self.loop_count_server = 0
@@ -207,6 +208,8 @@ class Session:
             "bytes_out_total": self.bytes_out_total,
         })
         out.update(self.rtt.fields)
+        if self.ping_rtt_ms is not None:
+            out["client_path_ping_rtt_ms"] = self.ping_rtt_ms
         out.update({
             "server_video_rendition": self.server_video_rendition,
             "server_video_rendition_mbps": self.server_video_rendition_mbps,

@@ -92,3 +92,129 @@ class RttWindow:
             "client_rtt_stale": False,
         }
         return self.fields
+
+
+# --------------------------------------------------------------------------- ICMP echo
+
+ICMP_ECHO_REQUEST = 8
+ICMP_ECHO_REPLY = 0
+
+
+def icmp_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of *data*."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int, payload: bytes = b"streamlab-rtt") -> bytes:
+    """An ICMP echo request packet (header + payload) with its checksum."""
+    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident & 0xFFFF, seq & 0xFFFF)
+    csum = icmp_checksum(header + payload)
+    return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, csum, ident & 0xFFFF, seq & 0xFFFF) + payload
+
+
+def parse_echo_reply(packet: bytes, ident: int) -> int | None:
+    """The sequence number of an echo reply to *ident* in a raw IPv4 *packet*, else None."""
+    if len(packet) < 20:
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    icmp = packet[ihl:ihl + 8]
+    if len(icmp) < 8:
+        return None
+    kind, _code, _csum, rid, seq = struct.unpack("!BBHHH", icmp)
+    if kind != ICMP_ECHO_REPLY or rid != (ident & 0xFFFF):
+        return None
+    return seq
+
+
+class IcmpPinger:
+    """1 Hz ICMP echo to player addresses over a raw socket, where permitted.
+
+    ``available`` is False without CAP_NET_RAW (then ``client_path_ping_rtt_ms`` stays
+    absent).  ``ping(ip)`` sends one echo; replies are read by the reactor; ``rtt_ms(ip,
+    now)`` is the latest round trip, or None when there was no reply in *max_age* s.
+    IPv4 only.
+    """
+
+    def __init__(self, reactor: Any, max_age: float = 3.0) -> None:
+        import os
+        import socket as _socket
+
+        self._reactor = reactor
+        self._ident = os.getpid() & 0xFFFF
+        self._seq = 0
+        self._sent: dict[int, tuple[str, float]] = {}
+        self._rtt: dict[str, tuple[float, float]] = {}
+        self.max_age = max_age
+        self.available = False
+        self._sock: Any = None
+        try:
+            sock = _socket.socket(_socket.AF_INET, _socket.SOCK_RAW, _socket.IPPROTO_ICMP)
+            sock.setblocking(False)
+        except (OSError, AttributeError):
+            return
+        self._sock = sock
+        self.available = True
+        reactor.addReader(self)
+
+    # IReadDescriptor
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def logPrefix(self) -> str:  # noqa: N802 - twisted API
+        return "IcmpPinger"
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - twisted API
+        self.close()
+
+    def doRead(self) -> None:  # noqa: N802 - twisted API
+        now = self._reactor.seconds()
+        for _ in range(64):
+            try:
+                packet, _addr = self._sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            seq = parse_echo_reply(packet, self._ident)
+            if seq is None or seq not in self._sent:
+                continue
+            ip, sent_at = self._sent.pop(seq)
+            self._rtt[ip] = (round((now - sent_at) * 1000.0, 3), now)
+
+    def ping(self, ip: str) -> None:
+        """Send one echo request to *ip* (ignored when unavailable or not IPv4)."""
+        if not self.available or not ip or ":" in ip:
+            return
+        self._seq = (self._seq + 1) & 0xFFFF
+        now = self._reactor.seconds()
+        self._sent[self._seq] = (ip, now)
+        if len(self._sent) > 1024:  # forget unanswered pings
+            for key in list(self._sent)[:512]:
+                del self._sent[key]
+        try:
+            self._sock.sendto(echo_request(self._ident, self._seq), (ip, 0))
+        except OSError:
+            self._sent.pop(self._seq, None)
+
+    def rtt_ms(self, ip: str, now: float) -> float | None:
+        """The latest echo round trip to *ip* in ms, if fresh."""
+        got = self._rtt.get(ip)
+        if got is None or now - got[1] > self.max_age:
+            return None
+        return got[0]
+
+    def close(self) -> None:
+        """Stop reading and close the socket."""
+        if self._sock is not None:
+            try:
+                self._reactor.removeReader(self)
+            except Exception:  # noqa: BLE001 - reactor already stopped
+                pass
+            self._sock.close()
+            self._sock = None
+        self.available = False

@@ -8,6 +8,7 @@ the network log, SSE latency and isolation between sessions.
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import socket
 import threading
@@ -391,3 +392,11 @@ def test_rtt_fields_and_network_stream(d):
     assert body["client_rtt_ms"] > 0 and body["client_rto_ms"] > 0
     assert body["client_rtt_max_ms"] >= body["client_rtt_ms"] >= body["client_rtt_min_ms"]
     assert body["mbps_transfer_complete"] > 0
+    if os.geteuid() == 0:  # raw ICMP is permitted: the 1 Hz path ping shows up
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", INIT)
+        conn.getresponse().read()  # keep this connection open while the ping is due
+        ping = wait_for(lambda: d.get(f"/api/session/{sid}").json().get("client_path_ping_rtt_ms"),
+                        timeout=6)
+        conn.close()
+        assert ping > 0
