@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
@@ -161,3 +162,18 @@ def test_backoff_is_capped():
     assert core.backoff_delay(1, 3600) == 5
     assert core.backoff_delay(30, 3600) == core.BACKOFF_CAP
     assert core.backoff_delay(3, 12) == 12
+
+
+def test_request_timeout_counts_as_failure(tmp_path):
+    svc, clock, rv, stub = make(tmp_path)
+    rv.hold = True  # the rendezvous never answers
+    svc.startService()
+    step(clock, stub)
+    assert len(rv.bodies) == 1 and svc.failures == 0
+    step(clock, stub, 9.9)
+    assert svc.failures == 0
+    step(clock, stub, 0.2)  # 10 s request timeout
+    assert svc.failures == 1 and svc.last_error
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() - clock.seconds() == pytest.approx(5, abs=0.2)
+    svc.stopService()
