@@ -107,3 +107,24 @@ def test_limits_and_form_parsing():
         assert out.startswith(b"HTTP/1.1 200") and echo.seen[-1][1] == 5000
     finally:
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_expect_continue_gets_413_before_the_body():
+    echo = Echo()
+    site = Site(echo)
+    install_body_rules(site, [BodyRule(b"/api/upload", 1000, parse_forms=False)])
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        head = (b"POST /api/upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 50000000000\r\n\r\n")
+        out = yield threads.deferToThread(raw_request, port.getHost().port, head)  # sends no body at all
+        assert out.startswith(b"HTTP/1.1 413") and b"100 Continue" not in out
+        assert b'"body too large"' in out and echo.seen == []
+        # within the limit the usual 100 Continue + 200 happen
+        head = (b"POST /api/upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                b"Content-Length: 3\r\n\r\n")
+        out = yield threads.deferToThread(raw_request, port.getHost().port, head, [b"abc"])
+        assert out.startswith(b"HTTP/1.1 100") and b"200 OK" in out
+    finally:
+        yield port.stopListening()

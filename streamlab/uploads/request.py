@@ -15,6 +15,7 @@ things for paths with a :class:`BodyRule`:
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -23,8 +24,8 @@ from typing import Any
 
 from twisted.web import server
 
-from streamlab.api.errors import write_error
-from streamlab.api.root import apply_api_headers
+from streamlab.api.errors import error_body, write_error
+from streamlab.api.root import CORS_HEADERS, apply_api_headers
 from streamlab.errors import TooLarge
 
 
@@ -84,6 +85,7 @@ class LimitedRequest(server.Request):
         if length is not None and self._body_limit is not None and length > self._body_limit:
             self._body_too_large = True
             self.content = _Discard()
+            self._refuse_before_body(length)
             return
         if rule is not None and rule.spool_dir and (length is None or length >= SPOOL_THRESHOLD):
             # big upload bodies go to the state disk, not to /tmp (often a RAM-backed tmpfs)
@@ -91,6 +93,29 @@ class LimitedRequest(server.Request):
             self.content = tempfile.TemporaryFile(dir=rule.spool_dir, prefix=".body-")
             return
         super().gotLength(length)
+
+    def _refuse_before_body(self, length: int) -> bool:
+        """A client waiting for ``100 Continue`` gets the 413 instead and sends nothing.
+
+        The connection is closed after the answer (the body will not follow).
+        """
+        expect = self.requestHeaders.getRawHeaders(b"expect") or []
+        transport = getattr(self.channel, "transport", None)
+        if not expect or expect[0].lower() != b"100-continue" or transport is None \
+                or not hasattr(self.channel, "_send100Continue"):
+            return False
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" from twisted
+        _status, body = error_body(TooLarge("body too large", detail=f"request bodies here are limited to "
+                                             f"{self._body_limit} bytes", limit=self._body_limit,
+                                             size=length))
+        data = json.dumps(body).encode()
+        head = [b"HTTP/1.1 413 Request Entity Too Large", b"Content-Type: application/json",
+                b"Content-Length: " + str(len(data)).encode(), b"Connection: close",
+                b"Cache-Control: no-cache, no-store, must-revalidate"]
+        head += [name + b": " + value for name, value in CORS_HEADERS.items()]
+        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + data)
+        transport.loseConnection()
+        return True
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._body_too_large:
