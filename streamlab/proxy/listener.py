@@ -182,6 +182,16 @@ class SessionRequest(server.Request):
     # ------------------------------------------------------------------ entry
 
     def process(self) -> None:
+        try:
+            handled = self._fault_layer()
+        except Exception:  # noqa: BLE001 - a bug in the layer must not take the stream down
+            log.failure("session fault layer failed on {uri}", uri=self.uri)
+            handled = self._dead or self.finished or self.startedWriting
+        if not handled:
+            server.Request.process(self)
+
+    def _fault_layer(self) -> bool:
+        """Count, classify, decide and apply; True when the request is already handled."""
         site: SessionSite = self.channel.site
         session = site.session
         clock = site.clock
@@ -220,10 +230,10 @@ class SessionRequest(server.Request):
             self._fault_action = f"{stage}_{action}" if stage else action
             site.hooks.fault(session, decision.fault_type)
             if self._apply_fault(decision):
-                return
+                return True
         if kind == "master_manifest" and self.method == b"GET":
             self._buffer = []
-        server.Request.process(self)
+        return False
 
     def _apply_fault(self, d: Any) -> bool:
         """Carry out *d*; True when the origin must not be asked."""
@@ -490,7 +500,10 @@ class SessionRequest(server.Request):
         if disconnected and not self._fault_category and not self.finished:
             self._fault_category = "client_disconnect"
             self._fault_action = "client_disconnect"
-        self._site.hooks.request_done(session, self, now)
+        try:
+            self._site.hooks.request_done(session, self, now)
+        except Exception:  # noqa: BLE001 - logging must never break the response path
+            log.failure("network log entry failed")
 
     # ------------------------------------------------------------------ log data
 
