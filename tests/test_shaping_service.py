@@ -255,3 +255,17 @@ def test_template_from_the_ladder(api):
     clock.advance(0)
     j = session_json(registry, s.session_id)
     assert [st["rate_mbps"] for st in j["nftables_pattern_steps"]] == [3, 1.5]
+
+
+def test_default_rate_caps_a_new_session(tmp_path):
+    cfg = configmod.load(None, {"shaping-backend": "userspace", "session-ports": "31000-31009",
+                                "default-rate-mbps": "6", "media-dir": str(tmp_path / "m"),
+                                "state-dir": str(tmp_path / "s")})
+    clock = Clock()
+    bus = EventBus()
+    registry = SessionRegistry(cfg, clock, bus, listen=lambda r, p, f, i: FakeListener(p, f))
+    svc = ShapingService(cfg, clock, clock=clock)
+    svc.attach(registry, bus)
+    s, _ = registry.get_or_create("capped")
+    assert svc.userspace.shaper(s.port).rate_mbps == 6
+    assert svc.debug_info()["ports"][str(s.port)]["rate_mbps"] == 6

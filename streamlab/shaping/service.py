@@ -594,6 +594,16 @@ class ShapingService(Service):
             out["kernel_rate_mbps"] = applied.rate_bps / 1e6
         return out
 
+    def debug_info(self) -> dict[str, Any]:
+        """What ``/debug`` shows: capabilities, kernel objects, per-port summary."""
+        out: dict[str, Any] = {"capabilities": self.caps.as_dict(), "interface": self.caps.interface,
+                               "ports": self.status()["ports"]}
+        if self.kernel is not None:
+            out["kernel"] = {"support": repr(self.support),
+                             "applied": {str(p): repr(s) for p, s in self.kernel.applied.items()},
+                             "rule_handles": {str(p): h for p, h in self.kernel.handles.items()}}
+        return out
+
     def status(self, ports: list[int] | None = None) -> dict[str, Any]:
         """``GET /api/nftables/status``: backend and every port's summary."""
         out: dict[str, Any] = {}
