@@ -580,13 +580,18 @@ class SessionRegistry:
 
         text = body.decode("utf-8")
         controls = session.controls.values
-        if path.endswith(".mpd"):
-            variants = rewrite.variants_of_mpd(text) if hasattr(rewrite, "variants_of_mpd") else None
-            if variants is not None:
-                session.manifest_variants = variants
-            return rewrite.rewrite_mpd(text, controls).encode("utf-8")
-        session.manifest_variants = rewrite.variants_of_master(text)
-        return rewrite.rewrite_hls_master(text, controls).encode("utf-8")
+        is_mpd = path.endswith(".mpd")
+        # An MPD changes on every request (publishTime) but its ladder does not: parse the
+        # ladder again only for another path or after 10 s.
+        key = (path, int(self.clock.seconds() // 10)) if is_mpd else None
+        if not is_mpd or key != session.variants_key:
+            parse = rewrite.variants_of_mpd if is_mpd else rewrite.variants_of_master
+            session.manifest_variants = parse(text)
+            session.variants_key = key
+        if not rewrite.rewrite_needed(controls):
+            return body
+        out = rewrite.rewrite_mpd(text, controls) if is_mpd else rewrite.rewrite_hls_master(text, controls)
+        return out.encode("utf-8")
 
     def request_done(self, session: Session, request: Any, now: float) -> None:
         """One network-log entry for a finished (or cut) request."""

@@ -56,6 +56,7 @@ class Session:
         self.master_manifest_url = ""
         self.manifest_url = ""
         self.manifest_variants: list[dict[str, Any]] = []
+        self.variants_key: Any = None
         self.controls = controls
         self.engine = engine
         self.netlog = netlog

@@ -260,6 +260,18 @@ def test_master_rewrites_apply_to_the_next_request(d):
     assert bad.status == 400 and "content_allowed_variants" in bad.json()["fields"]
 
 
+def test_mpd_rewrites_and_ladder(d):
+    s = create_session(d, "rewrite-dash")
+    sid, port = s["session_id"], _port(s)
+    assert 'codecs="' in get(port, "/go-live/testclip/manifest_6s.mpd").text
+    ladder = d.get(f"/api/session/{sid}").json()["manifest_variants"]
+    assert [v["resolution"] for v in ladder] == ["640x360", "320x180"]
+    patch(d, sid, {"content_strip_codecs": True, "content_live_offset": 18})
+    r = get(port, "/go-live/testclip/manifest_6s.mpd")
+    assert r.status == 200 and int(r.headers["content-length"]) == len(r.body)
+    assert 'codecs="' not in r.text and 'suggestedPresentationDelay="PT18S"' in r.text
+
+
 # --------------------------------------------------------------------------- log, SSE, misc
 
 def test_network_log_timings_and_client_disconnect(d):
