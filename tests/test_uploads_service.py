@@ -170,3 +170,21 @@ def test_cancelled_jobs_make_chunks_409_and_discard(tmp_path, db):
     assert exc.value.error == "upload cancelled"
     assert uploads.active()["active_uploads"] == 0
     uploads.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipelined_chunks_wait_for_each_other(tmp_path, db):
+    clock, jobs = Clock(), FakeJobs()
+    uploads = build(tmp_path, db, clock, jobs)
+    uploads.startService()
+    yield uploads.ready()
+    data = os.urandom(300)
+    info = yield defer.ensureDeferred(uploads.init({"filename": "p.mp4", "file_size": len(data)}))
+    job_id = info["job_id"]
+    # three requests in flight at once, in order: each waits for the previous one's write
+    ds = [defer.ensureDeferred(uploads.chunk(job_id, off, io.BytesIO(data[off:off + 100]), 100))
+          for off in (0, 100, 200)]
+    results = yield defer.gatherResults(ds)
+    assert [r["received_size"] for r in results] == [100, 200, 300]
+    assert uploads._uploads[job_id].hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    uploads.stopService()

@@ -449,7 +449,6 @@ class UploadService(Service):
                               fields={"offset": "required"})
             if length == 0:
                 raise Invalid("invalid chunk", detail="empty chunk")
-            core.plan_chunk(upload.received_size, upload.expected_size, offset, length)  # fast 409
             await upload.lock.acquire()
             try:
                 if self._uploads.get(upload_id) is not upload:
@@ -466,12 +465,13 @@ class UploadService(Service):
                 upload.received_size = max(upload.received_size, plan.offset + plan.length)
                 upload.last_activity = self.reactor.seconds()
                 await self._persist(upload)
+                result = {**upload.progress(), "offset": offset, "length": length}
             finally:
                 upload.lock.release()
         finally:
             if spool is not None:
                 spool.close()
-        return {**upload.progress(), "offset": offset, "length": length}
+        return result
 
     def progress(self, upload_id: str) -> dict[str, Any]:
         """``GET /api/upload/{job_id}`` (a recently completed upload answers ``complete``)."""
