@@ -42,6 +42,7 @@ from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
 from streamlab.uploads.request import install_body_rules, upload_body_rules
 from streamlab.uploads.service import UploadService
+from streamlab.web.dashboard import dashboard_resource
 from streamlab.web.debug import DebugPage
 from streamlab.web.root import MainRoot
 from streamlab.web.site import build_site
@@ -126,6 +127,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     shaping.attach(sessions.registry, svc.bus)
     svc.api.mount("nftables", ShapingApi(shaping, sessions.registry).app.resource())
     svc.root.mount("debug", DebugPage(svc))
+    svc.root.mount("dashboard", dashboard_resource())
 
     site = build_site(svc.root, reactor)
     install_body_rules(site, upload_body_rules(config.jobs.max_upload_bytes,

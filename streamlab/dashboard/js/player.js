@@ -1,0 +1,187 @@
+// One player abstraction over hls.js, dash.js, shaka-player and the browser's native HLS.
+// The libraries are loaded on first use from vendor/ (installed by `make assets`).
+
+import { loadScript } from "./ui.js";
+
+export const ENGINES = [
+  ["hls", "hls.js"],
+  ["dash", "dash.js"],
+  ["shaka", "shaka"],
+  ["native", "native"],
+];
+
+const SCRIPTS = {
+  hls: "vendor/hls.min.js",
+  dash: "vendor/dash.all.min.js",
+  shaka: "vendor/shaka-player.compiled.js",
+};
+
+/** Stream URL key of content.urls for protocol ("hls"|"dash") and duration ("ll"|"2s"|"6s"). */
+export function urlKey(protocol, duration) {
+  return `${protocol}_${duration}`;
+}
+
+// The path of the stream URL of content *name* for protocol and duration.
+export function streamPath(name, protocol, duration) {
+  const n = encodeURIComponent(name);
+  if (protocol === "dash") return `/go-live/${n}/${duration === "ll" ? "manifest.mpd" : `manifest_${duration}.mpd`}`;
+  return `/go-live/${n}/${duration === "ll" ? "master.m3u8" : `master_${duration}.m3u8`}`;
+}
+
+/** Engines that can play *protocol* here. */
+export function enginesFor(protocol) {
+  return protocol === "dash" ? ["dash", "shaka"] : ["hls", "shaka", "native"];
+}
+
+function bufferAhead(video) {
+  const t = video.currentTime;
+  const b = video.buffered;
+  for (let i = 0; i < b.length; i++) {
+    if (b.start(i) <= t + 0.1 && b.end(i) >= t) return Math.max(0, b.end(i) - t);
+  }
+  return 0;
+}
+
+/**
+ * Starts playing *url* in *video* with *engine*.  Options: lowLatency (bool),
+ * onError(message, fatal), onEvent(name).  Resolves to
+ * {engine, destroy(), stats() -> {bitrate_mbps, buffer_s, playhead_s, state, resolution,
+ * latency_s, playhead_wallclock_ms, dropped_frames, stalls}}.
+ */
+export async function createPlayer(video, url, options = {}) {
+  const engine = options.engine || "hls";
+  const onError = options.onError || (() => {});
+  const lowLatency = options.lowLatency !== false;
+  let stalls = 0;
+  let lastError = "";
+  let destroyed = false;
+  const listeners = [];
+  const on = (name, fn) => { video.addEventListener(name, fn); listeners.push([name, fn]); };
+  on("waiting", () => { stalls += 1; });
+  on("error", () => {
+    const e = video.error;
+    if (e && !destroyed) {
+      lastError = `media error ${e.code}${e.message ? ": " + e.message : ""}`;
+      onError(lastError, true);
+    }
+  });
+
+  if (SCRIPTS[engine]) await loadScript(SCRIPTS[engine]);
+  video.muted = options.muted !== undefined ? options.muted : video.muted;
+
+  let impl;
+  if (engine === "hls") {
+    const Hls = window.Hls;
+    if (!Hls || !Hls.isSupported()) throw new Error("hls.js is not supported in this browser (no MediaSource).");
+    const hls = new Hls({ lowLatencyMode: lowLatency, backBufferLength: 30, enableWorker: true });
+    hls.on(Hls.Events.ERROR, (_e, data) => {
+      const msg = `${data.type}: ${data.details}${data.response && data.response.code ? ` (HTTP ${data.response.code})` : ""}`;
+      if (data.fatal) lastError = msg;
+      onError(msg, !!data.fatal);
+      if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
+      else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    impl = {
+      bitrate() {
+        const lvl = hls.levels && hls.levels[hls.currentLevel];
+        return lvl ? lvl.bitrate / 1e6 : null;
+      },
+      latency() { return Number.isFinite(hls.latency) ? hls.latency : null; },
+      wallclock() { const d = hls.playingDate; return d ? d.getTime() : null; },
+      destroy() { hls.destroy(); },
+    };
+  } else if (engine === "dash") {
+    const dashjs = window.dashjs;
+    const player = dashjs.MediaPlayer().create();
+    player.updateSettings({ streaming: { lowLatencyEnabled: lowLatency, retryAttempts: { MPD: 3 } } });
+    player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+      const err = e && e.error ? e.error : e;
+      const msg = `dash.js error ${err && err.code !== undefined ? err.code : ""} ${err && err.message ? err.message : ""}`.trim();
+      lastError = msg;
+      onError(msg, true);
+    });
+    player.initialize(video, url, true);
+    impl = {
+      bitrate() {
+        try {
+          const rep = player.getCurrentRepresentationForType && player.getCurrentRepresentationForType("video");
+          if (rep && rep.bandwidth) return rep.bandwidth / 1e6;
+        } catch (e) { /* not ready */ }
+        return null;
+      },
+      latency() { try { const l = player.getCurrentLiveLatency(); return Number.isFinite(l) ? l : null; } catch (e) { return null; } },
+      wallclock() {
+        try { const t = player.timeAsUTC(); return Number.isFinite(t) && t > 0 ? Math.round(t * 1000) : null; } catch (e) { return null; }
+      },
+      destroy() { player.reset(); },
+    };
+  } else if (engine === "shaka") {
+    const shaka = window.shaka;
+    shaka.polyfill.installAll();
+    if (!shaka.Player.isBrowserSupported()) throw new Error("shaka-player is not supported in this browser.");
+    const player = new shaka.Player();
+    await player.attach(video);
+    player.configure({ streaming: { lowLatencyMode: lowLatency } });
+    player.addEventListener("error", (ev) => {
+      const d = ev.detail || {};
+      lastError = `shaka error ${d.code || ""}`;
+      onError(lastError, d.severity === 2);
+    });
+    impl = {
+      bitrate() { try { const s = player.getStats(); return s.streamBandwidth ? s.streamBandwidth / 1e6 : null; } catch (e) { return null; } },
+      latency() { try { const s = player.getStats(); return Number.isFinite(s.liveLatency) ? s.liveLatency : null; } catch (e) { return null; } },
+      wallclock() { try { const d = player.getPlayheadTimeAsDate(); return d ? d.getTime() : null; } catch (e) { return null; } },
+      destroy() { player.destroy(); },
+    };
+    player.load(url).catch((err) => {
+      lastError = `shaka load failed: ${err && err.code ? err.code : err}`;
+      onError(lastError, true);
+    });
+  } else {
+    if (!video.canPlayType("application/vnd.apple.mpegurl") && url.includes(".m3u8")) {
+      throw new Error("This browser has no native HLS playback; pick hls.js or shaka.");
+    }
+    video.src = url;
+    impl = {
+      bitrate: () => null,
+      latency: () => null,
+      wallclock: () => null,
+      destroy() { video.removeAttribute("src"); video.load(); },
+    };
+  }
+  if (options.autoplay !== false) {
+    video.play().catch(() => { /* autoplay policy: the user presses play */ });
+  }
+
+  return {
+    engine,
+    stats() {
+      let state = "idle";
+      if (video.error) state = "error";
+      else if (video.ended) state = "ended";
+      else if (video.paused) state = video.currentTime > 0 ? "paused" : "loading";
+      else if (video.readyState < 3) state = "buffering";
+      else state = "playing";
+      const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+      return {
+        bitrate_mbps: impl.bitrate(),
+        buffer_s: +bufferAhead(video).toFixed(3),
+        playhead_s: +video.currentTime.toFixed(3),
+        state,
+        resolution: video.videoWidth ? `${video.videoWidth}x${video.videoHeight}` : "",
+        latency_s: impl.latency(),
+        playhead_wallclock_ms: impl.wallclock(),
+        dropped_frames: q ? q.droppedVideoFrames : null,
+        stalls,
+        error: lastError,
+      };
+    },
+    destroy() {
+      destroyed = true;
+      for (const [n, fn] of listeners) video.removeEventListener(n, fn);
+      try { impl.destroy(); } catch (e) { /* already gone */ }
+    },
+  };
+}

@@ -1,0 +1,63 @@
+// Content: encoded items, their variants and ready-to-copy stream URLs.
+
+import { get, post, enc } from "../js/api.js";
+import { h, clear, card, errorLine, guarded, copyButton, pageHeader, fmtDuration, fmtNum, toast } from "../js/ui.js";
+import { link } from "../js/app.js";
+
+const URL_ROWS = [
+  ["hls_ll", "HLS", "LL"], ["hls_2s", "HLS", "2 s"], ["hls_6s", "HLS", "6 s"],
+  ["dash_ll", "DASH", "LL"], ["dash_2s", "DASH", "2 s"], ["dash_6s", "DASH", "6 s"],
+];
+
+function itemCard(item) {
+  const msg = errorLine();
+  const rebuild = h("button.small", { type: "button", title: "Rebuild the part/byte-range index from the segment files" }, "Rebuild byte ranges");
+  rebuild.addEventListener("click", () => guarded(msg, rebuild, async () => {
+    const r = await post(`/api/content/${enc(item.name)}/generate-byteranges`);
+    msg.ok(`Rebuilt: ${r.segments} segments, ${r.parts} parts.`);
+  }));
+  const urls = item.urls || {};
+  return h("section.card.item", { dataset: { content: item.name } },
+    h("div.item-head",
+      h("h2", item.name),
+      h("div.actions",
+        h("a.button.small", { href: link("playback", { content: item.name }) }, "Play"),
+        h("a.button.small", { href: link("session", "", { content: item.name }) }, "Test in a session"),
+        rebuild)),
+    h("p.muted",
+      [item.codec, item.max_resolution, `segments ${fmtNum(item.segment_duration)} s`,
+        item.part_duration ? `parts ${fmtNum(item.part_duration * 1000, 0)} ms` : null,
+        `loop ${fmtDuration(item.duration)}`, item.source ? `from ${item.source}` : null,
+        item.usable === false ? "NOT USABLE" : null].filter(Boolean).join(" · ")),
+    h("div.variants", (item.variants || []).map((v) =>
+      h("span.chip", `${v.id} ${v.resolution || ""} ${fmtNum(v.bandwidth / 1e6, 2)} Mbps`)),
+    (item.audio || []).map((a) => h("span.chip.audio", `${a.id} ${a.codecs || ""}`))),
+    h("table.urls", h("tbody", URL_ROWS.filter(([k]) => urls[k]).map(([k, proto, dur]) =>
+      h("tr", h("td", proto), h("td", dur), h("td.url", h("code", urls[k])), h("td", copyButton(urls[k])))))),
+    msg);
+}
+
+export async function mount(root) {
+  const list = h("div.items");
+  const filter = h("input", { type: "search", placeholder: "Filter by name or codec…" });
+  const msg = errorLine();
+  let items = [];
+
+  function render() {
+    const q = filter.value.trim().toLowerCase();
+    const shown = items.filter((i) => !q || i.name.toLowerCase().includes(q) || String(i.codec).toLowerCase().includes(q));
+    clear(list, shown.length ? shown.map(itemCard)
+      : h("p.empty", items.length ? "No item matches the filter." : "No encoded content yet. Seed the demo on Home or upload a clip."));
+  }
+
+  async function load() {
+    items = await get("/api/content");
+    render();
+  }
+  filter.addEventListener("input", render);
+  const refresh = h("button", { type: "button" }, "Refresh");
+  refresh.addEventListener("click", () => guarded(msg, refresh, async () => { await load(); toast("Content reloaded"); }));
+
+  clear(root, pageHeader("Content", "Encoded items served as looping live streams. Copy a URL into any player.", filter, refresh), msg, list);
+  await guarded(msg, null, load);
+}

@@ -1,0 +1,685 @@
+// Testing session (#/session/<player_id>?content=&protocol=&duration=&engine=).
+//
+// Creates or gets the session (POST /api/sessions), plays through the session's own port
+// and posts player metrics once a second.  Controls: HTTP fault tabs, transport, content
+// rewriting, server timeouts, shaping sliders and patterns, groups.  Live: the session over
+// SSE (/api/sessions/stream), the network log over SSE (/api/session/{id}/network/stream),
+// charts of bitrate / buffer / RTT.
+
+import { get, post, enc } from "../js/api.js";
+import {
+  h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript,
+} from "../js/ui.js";
+import { sse } from "../js/live.js";
+import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
+import { link, setQuery } from "../js/app.js";
+import { SessionControls } from "../js/controls.js";
+import { statsTable } from "./playback.js";
+
+const FAULT_TYPES = [
+  ["none", "none (disarmed)"],
+  ["404", "404 Not Found"], ["403", "403 Forbidden"], ["410", "410 Gone"], ["500", "500 Server Error"],
+  ["502", "502 Bad Gateway"], ["503", "503 Unavailable"], ["504", "504 Gateway Timeout"],
+  ["timeout", "timeout (504)"], ["connection_refused", "connection refused (503)"], ["dns_failure", "DNS failure (502)"],
+  ["rate_limiting", "rate limiting (429 + Retry-After)"],
+  ["request_connect_reset", "socket: reset on connect"], ["request_connect_hang", "socket: hang on connect"],
+  ["request_connect_delayed", "socket: delayed close on connect"],
+  ["request_first_byte_reset", "socket: reset after headers"], ["request_first_byte_hang", "socket: hang after headers"],
+  ["request_first_byte_delayed", "socket: delayed close after headers"],
+  ["request_body_reset", "socket: reset mid-body"], ["request_body_hang", "socket: hang mid-body"],
+  ["request_body_delayed", "socket: delayed close mid-body"],
+  ["corrupted", "corrupted body (zeros)"],
+];
+const MODES = [["requests", "requests (C faults, then clean until F)"], ["seconds", "seconds (fault C s every F s)"],
+  ["failures_per_seconds", "failures per seconds (C per F s window)"]];
+const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifest"], ["master_manifest", "Master"]];
+const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
+const GLYPHS = { http: "!", socket: "!✂", transfer_timeout: "!⏱", client_disconnect: "!↩", corruption: "!", transport: "!" };
+const CHART_SPAN_S = 120;
+
+function randomId() {
+  return `qa-${Math.random().toString(36).slice(2, 7)}`;
+}
+
+function picker(root, route) {
+  const msg = errorLine();
+  const pid = h("input#new-player-id", { type: "text", value: randomId(), required: true });
+  const form = h("form.inline", h("label.inline", "Player id ", pid), " ", h("button.primary", { type: "submit" }, "Open session"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = Object.fromEntries(route.query.entries());
+    location.hash = link("session", pid.value.trim(), q);
+  });
+  const list = h("ul.session-pick");
+  const feed = sse("/api/sessions/stream", {
+    sessions(d) {
+      clear(list, (d.sessions || []).map((s) => h("li", h("a", { href: link("session", s.player_id) }, s.player_id),
+        h("span.muted", ` · #${s.session_id} · port ${s.x_forwarded_port_external} · ${s.all_requests_count} requests`))));
+      if (!list.children.length) list.append(h("li.muted", "No live sessions."));
+    },
+  });
+  clear(root, pageHeader("Testing session", "Give a player its own port, then break it on purpose."),
+    card("Open a session", h("p", "A session is identified by its player id. The same id always gets the same session."), form, msg),
+    card("Live sessions", list));
+  return () => feed.close();
+}
+
+export async function mount(root, route) {
+  const playerId = route.args[0];
+  if (!playerId) return picker(root, route);
+  const q = route.query;
+  const topMsg = errorLine();
+  clear(root, pageHeader(`Session · ${playerId}`, "Creating the session…"), topMsg);
+
+  let session;
+  try {
+    session = await post("/api/sessions", { player_id: playerId });
+  } catch (err) {
+    topMsg.show(err);
+    return undefined;
+  }
+  const sid = session.session_id;
+  const ctl = new SessionControls(sid);
+  const cleanups = [];
+  let liveSessions = [];
+
+  // ------------------------------------------------------------------ player
+  let items = [];
+  try { items = await get("/api/content"); } catch (err) { topMsg.show(err); }
+  const names = items.map((i) => i.name);
+  const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || names[0]);
+  const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || "hls");
+  const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || "ll");
+  const engine = select("engine", ENGINES, q.get("engine") || "hls");
+  const video = h("video#session-player", { controls: true, muted: true, playsinline: true, autoplay: true });
+  const playerErrors = h("ul.player-errors");
+  const stats = statsTable();
+  const urlLine = h("div.url-line");
+  const restart = h("button.small", { type: "button" }, "Restart player");
+  const stopBtn = h("button.small", { type: "button" }, "Stop player");
+  let player = null;
+
+  function sessionUrl() {
+    const port = (ctl.session || session).x_forwarded_port_external;
+    return `${location.protocol}//${location.hostname}:${port}${streamPath(content.value, protocol.value, duration.value)}`;
+  }
+
+  async function startPlayer() {
+    if (player) { player.destroy(); player = null; }
+    clear(playerErrors);
+    const ok = enginesFor(protocol.value);
+    if (!ok.includes(engine.value)) engine.value = ok[0];
+    setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
+    if (!content.value) return;
+    const url = sessionUrl();
+    clear(urlLine, "Session URL: ", h("code", url), " ", copyButton(url));
+    try {
+      player = await createPlayer(video, url, {
+        engine: engine.value, lowLatency: duration.value === "ll", muted: true,
+        onError(text, fatal) {
+          playerErrors.prepend(h("li" + (fatal ? ".fatal" : ""), `${new Date().toLocaleTimeString()} ${text}`));
+          while (playerErrors.children.length > 15) playerErrors.lastChild.remove();
+        },
+      });
+    } catch (err) {
+      playerErrors.prepend(h("li.fatal", String(err.message || err)));
+    }
+  }
+  for (const s of [content, protocol, duration, engine]) s.addEventListener("change", startPlayer);
+  restart.addEventListener("click", startPlayer);
+  stopBtn.addEventListener("click", () => { if (player) { player.destroy(); player = null; } });
+
+  // metrics: once a second
+  let lastStats = null;
+  const metricsTimer = setInterval(() => {
+    if (!player) return;
+    const s = player.stats();
+    lastStats = s;
+    stats.update(s);
+    const set = {
+      player_metrics_event_time: Date.now(),
+      player_metrics_engine: player.engine,
+      player_metrics_state: s.state,
+      player_metrics_buffer_s: s.buffer_s,
+      player_metrics_playhead_s: s.playhead_s,
+      player_metrics_bitrate_mbps: s.bitrate_mbps,
+      player_metrics_resolution: s.resolution,
+      player_metrics_live_latency_s: s.latency_s,
+      player_metrics_playhead_wallclock_ms: s.playhead_wallclock_ms,
+      player_metrics_dropped_frames: s.dropped_frames,
+      player_metrics_stalls: s.stalls,
+      player_metrics_error: s.error,
+    };
+    for (const k of Object.keys(set)) if (set[k] === null || set[k] === undefined) delete set[k];
+    post(`/api/session/${enc(sid)}/metrics`, { set }).catch(() => { /* shown by the session banner */ });
+  }, 1000);
+  cleanups.push(() => clearInterval(metricsTimer));
+
+  // ------------------------------------------------------------------ counters
+  const counters = h("dl.kv.counters");
+  const faultCounts = h("div.variants");
+  const goneBanner = h("div.banner.error", { hidden: true }, "This session no longer exists on the server (deleted or expired). ",
+    h("a", { href: "javascript:location.reload()" }, "Recreate it"));
+
+  function renderCounters(s) {
+    const rows = [
+      ["Session", `#${s.session_id} · port ${s.x_forwarded_port_external}${s.x_forwarded_port !== s.x_forwarded_port_external ? ` (internal ${s.x_forwarded_port})` : ""}`],
+      ["Requests", `${s.all_requests_count} (segments ${s.segments_count}, playlists ${s.manifest_requests_count}, masters ${s.master_manifest_requests_count})`],
+      ["Faults injected", h("strong#fault-count-total", String(s.fault_count_total))],
+      ["Throughput", `${fmtNum(s.mbps_transfer_rate)} Mbps now · last segment ${fmtNum(s.mbps_transfer_complete)} Mbps · shaper ${fmtNum(s.mbps_shaper_rate)} / ${fmtNum(s.mbps_shaper_avg)} Mbps`],
+      ["Bytes out", fmtBytes(s.bytes_out_total)],
+      ["RTT", `${fmtNum(s.client_rtt_ms, 1)} ms (min ${fmtNum(s.client_rtt_min_ms, 1)}, max ${fmtNum(s.client_rtt_max_ms, 1)}, var ${fmtNum(s.client_rtt_var_ms, 1)}, rto ${fmtNum(s.client_rto_ms, 0)})${s.client_rtt_stale ? " · stale" : ""}`],
+      ["Rendition (server)", `${s.server_video_rendition || "–"} ${s.server_video_rendition_mbps ? fmtNum(s.server_video_rendition_mbps) + " Mbps" : ""} · loops ${s.loop_count_server}`],
+      ["Player", `${s.player_metrics_state || "–"} · buffer ${fmtNum(s.player_metrics_buffer_s, 1)} s${s.player_metrics_true_offset_s !== undefined ? ` · offset ${fmtNum(s.player_metrics_true_offset_s, 1)} s` : ""}`],
+      ["Client", `${s.player_ip || "–"} · ${(s.user_agent || "").slice(0, 50)}`],
+      ["Last request", `${fmtClock(s.last_request)} ${s.last_request_url || ""}`],
+    ];
+    clear(counters, rows.map(([k, v]) => [h("dt", k), h("dd", v)]));
+    clear(faultCounts, Object.entries(s).filter(([k, v]) => k.startsWith("fault_count_") && k !== "fault_count_total" && v)
+      .map(([k, v]) => h("span.chip.fault", `${k.slice(12)}: ${v}`)));
+  }
+
+  // ------------------------------------------------------------------ fault tabs
+  const tabBar = h("div.tabs", { role: "tablist" });
+  const tabBody = h("div.tab-body");
+  const tabs = new Map();
+  const allBanner = h("div.banner.warn#all-override", { hidden: true });
+
+  function showTab(name) {
+    for (const [n, t] of tabs) {
+      t.button.classList.toggle("active", n === name);
+      t.button.setAttribute("aria-selected", n === name ? "true" : "false");
+      t.panel.hidden = n !== name;
+    }
+    setQuery({ tab: name });
+  }
+
+  function addTab(name, label, panel) {
+    const button = h("button.tab", { type: "button", role: "tab", dataset: { tab: name } }, label);
+    button.addEventListener("click", () => showTab(name));
+    tabBar.append(button);
+    tabBody.append(panel);
+    tabs.set(name, { button, panel });
+  }
+
+  function unitLabels(p, cLabel, fLabel) {
+    const mode = ctl.controls.get(`${p}_failure_mode`).read();
+    cLabel.textContent = mode === "seconds" ? "Fault for (s) — C" : "Consecutive failures — C";
+    fLabel.textContent = mode === "requests" ? "Every (requests) — F" : "Every (s) — F";
+  }
+
+  function httpTab(p, label) {
+    const msg = errorLine();
+    const type = select(`${p}_failure_type`, FAULT_TYPES, "none");
+    const mode = select(`${p}_failure_mode`, MODES, "requests");
+    const cons = h("input", { type: "number", min: "0", step: "any", value: "1" });
+    const freq = h("input", { type: "number", min: "0", step: "any", value: "10" });
+    const urls = h("input", { type: "text", placeholder: "All (empty) — or variants, file names, path parts, audio" });
+    const variants = h("div.variants.small");
+    const cLabel = h("span.label");
+    const fLabel = h("span.label");
+    const apply = h("button.primary", { type: "button", id: `apply-${p}` }, "Apply");
+    const disarm = h("button", { type: "button" }, "Disarm");
+    const count = h("span.muted");
+    const f = (lbl, ctlEl, name, hint) => h("label.field", lbl instanceof Node ? lbl : h("span.label", lbl), ctlEl, ctl.bind(name, ctlEl, name.endsWith("_urls") ? "list" : ctlEl.type === "number" ? "number" : "text"), hint ? h("small.hint", hint) : null);
+    const panel = h("div.tab-panel", { dataset: { panel: p } },
+      p !== "all" ? h("div.banner.warn.all-note", { hidden: true }) : h("p.muted", "The All rule applies to every request of the session and, while armed, overrides the Segment / Manifest / Master rules."),
+      h("div.form-grid",
+        f("Fault type", type, `${p}_failure_type`),
+        f("Timing mode", mode, `${p}_failure_mode`),
+        f(cLabel, cons, `${p}_consecutive_failures`, "0 = every matching request"),
+        f(fLabel, freq, `${p}_failure_frequency`, "0 = one shot, then disarm"),
+        h("label.field.wide", h("span.label", "Scope (URLs)"), urls, ctl.bind(`${p}_failure_urls`, urls, "list"), variants)),
+      h("div.row", apply, disarm, count), msg);
+    // Re-binding the same field twice would register duplicates; f() above already bound
+    // every control except urls, which is bound in the wide label.
+    mode.addEventListener("change", () => unitLabels(p, cLabel, fLabel));
+    apply.addEventListener("click", () => guarded(null, apply, () => ctl.send(RULE_FIELDS(p), msg, { label: `${label} rule` })));
+    disarm.addEventListener("click", () => guarded(null, disarm, () => ctl.send([`${p}_failure_type`], msg, { values: { [`${p}_failure_type`]: "none" }, label: "Disarm" })));
+    ctl.onUpdate((s) => {
+      unitLabels(p, cLabel, fLabel);
+      const armed = s[`${p}_failure_type`] && s[`${p}_failure_type`] !== "none";
+      panel.classList.toggle("armed", !!armed);
+      tabs.get(p).button.classList.toggle("armed", !!armed);
+      const note = panel.querySelector(".all-note");
+      if (note) {
+        note.hidden = !(s.all_failure_type && s.all_failure_type !== "none");
+        note.textContent = `The All rule is armed (${s.all_failure_type}): it governs every request, so this ${label} rule does not apply until All is disarmed.`;
+      }
+      const vs = (s.manifest_variants || []).map((v) => v.url.split("/").pop().replace(/^playlist_(?:2s_|6s_)?|\.m3u8$/g, ""));
+      const key = JSON.stringify(vs);
+      if (variants.dataset.key !== key) {
+        variants.dataset.key = key;
+        clear(variants, vs.length ? "Add: " : "", [...vs, "audio"].map((v) => {
+          const b = h("button.chip.small", { type: "button" }, v);
+          b.addEventListener("click", () => {
+            const cur = urls.value.split(",").map((x) => x.trim()).filter(Boolean);
+            if (!cur.includes(v)) cur.push(v);
+            urls.value = cur.join(", ");
+            urls.dispatchEvent(new Event("input"));
+          });
+          return b;
+        }));
+      }
+    });
+    return panel;
+  }
+
+  // The f() helper binds controls; make sure urls is bound only once.
+  const origBind = ctl.bind.bind(ctl);
+  ctl.bind = (field, el, kind) => (ctl.controls.has(field) && ctl.controls.get(field).el === el ? h("small.field-error") : origBind(field, el, kind));
+
+  for (const [p, label] of HTTP_TABS) addTab(p, label, h("div"));
+  // build panels after tabs exist (onUpdate handlers reference tab buttons)
+  for (const [p, label] of HTTP_TABS) {
+    const panel = httpTab(p, label);
+    tabs.get(p).panel.replaceWith(panel);
+    tabs.get(p).panel = panel;
+  }
+
+  // transport tab
+  {
+    const msg = errorLine();
+    const type = select("transport_failure_type", [["none", "none"], ["drop", "drop packets (DROP)"], ["reject", "reject (RST / ICMP)"]], "none");
+    const mode = select("transport_failure_mode", [["failures_per_seconds", "seconds (C s out of every F s)"], ["failures_per_packets", "packets (C packets)"]], "failures_per_seconds");
+    const cons = h("input", { type: "number", min: "0", step: "any" });
+    const freq = h("input", { type: "number", min: "0", step: "any" });
+    const runtime = h("div.muted");
+    const fields = ["transport_failure_type", "transport_failure_mode", "transport_consecutive_failures", "transport_failure_frequency"];
+    const apply = h("button.primary#apply-transport", { type: "button" }, "Apply");
+    const disarm = h("button", { type: "button" }, "Disarm");
+    apply.addEventListener("click", () => guarded(null, apply, () => ctl.send(fields, msg, { label: "Transport fault" })));
+    disarm.addEventListener("click", () => guarded(null, disarm, () => ctl.send(["transport_failure_type"], msg, { values: { transport_failure_type: "none" } })));
+    const panel = h("div.tab-panel", { dataset: { panel: "transport" } },
+      h("p.muted", "Cuts the session's TCP port below HTTP: the player sees stalls and resets, not error codes."),
+      h("div.form-grid",
+        h("label.field", h("span.label", "Transport fault"), type, ctl.bind("transport_failure_type", type)),
+        h("label.field", h("span.label", "Mode"), mode, ctl.bind("transport_failure_mode", mode)),
+        h("label.field", h("span.label", "Consecutive — C"), cons, ctl.bind("transport_consecutive_failures", cons, "number"), h("small.hint", "0 = hold until disarmed")),
+        h("label.field", h("span.label", "Every (s) — F"), freq, ctl.bind("transport_failure_frequency", freq, "number"))),
+      h("div.row", apply, disarm), runtime, msg);
+    ctl.onUpdate((s) => {
+      const armed = s.transport_failure_type && s.transport_failure_type !== "none";
+      tabs.get("transport").button.classList.toggle("armed", !!armed);
+      runtime.textContent = armed ? `${s.transport_fault_active ? "ACTIVE now" : "armed, waiting"}${s.transport_fault_started_at ? ` since ${fmtClock(s.transport_fault_started_at)}` : ""} · dropped ${s.transport_fault_drop_packets} · rejected ${s.transport_fault_reject_packets} packets` : "";
+    });
+    addTab("transport", "Transport", panel);
+  }
+
+  // content tab
+  {
+    const msg = errorLine();
+    const strip = h("input", { type: "checkbox" });
+    const stripAvg = h("input", { type: "checkbox" });
+    const over = h("input", { type: "checkbox" });
+    const offset = select("content_live_offset", [["0", "none"], ["6", "6 s"], ["18", "18 s"], ["24", "24 s"], ["60", "60 s"]], "0");
+    const allowedBox = h("div.variants");
+    let allowed = [];
+    const allowedCtl = {
+      read: () => allowed.slice(),
+      write: (v) => { allowed = Array.isArray(v) ? v.slice() : []; paintAllowed(); },
+    };
+    const allowedAnchor = h("span");
+    function paintAllowed() {
+      const vs = (ctl.session && ctl.session.manifest_variants) || [];
+      clear(allowedBox, vs.length ? vs.map((v) => {
+        const cb = h("input", { type: "checkbox", checked: !allowed.length || allowed.includes(v.url) });
+        cb.addEventListener("change", () => {
+          const all = vs.map((x) => x.url);
+          const cur = new Set(allowed.length ? allowed : all);
+          if (cb.checked) cur.add(v.url); else cur.delete(v.url);
+          allowed = cur.size === all.length ? [] : all.filter((x) => cur.has(x));
+          allowedAnchor.dispatchEvent(new Event("change"));
+          ctl.send(["content_allowed_variants"], msg, { label: "Variant filter" });
+        });
+        return h("label.chip", cb, ` ${v.url.split("/").pop()} ${v.resolution || ""} ${fmtNum(v.bandwidth / 1e6)} Mbps`);
+      }) : h("span.muted", "The ladder is known after the player's first master request."));
+    }
+    const numOffset = { read: () => Number(offset.value), write: (v) => {
+      const s = String(v ?? 0);
+      if (![...offset.options].some((o) => o.value === s)) offset.append(h("option", { value: s }, `${s} s`));
+      offset.value = s;
+    } };
+    const instant = (el, field, kind) => {
+      const err = ctl.bind(field, el, kind);
+      el.addEventListener("change", () => ctl.send([field], msg));
+      return err;
+    };
+    const panel = h("div.tab-panel", { dataset: { panel: "content" } },
+      h("p.muted", "Edits of the master playlist / MPD this session receives (applies to the next master request)."),
+      h("div.checks",
+        h("label", strip, " strip CODECS", instant(strip, "content_strip_codecs", "checkbox")),
+        h("label", stripAvg, " strip AVERAGE-BANDWIDTH", instant(stripAvg, "content_strip_average_bandwidth", "checkbox")),
+        h("label", over, " overstate BANDWIDTH by 10 %", instant(over, "content_overstate_bandwidth", "checkbox"))),
+      h("label.field", h("span.label", "Live start offset (EXT-X-START / suggestedPresentationDelay)"), offset, instant(offset, "content_live_offset", numOffset)),
+      h("div.field", h("span.label", "Allowed variants"), allowedBox, allowedAnchor, ctl.bind("content_allowed_variants", allowedAnchor, allowedCtl)),
+      msg);
+    ctl.onUpdate(() => paintAllowed());
+    addTab("content", "Content", panel);
+  }
+
+  // ------------------------------------------------------------------ timeouts
+  const timeoutsCard = (() => {
+    const msg = errorLine();
+    const act = h("input", { type: "number", min: "0", step: "any" });
+    const idle = h("input", { type: "number", min: "0", step: "any" });
+    const seg = h("input", { type: "checkbox" });
+    const man = h("input", { type: "checkbox" });
+    const mas = h("input", { type: "checkbox" });
+    const fields = ["transfer_active_timeout_seconds", "transfer_idle_timeout_seconds", "transfer_timeout_applies_segments",
+      "transfer_timeout_applies_manifests", "transfer_timeout_applies_master"];
+    const apply = h("button.primary", { type: "button" }, "Apply");
+    apply.addEventListener("click", () => guarded(null, apply, () => ctl.send(fields, msg, { label: "Timeouts" })));
+    return card("Server transfer timeouts",
+      h("div.form-grid",
+        h("label.field", h("span.label", "Active timeout (s)"), act, ctl.bind(fields[0], act, "number"), h("small.hint", "whole response cap; 0 = off")),
+        h("label.field", h("span.label", "Idle timeout (s)"), idle, ctl.bind(fields[1], idle, "number"), h("small.hint", "client stopped reading; 0 = off"))),
+      h("div.checks", "Applies to: ",
+        h("label", seg, " segments", ctl.bind(fields[2], seg, "checkbox")),
+        h("label", man, " playlists", ctl.bind(fields[3], man, "checkbox")),
+        h("label", mas, " masters", ctl.bind(fields[4], mas, "checkbox"))),
+      h("div.row", apply), msg);
+  })();
+
+  // ------------------------------------------------------------------ shaping
+  const shapingCard = (() => {
+    const msg = errorLine();
+    const slider = (field, max, step, unit, zeroText) => {
+      const range = h("input", { type: "range", min: "0", max: String(max), step: String(step), value: "0", id: `slider-${field}` });
+      const num = h("input.num", { type: "number", min: "0", step: "any", value: "0" });
+      const out = h("output", zeroText);
+      const show = (v) => { out.textContent = Number(v) === 0 ? zeroText : `${fmtNum(v)} ${unit}`; };
+      range.addEventListener("input", () => { num.value = range.value; show(range.value); });
+      num.addEventListener("input", () => { range.value = num.value; show(num.value); });
+      const kind = {
+        read: () => Number(num.value || 0),
+        write: (v) => { num.value = String(v ?? 0); range.value = String(Math.min(max, Number(v) || 0)); show(v ?? 0); },
+      };
+      const err = ctl.bind(field, num, kind);
+      ctl.controls.get(field).el = num;
+      // the slider edits the same control: mark dirty and send on release
+      range.addEventListener("input", () => num.dispatchEvent(new Event("input")));
+      const send = () => ctl.send([field], msg, { label: field.replace("nftables_", "").replace(/_/g, " ") });
+      range.addEventListener("change", send);
+      num.addEventListener("change", send);
+      return h("div.slider", range, num, out, err);
+    };
+    const tmpl = select("template", [["sliders", "custom steps"], ["square_wave", "square wave"], ["ramp_up", "ramp up"], ["ramp_down", "ramp down"], ["pyramid", "pyramid"]], "sliders");
+    const margin = select("margin", [["0", "0 %"], ["5", "5 %"], ["10", "10 %"], ["25", "25 %"], ["50", "50 %"]], "0");
+    const stepSecs = select("step_seconds", [["6", "6 s"], ["12", "12 s"], ["18", "18 s"], ["24", "24 s"]], "12");
+    const stepsBox = h("div.steps");
+    const patternMsg = errorLine();
+    const runtime = h("div.muted#pattern-runtime");
+    let steps = [];
+    function paintSteps() {
+      clear(stepsBox, steps.map((s, i) => {
+        const rate = h("input.num", { type: "number", min: "0", step: "any", value: String(s.rate_mbps) });
+        const dur = h("input.num", { type: "number", min: "0.1", step: "any", value: String(s.duration_seconds) });
+        const rm = h("button.small", { type: "button", title: "Remove step" }, "×");
+        rate.addEventListener("input", () => { s.rate_mbps = Number(rate.value); });
+        dur.addEventListener("input", () => { s.duration_seconds = Number(dur.value); });
+        rm.addEventListener("click", () => { steps.splice(i, 1); paintSteps(); });
+        return h("div.step", `${i + 1}.`, rate, " Mbps for ", dur, " s ", rm);
+      }));
+    }
+    const add = h("button.small", { type: "button" }, "+ step");
+    add.addEventListener("click", () => { steps.push({ rate_mbps: 2, duration_seconds: 12 }); paintSteps(); });
+    const startPattern = h("button.primary", { type: "button" }, "Start pattern");
+    const stopPattern = h("button", { type: "button" }, "Stop pattern");
+    startPattern.addEventListener("click", () => guarded(patternMsg, startPattern, async () => {
+      const port = ctl.session.x_forwarded_port;
+      if (tmpl.value !== "sliders") {
+        await post(`/api/nftables/pattern/${port}`, { template_mode: tmpl.value, margin_pct: Number(margin.value), step_seconds: Number(stepSecs.value) });
+        patternMsg.ok(`Template ${tmpl.value} running.`);
+      } else {
+        if (!steps.length) { patternMsg.show("Add at least one step."); return; }
+        await post(`/api/nftables/pattern/${port}`, { steps: steps.map((s) => ({ rate_mbps: s.rate_mbps, duration_seconds: s.duration_seconds })), template_mode: "sliders" });
+        patternMsg.ok("Pattern running.");
+      }
+    }));
+    stopPattern.addEventListener("click", () => guarded(patternMsg, stopPattern, async () => {
+      await post(`/api/nftables/pattern/${ctl.session.x_forwarded_port}`, { steps: [] });
+      patternMsg.ok("Pattern stopped.");
+    }));
+    tmpl.addEventListener("change", () => { stepsBox.hidden = add.hidden = tmpl.value !== "sliders"; });
+    let lastStepsKey = "";
+    ctl.onUpdate((s) => {
+      const key = JSON.stringify(s.nftables_pattern_steps || []);
+      if (key !== lastStepsKey && !stepsBox.contains(document.activeElement)) {
+        lastStepsKey = key;
+        steps = (s.nftables_pattern_steps || []).map((x) => ({ ...x }));
+        paintSteps();
+      }
+      if (document.activeElement !== tmpl) tmpl.value = s.nftables_pattern_template_mode || "sliders";
+      if (document.activeElement !== margin) margin.value = String(s.nftables_pattern_margin_pct ?? 0);
+      if (document.activeElement !== stepSecs) stepSecs.value = String(s.nftables_pattern_step_seconds ?? 12);
+      stepsBox.hidden = add.hidden = tmpl.value !== "sliders";
+      runtime.textContent = s.nftables_pattern_enabled
+        ? `Running: step ${s.nftables_pattern_step} of ${(s.nftables_pattern_steps || []).length} at ${fmtNum(s.nftables_pattern_rate_runtime_mbps)} Mbps`
+        : "No pattern running.";
+    });
+    return card("Network shaping",
+      h("div.sliders",
+        h("label.field", h("span.label", "Throughput (Mbps)"), slider("nftables_bandwidth_mbps", 50, 0.1, "Mbps", "unlimited")),
+        h("label.field", h("span.label", "Added delay (ms)"), slider("nftables_delay_ms", 2000, 10, "ms", "none")),
+        h("label.field", h("span.label", "Packet loss (%)"), slider("nftables_packet_loss", 20, 0.1, "%", "none"))),
+      msg,
+      h("h3", "Throughput pattern"),
+      h("div.controls-row", h("label.inline", "Template ", tmpl), h("label.inline", "Margin ", margin), h("label.inline", "Step ", stepSecs)),
+      stepsBox, h("div.row", add, startPattern, stopPattern), runtime, patternMsg);
+  })();
+
+  // ------------------------------------------------------------------ group
+  const groupCard = (() => {
+    const msg = errorLine();
+    const info = h("div");
+    const others = h("select", { multiple: true, size: "4" });
+    const linkBtn = h("button", { type: "button" }, "Link selected");
+    const unlinkBtn = h("button", { type: "button" }, "Leave group");
+    linkBtn.addEventListener("click", () => guarded(msg, linkBtn, async () => {
+      const ids = [...others.selectedOptions].map((o) => o.value);
+      if (!ids.length) { msg.show("Select at least one other session."); return; }
+      const body = { session_ids: [sid, ...ids] };
+      if (ctl.session.group_id) body.group_id = ctl.session.group_id;
+      const r = await post("/api/session-group/link", body);
+      msg.ok(`Group ${r.group_id}: ${r.session_ids.join(", ")}`);
+    }));
+    unlinkBtn.addEventListener("click", () => guarded(msg, unlinkBtn, async () => {
+      await post("/api/session-group/unlink", { session_id: sid });
+      msg.ok("Left the group.");
+    }));
+    ctl.onUpdate((s) => {
+      const members = liveSessions.filter((x) => s.group_id && x.group_id === s.group_id);
+      clear(info, s.group_id
+        ? h("p", "Group ", badge(s.group_id, "info"), ": ", members.map((m) => h("a", { href: link("session", m.player_id) }, `${m.player_id} (#${m.session_id}) `)),
+          h("br"), h("small.muted", "Fault, timeout, transport and shaping changes apply to every member."))
+        : h("p.muted", "Not in a group."));
+      unlinkBtn.disabled = !s.group_id;
+      if (document.activeElement !== others) {
+        const sel = new Set([...others.selectedOptions].map((o) => o.value));
+        clear(others, liveSessions.filter((x) => x.session_id !== sid && (!s.group_id || x.group_id !== s.group_id))
+          .map((x) => h("option", { value: x.session_id, selected: sel.has(x.session_id) }, `${x.player_id} (#${x.session_id})`)));
+      }
+    });
+    return card("Group", info, h("div.row", others, h("div", linkBtn, h("br"), unlinkBtn)), msg);
+  })();
+
+  // ------------------------------------------------------------------ charts
+  const chartBox = h("div.charts");
+  const chartData = { t: [], rate: [], limit: [], player: [], rendition: [], buffer: [], rtt: [], rttMax: [], rttMin: [] };
+  let charts = null;
+  async function makeCharts() {
+    try {
+      await loadScript("vendor/uPlot.iife.min.js");
+    } catch (err) {
+      chartBox.append(h("p.msg.error", err.message));
+      return;
+    }
+    const width = Math.max(300, Math.min(chartBox.clientWidth || 600, 900));
+    const mk = (title, series, unit) => {
+      const el = h("div.chart");
+      chartBox.append(el);
+      return new window.uPlot({
+        title, width, height: 170,
+        scales: { x: { time: true } },
+        axes: [{}, { label: unit, size: 50 }],
+        series: [{}, ...series],
+      }, [[], ...series.map(() => [])], el);
+    };
+    charts = {
+      bitrate: mk("Bitrate (Mbps)", [
+        { label: "transfer", stroke: "#2563eb", width: 2 },
+        { label: "shaping limit", stroke: "#dc2626", dash: [6, 4], width: 2 },
+        { label: "player", stroke: "#16a34a", width: 2 },
+        { label: "rendition", stroke: "#9333ea", width: 1 },
+      ], "Mbps"),
+      buffer: mk("Player buffer (s)", [{ label: "buffer", stroke: "#0891b2", width: 2, fill: "rgba(8,145,178,0.1)" }], "s"),
+      rtt: mk("RTT (ms)", [
+        { label: "rtt", stroke: "#ea580c", width: 2 },
+        { label: "max", stroke: "#f59e0b", width: 1 },
+        { label: "min", stroke: "#84cc16", width: 1 },
+      ], "ms"),
+    };
+  }
+  function pushSample(s) {
+    const t = Date.now() / 1000;
+    const d = chartData;
+    const limit = s.nftables_pattern_enabled ? s.nftables_pattern_rate_runtime_mbps : s.nftables_bandwidth_mbps;
+    d.t.push(t);
+    d.rate.push(s.mbps_transfer_rate ?? null);
+    d.limit.push(limit ? limit : null);
+    d.player.push(lastStats && lastStats.bitrate_mbps !== null ? lastStats.bitrate_mbps : (s.player_metrics_bitrate_mbps ?? null));
+    d.rendition.push(s.server_video_rendition_mbps || null);
+    d.buffer.push(lastStats ? lastStats.buffer_s : (s.player_metrics_buffer_s ?? null));
+    d.rtt.push(s.client_rtt_stale ? null : s.client_rtt_ms);
+    d.rttMax.push(s.client_rtt_stale ? null : s.client_rtt_max_ms);
+    d.rttMin.push(s.client_rtt_stale ? null : s.client_rtt_min_ms);
+    while (d.t.length && d.t[0] < t - CHART_SPAN_S) for (const k of Object.keys(d)) d[k].shift();
+    if (charts) {
+      charts.bitrate.setData([d.t, d.rate, d.limit, d.player, d.rendition]);
+      charts.buffer.setData([d.t, d.buffer]);
+      charts.rtt.setData([d.t, d.rtt, d.rttMax, d.rttMin]);
+    }
+  }
+  let lastSampleAt = 0;
+
+  // ------------------------------------------------------------------ network log
+  const netBody = h("tbody#netlog");
+  const netFilter = select("kind", [["", "all kinds"], ["segment", "segments"], ["manifest", "playlists"], ["master_manifest", "masters"], ["other", "other"]], "");
+  const faultsOnly = h("input", { type: "checkbox" });
+  const netCount = h("span.muted");
+  let entries = [];
+  let paintPending = false;
+  function glyph(e) {
+    if (!e.faulted && e.fault_category !== "client_disconnect") return "";
+    return GLYPHS[e.fault_category] || "!";
+  }
+  function paintNet() {
+    paintPending = false;
+    const shown = entries.filter((e) => (!netFilter.value || e.request_kind === netFilter.value)
+      && (!faultsOnly.checked || e.faulted || e.fault_category)).slice(-150);
+    const times = shown.map((e) => Date.parse(e.timestamp));
+    const t0 = Math.min(...times);
+    const t1 = Math.max(...shown.map((e, i) => times[i] + (e.total_ms || 0)));
+    const span = Math.max(1, t1 - t0);
+    netCount.textContent = `${entries.length} entries · ${entries.filter((e) => e.faulted).length} faulted`;
+    clear(netBody, shown.slice().reverse().map((e, ri) => {
+      const i = shown.length - 1 - ri;
+      const left = ((times[i] - t0) / span) * 100;
+      const ttfb = ((e.ttfb_ms || 0) / span) * 100;
+      const xfer = ((e.transfer_ms || 0) / span) * 100;
+      const g = glyph(e);
+      const name = (e.path || e.url || "").split("/go-live/").pop();
+      return h("tr" + (g ? ".faulted" : "") + (e.fault_category ? "." + e.fault_category : ""), { title: e.fault_type ? `${e.fault_type} · ${e.fault_action}` : "" },
+        h("td.glyph", g),
+        h("td.time", fmtClock(e.timestamp)),
+        h("td", e.request_kind),
+        h("td.status" + (e.status >= 400 || e.status === 0 ? ".bad" : ""), String(e.status)),
+        h("td.path", { title: e.url }, name),
+        h("td.num", fmtBytes(e.bytes_out)),
+        h("td.num", `${fmtNum(e.total_ms, 0)} ms`),
+        h("td.wf", h("div.wf-track",
+          h("span.wf-wait", { style: { left: `${left}%`, width: `${Math.max(0.3, ttfb)}%` } }),
+          h("span.wf-recv", { style: { left: `${left + ttfb}%`, width: `${Math.max(0.3, xfer)}%` } }))),
+        h("td.small", e.fault_type || ""));
+    }));
+  }
+  function schedulePaint() {
+    if (!paintPending) { paintPending = true; setTimeout(paintNet, 250); }
+  }
+  netFilter.addEventListener("change", paintNet);
+  faultsOnly.addEventListener("change", paintNet);
+
+  // ------------------------------------------------------------------ layout
+  const harLink = h("a.button.small", { href: `/api/session/${enc(sid)}/network.har`, download: `session-${sid}.har` }, "Download HAR");
+  const delBtn = h("button.small.danger", { type: "button" }, "Delete session");
+  delBtn.addEventListener("click", () => guarded(topMsg, delBtn, async () => {
+    if (!confirm("Delete this session? The player loses its port.")) return;
+    if (player) { player.destroy(); player = null; }
+    await (await import("../js/api.js")).del(`/api/session/${enc(sid)}`);
+    location.hash = "#/sessions";
+  }));
+
+  clear(root,
+    pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, harLink, delBtn),
+    topMsg, goneBanner,
+    h("div.session-top",
+      h("div.video-col",
+        h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", engine), restart, stopBtn),
+        h("div.video-wrap", video), urlLine, stats, playerErrors),
+      card("Counters", counters, faultCounts)),
+    card("Faults", allBanner, tabBar, tabBody),
+    h("div.cols", shapingCard, h("div", timeoutsCard, groupCard)),
+    card("Live charts", chartBox),
+    card("Network log",
+      h("div.controls-row", netFilter, h("label.inline", faultsOnly, " faults only"), netCount,
+        h("span.legend", "! HTTP fault · !✂ socket fault · !⏱ transfer timeout · !↩ client gave up")),
+      h("div.table-scroll", h("table.grid.netlog",
+        h("thead", h("tr", ["", "Time", "Kind", "Status", "Path", "Bytes", "Total", "Waterfall (wait / receive)", "Fault"].map((c) => h("th", c)))),
+        netBody))));
+
+  ctl.onUpdate((s) => {
+    renderCounters(s);
+    const allArmed = s.all_failure_type && s.all_failure_type !== "none";
+    allBanner.hidden = !allArmed;
+    allBanner.textContent = allArmed ? `All-requests rule armed: ${s.all_failure_type} — it overrides the Segment, Manifest and Master rules.` : "";
+    const now = Date.now();
+    if (now - lastSampleAt >= 900) { lastSampleAt = now; pushSample(s); }
+  });
+  showTab(q.get("tab") && tabs.has(q.get("tab")) ? q.get("tab") : "segment");
+  ctl.update(session);
+  await makeCharts();
+
+  // live session state
+  const feed = sse("/api/sessions/stream", {
+    sessions(d) {
+      liveSessions = d.sessions || [];
+      const me = liveSessions.find((x) => x.session_id === sid && x.player_id === session.player_id);
+      goneBanner.hidden = !!me;
+      if (me) ctl.update(me);
+    },
+  });
+  cleanups.push(() => feed.close());
+
+  // network log: what is there, then live entries
+  try {
+    const net = await get(`/api/session/${enc(sid)}/network`);
+    entries = net.entries || [];
+    paintNet();
+  } catch (err) { topMsg.show(err); }
+  const netFeed = sse(`/api/session/${enc(sid)}/network/stream`, {
+    entry(e) {
+      if (e.seq !== undefined && entries.length && entries[entries.length - 1].seq >= e.seq) return;
+      entries.push(e);
+      if (entries.length > 500) entries.splice(0, entries.length - 500);
+      schedulePaint();
+    },
+  });
+  cleanups.push(() => netFeed.close());
+
+  await startPlayer();
+  return () => {
+    for (const c of cleanups) c();
+    if (player) player.destroy();
+  };
+}

@@ -1,0 +1,108 @@
+"""``/dashboard/``: the static dashboard (package data in ``streamlab/dashboard``).
+
+* ``/dashboard`` redirects to ``/dashboard/``.
+* A path naming a file under the dashboard directory is served with its content type
+  (``static.File``: Range, HEAD, Content-Length).  HTML, JavaScript and CSS of the app
+  itself are ``no-cache`` (the browser revalidates, so an upgrade is picked up at once);
+  third-party files under ``vendor/`` may be cached for an hour.
+* Any other path without a file extension (a deep link such as ``/dashboard/session/7``
+  or ``/dashboard/jobs``) answers ``index.html``; the app turns the path into its hash
+  route (``#/session/7``).  A missing file *with* an extension is a JSON 404.
+* Nothing outside the directory is ever served (``..``, absolute parts, hidden files).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+from twisted.web import static
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.util import redirectTo
+
+from streamlab.api.errors import write_error
+from streamlab.errors import NotFound
+
+DASHBOARD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dashboard")
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+NO_CACHE = b"no-cache, no-store, must-revalidate"
+VENDOR_CACHE = b"public, max-age=3600"
+
+
+def resolve(root: str, segments: list[str]) -> str | None:
+    """The file under *root* named by URL *segments*, or None when it must not be served.
+
+    Empty segments are ignored; ``..``, ``.``-prefixed (hidden) names and backslashes are
+    refused.  The result may not exist."""
+    parts = [s for s in segments if s != ""]
+    for part in parts:
+        if part.startswith(".") or "\\" in part or "/" in part or "\x00" in part:
+            return None
+    rel = posixpath.join(*parts) if parts else "index.html"
+    path = os.path.realpath(os.path.join(root, rel))
+    base = os.path.realpath(root)
+    if path != base and not path.startswith(base + os.sep):
+        return None
+    return path
+
+
+class DashboardResource(Resource):
+    """Serves the dashboard directory *root* (default: the package data)."""
+
+    isLeaf = True
+
+    def __init__(self, root: str = DASHBOARD_DIR) -> None:
+        super().__init__()
+        self.root = root
+
+    def render(self, request: IRequest) -> bytes | int:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            return write_error(request, NotFound("method not allowed"))
+        if not request.postpath:
+            # "/dashboard" without the slash: relative URLs need the directory form
+            return redirectTo(b"/dashboard/", request)
+        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        path = resolve(self.root, segments)
+        missing = NotFound("not found", detail=request.path.decode("utf-8", "replace"))
+        if path is None:
+            return write_error(request, missing)
+        if os.path.isdir(path):
+            path = os.path.join(path, "index.html")
+        if not os.path.isfile(path):
+            last = next((s for s in reversed(segments) if s), "")
+            if "." in last:
+                return write_error(request, missing)
+            path = os.path.join(self.root, "index.html")  # deep link: the app routes it
+        return self._file(request, path, segments)
+
+    def _file(self, request: IRequest, path: str, segments: list[str]) -> bytes | int:
+        ext = os.path.splitext(path)[1].lower()
+        ctype = CONTENT_TYPES.get(ext, "application/octet-stream")
+        vendor = bool(segments) and segments[0] == "vendor"
+        request.setHeader(b"cache-control", VENDOR_CACHE if vendor else NO_CACHE)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        f = static.File(path, defaultType=ctype)
+        f.type = ctype
+        f.encoding = None
+        return f.render(request)
+
+
+def dashboard_resource() -> DashboardResource:
+    """The resource to mount at ``/dashboard``."""
+    return DashboardResource()
