@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 
 from streamlab import config as configmod
-from streamlab.errors import Conflict, NotFound
+from streamlab.errors import Conflict, NotFound, TooLarge
 from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
 from streamlab.uploads.service import UploadService
@@ -59,9 +59,9 @@ def sync_thread(fn, *args):
     return defer.maybeDeferred(fn, *args)
 
 
-def build(tmp_path, db, clock, jobs, ttl="10"):
+def build(tmp_path, db, clock, jobs, ttl="10", max_bytes=str(1 << 30)):
     cfg = configmod.load(None, {"state-dir": str(tmp_path / "state"), "media-dir": str(tmp_path / "media"),
-                                "upload-ttl": ttl})
+                                "upload-ttl": ttl, "max-upload-bytes": max_bytes})
     sources = SourceService(cfg, db, clock, jobs=lambda: jobs)
     uploads = UploadService(cfg, db, sources, clock, jobs=lambda: jobs, sweep_interval=1.0,
                             thread_runner=sync_thread)
@@ -187,4 +187,17 @@ def test_pipelined_chunks_wait_for_each_other(tmp_path, db):
     results = yield defer.gatherResults(ds)
     assert [r["received_size"] for r in results] == [100, 200, 300]
     assert uploads._uploads[job_id].hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    uploads.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_init_refuses_what_cannot_fit_on_disk(tmp_path, db):
+    clock, jobs = Clock(), FakeJobs()
+    uploads = build(tmp_path, db, clock, jobs, max_bytes=str(1 << 50))
+    uploads.startService()
+    yield uploads.ready()
+    with pytest.raises(TooLarge) as info:
+        yield defer.ensureDeferred(uploads.init({"filename": "huge.mov", "file_size": 1 << 49}))
+    assert info.value.error == "not enough disk space" and info.value.body()["free_bytes"] > 0
+    assert jobs.jobs == {} and uploads.active()["active_uploads"] == 0
     uploads.stopService()

@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,7 @@ log = Logger()
 BLOCK = 1024 * 1024
 SPOOL_LIMIT = 8 * 1024 * 1024
 COMPLETED_KEPT = 256
+FREE_SPACE_MARGIN = 64 * 1024 * 1024
 
 
 def _iso(seconds: float) -> str:
@@ -392,6 +394,10 @@ class UploadService(Service):
         # The source's height is unknown until it is complete: without an explicit
         # max_resolution ask for the top rung; the encoder skips rungs above the source.
         options = self._parse_options(raw, name, None if raw.get("max_resolution") else 2160)
+        free = await self._in_thread(_free_bytes, self.uploads_dir)
+        if free is not None and size > free - FREE_SPACE_MARGIN:
+            raise TooLarge("not enough disk space", detail=f"{size} bytes do not fit: {free} bytes free",
+                           free_bytes=free, file_size=size)
         source_id = str(uuid.uuid4())
         created = await self.jobs().create_jobs(source_id, name, options, status="uploading")
         job_ids = [j["job_id"] for j in created]
@@ -458,7 +464,14 @@ class UploadService(Service):
                                    expected_size=upload.expected_size)
                 await self._check_alive(upload)
                 plan = core.plan_chunk(upload.received_size, upload.expected_size, offset, length)
-                hasher = await self._in_thread(apply_chunk, upload.part_path, plan, src, 0, upload.hasher)
+                try:
+                    hasher = await self._in_thread(apply_chunk, upload.part_path, plan, src, 0, upload.hasher)
+                except OSError as exc:
+                    # nothing was acknowledged: the next chunk rewrites from received_size
+                    log.error("upload {id}: writing a chunk failed: {exc}", id=upload_id, exc=exc)
+                    raise Unavailable("cannot store chunk", detail=exc.strerror or str(exc),
+                                      received_size=upload.received_size,
+                                      expected_size=upload.expected_size) from None
                 if hasher is None:
                     raise core.mismatch(upload.received_size, upload.expected_size)
                 upload.hasher = hasher
@@ -568,6 +581,13 @@ class UploadService(Service):
                     log.failure("discarding an abandoned upload failed", value)
 
         return d.addCallback(report)
+
+
+def _free_bytes(directory: str) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
 
 
 def _create_empty(path: str) -> None:
