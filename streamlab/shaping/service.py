@@ -137,7 +137,7 @@ class ShapingService(Service):
 
     def startService(self) -> Any:  # noqa: N802 - twisted API
         super().startService()
-        self._meter_loop.start(METER_TICK, now=False)
+        self._ensure_meter()
         if self.kernel is None:
             if self.backend_mode != "userspace":
                 self.caps = resolve_capabilities(self.backend_mode, KernelSupport(
@@ -309,7 +309,13 @@ class ShapingService(Service):
         rt = self.ports.get(port)
         if rt is None:
             rt = self.ports[port] = PortRuntime(port, config=PortConfig(port))
+            self._ensure_meter()
         return rt
+
+    def _ensure_meter(self) -> None:
+        """The 100 ms meter runs only while the service runs and some port exists."""
+        if self.running and self.ports and not self._meter_loop.running:
+            self._meter_loop.start(METER_TICK, now=False)
 
     def validate_controls(self, controls: Mapping[str, Any], port: int = 0) -> None:
         """Raise :class:`Invalid` for control values this host cannot honour (the registry may
@@ -521,6 +527,8 @@ class ShapingService(Service):
                 rt.meter.sample(now, total)
             if self.kernel is not None and self.caps.uses_kernel and self.ports and not self._polling:
                 self._poll_kernel()
+            if not self.ports and self._meter_loop.running:
+                self._meter_loop.stop()  # idle daemon: no wake-ups
         except Exception:  # noqa: BLE001 - periodic tasks survive their errors
             log.failure("shaping meter tick failed")
 
