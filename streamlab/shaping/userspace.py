@@ -6,7 +6,8 @@ on that port, the read delay, the loss stalls and the transport fault in force.
 (usually an ``HTTPChannel``):
 
 * writes are queued and released by the port's bucket (round-robin between connections,
-  ~10 ms chunks); while more than :data:`HIGH_WATER` bytes wait, the wrapped producer is
+  ~10 ms chunks); while more than :data:`HIGH_WATER` bytes (or 100 ms of the cap, whichever
+  is larger) wait, the wrapped producer is
   paused, so memory stays bounded whatever the rate;
 * each read of the request is delivered ``delay`` later (so every response's first byte
   is ``delay`` later too);
@@ -39,6 +40,8 @@ log = Logger()
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+#: At high caps the queue may hold this much time of data (so a late timer can catch up).
+QUEUE_SECONDS = 0.1
 BLOCK = 65536
 MIN_RTO = 0.2
 #: While the bucket throttles a backlogged port, a late timer may catch up this much time.
@@ -70,6 +73,8 @@ class PortShaper:
         self.refused_reject = 0
         self.connections_total = 0
         self.on_refused: Callable[[str], None] | None = None
+        self.high_water = HIGH_WATER
+        self.low_water = LOW_WATER
 
     # -- configuration
 
@@ -91,10 +96,13 @@ class PortShaper:
                 bps = rate_mbps * 1e6 / 8
                 self.chunk = chunk_for(bps)
                 self.bucket.set_rate(bps, now)
+                self.high_water = max(HIGH_WATER, int(bps * QUEUE_SECONDS))
+                self.low_water = max(LOW_WATER, self.high_water // 4)
             else:
                 self.chunk = 65536
                 self.bucket.set_rate(0, now)
                 self.bucket.tokens = 0.0
+                self.high_water, self.low_water = HIGH_WATER, LOW_WATER
             self.rate_mbps = rate_mbps
         self.delay = max(0.0, delay_ms / 1000.0)
         self.loss = min(1.0, max(0.0, loss_pct / 100.0))
@@ -353,7 +361,7 @@ class ShapedProtocol(ProtocolWrapper):
             return
         self._out.append(bytes(data))
         self._out_bytes += len(data)
-        if self._out_bytes >= HIGH_WATER:
+        if self._out_bytes >= self.shaper.high_water:
             self._pause_inner("buffer")
         sh.want(self)
 
@@ -414,7 +422,7 @@ class ShapedProtocol(ProtocolWrapper):
             self._block_pos = 0
             self._block_rolled = False
         self.transport.write(b"".join(parts))
-        if self._out_bytes < LOW_WATER:
+        if self._out_bytes < self.shaper.low_water:
             self._resume_inner("buffer")
         if not self._out and self._closing and not self._lost:
             self.transport.loseConnection()
@@ -453,7 +461,7 @@ class ShapedProtocol(ProtocolWrapper):
         self._net_paused = False
         if self._out:
             self.shaper.want(self)
-        if self._out_bytes < HIGH_WATER:
+        if self._out_bytes < self.shaper.high_water:
             self._resume_inner("net")
         else:
             self._inner_pause.discard("net")
