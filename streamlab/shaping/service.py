@@ -188,6 +188,9 @@ class ShapingService(Service):
 
     def wrap_factory(self, port: int, factory: IProtocolFactory) -> IProtocolFactory:
         """The registry's factory wrapper: a fresh, uncapped shaper for a new listener."""
+        stale = self.ports.pop(port, None)
+        if stale is not None:  # a new session on a reused port starts clean
+            self._stop_runners(stale)
         self.userspace.remove(port)
         self._runtime(port)
         return self.userspace.wrap(port, factory)

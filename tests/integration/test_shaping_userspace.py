@@ -90,7 +90,7 @@ def test_bulk_goodput_tracks_cap(served, cap):
 
 
 @pytest_twisted.inlineCallbacks
-def test_uncapped_is_fast_and_memory_bounded(served):
+def test_uncapped_is_fast(served):
     backend, shaper, port = served
     mbps = yield threads.deferToThread(_goodput, port, 200.0, 0.5)
     assert mbps > 100
