@@ -269,3 +269,74 @@ def test_default_rate_caps_a_new_session(tmp_path):
     s, _ = registry.get_or_create("capped")
     assert svc.userspace.shaper(s.port).rate_mbps == 6
     assert svc.debug_info()["ports"][str(s.port)]["rate_mbps"] == 6
+
+
+class FailingKernel:
+    """A kernel backend whose tc refuses every change (collaborator fake)."""
+
+    interface = "lo"
+
+    def __init__(self):
+        from streamlab.shaping.model import KernelSupport
+
+        self.applied = {}
+        self.handles = {}
+        self.support = KernelSupport(htb=True, netem=False, nft=True, nft_reject=True)
+
+    def start(self):
+        from twisted.internet import defer
+
+        return defer.succeed(self.support)
+
+    def stop(self):
+        from twisted.internet import defer
+
+        return defer.succeed(None)
+
+    def reconcile(self, desired, ports=None):
+        from twisted.internet import defer
+
+        from streamlab.shaping.kernel import KernelError
+
+        if all(s.empty for s in desired.values()):
+            return defer.succeed([])
+        return defer.fail(KernelError("add_class port 31000: Operation not permitted"))
+
+    def counters(self):
+        from twisted.internet import defer
+
+        return defer.succeed({})
+
+    def class_bytes(self):
+        from twisted.internet import defer
+
+        return defer.succeed({})
+
+    def forget(self, port):
+        pass
+
+
+def test_backend_failure_is_503_and_keeps_the_previous_state(tmp_path):
+    cfg = configmod.load(None, {"shaping-backend": "auto", "session-ports": "31000-31009",
+                                "media-dir": str(tmp_path / "m"), "state-dir": str(tmp_path / "s")})
+    clock = Clock()
+    bus = EventBus()
+    registry = SessionRegistry(cfg, clock, bus, listen=lambda r, p, f, i: FakeListener(p, f))
+    svc = ShapingService(cfg, clock, clock=clock, kernel=FailingKernel())
+    svc.attach(registry, bus)
+    svc.startService()
+    assert svc.caps.kernel("rate") and svc.caps.as_dict()["status"] == "enabled"
+    s, _ = registry.get_or_create("k")
+    before = session_json(registry, s.session_id)
+    stub = StubTreq(ShapingApi(svc, registry).app.resource())
+    code, body = call(stub, "POST", f"/nftables/bandwidth/{s.port}", {"rate_mbps": 3})
+    assert code == 503 and "Operation not permitted" in body["detail"]
+    after = session_json(registry, s.session_id)
+    assert after["nftables_bandwidth_mbps"] == before["nftables_bandwidth_mbps"]
+    assert after["control_revision"] == before["control_revision"]
+    assert svc.userspace.shaper(s.port).rate_mbps is None  # nothing half-applied
+    # A PATCH the kernel cannot apply is still enforced in userspace (honest fallback).
+    registry.patch(s.session_id, {"nftables_bandwidth_mbps": 4})
+    assert svc.userspace.shaper(s.port).rate_mbps == 4
+    assert "not permitted" in svc.port_status(s.port)["error"]
+    svc.stopService()
