@@ -304,6 +304,8 @@ class KernelBackend:
     @defer.inlineCallbacks
     def start(self) -> Any:
         """Clean leftovers, set up root qdisc and table/chain, probe; returns KernelSupport."""
+        self.applied.clear()  # whatever existed is removed below
+        self.handles.clear()
         reasons = []
         htb = netem = False
         try:
