@@ -40,7 +40,7 @@ from streamlab.proxy.service import SessionService
 from streamlab.shaping.service import ShapingService
 from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
-from streamlab.uploads.request import install_body_rules, upload_body_rules
+from streamlab.uploads.request import api_body_rules, install_body_rules
 from streamlab.uploads.service import UploadService
 from streamlab.web.dashboard import dashboard_resource
 from streamlab.web.debug import DebugPage
@@ -130,8 +130,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     svc.root.mount("dashboard", dashboard_resource())
 
     site = build_site(svc.root, reactor)
-    install_body_rules(site, upload_body_rules(config.jobs.max_upload_bytes,
-                                              spool_dir=os.path.join(config.paths.state_dir, "uploads")))
+    install_body_rules(site, api_body_rules(config.jobs.max_upload_bytes,
+                                           spool_dir=os.path.join(config.paths.state_dir, "uploads")))
     main = strports.service(config.server.listen, site, reactor=reactor)
     main.setName("main-listener")
     main.setServiceParent(svc)

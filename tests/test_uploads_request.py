@@ -128,3 +128,23 @@ def test_expect_continue_gets_413_before_the_body():
         assert out.startswith(b"HTTP/1.1 100") and b"200 OK" in out
     finally:
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_api_rules_limit_json_bodies_but_not_uploads(tmp_path):
+    from streamlab.uploads.request import api_body_rules
+
+    echo = Echo()
+    site = Site(echo)
+    install_body_rules(site, api_body_rules(10_000_000, spool_dir=str(tmp_path)))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        big = b"{" + b" " * 2_000_000 + b"}"
+        cases = ((b"/api/sessions", b"413"), (b"/api/upload/chunk/x", b"200"), (b"/go-live/x", b"200"))
+        for path, status in cases:
+            head = (b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (path, len(big)))
+            out = yield threads.deferToThread(raw_request, port.getHost().port, head, [big])
+            assert out.startswith(b"HTTP/1.1 " + status), path
+    finally:
+        yield port.stopListening()

@@ -171,3 +171,11 @@ def upload_body_rules(max_upload_bytes: int, spool_dir: str | None = None) -> li
     by the upload handlers themselves, buffered in *spool_dir* when given."""
     return [BodyRule(b"/api/upload", max_upload_bytes + MULTIPART_OVERHEAD, parse_forms=False,
                      spool_dir=spool_dir)]
+
+
+def api_body_rules(max_upload_bytes: int, spool_dir: str | None = None) -> list[BodyRule]:
+    """Every ``/api/...`` body is JSON or a small form (1 MiB, as :mod:`streamlab.api.jsonio`
+    enforces), refused early; ``/api/upload...`` gets :func:`upload_body_rules`."""
+    from streamlab.api.jsonio import MAX_JSON_BYTES
+
+    return [BodyRule(b"/api/", MAX_JSON_BYTES)] + upload_body_rules(max_upload_bytes, spool_dir)
