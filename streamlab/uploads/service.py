@@ -177,7 +177,6 @@ class UploadService(Service):
         self.ttl = float(config.jobs.upload_ttl)
         self.sweep_interval = sweep_interval or max(0.25, min(60.0, self.ttl / 4))
         self._uploads: dict[str, Upload] = {}
-        self._loaded: Deferred[None] | None = None
         self._load_outcome: Any = False
         self._load_waiters: list[Deferred[None]] = []
         self._sweeper: task.LoopingCall | None = None
@@ -243,7 +242,9 @@ class UploadService(Service):
                 upload_id=row["upload_id"], job_ids=json.loads(row["job_ids"]), source_id=row["source_id"],
                 filename=row["filename"], original_filename=row["original_filename"],
                 expected_size=row["expected_size"], received_size=row["received_size"], sha256=row["sha256"],
-                part_path=row["part_path"], options=json.loads(row["options"]), status="uploading",
+                # always inside uploads_dir, whatever the row says (and if state_dir moved)
+                part_path=os.path.join(self.uploads_dir, os.path.basename(row["part_path"])),
+                options=json.loads(row["options"]), status="uploading",
                 created_at=row["created_at"], last_activity=row["last_activity"])
             referenced.add(os.path.basename(upload.part_path))
             if not os.path.exists(upload.part_path):
@@ -356,8 +357,8 @@ class UploadService(Service):
                           fields={"file": "required"})
         if first.file_size > self.max_bytes:
             raise TooLarge("upload too large",
-                                detail=f"{first.file_size} bytes exceeds max_upload_bytes {self.max_bytes}",
-                                limit=self.max_bytes)
+                           detail=f"{first.file_size} bytes exceeds max_upload_bytes {self.max_bytes}",
+                           limit=self.max_bytes)
         if first.file_size == 0:
             raise Unprocessable("not a media file", detail="the file is empty")
         raw = forms.flatten(first.fields)
