@@ -496,6 +496,14 @@ def test_preload_hint_range_is_held_until_published(env, clock):
     assert r.complete and r.body == whole[start:]
 
 
+def test_closed_range_of_unpublished_part_is_served_at_once(env):
+    # a closed range names a part some playlist listed: published in an earlier loop
+    start = HEADER + 20 * PSIZE
+    r = env.get("/go-live/clip/video/360p/seg_00001.m4s",
+                headers={"Range": f"bytes={start}-{start + PSIZE - 1}"})
+    assert r.status == 206 and r.body == _file_bytes("360p", 1, SEG_SIZE)[start:start + PSIZE]
+
+
 def test_published_part_range_is_served_at_once(env):
     start = HEADER + 3 * PSIZE
     r = env.get("/go-live/clip/video/360p/seg_00001.m4s",

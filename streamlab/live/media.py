@@ -79,6 +79,7 @@ class ByteRange:
     first: int
     last: int
     size: int
+    open_ended: bool = False  # ``bytes=N-``: "from N to whatever the end is"
 
     @property
     def length(self) -> int:
@@ -125,7 +126,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return None  # invalid: ignore the header
     if first >= size:
         raise Unsatisfiable(header)
-    return ByteRange(first, min(last, size - 1), size)
+    return ByteRange(first, min(last, size - 1), size, open_ended=b == "")
 
 
 @implementer(IPushProducer)

@@ -38,6 +38,19 @@ chunked delivery of the segment being produced) uses one shared
 :class:`~streamlab.live.waiters.WaitQueue`: a held request is one heap entry and there is
 a single reactor timer for all of them; a client that disconnects is removed through
 ``notifyFinish``'s errback.
+
+Media timing rules (a file number is ambiguous: every loop plays the same files):
+
+* ``Range: bytes=N-`` (open-ended, what a blocking preload hint asks) on the file of the
+  segment in progress, starting in a part not yet published: 206 with the full
+  ``Content-Range``/``Content-Length`` up to the end of the file, headers and each part's
+  bytes written as the part is published.  Closed ranges are always served at once.
+* A whole-file GET (no Range) of the file of the segment in progress: 200 without
+  ``Content-Length`` (chunked), the published parts at once, then one chunk per part at
+  its publish time, finished when the segment is complete (LL-DASH chunked CMAF).  A
+  player fetching the same file number from an earlier loop (only possible when the window
+  is longer than the loop) gets the same paced answer.
+* Anything else: the bytes at once (200/206/416), from a push producer.
 """
 
 from __future__ import annotations
@@ -479,12 +492,15 @@ class OriginResource(Resource):
         schedule = None
         if seg is not None and request.method == b"GET":
             track, number = seg
-            if rng is not None:
+            if rng is None:  # whole file: LL-DASH chunked delivery if it is in progress
+                schedule = blocking.chunk_schedule(index, track, number, now, self.epoch)
+            elif rng.open_ended:
+                # a blocking preload hint (BYTERANGE-START without a length) asks ``bytes=N-``;
+                # closed ranges name parts a playlist listed, i.e. published (maybe in an
+                # earlier loop of the same file), and are served at once
                 ready = blocking.media_ready_at(index, track, number, first, now, self.epoch)
                 if ready is not None and ready > now:
                     schedule = _part_schedule(index, track, number, first, ready)
-            else:
-                schedule = blocking.chunk_schedule(index, track, number, now, self.epoch)
         if rng is not None:
             request.setResponseCode(206)
             request.setHeader(b"content-range", rng.content_range().encode())
