@@ -450,6 +450,9 @@ class PausingTransport(StringTransport):
         if self.producer is not None:
             self.producer.pauseProducing()
 
+    def writeSequence(self, seq):  # chunked responses are written as sequences
+        self.write(b"".join(seq))
+
 
 def test_large_file_is_produced_in_chunks_and_respects_pause(env):
     big = os.path.join(env.library.item_dir("clip"), "video", "360p", "big.mp4")
@@ -598,3 +601,27 @@ def test_idle_worker_dropped_after_timeout(tmp_path, clock):
 def test_unknown_content_creates_no_worker(env):
     env.get("/go-live/nope/master.m3u8")
     assert env.get("/go-live/api/status").json() == {"workers": []}
+
+
+def test_ll_dash_catch_up_respects_back_pressure(env, clock, monkeypatch):
+    import streamlab.live.origin as origin_mod
+
+    monkeypatch.setattr(origin_mod, "CHUNK", 1000)
+    channel = env.site.buildProtocol(None)
+    transport = PausingTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /go-live/clip/video/360p/seg_00001.m4s HTTP/1.1\r\nHost: t\r\n\r\n")
+    published = HEADER + 15 * PSIZE  # parts 0..14 are out already
+    sizes = [len(Response(transport.value()).body)]
+    while sizes[-1] < published:
+        transport.producer.resumeProducing()
+        sizes.append(len(Response(transport.value()).body))
+        assert sizes[-1] - sizes[-2] <= 1000
+        assert len(sizes) < 50
+    assert len(sizes) >= published // 1000
+    # nothing more until the next part is published, then that part
+    transport.producer.resumeProducing()
+    assert len(Response(transport.value()).body) == published
+    clock.advance(EPOCH + 40 * SEG + 16 * PART - clock.seconds())
+    transport.producer.resumeProducing()
+    assert len(Response(transport.value()).body) == published + PSIZE

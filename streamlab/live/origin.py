@@ -64,17 +64,18 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from streamlab.api.errors import write_error
 from streamlab.errors import Invalid, NotFound, StreamlabError, Unavailable
 from streamlab.live import blocking, dash, hls
-from streamlab.live.media import FileRangeProducer, Unsatisfiable, content_type, parse_range, resolve
+from streamlab.live.media import CHUNK, FileRangeProducer, Unsatisfiable, content_type, parse_range, resolve
 from streamlab.live.timeline import LiveTimeline, part_ends
 from streamlab.live.waiters import Waiter, WaitQueue
 from streamlab.live.workers import WorkerRegistry, iso
@@ -555,10 +556,14 @@ def _part_schedule(index: ContentIndex, track: Track, number: int, offset: int,
     return [(None, ready)]
 
 
+@implementer(IPushProducer)
 class _Paced:
     """Writes bytes ``first..last`` of a segment file as its parts are published: the bytes
-    up to the end of a part go out at that part's publish time (bytes before the first part
-    immediately, bytes after the last part with it).  Reads are one part at a time."""
+    up to the end of a part are released at that part's publish time (bytes before the first
+    part with it, bytes after the last part with the last).  Released bytes are written as a
+    push producer in chunks of at most :data:`~streamlab.live.media.CHUNK`, so catching up
+    on a big in-progress segment respects the transport's back-pressure; between releases
+    the request waits in the shared :class:`WaitQueue`."""
 
     def __init__(self, origin: OriginResource, request: IRequest, fh: Any, first: int, last: int,
                  schedule: list[tuple[Any, float]]) -> None:
@@ -566,8 +571,12 @@ class _Paced:
         self.request = request
         self.fh = fh
         self.pos = first
+        self.released = first
         self.last = last
-        self.held = _Held()
+        self.waiter: Waiter | None = None
+        self.paused = False
+        self.done = False
+        self._writing = False
         cuts: list[tuple[int, float]] = []
         for part, at in sorted(schedule, key=lambda pa: pa[1]):
             end = last + 1 if part is None else part.offset + part.size
@@ -580,38 +589,62 @@ class _Paced:
         self.cuts = cuts
 
     def start(self) -> None:
-        def gone(_failure: Failure) -> None:
-            self.held.gone = True
-            if self.held.waiter is not None:
-                self.held.waiter.cancel()
-                self.held.waiter = None
-            self._close()
+        """Register with the request and write what is published already."""
+        self.request.notifyFinish().addErrback(lambda _f: self._end(False))
+        self.request.registerProducer(self, True)
+        self._pump()
 
-        self.request.notifyFinish().addErrback(gone)
-        self._step()
+    def _wake(self) -> None:
+        self.waiter = None
+        self._pump()
 
-    def _close(self) -> None:
+    def _pump(self) -> None:
+        if self._writing or self.done:
+            return
+        self._writing = True
+        try:
+            now = self.origin.waiters.now()
+            while self.cuts and self.cuts[0][1] <= now:
+                self.released = max(self.released, self.cuts.pop(0)[0])
+            while not self.paused and not self.done and self.pos < self.released:
+                self.fh.seek(self.pos)
+                data = self.fh.read(min(CHUNK, self.released - self.pos))
+                if not data:  # the file shrank under us: end the response
+                    self.pos = self.last + 1
+                    break
+                self.pos += len(data)
+                self.request.write(data)
+            if self.done:
+                return
+            if self.pos > self.last:
+                self._end(True)
+            elif self.pos >= self.released and self.waiter is None and self.cuts:
+                self.waiter = self.origin.waiters.add(self.cuts[0][1], self._wake)
+        finally:
+            self._writing = False
+
+    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self._end(False)
+
+    def _end(self, complete: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.waiter is not None:
+            self.waiter.cancel()
+            self.waiter = None
         if not self.fh.closed:
             self.fh.close()
-
-    def _step(self) -> None:
-        self.held.waiter = None
-        if self.held.gone:
-            return
-        now = self.origin.clock.seconds()
-        while self.cuts and self.cuts[0][1] <= now:
-            end, _ = self.cuts.pop(0)
-            if end > self.pos:
-                self.fh.seek(self.pos)
-                data = self.fh.read(end - self.pos)
-                self.pos = end
-                if data:
-                    self.request.write(data)
-        if not self.cuts or self.pos > self.last:
-            self._close()
+        self.request.unregisterProducer()
+        if complete:
             self.request.finish()
-            return
-        self.held.waiter = self.origin.waiters.add(self.cuts[0][1], self._step)
 
 
 class OriginService(Service):

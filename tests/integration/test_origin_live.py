@@ -317,3 +317,29 @@ def test_status_and_tick_stats_over_http(live):
     r = live.request("DELETE", "/go-live/api/stop/testclip")
     assert r.status == 200 and r.json() == {"stopped": "testclip"}
     assert live.request("DELETE", "/go-live/api/stop/testclip").status == 404
+
+
+def test_ll_dash_segment_in_progress_is_streamed_chunked_until_complete(live):
+    track = live.index.track("audio")
+    n = live.timeline.segment_number(time.time())
+    if live.timeline.segment_start(n + 1) - time.time() < 1.0:
+        n += 1  # too close to the end: wait (blocking reload) until the next one is under way
+        assert _get(live, f"playlist_audio.m3u8?_HLS_msn={n}&_HLS_part=0").status == 200
+    number = live.timeline.file_number(n)
+    seg_end = live.timeline.segment_start(n + 1)
+    with open(os.path.join(live.media_dir, "dynamic_content", "testclip", track.segment_path(number)),
+              "rb") as fh:
+        on_disk = fh.read()
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    try:
+        conn.request("GET", "/go-live/testclip/" + track.segment_path(number))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("transfer-encoding") == "chunked"
+        assert resp.getheader("content-length") is None
+        body = resp.read()
+        done = time.time()
+    finally:
+        conn.close()
+    assert body == on_disk
+    assert seg_end - 0.01 <= done < seg_end + 0.5, done - seg_end
