@@ -259,6 +259,7 @@ def test_media_range_cors_and_cache_headers(live):
     assert r.headers["accept-ranges"] == "bytes"
     assert r.headers["access-control-allow-origin"] == "*"
     assert "Content-Range" in r.headers["access-control-expose-headers"]
+    assert r.headers["date"].endswith("GMT")
     r = _get(live, path, headers={"Range": "bytes=10-19"})
     assert r.status == 206 and r.headers["content-range"] == f"bytes 10-19/{size}" and len(r.body) == 10
     r = _get(live, path, headers={"Range": "bytes=-5"})
