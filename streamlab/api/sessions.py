@@ -16,7 +16,7 @@ from streamlab.api import errors
 from streamlab.api.jsonio import query, read_json, read_object, respond
 from streamlab.errors import Invalid
 from streamlab.proxy.registry import SessionRegistry
-from streamlab.push.sse import SSEResource
+from streamlab.push.sse import SSEResource, encode_event
 
 
 def _session_body(request: IRequest) -> dict[str, Any]:
@@ -173,7 +173,13 @@ class SessionsApi:
         """SSE of new network-log entries."""
         session = self.registry.get(sid)
         stream = self.registry.network_stream(session)
-        return SSEResource(lambda req: stream.attach(req))
+        initial: list[bytes] = []
+        last = request.getHeader(b"last-event-id")
+        if last and last.strip().isdigit() and session.netlog is not None:
+            # a reconnecting EventSource: replay what it missed (entries still in the ring)
+            for entry in session.netlog.entries(after_seq=int(last)):
+                initial.append(encode_event("entry", entry, entry.get("seq")))
+        return SSEResource(lambda req: stream.attach(req, initial))
 
     # ------------------------------------------------------------------ groups
 

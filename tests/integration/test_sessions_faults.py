@@ -397,6 +397,15 @@ def test_rtt_fields_and_network_stream(d):
     events = sse_events(sock, lambda ev: len(ev) >= 1)
     sock.close()
     assert events and events[0][1]["path"] == seg_path and events[0][1]["status"] == 200
+    # a reconnecting EventSource gets what it missed after Last-Event-ID
+    conn.request("GET", INIT)
+    conn.getresponse().read()
+    sock = socket.create_connection(("127.0.0.1", d.port))
+    sock.sendall(f"GET /api/session/{sid}/network/stream HTTP/1.1\r\nHost: x\r\n"
+                 f"Last-Event-ID: {events[0][1]['seq']}\r\n\r\n".encode())
+    missed = sse_events(sock, lambda ev: len(ev) >= 1)
+    sock.close()
+    assert [e["path"] for _, e in missed] == [INIT]
     # the keep-alive connection stays open: TCP_INFO windows fill
     body = wait_for(lambda: (b := d.get(f"/api/session/{sid}").json()) and not b["client_rtt_stale"] and b,
                     timeout=5)
