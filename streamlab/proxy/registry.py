@@ -31,10 +31,15 @@ from twisted.logger import Logger
 from streamlab.errors import Conflict, Invalid, NotFound, TooMany, Unavailable
 from streamlab.proxy import classify as classify_mod
 from streamlab.proxy import fields as fields_mod
+from streamlab.proxy import rewrite
+from streamlab.proxy.bootstrap import client_ip as bootstrap_client_ip
 from streamlab.proxy.controls import ControlState
+from streamlab.proxy.faults import FaultEngine, counter_key
 from streamlab.proxy.listener import SessionSite
+from streamlab.proxy.netlog import NetworkLog, make_entry
 from streamlab.proxy.ports import PortPool, listen_session_port
 from streamlab.proxy.session import Session, group_of_player, iso
+from streamlab.proxy.sockets import socket_of
 from streamlab.proxy.tcpinfo import read_tcp_info
 from streamlab.push.sse import EventStream, SnapshotFeed
 
@@ -214,8 +219,6 @@ class SessionRegistry:
         return session, True
 
     def _open(self, player_id: str, defaults: dict[str, Any]) -> Session:
-        from streamlab.proxy.faults import FaultEngine
-        from streamlab.proxy.netlog import NetworkLog
 
         now = self.clock.seconds()
         tried = 0
@@ -566,18 +569,12 @@ class SessionRegistry:
 
     def fault(self, session: Session, fault_type: str) -> None:
         """A fault of *fault_type* was injected on *session*."""
-        try:
-            from streamlab.proxy.faults import counter_key
-            key = counter_key(fault_type)
-        except Exception:  # noqa: BLE001
-            key = "fault_count_" + str(fault_type).lower().replace("-", "_")
+        key = counter_key(fault_type)
         session.count_fault(key)
         self.feed.changed()
 
     def rewrite_master(self, session: Session, path: str, body: bytes) -> bytes:
         """Record the ladder of the unmodified master, then apply the content edits."""
-        from streamlab.proxy import rewrite
-
         text = body.decode("utf-8")
         controls = session.controls.values
         is_mpd = path.endswith(".mpd")
@@ -601,8 +598,6 @@ class SessionRegistry:
             session.on_segment_complete(f["bytes_out"], f["last"] - f["first"])
         if session.netlog is None:
             return
-        from streamlab.proxy.netlog import make_entry
-
         entry = make_entry(
             timestamp=f["arrived"], method=f["method"], url=f["url"], path=f["path"],
             request_kind=f["kind"], status=f["status"], bytes_in=f["bytes_in"], bytes_out=f["bytes_out"],
@@ -622,9 +617,7 @@ class SessionRegistry:
 
     def client_ip(self, request: Any) -> str:
         """The client address, honouring X-Forwarded-For only from trusted proxies."""
-        from streamlab.proxy.bootstrap import client_ip
-
-        return client_ip(request, self.config.server.trusted_proxies)
+        return bootstrap_client_ip(request, self.config.server.trusted_proxies)
 
     # ------------------------------------------------------------------ metrics ticker
 
@@ -639,7 +632,6 @@ class SessionRegistry:
                     any_open = True
                     transport = session.latest_transport
                     if transport is not None:
-                        from streamlab.proxy.sockets import socket_of
                         info = read_tcp_info(socket_of(transport))
                         if info is not None:
                             session.rtt.add(info)
