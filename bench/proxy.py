@@ -108,6 +108,50 @@ def req_per_s(port: int, seconds: float) -> float:
     return n / dt
 
 
+def cpu_per_request(n: int = 3000) -> tuple[float, float]:
+    """In-process CPU microseconds per small request: a plain Site vs a session Site
+    (fault layer + network log, no sockets, no shaping) serving the same resource."""
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from streamlab import config as configmod
+    from streamlab.events import EventBus
+    from streamlab.proxy.registry import SessionRegistry
+
+    class Playlist(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):  # noqa: N802
+            request.setHeader(b"content-type", b"application/vnd.apple.mpegurl")
+            return b"#EXTM3U\n" * 100
+
+    class Root(Resource):
+        def getChild(self, path, request):  # noqa: N802
+            return Playlist()
+
+    def run(factory) -> float:
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        req = b"GET /go-live/c/playlist_6s_360p.m3u8 HTTP/1.1\r\nHost: x\r\nUser-Agent: bench\r\n\r\n"
+        t0 = time.process_time()
+        for _ in range(n):
+            proto.dataReceived(req)
+            transport.clear()
+        return (time.process_time() - t0) / n * 1e6
+
+    reactor = MemoryReactorClock()
+    cfg = configmod.load(None, {"session-ports": "40000-40001"})
+    registry = SessionRegistry(cfg, reactor, EventBus(), origin=Playlist())
+    registry.get_or_create("bench")
+    session_site = reactor.tcpServers[-1][1]
+    plain = Site(Root())
+    plain_us = min(run(plain) for _ in range(3))
+    session_us = min(run(session_site) for _ in range(3))
+    return plain_us, session_us
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mb", type=int, default=8, help="segment size in MiB")
@@ -149,6 +193,9 @@ def main() -> None:
     print(f"session / main            : {ratio:8.1f} %  (cost {100 - ratio:.1f} %)")
     print(f"playlist req/s main       : {pl_main:8.0f}")
     print(f"playlist req/s session    : {pl_sess:8.0f}")
+    plain_us, session_us = cpu_per_request()
+    print(f"CPU per small request     : plain Site {plain_us:.1f} us, session Site {session_us:.1f} us "
+          f"(fault layer + log {session_us - plain_us:.1f} us)")
     if entries:
         print(f"last session log entry    : {entries[-1]['request_kind']} {entries[-1]['status']}"
               f" total {entries[-1]['total_ms']} ms")
