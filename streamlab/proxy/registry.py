@@ -8,7 +8,9 @@ Extension points for other subsystems (shaping):
   session listener's factory before listening;
 * ``release_hooks``: ``(internal_port) -> Deferred | None``, called when a session's port
   is released; the port is not reused before they all fired;
-* ``field_providers``: ``(session) -> mapping`` merged into the session JSON.
+* ``field_providers``: ``(session) -> mapping`` merged into the session JSON;
+* ``request_observers``: ``(session, raw_request_fields)`` after every session-port
+  request (metrics), ``removal_hooks``: ``(session)`` when a session goes away.
 
 Events on the bus: ``"session.changed"`` ``{"session_id","port","changed","controls"}``
 after every control change (one per group member), ``"session.removed"``
@@ -121,6 +123,9 @@ class SessionRegistry:
         self.idle_timeout = config.sessions.session_idle_timeout
         self.factory_wrappers: list[Callable[[int, IProtocolFactory], IProtocolFactory]] = []
         self.release_hooks: list[Callable[[int], Any]] = []
+        # read-only observers (metrics): every finished session-port request, every removal
+        self.request_observers: list[Callable[[Session, dict[str, Any]], None]] = []
+        self.removal_hooks: list[Callable[[Session], None]] = []
         self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = []
         self._by_id: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
@@ -429,6 +434,11 @@ class SessionRegistry:
         if session.net_stream is not None:
             session.net_stream.close()
         session.netlog = None
+        for removed in self.removal_hooks:
+            try:
+                removed(session)
+            except Exception:  # noqa: BLE001 - an observer must not block the release
+                log.failure("session removal hook failed")
         for hook in self.release_hooks:
             waits.append(defer.maybeDeferred(hook, port))
         self.bus.publish("session.removed", {"session_id": sid, "port": port})
@@ -593,6 +603,11 @@ class SessionRegistry:
     def request_done(self, session: Session, request: Any, now: float) -> None:
         """One network-log entry for a finished (or cut) request."""
         f = request.log_fields(now)
+        for observe in self.request_observers:
+            try:
+                observe(session, f)
+            except Exception:  # noqa: BLE001 - an observer must not break the log
+                log.failure("request observer failed")
         if f["kind"] == "segment" and f["first"] is not None and f["last"] is not None \
                 and not f["fault_category"]:
             session.on_segment_complete(f["bytes_out"], f["last"] - f["first"])
