@@ -1,0 +1,186 @@
+"""Real players on the real daemon: hls.js and dash.js (the dashboard's vendored copies) in
+headless Chromium play all six live streams of the test item across a loop boundary.
+
+The item loops every 24 s; each player is watched (polling, with a deadline) until it has
+crossed a loop boundary (hls.js: a new discontinuity sequence; dash.js: a Period switch)
+and played for 8 s, and must have kept up with real time. One browser, at most three
+pages at a time; about 80 s in total.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import pytest
+
+from streamlab.testing.daemon import Daemon
+from streamlab.testing.fixtures import install_test_item
+
+pytestmark = pytest.mark.browser
+
+LOOP = 24.0
+VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
+CHROMIUM = "/usr/bin/chromium"
+DEADLINE = 45.0
+BATCHES = (("hls_2s", "hls_6s", "ll_dash"), ("dash_2s", "dash_6s"))
+
+STREAMS = {
+    "ll_hls": ("hls", "master.m3u8"),
+    "hls_2s": ("hls", "master_2s.m3u8"),
+    "hls_6s": ("hls", "master_6s.m3u8"),
+    "ll_dash": ("dash", "manifest.mpd"),
+    "dash_2s": ("dash", "manifest_2s.mpd"),
+    "dash_6s": ("dash", "manifest_6s.mpd"),
+}
+
+PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
+<script src="/__players/%LIB%"></script>
+<script>
+const v = document.getElementById('v');
+const rec = window.rec = {errors: [], boundaries: [], playingAt: null, t0: null, stalls: 0};
+v.addEventListener('playing', () => {
+  if (rec.playingAt === null) { rec.playingAt = performance.now(); rec.t0 = v.currentTime; }
+});
+v.addEventListener('waiting', () => { if (rec.playingAt !== null) rec.stalls++; });
+%INIT%
+window.snap = () => ({t: v.currentTime, now: performance.now(), err: v.error && v.error.message});
+</script></body></html>"""
+
+HLS_INIT = """
+const hls = new Hls({lowLatencyMode: true});
+hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.rec.errors.push(d.type + ':' + d.details); });
+hls.on(Hls.Events.FRAG_CHANGED, (e, d) => {
+  const b = window.rec.boundaries;
+  if (!b.length || b[b.length - 1] !== d.frag.cc) b.push(d.frag.cc);
+});
+hls.loadSource('/go-live/testclip/{src}'); hls.attachMedia(v);
+"""
+
+DASH_INIT = """
+const p = dashjs.MediaPlayer().create();
+p.updateSettings({streaming: {liveCatchup: {enabled: {ll}}}});
+p.on(dashjs.MediaPlayer.events.ERROR,
+     e => window.rec.errors.push(JSON.stringify(e.error || e).slice(0, 200)));
+p.on(dashjs.MediaPlayer.events.PERIOD_SWITCH_COMPLETED,
+     e => window.rec.boundaries.push(e.toStreamInfo && e.toStreamInfo.id));
+p.initialize(v, '/go-live/testclip/{src}', true);
+"""
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, test_item):
+    # a boundary ~5 s before the players start: the 6 s streams cross it ~13 s later
+    epoch = float(int(time.time() - 1000 * LOOP))
+    d = Daemon(str(tmp_path_factory.mktemp("players")),
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": 24}})
+    install_test_item(d.media_dir)
+    d.start()
+    deadline = time.monotonic() + 30
+    while d.get("/go-live/testclip/master.m3u8").status != 200:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    d.boundary = epoch + 1000 * LOOP
+    yield d
+    d.stop()
+
+
+def _page(kind: str, src: str) -> str:
+    if kind == "hls":
+        return PAGE.replace("%LIB%", "hls.min.js").replace("%INIT%", HLS_INIT.replace("{src}", src))
+    init = DASH_INIT.replace("{src}", src).replace("{ll}", "true" if src == "manifest.mpd" else "false")
+    return PAGE.replace("%LIB%", "dash.all.min.js").replace("%INIT%", init)
+
+
+def _done(r: dict) -> bool:
+    rec, snap = r["rec"], r["snap"]
+    return (rec["playingAt"] is not None and len(set(rec["boundaries"])) >= 2
+            and snap["now"] - rec["playingAt"] >= 8000) or bool(rec["errors"])
+
+
+def _play(ctx, base: str, names: tuple[str, ...]) -> dict[str, dict]:
+    """Open one page per stream, poll (with a deadline) until each crossed a loop boundary
+    and played for 8 s, and return what each recorded."""
+    pages = {}
+    for name in names:
+        pg = ctx.new_page()
+        pg.goto(f"{base}/__players/{name}.html")
+        pages[name] = pg
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        first = next(iter(pages.values()))
+        first.wait_for_timeout(500)  # lets Playwright dispatch the pages' events meanwhile
+        results = {name: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
+                   for name, pg in pages.items()}
+        if all(_done(r) for r in results.values()) or time.monotonic() > deadline:
+            break
+    for pg in pages.values():
+        pg.close()
+    return results
+
+
+def _run(origin, batches) -> dict[str, dict]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.isfile(os.path.join(VENDOR, "hls.min.js")) or not os.path.isfile(
+            os.path.join(VENDOR, "dash.all.min.js")):
+        pytest.skip("vendored hls.js / dash.js not present")
+    base = f"http://127.0.0.1:{origin.port}"
+    with sync_api.sync_playwright() as pw:
+        kw = {"executable_path": CHROMIUM} if os.path.exists(CHROMIUM) else {}
+        try:
+            browser = pw.chromium.launch(args=["--autoplay-policy=no-user-gesture-required"], **kw)
+        except Exception as exc:  # noqa: BLE001 - no browser on this machine
+            pytest.skip(f"cannot launch chromium: {exc}")
+        ctx = browser.new_context()
+
+        def serve(route):
+            name = route.request.url.rsplit("/", 1)[1]
+            if name.endswith(".js"):
+                with open(os.path.join(VENDOR, name), "rb") as fh:
+                    route.fulfill(body=fh.read(), content_type="application/javascript")
+            else:
+                kind, src = STREAMS[name.split(".")[0]]
+                route.fulfill(body=_page(kind, src), content_type="text/html")
+
+        ctx.route(f"{base}/__players/**", serve)
+        results = {}
+        for batch in batches:  # a few players at a time: the test box may have 2 cores
+            results.update(_play(ctx, base, batch))
+        browser.close()
+    return results
+
+
+def _check(results: dict[str, dict]) -> None:
+    problems = []
+    for name, r in results.items():
+        rec, snap = r["rec"], r["snap"]
+        if rec["errors"] or snap["err"]:
+            problems.append(f"{name}: errors {rec['errors']} {snap['err']}")
+            continue
+        if rec["playingAt"] is None:
+            problems.append(f"{name}: never started playing")
+            continue
+        played = snap["t"] - rec["t0"]
+        wall = (snap["now"] - rec["playingAt"]) / 1000
+        if played < 0.75 * wall - 1.5:
+            problems.append(f"{name}: played {played:.1f} s of media in {wall:.1f} s "
+                            f"({rec['stalls']} stalls)")
+        if len(set(rec["boundaries"])) < 2:
+            problems.append(f"{name}: no loop boundary crossed (seen {rec['boundaries']})")
+    assert not problems, "\n".join(problems) + "\n" + repr(results)
+
+
+def test_hls_js_and_dash_js_play_live_streams_across_a_loop(origin):
+    _check(_run(origin, BATCHES))
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "hls.js 1.7 in LL mode sometimes stops loading audio at the end of a segment whose last "
+    "AAC part is tiny (2-3 frames) and waits ~20 s; seen mostly under CPU load"))
+def test_hls_js_plays_ll_hls_across_a_loop(origin):
+    _check(_run(origin, (("ll_hls",),)))
