@@ -1,8 +1,9 @@
 """``/dashboard/``: the static dashboard (package data in ``streamlab/dashboard``).
 
 * ``/dashboard`` redirects to ``/dashboard/``.
-* A path naming a file under the dashboard directory is served with its content type
-  (``static.File``: Range, HEAD, Content-Length).  HTML, JavaScript and CSS of the app
+* A path naming a file under the dashboard directory is served with its content type,
+  Content-Length and an ETag (a matching ``If-None-Match`` answers 304); the file is read
+  in a thread, never on the reactor.  HTML, JavaScript and CSS of the app
   itself are ``no-cache`` (the browser revalidates, so an upgrade is picked up at once);
   third-party files under ``vendor/`` may be cached for an hour.
 * Any other path without a file extension (a deep link such as ``/dashboard/session/7``
@@ -13,16 +14,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+from typing import Any
 
-from twisted.web import static
+from twisted.internet import threads
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.util import redirectTo
 
 from streamlab.api.errors import write_error
 from streamlab.errors import NotFound
+
+log = Logger()
 
 DASHBOARD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dashboard")
 
@@ -65,15 +72,21 @@ class DashboardResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, root: str = DASHBOARD_DIR) -> None:
+    def __init__(self, root: str = DASHBOARD_DIR, reactor: Any = None) -> None:
         super().__init__()
         self.root = root
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
 
     def render(self, request: IRequest) -> bytes | int:
         if request.method not in (b"GET", b"HEAD"):
             request.setResponseCode(405)
             request.setHeader(b"allow", b"GET, HEAD")
-            return write_error(request, NotFound("method not allowed"))
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"error": "method not allowed", "detail": "GET or HEAD"}).encode()
         if not request.postpath:
             # "/dashboard" without the slash: relative URLs need the directory form
             return redirectTo(b"/dashboard/", request)
@@ -95,14 +108,46 @@ class DashboardResource(Resource):
         ext = os.path.splitext(path)[1].lower()
         ctype = CONTENT_TYPES.get(ext, "application/octet-stream")
         vendor = bool(segments) and segments[0] == "vendor"
+        request.setHeader(b"content-type", ctype.encode())
         request.setHeader(b"cache-control", VENDOR_CACHE if vendor else NO_CACHE)
         request.setHeader(b"x-content-type-options", b"nosniff")
-        f = static.File(path, defaultType=ctype)
-        f.type = ctype
-        f.encoding = None
-        return f.render(request)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return write_error(request, NotFound("not found"))
+        etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode()
+        request.setHeader(b"etag", etag)
+        if request.getHeader(b"if-none-match") == etag:
+            request.setResponseCode(304)
+            return b""
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", str(st.st_size).encode())
+            return b""
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+
+        def read() -> bytes:
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        def write(body: bytes) -> None:
+            if finished:
+                return
+            request.setHeader(b"content-length", str(len(body)).encode())
+            request.write(body)
+            request.finish()
+
+        def fail(failure: Any) -> None:
+            log.failure("dashboard file {path} unreadable", failure, path=path)
+            if not finished:
+                request.write(write_error(request, NotFound("not readable")))
+                request.finish()
+
+        pool = self.reactor.getThreadPool()
+        threads.deferToThreadPool(self.reactor, pool, read).addCallbacks(write, fail)
+        return NOT_DONE_YET
 
 
-def dashboard_resource() -> DashboardResource:
-    """The resource to mount at ``/dashboard``."""
-    return DashboardResource()
+def dashboard_resource(reactor: Any = None) -> DashboardResource:
+    """The resource to mount at ``/dashboard`` (files read on *reactor*'s thread pool)."""
+    return DashboardResource(reactor=reactor)

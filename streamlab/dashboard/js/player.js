@@ -95,7 +95,7 @@ export async function createPlayer(video, url, options = {}) {
   } else if (engine === "dash") {
     const dashjs = window.dashjs;
     const player = dashjs.MediaPlayer().create();
-    player.updateSettings({ streaming: { lowLatencyEnabled: lowLatency, retryAttempts: { MPD: 3 } } });
+    player.updateSettings({ streaming: { liveCatchup: { enabled: lowLatency } } });
     player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
       const err = e && e.error ? e.error : e;
       const msg = `dash.js error ${err && err.code !== undefined ? err.code : ""} ${err && err.message ? err.message : ""}`.trim();

@@ -677,7 +677,16 @@ export async function mount(root, route) {
   });
   cleanups.push(() => netFeed.close());
 
-  await startPlayer();
+  // Play here unless asked not to (?play=0) or the session already belongs to another
+  // player (a TV, a phone): a second player would double its traffic and its metrics.
+  const elsewhere = session.all_requests_count > 0 && session.user_agent && session.user_agent !== navigator.userAgent;
+  if (q.get("play") !== "0" && !elsewhere) {
+    await startPlayer();
+  } else {
+    restart.textContent = "Play here";
+    clear(urlLine, elsewhere ? "Another player uses this session; this page only controls it. " : "Not playing in this page. ",
+      "Session URL: ", h("code", sessionUrl()), " ", copyButton(sessionUrl()));
+  }
   return () => {
     for (const c of cleanups) c();
     if (player) player.destroy();

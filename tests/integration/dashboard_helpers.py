@@ -1,0 +1,84 @@
+"""Helpers for the dashboard browser tests: Debian's Chromium through Playwright (never a
+downloaded browser), console-error collection, polling with a deadline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+    "--no-first-run", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCREENSHOT_DIR = os.path.join(REPO, "build", "screenshots")
+
+
+def chromium_missing_reason() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is not installed (Debian package chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright (Python) is not installed"
+    return None
+
+
+def vendor_missing_reason() -> str | None:
+    """Why the player libraries are missing (run `make assets`), or None."""
+    from streamlab.web.dashboard import DASHBOARD_DIR
+
+    vendor = os.path.join(DASHBOARD_DIR, "vendor")
+    need = ["hls.min.js", "dash.all.min.js", "shaka-player.compiled.js", "uPlot.iife.min.js", "uPlot.min.css"]
+    missing = [n for n in need if not os.path.exists(os.path.join(vendor, n))]
+    if missing:
+        return f"dashboard vendor files missing ({', '.join(missing)}): run `make assets`"
+    return None
+
+
+def ffmpeg_path() -> str | None:
+    """ffmpeg on PATH."""
+    return shutil.which("ffmpeg")
+
+
+class ConsoleErrors:
+    """Collects console errors and uncaught page errors of a Playwright page."""
+
+    def __init__(self, page: Any) -> None:
+        self.items: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.items.append(f"pageerror: {exc}"))
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.items.append(f"console.error: {msg.text} @ {msg.location.get('url', '')}")
+
+    def clear(self) -> None:
+        """Forget what was collected so far."""
+        self.items.clear()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll *predicate* until it returns something truthy; AssertionError after *timeout*."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def screenshot(page: Any, name: str) -> str:
+    """Full-page screenshot under build/screenshots/ (gitignored)."""
+    os.makedirs(SCREENSHOT_DIR, exist_ok=True)
+    path = os.path.join(SCREENSHOT_DIR, f"{name}.png")
+    page.screenshot(path=path, full_page=True)
+    return path
