@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
@@ -36,12 +35,16 @@ from streamlab.jobs.setup import SetupService
 from streamlab.jobs.store import SqliteJobStore
 from streamlab.live.origin import OriginResource, OriginService
 from streamlab.media.library import ContentLibrary
+from streamlab.metrics import Metrics, MetricsResource, counting_request_factory
 from streamlab.proxy.service import SessionService
 from streamlab.shaping.service import ShapingService
+from streamlab.shutdown import GracefulStop, InFlight
 from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
 from streamlab.uploads.request import api_body_rules, install_body_rules
 from streamlab.uploads.service import UploadService
+from streamlab.web import auth as authmod
+from streamlab.web import tls as tlsmod
 from streamlab.web.dashboard import dashboard_resource
 from streamlab.web.debug import DebugPage
 from streamlab.web.root import MainRoot
@@ -95,6 +98,9 @@ class StreamlabService(MultiService):
 def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     """Wire every subsystem for *config* on *reactor*."""
     svc = StreamlabService(config, reactor)
+    tls = tlsmod.load(config)  # None for tls = off; main, bootstrap and session ports share it
+    inflight = InFlight()
+    metrics = Metrics(reactor, inflight)
     db = svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
     library = svc.add("library", ContentLibrary(config.paths.media_dir, reactor))
     svc.api.mount("content", ContentApi(library, reactor, config.server.advertised_host).app.resource())
@@ -120,7 +126,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     # Shaping is added before sessions so it stops after them (release hooks run first).
     shaping = svc.add("shaping", ShapingService(config, reactor))
     sessions = svc.add("sessions", SessionService(config, reactor, svc.bus,
-                                                  origin=lambda: _origin_resource(svc)))
+                                                  origin=lambda: _origin_resource(svc), tls=tls))
     sessions_api = SessionsApi(sessions.registry).app.resource()
     for name in SESSION_MOUNTS:
         svc.api.mount(name, sessions_api)
@@ -128,13 +134,17 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     svc.api.mount("nftables", ShapingApi(shaping, sessions.registry).app.resource())
     svc.root.mount("debug", DebugPage(svc))
     svc.root.mount("dashboard", dashboard_resource())
+    metrics.attach_sessions(sessions.registry)
+    metrics.attach_jobs(lambda: svc.components.get("jobs"))
+    svc.root.mount("metrics", MetricsResource(metrics))
 
-    site = build_site(svc.root, reactor)
+    site = build_site(authmod.protect(svc.root, config, reactor), reactor)
     install_body_rules(site, api_body_rules(config.jobs.max_upload_bytes,
                                            spool_dir=os.path.join(config.paths.state_dir, "uploads")))
-    main = strports.service(config.server.listen, site, reactor=reactor)
-    main.setName("main-listener")
+    site.requestFactory = counting_request_factory(site.requestFactory, metrics, inflight)
+    main = tlsmod.listener_service(reactor, config.server.listen, site, tls, "main-listener")
     main.setServiceParent(svc)
+    svc.add("graceful-stop", GracefulStop(reactor, inflight, config.server.shutdown_grace_seconds))
     return svc
 
 

@@ -81,6 +81,11 @@ class PortPool:
 
 
 def listen_session_port(reactor: Any, port: int, factory: IProtocolFactory,
-                        interface: str = "") -> IListeningPort:
-    """Open the listener of one session port (the single place to swap in TLS)."""
+                        interface: str = "", tls: Any = None) -> IListeningPort:
+    """Open the listener of one session port (the single place to swap in TLS).
+
+    *tls*: the daemon's :class:`streamlab.web.tls.TLS` (None = plain HTTP); session ports
+    speak HTTP/1.1 only, since their socket faults act on one connection."""
+    if tls is not None:
+        factory = tls.wrap(factory, allow_h2=False)
     return reactor.listenTCP(port, factory, interface=interface)

@@ -3,30 +3,34 @@ orderly release of every session port on stop."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
 
 from streamlab.proxy.bootstrap import bootstrap_site
+from streamlab.proxy.ports import listen_session_port
 from streamlab.proxy.registry import SessionRegistry
 from streamlab.proxy.tcpinfo import IcmpPinger
+from streamlab.web.tls import listener_service
 
 
 class SessionService(MultiService):
     """Owns :class:`SessionRegistry` and the bootstrap listener."""
 
-    def __init__(self, config: Any, reactor: Any, bus: Any, origin: Any = None) -> None:
+    def __init__(self, config: Any, reactor: Any, bus: Any, origin: Any = None, tls: Any = None) -> None:
+        """*tls*: the daemon's :class:`streamlab.web.tls.TLS` (None = plain HTTP) for the
+        bootstrap listener and every session port."""
         super().__init__()
         self.setName("sessions")
         self.config = config
-        self.registry = SessionRegistry(config, reactor, bus, origin, pinger=IcmpPinger(reactor))
+        self.registry = SessionRegistry(config, reactor, bus, origin, pinger=IcmpPinger(reactor),
+                                        listen=functools.partial(listen_session_port, tls=tls))
         scheme = "https" if config.server.tls != "off" else "http"
-        self.bootstrap = strports.service(config.server.bootstrap_listen,
+        self.bootstrap = listener_service(reactor, config.server.bootstrap_listen,
                                           bootstrap_site(self.registry, config, reactor, scheme),
-                                          reactor=reactor)
-        self.bootstrap.setName("bootstrap-listener")
+                                          tls, "bootstrap-listener")
         self.bootstrap.setServiceParent(self)
 
     def startService(self) -> None:  # noqa: N802 - twisted API

@@ -23,7 +23,20 @@ _LINGER_ZERO = struct.pack("ii", 1, 0)
 _SIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
 
 
+def _lowest(transport: Any) -> Any:
+    """The TCP transport under TLS (TLSMemoryBIOProtocol) and other protocol wrappers."""
+    for _ in range(4):
+        if getattr(transport, "wrappedProtocol", None) is None:
+            break
+        below = getattr(transport, "transport", None)
+        if below is None:
+            break
+        transport = below
+    return transport
+
+
 def _handle(transport: Any) -> socket.socket | None:
+    transport = _lowest(transport)
     try:
         handle = transport.getHandle()
     except Exception:  # noqa: BLE001 - wrapped or memory transports have none
@@ -63,7 +76,9 @@ def reset(transport: Any) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
         except OSError:
             pass
-    abort = getattr(transport, "abortConnection", None)
+    # under TLS, abort the TCP connection itself: the TLS layer's abort would send a
+    # close_notify first, and the player would see an orderly end instead of a reset
+    abort = getattr(_lowest(transport), "abortConnection", None)
     if abort is not None:
         abort()
     else:

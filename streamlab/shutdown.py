@@ -1,0 +1,102 @@
+"""Graceful stop on SIGTERM.
+
+twistd stops every service when the reactor shuts down: the listeners stop accepting,
+the job service terminates its encoders, the shaping service removes its tc classes and
+nftables rules, the session registry releases every port.  This module adds the two
+pieces that were missing:
+
+* :class:`InFlight` counts HTTP requests that are being answered on the main listener;
+  :class:`GracefulStop` (a service) holds the shutdown until they have finished or
+  ``shutdown_grace_seconds`` have passed, whichever comes first.  Whatever is still
+  open after that is cut when the reactor disconnects every connection.
+* twistd re-raises the signal that stopped it (so the exit status of a SIGTERM-stopped
+  daemon is "killed by signal 15"); after an orderly stop on SIGTERM we exit 0 instead,
+  which is what systemd, scripts and the spec expect.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class InFlight:
+    """Number of requests being answered; waiters are told when it drops to zero."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def begin(self) -> None:
+        """A request started."""
+        self.count += 1
+
+    def end(self) -> None:
+        """A request finished or its connection was lost."""
+        self.count = max(0, self.count - 1)
+        if self.count == 0 and self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def idle(self) -> defer.Deferred[None]:
+        """Fires when no request is in flight (at once when none is)."""
+        if self.count == 0:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+
+class GracefulStop(Service):
+    """Stop phase: wait for *inflight* to drain, at most *grace* seconds; exit 0 on SIGTERM."""
+
+    name = "graceful-stop"
+
+    def __init__(self, reactor: IReactorTime, inflight: InFlight, grace: float) -> None:
+        self.reactor = reactor
+        self.inflight = inflight
+        self.grace = float(grace)
+        self._trigger: Any = None
+
+    def startService(self) -> None:  # noqa: N802 - twisted API
+        super().startService()
+        add = getattr(self.reactor, "addSystemEventTrigger", None)
+        if add is not None and self._trigger is None:
+            self._trigger = add("after", "shutdown", self._exit_status)
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802 - twisted API
+        super().stopService()
+        waiting = self.inflight.count
+        if waiting == 0:
+            return defer.succeed(None)
+        log.info("stopping: waiting up to {grace}s for {n} in-flight response(s)",
+                 grace=self.grace, n=waiting)
+        d = self.inflight.idle()
+        timeout = self.reactor.callLater(self.grace, self._cut, d)
+
+        def done(result: None) -> None:
+            if timeout.active():
+                timeout.cancel()
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def _cut(self, d: defer.Deferred[None]) -> None:
+        if not d.called:
+            log.info("stopping: cutting {n} response(s) still in flight after {grace}s",
+                     n=self.inflight.count, grace=self.grace)
+            d.callback(None)
+
+    def _exit_status(self) -> None:
+        """twistd would re-raise SIGTERM after the reactor stops; an orderly stop exits 0."""
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None  # type: ignore[attr-defined]

@@ -1,0 +1,251 @@
+"""TLS for every listener (``[server] tls = off | auto | files``).
+
+* ``off``: plain HTTP everywhere.
+* ``auto``: a self-signed certificate (RSA 2048, SHA-256, subjectAltNames from
+  ``tls_san``) is generated on first start and reused after; it is written to
+  ``tls_cert``/``tls_key`` when those are set, else to ``<state_dir>/tls/cert.pem`` and
+  ``key.pem`` (key mode 0600).  It is generated again when it expires within a week or
+  when ``tls_san`` no longer matches it.  Clients trust it by importing ``cert.pem``.
+* ``files``: the PEM certificate (chain) and key named by ``tls_cert``/``tls_key``.
+
+:func:`load` builds one :class:`TLS` for the daemon; :meth:`TLS.wrap` is the one function
+every listener goes through (main, bootstrap and each session port), so they all speak
+the same TLS.  HTTP/2 is offered by ALPN on the main and bootstrap listeners when the h2
+extra is installed; session ports offer HTTP/1.1 only, because their socket faults
+(reset, hang, partial body) act on one TCP connection = one request.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+log = Logger()
+
+RENEW_BEFORE = datetime.timedelta(days=7)
+VALIDITY = datetime.timedelta(days=825)
+
+
+def h2_available() -> bool:
+    """True when Twisted can speak HTTP/2 (the ``h2`` extra is installed)."""
+    try:
+        from twisted.web._http2 import H2Connection  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _san_entries(sans: Sequence[str]) -> list[Any]:
+    from cryptography import x509
+
+    out: list[Any] = []
+    for name in sans:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(name.strip("[]"))))
+        except ValueError:
+            out.append(x509.DNSName(name))
+    return out
+
+
+def generate_self_signed(sans: Sequence[str], now: datetime.datetime | None = None) -> tuple[bytes, bytes]:
+    """``(cert_pem, key_pem)`` of a new self-signed server certificate for *sans*."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = now or datetime.datetime.now(datetime.UTC)
+    sans = list(sans) or ["localhost"]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0][:64]),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "streamlab (self-signed)")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
+        # its own trust anchor: clients import this one file
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
+                                     content_commitment=False, data_encipherment=False, key_agreement=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def cert_sans(cert_pem: bytes) -> set[str]:
+    """The DNS names and IP addresses a PEM certificate is valid for."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in ext.get_values_for_type(x509.DNSName)} | \
+        {str(v) for v in ext.get_values_for_type(x509.IPAddress)}
+
+
+def _needs_new(cert_path: str, key_path: str, sans: Sequence[str], now: datetime.datetime) -> str | None:
+    """Why the certificate at *cert_path* must be generated again (None: reuse it)."""
+    from cryptography import x509
+
+    if not (os.path.isfile(cert_path) and os.path.isfile(key_path)):
+        return "none yet"
+    try:
+        with open(cert_path, "rb") as fh:
+            pem = fh.read()
+        cert = x509.load_pem_x509_certificate(pem)
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return "expires soon"
+    wanted = {str(ipaddress.ip_address(s.strip("[]"))) if _is_ip(s) else s for s in sans}
+    if cert_sans(pem) != wanted:
+        return "tls_san changed"
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def auto_paths(config: Any) -> tuple[str, str]:
+    """Where ``tls = auto`` keeps its certificate and key."""
+    server = config.server
+    if server.tls_cert and server.tls_key:
+        return server.tls_cert, server.tls_key
+    base = os.path.join(config.paths.state_dir, "tls")
+    return os.path.join(base, "cert.pem"), os.path.join(base, "key.pem")
+
+
+def ensure_auto_certificate(config: Any, now: datetime.datetime | None = None) -> tuple[str, str]:
+    """Generate (first start) or reuse the ``tls = auto`` certificate; its paths."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    cert_path, key_path = auto_paths(config)
+    sans = list(config.server.tls_san)
+    why = _needs_new(cert_path, key_path, sans, now)
+    if why is not None:
+        cert_pem, key_pem = generate_self_signed(sans, now)
+        _write(key_path, key_pem, 0o600)
+        _write(cert_path, cert_pem, 0o644)
+        log.info("tls: generated a self-signed certificate for {sans} in {path} ({why})",
+                 sans=",".join(sans), path=cert_path, why=why)
+    return cert_path, key_path
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+class TLS:
+    """The daemon's TLS settings: certificate options and the listener wrapper."""
+
+    def __init__(self, cert_path: str, key_path: str, h2: bool | None = None) -> None:
+        from OpenSSL import crypto
+        from twisted.internet import ssl
+
+        self.cert_path = cert_path
+        self.key_path = key_path
+        with open(cert_path, "rb") as fh:
+            pems = fh.read()
+        with open(key_path, "rb") as fh:
+            key = crypto.load_privatekey(crypto.FILETYPE_PEM, fh.read())
+        marker = b"-----BEGIN CERTIFICATE-----"
+        blocks = [marker + part for part in pems.split(marker)[1:]]
+        if not blocks:
+            raise ValueError(f"{cert_path}: no PEM certificate")
+        certs = [crypto.load_certificate(crypto.FILETYPE_PEM, b) for b in blocks]
+        self.h2 = h2_available() if h2 is None else h2
+        common = dict(privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None,
+                      raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+        protocols = [b"h2", b"http/1.1"] if self.h2 else [b"http/1.1"]
+        self._options = {
+            True: ssl.CertificateOptions(**common, acceptableProtocols=protocols),
+            False: ssl.CertificateOptions(**common, acceptableProtocols=[b"http/1.1"]),
+        }
+
+    def context_factory(self, allow_h2: bool = True) -> Any:
+        """The ``IOpenSSLServerConnectionCreator`` (ALPN: h2 when allowed and installed)."""
+        return self._options[bool(allow_h2)]
+
+    def wrap(self, factory: IProtocolFactory, allow_h2: bool = True) -> IProtocolFactory:
+        """*factory* behind TLS: the one function main, bootstrap and session listeners use."""
+        return TLSMemoryBIOFactory(self.context_factory(allow_h2), False, factory)
+
+
+def load(config: Any) -> TLS | None:
+    """The daemon's :class:`TLS` for *config* (None when ``tls = off``)."""
+    mode = config.server.tls
+    if mode == "off":
+        return None
+    if mode == "auto":
+        cert_path, key_path = ensure_auto_certificate(config)
+    else:
+        cert_path, key_path = config.server.tls_cert, config.server.tls_key
+    return TLS(cert_path, key_path)
+
+
+class _WrappedEndpoint:
+    """An endpoint listening with a wrapped factory."""
+
+    def __init__(self, inner: IStreamServerEndpoint, tls: TLS, allow_h2: bool) -> None:
+        self.inner = inner
+        self.tls = tls
+        self.allow_h2 = allow_h2
+
+    def listen(self, factory: IProtocolFactory) -> Any:
+        return self.inner.listen(self.tls.wrap(factory, self.allow_h2))
+
+
+def server_endpoint(reactor: Any, description: str, tls: TLS | None, allow_h2: bool = True) -> Any:
+    """The endpoint for a listener string (``tcp:30000:interface=...``), behind *tls*."""
+    inner = endpoints.serverFromString(reactor, description)
+    if tls is None or description.startswith(("ssl:", "ssl6:")):
+        return inner  # an explicit ssl: endpoint string carries its own certificate
+    return _WrappedEndpoint(inner, tls, allow_h2)
+
+
+def listener_service(reactor: Any, description: str, factory: IProtocolFactory, tls: TLS | None,
+                     name: str) -> StreamServerEndpointService:
+    """A service listening on *description* (replaces ``strports.service``)."""
+    svc = StreamServerEndpointService(server_endpoint(reactor, description, tls), factory)
+    svc.setName(name)
+    svc._raiseSynchronously = True  # like strports.service: a port in use stops the start
+    return svc
