@@ -14,13 +14,14 @@ SYSTEM_PACKAGES := python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-c
 # conflicts with Debian's npm package).
 NODE_PACKAGES := nodejs npm
 
-.PHONY: run test setup system venv assets lint bench clean help
+.PHONY: run test setup system venv assets lint bench clean help deb
 
 help:
 	@echo "make run    - set up and start the daemon in the foreground on :30000"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (print figures, never fail on speed)"
+	@echo "make deb    - build the Debian package (dist/streamlab_<version>_<arch>.deb)"
 
 system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -77,6 +78,11 @@ lint: venv
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Debian package with a self-contained venv under /opt/streamlab/venv (docs/operations.md);
+# cached in build/deb/<hash of the packaged sources>, copied to dist/.
+deb: system assets
+	debian/build-deb
 
 clean:
 	rm -rf build dist *.egg-info var

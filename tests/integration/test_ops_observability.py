@@ -1,0 +1,131 @@
+"""/metrics parses as Prometheus text and moves with traffic; ``--logger streamlab.logs.json``
+writes one JSON object per line; SIGTERM exits 0.  One real daemon (JSON logging on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamlab.testing.daemon import Daemon, request
+from streamlab.testing.fixtures import install_test_item
+
+
+class JsonDaemon(Daemon):
+    """The test daemon started with ``--logger streamlab.logs.json`` (stdout -> log file)."""
+
+    def start(self, timeout: float = 30.0) -> JsonDaemon:
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [twistd, "--nodaemon", "--pidfile=", "--logger", "streamlab.logs.json", "streamlab",
+                 "--config", self.config_path],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if self.get("/api/health", timeout=2).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(self.log())
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory, test_item):
+    daemon = JsonDaemon(str(tmp_path_factory.mktemp("ops-obs")), session_ports=4,
+                        config={"sessions": {"socket_body_bytes": 1000}})
+    install_test_item(daemon.media_dir)
+    daemon.start()
+    deadline = time.monotonic() + 30
+    while daemon.get("/go-live/testclip/master.m3u8").status != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    yield daemon
+    daemon.stop()
+
+
+def _scrape(d) -> dict[tuple[str, tuple], float]:
+    r = d.get("/metrics")
+    assert r.status == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _get(m, name, **labels) -> float:
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_move_with_traffic(d):
+    before = _scrape(d)
+    assert _get(before, "streamlab_up") == 1
+    for state in ("queued", "encoding", "complete", "failed"):
+        assert ("streamlab_jobs", (("state", state),)) in before
+
+    # main listener: two manifests, a 404
+    for _ in range(2):
+        assert d.get("/go-live/testclip/master.m3u8").status == 200
+    assert d.get("/api/nope").status == 404
+    # a session with a status fault on every segment + a socket fault on the init segment
+    s = d.request("POST", "/api/sessions", {"player_id": "metrics-1",
+                                           "set": {"segment_failure_type": "404"}}).json()
+    port = int(s["x_forwarded_port"])
+    assert request(port, "GET", "/go-live/testclip/master.m3u8").status == 200
+    assert request(port, "GET", "/go-live/testclip/video/360p/seg_00001.m4s").status == 404
+    after = _scrape(d)
+
+    assert _get(after, "streamlab_sessions") == _get(before, "streamlab_sessions") + 1
+    assert _get(after, "streamlab_requests_total", listener="main", kind="master_manifest", status="200") \
+        == _get(before, "streamlab_requests_total", listener="main", kind="master_manifest", status="200") + 2
+    assert _get(after, "streamlab_requests_total", listener="main", kind="api", status="404") >= 1
+    assert _get(after, "streamlab_requests_total", listener="session", kind="master_manifest",
+                status="200") >= 1
+    assert _get(after, "streamlab_requests_total", listener="session", kind="segment", status="404") >= 1
+    assert _get(after, "streamlab_faults_total", type="404") >= 1
+    assert _get(after, "streamlab_bytes_out_total", listener="main") > \
+        _get(before, "streamlab_bytes_out_total", listener="main")
+    assert _get(after, "streamlab_bytes_out_total", listener="session") > 0
+    assert _get(after, "streamlab_render_latency_seconds_count") >= \
+        _get(before, "streamlab_render_latency_seconds_count") + 3
+    assert _get(after, "streamlab_render_latency_seconds_bucket", le="+Inf") == \
+        _get(after, "streamlab_render_latency_seconds_count")
+
+    # a removed session keeps counting in the totals
+    assert d.request("DELETE", f"/api/session/{s['session_id']}").status == 200
+    gone = _scrape(d)
+    assert _get(gone, "streamlab_sessions") == _get(before, "streamlab_sessions")
+    assert _get(gone, "streamlab_faults_total", type="404") == \
+        _get(after, "streamlab_faults_total", type="404")
+    assert _get(gone, "streamlab_bytes_out_total", listener="session") >= \
+        _get(after, "streamlab_bytes_out_total", listener="session")
+
+
+def test_json_logs_one_object_per_line(d):
+    d.request("POST", "/api/sessions", {"player_id": "json-log"})
+    lines = [line for line in d.log().splitlines() if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    for rec in records:
+        assert {"time", "level", "namespace", "message"} <= rec.keys()
+        assert rec["time"].endswith("Z")
+    assert any("starting up" in r["message"] for r in records)
+    assert any(r["namespace"].startswith("streamlab.") for r in records)
+
+
+def test_sigterm_exits_zero_and_logs_the_stop(d):
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(30) == 0
+    records = [json.loads(line) for line in d.log().splitlines() if line.strip()]
+    assert any("SIGTERM" in r["message"] for r in records)
