@@ -1,0 +1,118 @@
+"""SIGTERM on a busy daemon: exit status 0, no ffmpeg child left behind during an encode,
+and (in a network namespace, with the kernel shaping backend where usable) no htb class
+and no ``inet streamlab`` nftables rule left during a shaped download."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+from streamlab.testing.daemon import Daemon
+from streamlab.testing.fixtures import install_test_item
+from tests.integration.test_shaping_daemon_kernel import (
+    NsDaemon,
+    _classes,
+    _root_kind,
+    _rules,
+    _run,
+    netns,  # noqa: F401 - fixture
+)
+
+
+def _wait(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _ffmpeg_children(pid: int) -> list[int]:
+    """ffmpeg processes anywhere below *pid*."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines() if line.strip()]
+    children: dict[int, list[tuple[int, str]]] = {}
+    for p, pp, comm in rows:
+        children.setdefault(int(pp), []).append((int(p), comm))
+    found, todo = [], [pid]
+    while todo:
+        for child, comm in children.get(todo.pop(), []):
+            todo.append(child)
+            if comm.startswith("ffmpeg"):
+                found.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_during_an_encode_leaves_no_ffmpeg(tmp_path):
+    d = Daemon(str(tmp_path), {"jobs": {"seed_on_first_start": "yes", "seed_duration": "40",
+                                        "seed_codecs": "h264", "kill_grace_seconds": "3"},
+                               "server": {"shutdown_grace_seconds": "2"}})
+    d.start()
+    try:
+        _wait(lambda: any(j["status"] == "encoding" for j in d.get("/api/jobs").json()), 120, "an encode")
+        pids = _wait(lambda: _ffmpeg_children(d.proc.pid), 30, "an ffmpeg child")
+    except BaseException:
+        d.stop()
+        raise
+    t0 = time.monotonic()
+    rc = d.stop()
+    assert rc == 0, d.log()[-3000:]
+    assert time.monotonic() - t0 < 15
+    assert [p for p in pids if _alive(p)] == []
+
+
+def test_sigterm_during_a_shaped_download_cleans_the_kernel(netns, tmp_path):  # noqa: F811
+    install_test_item(str(tmp_path / "media"))
+    d = NsDaemon(netns, str(tmp_path))
+    try:
+        d.wait(lambda: d.http("GET", "/api/health")[0] == 200)
+        d.wait(lambda: d.http("GET", "/go-live/testclip/master.m3u8")[0] == 200, 30)
+        caps = d.wait(lambda: (lambda c: c if c["status"] != "starting" else None)(
+            d.http("GET", "/api/nftables/capabilities")[1]))
+        kernel = caps["features"]["rate"] == "kernel" and caps["features"]["transport_drop"] == "kernel"
+        print(f"shaping: {'kernel' if kernel else 'userspace'} ({caps.get('reason')})")
+        code, s = d.http("POST", "/api/sessions", {"player_id": "shutdown-shaped"})
+        assert code == 201
+        port = int(s["x_forwarded_port"])
+        assert d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 0.5})[0] == 200
+        if kernel:
+            d.wait(lambda: port in _classes(d))
+        n = int((time.time() - 1577836800) // 6.0)
+        seg = f"/go-live/testclip/video/360p/seg_{(n + 3) % 4 + 1:05d}.m4s"
+        result: dict = {}
+
+        def download() -> None:
+            out = _run(*d.ns, "curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w", "%{size_download}",
+                       f"http://127.0.0.1:{port}{seg}", check=False, timeout=90)
+            result["bytes"] = out.stdout
+
+        t = threading.Thread(target=download)
+        t.start()
+        time.sleep(1.0)  # the download is under way (0.5 Mbps: several seconds for a segment)
+        assert t.is_alive()
+    except BaseException:
+        d.stop()
+        raise
+    t0 = time.monotonic()
+    rc = d.stop()
+    t.join(30)
+    assert rc == 0, open(d.log).read()[-3000:]
+    assert time.monotonic() - t0 < 20
+    assert not t.is_alive()
+    if kernel:
+        assert port not in _classes(d)
+        assert _root_kind(d) != ["htb"]
+    assert _rules(d) == []
+    assert "streamlab" not in _run(*d.ns, "nft", "list", "tables").stdout
+    assert "bytes" in result  # the client saw its connection end (cut or finished)
