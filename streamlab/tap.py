@@ -20,6 +20,7 @@ from streamlab import config as configmod
 from streamlab.api.content import ContentApi
 from streamlab.api.discovery import DiscoveryApi
 from streamlab.api.jobs import JobsApi
+from streamlab.api.openapi import OpenApiResource
 from streamlab.api.root import ApiRoot
 from streamlab.api.server import ServerApi
 from streamlab.api.sessions import MOUNTS as SESSION_MOUNTS
@@ -137,6 +138,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     metrics.attach_sessions(sessions.registry)
     metrics.attach_jobs(lambda: svc.components.get("jobs"))
     svc.root.mount("metrics", MetricsResource(metrics))
+    svc.api.mount("openapi.json", OpenApiResource())
 
     site = build_site(authmod.protect(svc.root, config, reactor), reactor)
     install_body_rules(site, api_body_rules(config.jobs.max_upload_bytes,

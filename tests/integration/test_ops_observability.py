@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,6 +123,31 @@ def test_json_logs_one_object_per_line(d):
         assert rec["time"].endswith("Z")
     assert any("starting up" in r["message"] for r in records)
     assert any(r["namespace"].startswith("streamlab.") for r in records)
+
+
+def test_openapi_is_served_and_its_go_live_paths_answer(d):
+    r = d.get("/api/openapi.json")
+    assert r.status == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["openapi"] == "3.1.0"
+    master = d.get("/go-live/testclip/master.m3u8").text
+    variant = re.search(r"playlist_(?:ll_)?([^/\s]+)\.m3u8", master)
+    values = {"content": "testclip", "variant": variant.group(1) if variant else "360p"}
+    files = {"video": "360p/seg_00001.m4s", "audio": "audio/seg_00001.m4s"}
+    checked = 0
+    for path, ops in doc["paths"].items():
+        if not path.startswith("/go-live/") or "get" not in ops or "/ts/" in path:
+            continue  # ts/ needs an item with MPEG-TS renditions; DELETE api/stop stops a worker
+        concrete = path
+        for kind, rel in files.items():
+            concrete = concrete.replace(f"/{kind}/{{path}}", f"/{kind}/{rel}")
+        for key, value in values.items():
+            concrete = concrete.replace(f"{{{key}}}", value)
+        assert "{" not in concrete, concrete
+        status = d.get(concrete).status
+        assert status == 200, (path, concrete, status)
+        checked += 1
+    assert checked >= 15
 
 
 def test_sigterm_exits_zero_and_logs_the_stop(d):
