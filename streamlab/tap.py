@@ -169,7 +169,10 @@ def makeService(options: Any, reactor: Any = None) -> StreamlabService:  # noqa:
     if options["check-config"]:
         print(json.dumps(cfg.redacted(), indent=2))
         raise SystemExit(0)
-    return build(cfg, reactor)
+    try:
+        return build(cfg, reactor)
+    except configmod.ConfigError as exc:  # e.g. an unusable TLS certificate
+        raise SystemExit(f"streamlab: config error: {exc}") from None
 
 
 def check_config_main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -239,14 +240,14 @@ class AuthGate(Resource):
 def _loopback_only(description: str) -> bool:
     if description.startswith("unix:"):
         return True
-    for part in description.split(":"):
-        if part.startswith("interface="):
-            host = part[len("interface="):].strip("[]").replace("\\", "")
-            try:
-                return ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                return host == "localhost"
-    return False
+    match = re.search(r"(?:^|:)interface=((?:\\.|[^:])*)", description)
+    if match is None:
+        return False
+    host = re.sub(r"\\(.)", r"\1", match.group(1)).strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def protect(root: IResource, config: Any, clock: IReactorTime) -> IResource:

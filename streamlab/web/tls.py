@@ -200,6 +200,8 @@ class TLS:
             True: ssl.CertificateOptions(**common, acceptableProtocols=protocols),
             False: ssl.CertificateOptions(**common, acceptableProtocols=[b"http/1.1"]),
         }
+        for options in self._options.values():
+            options.getContext()  # fails now (at start) when the key does not match the certificate
 
     def context_factory(self, allow_h2: bool = True) -> Any:
         """The ``IOpenSSLServerConnectionCreator`` (ALPN: h2 when allowed and installed)."""
@@ -212,14 +214,22 @@ class TLS:
 
 def load(config: Any) -> TLS | None:
     """The daemon's :class:`TLS` for *config* (None when ``tls = off``)."""
+    from streamlab.config import ConfigError
+
     mode = config.server.tls
     if mode == "off":
         return None
-    if mode == "auto":
-        cert_path, key_path = ensure_auto_certificate(config)
-    else:
-        cert_path, key_path = config.server.tls_cert, config.server.tls_key
-    return TLS(cert_path, key_path)
+    try:
+        if mode == "auto":
+            cert_path, key_path = ensure_auto_certificate(config)
+        else:
+            cert_path, key_path = config.server.tls_cert, config.server.tls_key
+        return TLS(cert_path, key_path)
+    except OSError as exc:
+        raise ConfigError(f"[server] tls: {exc.filename or ''}: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001 - bad PEM, key not matching the certificate, ...
+        key = "tls_san" if mode == "auto" else "tls_cert"
+        raise ConfigError(f"[server] {key}: unusable certificate or key: {exc}") from None
 
 
 class _WrappedEndpoint:

@@ -1,0 +1,86 @@
+"""tls = auto certificate generation/reuse, tls = files, ALPN, and the one wrapper."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import pytest
+from cryptography import x509
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from streamlab import config as configmod
+from streamlab.web import tls
+
+
+def _config(tmp_path, **server):
+    overrides = {"media-dir": str(tmp_path / "media"), "state-dir": str(tmp_path / "state")}
+    overrides.update({k.replace("_", "-"): v for k, v in server.items()})
+    return configmod.load(None, overrides)
+
+
+def test_auto_generates_once_with_the_sans_and_reuses(tmp_path):
+    cfg = _config(tmp_path, tls="auto", tls_san="player.lab,10.0.0.5,localhost")
+    cert_path, key_path = tls.ensure_auto_certificate(cfg)
+    assert cert_path == str(tmp_path / "state" / "tls" / "cert.pem")
+    assert oct(os.stat(key_path).st_mode & 0o777) == "0o600"
+    pem = open(cert_path, "rb").read()
+    assert tls.cert_sans(pem) == {"player.lab", "10.0.0.5", "localhost"}
+    cert = x509.load_pem_x509_certificate(pem)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc > datetime.timedelta(days=365)
+    # second start: the same certificate
+    tls.ensure_auto_certificate(cfg)
+    assert open(cert_path, "rb").read() == pem
+    # SANs changed: a new one
+    cfg2 = _config(tmp_path, tls="auto", tls_san="other.lab")
+    tls.ensure_auto_certificate(cfg2)
+    assert tls.cert_sans(open(cert_path, "rb").read()) == {"other.lab"}
+
+
+def test_auto_regenerates_before_expiry(tmp_path):
+    cfg = _config(tmp_path, tls="auto")
+    cert_path, _ = tls.ensure_auto_certificate(cfg)
+    first = open(cert_path, "rb").read()
+    later = datetime.datetime.now(datetime.UTC) + tls.VALIDITY - datetime.timedelta(days=1)
+    tls.ensure_auto_certificate(cfg, now=later)
+    assert open(cert_path, "rb").read() != first
+
+
+def test_auto_writes_to_configured_paths(tmp_path):
+    cfg = _config(tmp_path, tls="auto", tls_cert=str(tmp_path / "c.pem"), tls_key=str(tmp_path / "k.pem"))
+    assert tls.ensure_auto_certificate(cfg) == (str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
+    assert (tmp_path / "c.pem").exists() and (tmp_path / "k.pem").exists()
+
+
+def test_files_mode_and_errors(tmp_path):
+    cert_pem, key_pem = tls.generate_self_signed(["localhost"])
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    cfg = _config(tmp_path, tls="files", tls_cert=str(tmp_path / "c.pem"), tls_key=str(tmp_path / "k.pem"))
+    t = tls.load(cfg)
+    assert t is not None and t.cert_path == str(tmp_path / "c.pem")
+    # a key that does not belong to the certificate: one config error line at start
+    _, other_key = tls.generate_self_signed(["localhost"])
+    (tmp_path / "k.pem").write_bytes(other_key)
+    with pytest.raises(configmod.ConfigError, match=r"\[server\] tls_cert"):
+        tls.load(cfg)
+    (tmp_path / "c.pem").write_bytes(b"not a certificate")
+    with pytest.raises(configmod.ConfigError):
+        tls.load(cfg)
+
+
+def test_off_is_none(tmp_path):
+    assert tls.load(_config(tmp_path)) is None
+
+
+def test_wrap_and_alpn(tmp_path):
+    t = tls.load(_config(tmp_path, tls="auto"))
+    inner = Factory.forProtocol(Protocol)
+    wrapped = t.wrap(inner)
+    assert isinstance(wrapped, TLSMemoryBIOFactory) and wrapped.wrappedFactory is inner
+    main = t.context_factory(allow_h2=True)
+    session = t.context_factory(allow_h2=False)
+    expected = [b"h2", b"http/1.1"] if tls.h2_available() else [b"http/1.1"]
+    assert main._acceptableProtocols == expected
+    assert session._acceptableProtocols == [b"http/1.1"]
