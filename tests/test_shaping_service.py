@@ -340,3 +340,18 @@ def test_backend_failure_is_503_and_keeps_the_previous_state(tmp_path):
     assert svc.userspace.shaper(s.port).rate_mbps == 4
     assert "not permitted" in svc.port_status(s.port)["error"]
     svc.stopService()
+
+
+def test_patch_refuses_packet_units_on_a_userspace_host_and_applies_nothing(world):
+    svc, registry, clock, _ = world
+    from streamlab.errors import Invalid
+
+    s, _ = registry.get_or_create("pk")
+    before = session_json(registry, s.session_id)
+    with pytest.raises(Invalid) as exc:
+        registry.patch(s.session_id, {"transport_failure_type": "drop", "transport_consecutive_units": "packets",
+                                      "transport_consecutive_failures": 5, "transport_failure_frequency": 10})
+    assert "transport_consecutive_units" in exc.value.extra["fields"]
+    after = session_json(registry, s.session_id)
+    assert after["control_revision"] == before["control_revision"]
+    assert after["transport_failure_type"] == "none"

@@ -127,6 +127,9 @@ class SessionRegistry:
         self.request_observers: list[Callable[[Session, dict[str, Any]], None]] = []
         self.removal_hooks: list[Callable[[Session], None]] = []
         self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = []
+        # host-specific checks of the merged controls (e.g. packet-counted transport faults
+        # need the kernel backend); each raises Invalid, called before anything is applied
+        self.validators: list[Callable[[Mapping[str, Any], int], None]] = []
         self._by_id: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
         self._groups: dict[str, list[str]] = {}
@@ -265,6 +268,9 @@ class SessionRegistry:
         session = self.get(session_id)
         changes = fields_mod.validate(set_, fields, session.controls.values, coerce_strings=coerce_strings,
                                       variants=session.manifest_variants or None)
+        merged = {**session.controls.values, **changes}
+        for check in self.validators:
+            check(merged, session.port)
         conflicts = session.controls.conflicts(changes, base_revision, changes)
         if conflicts:
             raise Conflict("revision_conflict", conflicts=conflicts, session=self.to_json(session),
