@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from streamlab.live.origin import OriginResource, classify
+from streamlab.live.origin import OriginResource
 from streamlab.media.index import ContentIndex, parse_index
+from streamlab.proxy.classify import classify
 
 EPOCH = 1_700_000_000.0
 SEG = 6.0
@@ -185,8 +186,7 @@ def test_classify_maps_urls_to_request_kinds():
     assert classify("/go-live/clip/master.m3u8") == "master_manifest"
     assert classify("/go-live/clip/master_6s.m3u8?format=ts") == "master_manifest"
     assert classify("/go-live/clip/manifest_2s.mpd") == "master_manifest"
-    assert classify(b"/go-live/clip/playlist_360p.m3u8?_HLS_msn=3") == "manifest"
-    assert classify("clip/playlist_6s_audio.m3u8") == "manifest"
+    assert classify("/go-live/clip/playlist_360p.m3u8?_HLS_msn=3") == "manifest"
     assert classify("/go-live/clip/video/360p/seg_00001.m4s") == "segment"
     assert classify("/go-live/clip/audio/audio/init.mp4") == "segment"
     assert classify("/go-live/healthz") == "other"

@@ -114,29 +114,6 @@ class MethodNotAllowed(StreamlabError):
     error = "method not allowed"
 
 
-def classify(path: bytes | str) -> str:
-    """Request kind of a URL path for faults and the network log: ``master_manifest``
-    (HLS master, DASH MPD), ``manifest`` (HLS media playlist), ``segment`` (media and
-    init segments) or ``other``.  *path* may be the full path (``/go-live/x/master.m3u8``,
-    with or without a query) or the part below the mount point."""
-    if isinstance(path, bytes):
-        path = path.decode("utf-8", "replace")
-    path = path.split("?", 1)[0].strip("/")
-    segs = path.split("/")
-    if segs and segs[0] == "go-live":
-        segs = segs[1:]
-    if len(segs) < 2 or segs[0] in RESERVED:
-        return "other"
-    name = segs[1]
-    if len(segs) == 2:
-        if _MASTER_RE.match(name) or _MPD_RE.match(name):
-            return "master_manifest"
-        if _PLAYLIST_RE.match(name):
-            return "manifest"
-        return "other"
-    return "segment" if name in MEDIA_DIRS else "other"
-
-
 def _decode(segs: list[bytes]) -> list[str] | None:
     try:
         return [s.decode("utf-8") for s in segs]
