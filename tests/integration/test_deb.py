@@ -118,6 +118,7 @@ def test_venv_is_relocated_to_opt(root: Path) -> None:
     assert (site / "streamlab/__init__.py").is_file()
     assert (site / "twisted/plugins/streamlab_plugin.py").is_file()
     assert (site / "streamlab/dashboard/index.html").is_file()
+    assert (site / "streamlab/api/openapi.json").is_file()
     leaked = subprocess.run(["grep", "-rIl", "-e", "/debian/streamlab/", "-e", str(TOP), str(venv)],
                             capture_output=True, text=True).stdout.split()
     assert leaked == []

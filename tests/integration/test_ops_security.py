@@ -179,6 +179,24 @@ def test_bootstrap_and_session_port_stream_over_https(d):
     assert d.get(f"/api/session/{sid}").json()["all_requests_count"] >= 2
 
 
+def _alpn(d, port: int) -> str | None:
+    ctx = ssl.create_default_context(cafile=d.cert_path)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        return s.selected_alpn_protocol()
+
+
+def test_http2_by_alpn_on_main_and_bootstrap_not_on_session_ports(d):
+    from streamlab.web.tls import h2_available
+
+    expected = "h2" if h2_available() else "http/1.1"
+    assert _alpn(d, d.port) == expected
+    assert _alpn(d, d.bootstrap_port) == expected
+    r = _https(d.ctx, d.bootstrap_port, "GET", "/go-live/testclip/master.m3u8?player_id=alpn")
+    assert _alpn(d, urlsplit(r.headers["location"]).port) == "http/1.1"
+
+
 def test_socket_reset_fault_still_resets_under_tls(d):
     headers = _basic("bob", USERS["bob"])
     r = d.request("POST", "/api/sessions", {"player_id": "tls-reset",
