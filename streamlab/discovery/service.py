@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from streamlab.discovery import core
+from streamlab.fsutil import atomic_write
 
 log = Logger()
 
@@ -42,13 +43,7 @@ def load_or_create_server_id(state_dir: str, configured: str = "") -> str:
     except FileNotFoundError:
         pass
     value = core.new_server_id()
-    os.makedirs(state_dir, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(value + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, (value + "\n").encode())
     return value
 
 

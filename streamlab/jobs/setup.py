@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from streamlab.fsutil import atomic_write
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import font_or_none
 from streamlab.jobs.options import parse_encode_options
@@ -54,12 +55,7 @@ def _initialize(media_dir: str, state_dir: str, now_iso: str) -> None:
         os.makedirs(path, exist_ok=True)
     marker = os.path.join(state_dir, MARKER)
     if not os.path.isfile(marker):
-        tmp = marker + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"initialized_at": now_iso}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, marker)
+        atomic_write(marker, json.dumps({"initialized_at": now_iso}).encode())
 
 
 class SetupService(Service):

@@ -42,6 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamlab.fsutil import atomic_write, fsync_dir
 from streamlab.media import mp4
 from streamlab.media.index import (
     ContentIndex,
@@ -443,35 +444,8 @@ def index_item(item_dir: str, meta: ItemMeta, video_ids: Sequence[str], audio_id
 
 def write_index(item_dir: str, index: ContentIndex) -> None:
     """Write ``content.json`` atomically: temp file, fsync, rename, fsync the directory."""
-    path = os.path.join(item_dir, "content.json")
-    tmp = os.path.join(item_dir, f".content.json.{secrets.token_hex(4)}.tmp")
     data = json.dumps(index_to_json(index), separators=(",", ":")).encode()
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(item_dir)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(os.path.join(item_dir, "content.json"), data)
 
 
 def _subdirs(path: str) -> list[str]:
@@ -709,7 +683,7 @@ def _swap_in(stage: str, out_dir: str) -> None:
         old = f"{stage}.old"
         os.rename(out_dir, old)
     os.rename(stage, out_dir)
-    _fsync_dir(os.path.dirname(out_dir))
+    fsync_dir(os.path.dirname(out_dir))
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

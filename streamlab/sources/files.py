@@ -11,6 +11,8 @@ import re
 import shutil
 import unicodedata
 
+from streamlab.fsutil import fsync_dir
+
 ORIGINALS = "originals"
 _MAX_NAME = 120
 _TEMP_PREFIX = ".incoming-"
@@ -89,20 +91,6 @@ def move_into(src: str, directory: str, filename: str) -> str:
     finally:
         if temp is not None and os.path.exists(temp):
             os.unlink(temp)
-
-
-def fsync_dir(directory: str) -> None:
-    """Make a rename/link in *directory* durable."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def list_originals(originals_dir: str) -> list[tuple[str, int]]:
