@@ -55,7 +55,7 @@ export async function mount(root) {
       const rows = Object.entries(st.ports || {}).map(([port, v]) => ({ port, ...v }));
       clear(body, h("p.muted", `backend: ${st.backend}`), table([
         { label: "Port", render: (r) => r.port },
-        { label: "Rate (Mbps)", render: (r) => String(r.rate_mbps ?? "–") },
+        { label: "Rate (Mbps)", render: (r) => (r.rate_mbps === 0 ? "unlimited" : String(r.rate_mbps ?? "–")) },
         { label: "Delay (ms)", render: (r) => String(r.delay_ms ?? "–") },
         { label: "Loss (%)", render: (r) => String(r.loss_pct ?? "–") },
         { label: "Pattern", render: (r) => r.pattern_enabled ? `step ${r.pattern_step}` : "off" },

@@ -50,13 +50,14 @@ export async function mount(root) {
     toast(`Cleared ${r.cleared} session(s)`);
   }));
 
-  function row(s) {
-    const rowMsg = errorLine();
-    const rm = h("button.small.danger", { type: "button" }, "Delete");
-    rm.addEventListener("click", () => guarded(rowMsg, rm, async () => {
-      await del(`/api/session/${enc(s.session_id)}`);
-    }));
-    return h("tr", { dataset: { session: s.session_id } },
+  // Rows are keyed by session id and updated in place (the SSE feed sends a snapshot
+  // several times a second): the Delete button and its message survive the updates.
+  const rows = new Map();
+  const empty = h("tr", h("td", { colspan: "10" },
+    h("p.empty", "No sessions. Point a player at the bootstrap port with ?player_id=…, or open one here.")));
+
+  function cells(s) {
+    return [
       h("td", h("a", { href: link("session", s.player_id) }, h("strong", s.player_id)),
         h("div.muted.small", `#${s.session_id} · port ${s.x_forwarded_port_external}${s.group_id ? ` · group ${s.group_id}` : ""}`)),
       h("td", h("div", s.player_ip || "–"), h("div.muted.small.ua", (s.user_agent || "").slice(0, 60))),
@@ -67,15 +68,37 @@ export async function mount(root) {
       h("td.num", `${fmtNum(s.mbps_transfer_rate)} Mbps`, h("div.muted.small", `rtt ${fmtNum(s.client_rtt_ms, 1)} ms`)),
       h("td", s.server_video_rendition || "–", h("div.muted.small", s.player_metrics_state || "")),
       h("td", fmtClock(s.last_request)),
-      h("td", rm, rowMsg));
+    ];
+  }
+
+  function row(s) {
+    const key = `${s.session_id}|${s.player_id}`;
+    let r = rows.get(key);
+    if (!r) {
+      const rowMsg = errorLine();
+      const rm = h("button.small.danger", { type: "button" }, "Delete");
+      rm.addEventListener("click", () => guarded(rowMsg, rm, async () => {
+        await del(`/api/session/${enc(s.session_id)}`);
+      }));
+      const actions = h("td", rm, rowMsg);
+      r = { tr: h("tr", { dataset: { session: s.session_id } }), actions };
+      rows.set(key, r);
+    }
+    r.tr.replaceChildren(...cells(s), r.actions);
+    return [key, r.tr];
   }
 
   const feed = sse("/api/sessions/stream", {
     sessions(data) {
       const list = data.sessions || [];
       count.textContent = `${list.length} live`;
-      clear(body, list.length ? list.map(row)
-        : h("tr", h("td", { colspan: "10" }, h("p.empty", "No sessions. Point a player at the bootstrap port with ?player_id=…, or open one here."))));
+      const shown = list.map(row);
+      const keep = new Set(shown.map(([k]) => k));
+      for (const k of [...rows.keys()]) if (!keep.has(k)) rows.delete(k);
+      const trs = shown.map(([, tr]) => tr);
+      if (trs.length !== body.children.length || trs.some((tr, i) => body.children[i] !== tr)) {
+        clear(body, trs.length ? trs : empty);
+      }
     },
   });
 
