@@ -348,4 +348,10 @@ def test_seed_button_runs_the_demo_job_to_completion(daemon: Daemon, page: Any) 
     jobs = daemon.get("/api/jobs").json()
     assert any(j["status"] == "complete" and j["name"].startswith("streamlab_demo") for j in jobs)
     screenshot(page, "dashboard_home_seeded")
+    # the job view replays the encoder log over the WebSocket
+    page.click(".seed a[href^='#/jobs/']")
+    page.wait_for_selector("#job-log")
+    wait_for(lambda: "[end: complete]" in page.inner_text("#job-log"), 10, "the job log with its end")
+    assert len(page.inner_text("#job-log").splitlines()) > 3
+    screenshot(page, "dashboard_job_view")
     assert page.errors.items == [], page.errors.items
