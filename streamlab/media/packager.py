@@ -120,8 +120,12 @@ def ffmpeg_argv(*, ffmpeg: str, stage_dir: str, rungs: Sequence[RungInput], audi
     for i, rung in enumerate(rungs):
         tag = ["-tag:v", "hvc1"] if rung.codec == "hevc" else []  # Apple players need hvc1
         argv += ["-map", f"{i}:v:0", "-map_metadata", "-1", *tag, *dash(f"video/{rung.id}", video_frag)]
-    audio_frag = fragment_target(part_duration, AAC_FRAME / audio_sample_rate)
-    argv += ["-map", f"{audio_index}:a:0", "-map_metadata", "-1", *dash("audio/audio", audio_frag)]
+    # Audio: one fragment per AAC frame; the indexer groups them into evenly sized parts
+    # (see group_parts), so no segment ends with a tiny tail part.
+    audio_args = dash("audio/audio", 0.0)
+    i = audio_args.index("-frag_type")
+    audio_args[i:i + 4] = ["-frag_type", "every_frame"]
+    argv += ["-map", f"{audio_index}:a:0", "-map_metadata", "-1", *audio_args]
     if ts:
         for i, rung in enumerate(rungs):
             ts_dir = os.path.join(stage_dir, "ts", rung.id)
@@ -354,10 +358,41 @@ def _rnd(value: float) -> float:
     return round(value, 6)
 
 
-def _track_from_scan(s: _Scanned, count: int, segment_duration: float) -> Track:
+def group_parts(frags: Sequence[mp4.Fragment], part_duration: float) -> tuple[Part, ...]:
+    """Parts of one audio segment from its fragments: as few parts as possible, none longer
+    than *part_duration*, their sample counts as even as whole fragments allow.
+
+    With one fragment per AAC frame, a 282-frame segment becomes 32 parts of 8-9 frames
+    (every part >= 85 % of the part target, as LL-HLS asks of all but the last) instead
+    of 31 parts of 9 frames and a 3-frame tail that players stumble on."""
+    if not frags:
+        return ()
+    frame = min(f.ticks / f.sample_count for f in frags if f.sample_count) / frags[0].timescale
+    cap = max(1, math.floor(part_duration / frame + 1e-6))
+    total = sum(f.sample_count for f in frags)
+    count = max(1, math.ceil(total / cap))
+    parts: list[Part] = []
+    group: list[mp4.Fragment] = []
+    done = 0
+    for f in frags:
+        group.append(f)
+        done += f.sample_count
+        boundary = (len(parts) + 1) * total / count
+        if done + 1e-9 >= boundary or f is frags[-1]:
+            first = group[0]
+            parts.append(Part(first.offset, group[-1].offset + group[-1].size - first.offset,
+                              _rnd(sum(g.ticks for g in group) / first.timescale), first.independent))
+            group = []
+    return tuple(parts)
+
+
+def _track_from_scan(s: _Scanned, count: int, segment_duration: float, part_duration: float) -> Track:
     segments = []
     for size, frags in s.segments[:count]:
-        parts = tuple(Part(f.offset, f.size, _rnd(f.duration), f.independent) for f in frags)
+        if s.kind == "audio":
+            parts = group_parts(frags, part_duration)
+        else:
+            parts = tuple(Part(f.offset, f.size, _rnd(f.duration), f.independent) for f in frags)
         duration = _rnd(sum(f.ticks for f in frags) / s.info.timescale)
         segments.append(Segment(duration, size, parts))
     total_bytes = sum(seg.size for seg in segments)
@@ -424,7 +459,7 @@ def index_item(item_dir: str, meta: ItemMeta, video_ids: Sequence[str], audio_id
         for s in scans:
             for path in s.files[count:]:
                 os.unlink(path)
-    tracks = [_track_from_scan(s, count, meta.segment_duration) for s in scans]
+    tracks = [_track_from_scan(s, count, meta.segment_duration, meta.part_duration) for s in scans]
     audio = next((t for t in tracks if t.type == "audio"), None)
     by_id = {t.id: t for t in tracks if t.type == "video"}
     for tid in ts_ids:
