@@ -230,8 +230,8 @@ def test_session_fault_shows_in_waterfall_and_slider_shapes(daemon: Daemon, page
     page.fill(fld("segment_failure_frequency"), "2")
     page.click("#apply-segment")
     wait_for(lambda: sget(daemon, sid)["segment_failure_type"] == "404", 5, "404 armed")
-    wait_for(lambda: page.query_selector("#netlog tr.faulted"), 20, "a flagged row in the waterfall")
-    row = page.query_selector("#netlog tr.faulted")
+    # (a player that aborts a request also gets a flagged row: "!↩", category client_disconnect)
+    row = wait_for(lambda: page.query_selector("#netlog tr.faulted.http"), 20, "a flagged 404 row")
     assert row.query_selector("td.glyph").inner_text().strip() == "!"
     assert "404" in row.inner_text()
     wait_for(lambda: int(page.inner_text("#fault-count-total") or 0) > 0, 10, "the fault counter to rise")
