@@ -238,10 +238,19 @@ class MetricsResource(Resource):
         return self.metrics.render().encode("utf-8")
 
 
+def _long_lived(request: server.Request) -> bool:
+    """SSE streams and WebSocket upgrades: open until the client leaves, so a graceful
+    stop does not wait for them (their services close them)."""
+    path = (request.path or b"").split(b"?", 1)[0]
+    return path.endswith(b"/stream") or request.requestHeaders.hasHeader(b"upgrade") \
+        or b"text/event-stream" in (request.getHeader(b"accept") or b"")
+
+
 def counting_request_factory(base: type[server.Request], metrics: Metrics | None,
                              inflight: Any = None) -> type[server.Request]:
     """A subclass of *base* (the site's request class) that reports each answered request
-    to *metrics* and tracks it in *inflight* (for the graceful stop)."""
+    to *metrics* and tracks it in *inflight* (for the graceful stop; event streams and
+    WebSocket upgrades are not waited for)."""
 
     class CountingRequest(base):  # type: ignore[valid-type, misc]
         _sl_started: float | None = None
@@ -249,7 +258,7 @@ def counting_request_factory(base: type[server.Request], metrics: Metrics | None
 
         def process(self) -> None:
             self._sl_started = metrics.clock.seconds() if metrics is not None else None
-            if inflight is not None:
+            if inflight is not None and not _long_lived(self):
                 inflight.begin()
                 self.notifyFinish().addBoth(lambda _: inflight.end())
             if metrics is not None:

@@ -6,9 +6,11 @@ nftables rules, the session registry releases every port.  This module adds the 
 pieces that were missing:
 
 * :class:`InFlight` counts HTTP requests that are being answered on the main listener;
-  :class:`GracefulStop` (a service) holds the shutdown until they have finished or
-  ``shutdown_grace_seconds`` have passed, whichever comes first.  Whatever is still
-  open after that is cut when the reactor disconnects every connection.
+  :meth:`GracefulStop.drain` (called by the daemon before it stops any subsystem) stops
+  the main listener from accepting and waits until they have finished or
+  ``shutdown_grace_seconds`` have passed, whichever comes first.  Then the subsystems
+  stop (session ports, encoders, shaping); whatever is still open is cut when the
+  reactor disconnects every connection.
 * twistd re-raises the signal that stopped it (so the exit status of a SIGTERM-stopped
   daemon is "killed by signal 15"); after an orderly stop on SIGTERM we exit 0 instead,
   which is what systemd, scripts and the spec expect.
@@ -23,6 +25,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -72,8 +75,29 @@ class GracefulStop(Service):
         if add is not None and self._trigger is None:
             self._trigger = add("after", "shutdown", self._exit_status)
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802 - twisted API
-        super().stopService()
+    def drain(self, listener: Any = None) -> defer.Deferred[None]:
+        """Stop *listener* (the main listener service) from accepting, then wait until no
+        request is in flight, at most ``grace`` seconds.  The daemon calls this before it
+        stops its subsystems, so a held request (e.g. an LL-HLS blocking reload) still
+        gets its answer from a live origin."""
+        # A fresh Deferred: StreamServerEndpointService.stopService hands back its own
+        # internal Deferred, which the daemon's later stopService call chains onto again.
+        stopped: defer.Deferred[None] = defer.Deferred()
+
+        def listening_stopped(result: Any) -> Any:
+            if isinstance(result, Failure):
+                log.failure("stopping the main listener", result)
+            stopped.callback(None)
+            return None
+
+        if listener is None:
+            stopped.callback(None)
+        else:
+            defer.maybeDeferred(listener.stopService).addBoth(listening_stopped)
+        stopped.addCallback(lambda _: self._wait())
+        return stopped
+
+    def _wait(self) -> defer.Deferred[None]:
         waiting = self.inflight.count
         if waiting == 0:
             return defer.succeed(None)

@@ -88,6 +88,16 @@ class StreamlabService(MultiService):
         self.root.mount("api", self.api)
         self.components: dict[str, Any] = {}
 
+    def stopService(self) -> Any:  # noqa: N802 - twisted API
+        """SIGTERM: stop accepting on the main listener and let in-flight responses finish
+        (``shutdown_grace_seconds``, see streamlab.shutdown), then stop every subsystem."""
+        stop = self.components.get("graceful-stop")
+        if stop is None or not self.running:
+            return super().stopService()
+        d = stop.drain(self.namedServices.get("main-listener"))
+        d.addBoth(lambda _: super(StreamlabService, self).stopService())
+        return d
+
     def add(self, name: str, component: Any) -> Any:
         """Register a subsystem; services among them start and stop with the daemon."""
         self.components[name] = component

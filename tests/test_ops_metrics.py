@@ -105,29 +105,37 @@ def test_exposition_and_totals_survive_session_removal():
     assert v2[("streamlab_bytes_out_total", (("listener", "session"),))] == 1000
 
 
-def test_graceful_stop_waits_for_in_flight_then_cuts():
+def test_graceful_stop_stops_accepting_waits_for_in_flight_then_cuts():
+    from twisted.application.service import Service
+
     clock = Clock()
     inflight = InFlight()
     stop = GracefulStop(clock, inflight, grace=5)
     stop.startService()
+    listener = Service()
+    listener.startService()
     inflight.begin()
     inflight.begin()
-    d = stop.stopService()
-    assert not d.called
+    done = []
+    stop.drain(listener).addBoth(done.append)
+    assert not listener.running  # no longer accepting
+    assert not done
     inflight.end()
     clock.advance(4.9)
-    assert not d.called
+    assert not done
     clock.advance(0.2)  # grace over: the rest is cut
-    assert d.called
+    assert done == [None]
     # drained early: fires at once, timer cancelled
     inflight2 = InFlight()
     stop2 = GracefulStop(clock, inflight2, grace=5)
-    stop2.startService()
     inflight2.begin()
-    d2 = stop2.stopService()
+    done2 = []
+    stop2.drain().addBoth(done2.append)
     inflight2.end()
-    assert d2.called and not clock.getDelayedCalls()
-    assert stop2.stopService().called  # nothing in flight: immediate
+    assert done2 == [None] and not clock.getDelayedCalls()
+    done3 = []
+    stop2.drain().addBoth(done3.append)
+    assert done3 == [None]  # nothing in flight: immediate
 
 
 def test_exit_status_cleared_only_for_sigterm():

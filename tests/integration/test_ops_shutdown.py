@@ -1,12 +1,17 @@
 """SIGTERM on a busy daemon: exit status 0, no ffmpeg child left behind during an encode,
 and (in a network namespace, with the kernel shaping backend where usable) no htb class
-and no ``inet streamlab`` nftables rule left during a shaped download."""
+and no ``inet streamlab`` nftables rule left during a shaped download; a held request on
+the main listener is answered before the exit, an open event stream does not delay it."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import threading
 import time
+
+import m3u8
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
@@ -70,6 +75,45 @@ def test_sigterm_during_an_encode_leaves_no_ffmpeg(tmp_path):
     assert rc == 0, d.log()[-3000:]
     assert time.monotonic() - t0 < 15
     assert [p for p in pids if _alive(p)] == []
+
+
+def test_sigterm_lets_a_held_playlist_request_finish(tmp_path, test_item):
+    """A blocking LL-HLS reload in flight on the main listener gets its answer before the
+    daemon exits (within shutdown_grace_seconds)."""
+    d = Daemon(str(tmp_path), {"server": {"shutdown_grace_seconds": "15"}})
+    install_test_item(d.media_dir)
+    d.start()
+    try:
+        _wait(lambda: d.get("/go-live/testclip/master.m3u8").status == 200, 30, "the test item")
+        text = d.get("/go-live/testclip/playlist_360p.m3u8").text
+        last_msn = m3u8.loads(text).media_sequence + len(m3u8.loads(text).segments) - 1
+        path = f"/go-live/testclip/playlist_360p.m3u8?_HLS_msn={last_msn + 1}&_HLS_part=0"
+        sock = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        time.sleep(0.2)  # the request is parsed and held
+    except BaseException:
+        d.stop()
+        raise
+    d.proc.send_signal(signal.SIGTERM)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert d.proc.wait(30) == 0, d.log()[-3000:]
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert f"LAST-MSN={last_msn + 1}".encode() in data or b"seg_" in data
+
+
+def test_open_event_stream_does_not_delay_the_stop(tmp_path):
+    d = Daemon(str(tmp_path), {"server": {"shutdown_grace_seconds": "20"}})
+    d.start()
+    sock = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    sock.sendall(b"GET /api/sessions/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 10  # not the 20 s grace
+    sock.close()
 
 
 def test_sigterm_during_a_shaped_download_cleans_the_kernel(netns, tmp_path):  # noqa: F811
