@@ -254,29 +254,34 @@ def counting_request_factory(base: type[server.Request], metrics: Metrics | None
 
     class CountingRequest(base):  # type: ignore[valid-type, misc]
         _sl_started: float | None = None
+        _sl_first: float | None = None
         _sl_bytes = 0
+        _sl_tracked = False
 
         def process(self) -> None:
-            self._sl_started = metrics.clock.seconds() if metrics is not None else None
+            if metrics is not None:
+                self._sl_started = metrics.clock.seconds()
             if inflight is not None and not _long_lived(self):
                 inflight.begin()
-                self.notifyFinish().addBoth(lambda _: inflight.end())
-            if metrics is not None:
-                self.notifyFinish().addBoth(self._sl_done)
+                self._sl_tracked = True
+            self.notifyFinish().addBoth(self._sl_done)
             super().process()
 
         def write(self, data: bytes) -> None:
             if data:
+                if not self._sl_bytes and self._sl_started is not None:
+                    self._sl_first = metrics.clock.seconds()  # type: ignore[union-attr]
                 self._sl_bytes += len(data)
-                if self._sl_started is not None and self._sl_bytes == len(data):
-                    self._sl_first = metrics.clock.seconds()
             super().write(data)
 
         def _sl_done(self, _: Any) -> None:
-            first = getattr(self, "_sl_first", None)
-            elapsed = None if first is None or self._sl_started is None else first - self._sl_started
-            metrics.main_request_done(main_kind(self.path or b""), int(self.code), elapsed,  # type: ignore[union-attr]
-                                      self._sl_bytes)
+            if self._sl_tracked:
+                inflight.end()
+            if metrics is not None:
+                first, started = self._sl_first, self._sl_started
+                elapsed = None if first is None or started is None else first - started
+                metrics.main_request_done(main_kind(self.path or b""), int(self.code), elapsed,
+                                          self._sl_bytes)
 
     CountingRequest.__name__ = f"Counting{base.__name__}"
     return CountingRequest
