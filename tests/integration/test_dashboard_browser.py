@@ -269,8 +269,16 @@ def test_session_fault_shows_in_waterfall_and_slider_shapes(daemon: Daemon, page
     wait_for(lambda: sget(daemon, sid)["nftables_bandwidth_mbps"] == 5, 5,
              "nftables_bandwidth_mbps = 5")
     wait_for(lambda: other.input_value(fld("nftables_bandwidth_mbps")) == "5", 5, "slider synced")
-    other.close()
+    # a pattern template runs server-side, and stops again
+    page.select_option("select[name='template']", "square_wave")
+    page.click("button:has-text('Start pattern')")
+    wait_for(lambda: sget(daemon, sid)["nftables_pattern_enabled"], 5, "the square wave to run")
+    assert sget(daemon, sid)["nftables_pattern_template_mode"] == "square_wave"
+    wait_for(lambda: "Running: step" in page.inner_text("#pattern-runtime"), 5, "the pattern runtime line")
     screenshot(page, "dashboard_session_shaped")
+    page.click("button:has-text('Stop pattern')")
+    wait_for(lambda: not sget(daemon, sid)["nftables_pattern_enabled"], 5, "the pattern to stop")
+    other.close()
     # HAR download link points at the export
     har = page.get_attribute("a[download]", "href")
     assert daemon.get("/" + har.lstrip("/")).json()["log"]["version"] == "1.2"

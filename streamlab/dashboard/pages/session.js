@@ -430,17 +430,22 @@ export async function mount(root, route) {
       const port = ctl.session.x_forwarded_port;
       if (tmpl.value !== "sliders") {
         await post(`/api/nftables/pattern/${port}`, { template_mode: tmpl.value, margin_pct: Number(margin.value), step_seconds: Number(stepSecs.value) });
+        patternDirty = false;
         patternMsg.ok(`Template ${tmpl.value} running.`);
       } else {
         if (!steps.length) { patternMsg.show("Add at least one step."); return; }
         await post(`/api/nftables/pattern/${port}`, { steps: steps.map((s) => ({ rate_mbps: s.rate_mbps, duration_seconds: s.duration_seconds })), template_mode: "sliders" });
+        patternDirty = false;
         patternMsg.ok("Pattern running.");
       }
     }));
     stopPattern.addEventListener("click", () => guarded(patternMsg, stopPattern, async () => {
       await post(`/api/nftables/pattern/${ctl.session.x_forwarded_port}`, { steps: [] });
+      patternDirty = false;
       patternMsg.ok("Pattern stopped.");
     }));
+    let patternDirty = false;
+    for (const sel of [tmpl, margin, stepSecs]) sel.addEventListener("change", () => { patternDirty = true; });
     tmpl.addEventListener("change", () => { stepsBox.hidden = add.hidden = tmpl.value !== "sliders"; });
     let lastStepsKey = "";
     ctl.onUpdate((s) => {
@@ -450,9 +455,13 @@ export async function mount(root, route) {
         steps = (s.nftables_pattern_steps || []).map((x) => ({ ...x }));
         paintSteps();
       }
-      if (document.activeElement !== tmpl) tmpl.value = s.nftables_pattern_template_mode || "sliders";
-      if (document.activeElement !== margin) margin.value = String(s.nftables_pattern_margin_pct ?? 0);
-      if (document.activeElement !== stepSecs) stepSecs.value = String(s.nftables_pattern_step_seconds ?? 12);
+      // the pattern form is sent as a whole by Start: the server's values show until the
+      // user edits one of its selects, then the edit stays until Start/Stop
+      if (!patternDirty) {
+        tmpl.value = s.nftables_pattern_template_mode || "sliders";
+        margin.value = String(s.nftables_pattern_margin_pct ?? 0);
+        stepSecs.value = String(s.nftables_pattern_step_seconds ?? 12);
+      }
       stepsBox.hidden = add.hidden = tmpl.value !== "sliders";
       runtime.textContent = s.nftables_pattern_enabled
         ? `Running: step ${s.nftables_pattern_step} of ${(s.nftables_pattern_steps || []).length} at ${fmtNum(s.nftables_pattern_rate_runtime_mbps)} Mbps`
