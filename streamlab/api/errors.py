@@ -14,7 +14,6 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-
 from werkzeug.exceptions import HTTPException
 
 from streamlab.errors import StreamlabError
