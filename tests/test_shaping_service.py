@@ -349,8 +349,10 @@ def test_patch_refuses_packet_units_on_a_userspace_host_and_applies_nothing(worl
     s, _ = registry.get_or_create("pk")
     before = session_json(registry, s.session_id)
     with pytest.raises(Invalid) as exc:
-        registry.patch(s.session_id, {"transport_failure_type": "drop", "transport_consecutive_units": "packets",
-                                      "transport_consecutive_failures": 5, "transport_failure_frequency": 10})
+        registry.patch(s.session_id, {"transport_failure_type": "drop",
+                                      "transport_consecutive_units": "packets",
+                                      "transport_consecutive_failures": 5,
+                                      "transport_failure_frequency": 10})
     assert "transport_consecutive_units" in exc.value.extra["fields"]
     after = session_json(registry, s.session_id)
     assert after["control_revision"] == before["control_revision"]
