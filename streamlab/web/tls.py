@@ -29,6 +29,8 @@ from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from streamlab.fsutil import atomic_write
+
 log = Logger()
 
 RENEW_BEFORE = datetime.timedelta(days=7)
@@ -135,18 +137,6 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _write(path: str, data: bytes, mode: int) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def auto_paths(config: Any) -> tuple[str, str]:
     """Where ``tls = auto`` keeps its certificate and key."""
     server = config.server
@@ -164,8 +154,8 @@ def ensure_auto_certificate(config: Any, now: datetime.datetime | None = None) -
     why = _needs_new(cert_path, key_path, sans, now)
     if why is not None:
         cert_pem, key_pem = generate_self_signed(sans, now)
-        _write(key_path, key_pem, 0o600)
-        _write(cert_path, cert_pem, 0o644)
+        atomic_write(key_path, key_pem, 0o600)
+        atomic_write(cert_path, cert_pem, 0o644)
         log.info("tls: generated a self-signed certificate for {sans} in {path} ({why})",
                  sans=",".join(sans), path=cert_path, why=why)
     return cert_path, key_path
