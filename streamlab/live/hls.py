@@ -360,21 +360,13 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
     entries, all_parts = lines.entries, lines.all_parts
     for m in range(start, n):
         f = m % count
-        if m == first:
-            out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
-        elif f == 0:
-            out.append(f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
-                       f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
+        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms))
         if m >= parts_from:
             out.append(all_parts[f])
         out.append(entries[f][0])
     # the in-progress segment: its published parts, then the hint for the next part
     f = n % count
-    if n == first:
-        out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + n * sd_ms)}\n")
-    elif f == 0:
-        out.append(f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
-                   f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + n * sd_ms)}\n")
+    out.append(_boundary(lines, n, first, count, epoch_ms, sd_ms))
     if p >= 0:
         out.extend(lines.part_lines[f][:p + 1])
     out.append(lines.hints[f][p + 1])
@@ -397,14 +389,20 @@ def _render_6s(index: ContentIndex, track: Track, now: float, epoch: float, wind
     out = _head(lines, first, first // count)
     entries = lines.entries
     for m in range(first, n):
-        f = m % count
-        if m == first:
-            out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
-        elif f == 0:
-            out.append(f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
-                       f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
-        out.append(entries[f][0])
+        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms))
+        out.append(entries[m % count][0])
     return "".join(out)
+
+
+def _boundary(lines: _Lines, m: int, first: int, count: int, epoch_ms: int, sd_ms: int) -> str:
+    """The tags before segment *m*: PROGRAM-DATE-TIME on the first listed segment, and
+    DISCONTINUITY + MAP + PROGRAM-DATE-TIME at the start of every loop."""
+    if m == first:
+        return f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n"
+    if m % count == 0:
+        return (f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
+                f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
+    return ""
 
 
 def last_complete_piece(index: ContentIndex, track: Track, now: float, epoch: float) -> int:
