@@ -304,14 +304,7 @@ class SessionRequest(server.Request):
             self._done(disconnected=False)
 
     def _arm_timeouts(self, session: Any, kind: str) -> None:
-        values = session.controls.values
-        applies = {"segment": "transfer_timeout_applies_segments",
-                   "manifest": "transfer_timeout_applies_manifests",
-                   "master_manifest": "transfer_timeout_applies_master"}.get(kind)
-        if applies is None or not values.get(applies):
-            return
-        active = values.get("transfer_active_timeout_seconds") or 0
-        idle = values.get("transfer_idle_timeout_seconds") or 0
+        active, idle = faults.transfer_timeouts(session.controls.values, kind)
         clock = self._site.clock
         if active > 0:
             self._active_timer = clock.callLater(active, self._active_timeout)
