@@ -38,6 +38,7 @@ from streamlab.live.origin import OriginResource, OriginService
 from streamlab.media.library import ContentLibrary
 from streamlab.metrics import Metrics, MetricsResource, counting_request_factory
 from streamlab.proxy.service import SessionService
+from streamlab.push.jobs_sse import JobsFeed
 from streamlab.shaping.service import ShapingService
 from streamlab.shutdown import GracefulStop, InFlight
 from streamlab.sources.service import SourceService
@@ -127,7 +128,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     svc.api.mount("announce-now", discovery_api)
     job_service = svc.add("jobs", JobService(config, reactor, SqliteJobStore(db), bus=svc.bus,
                                              sources=sources, library=library))
-    svc.api.mount("jobs", JobsApi(job_service, svc.bus).app.resource())
+    jobs_feed = svc.add("jobs-feed", JobsFeed(reactor, svc.bus, job_service))
+    svc.api.mount("jobs", JobsApi(job_service, svc.bus, jobs_feed).app.resource())
     setup = svc.add("setup", SetupService(config, reactor, jobs=job_service, sources=sources, db=db))
     svc.api.mount("setup", SetupApi(setup).app.resource())
     server_api = ServerApi(reactor)

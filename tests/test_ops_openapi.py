@@ -18,7 +18,7 @@ METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 # The origin's paths (docs/origin.md); the daemon test in
 # tests/integration/test_ops_observability.py checks that each one answers.
 GO_LIVE = {
-    "/go-live/healthz", "/go-live/time", "/go-live/api/status",
+    "/go-live/healthz", "/go-live/time", "/go-live/api/status", "/go-live/api/status/stream",
     "/go-live/api/tick-stats/{content}", "/go-live/api/dash-tick-stats/{content}",
     "/go-live/api/stop/{worker_id}",
     "/go-live/{content}/master.m3u8", "/go-live/{content}/master_2s.m3u8",

@@ -10,7 +10,9 @@ from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
 from streamlab.api.jsonio import query, respond
+from streamlab.errors import NotFound
 from streamlab.push.jobs_ws import job_stream_resource
+from streamlab.push.sse import SSEResource
 
 
 class JobsApi:
@@ -18,9 +20,10 @@ class JobsApi:
 
     app = Klein()
 
-    def __init__(self, jobs: Any, bus: Any) -> None:
+    def __init__(self, jobs: Any, bus: Any, feed: Any = None) -> None:
         self.jobs = jobs
         self.bus = bus
+        self.feed = feed  # a streamlab.push.jobs_sse.JobsFeed (None: no /jobs/stream)
 
     @app.route("/jobs", methods=["GET"])
     @defer.inlineCallbacks
@@ -28,6 +31,15 @@ class JobsApi:
         """All jobs, newest first; ``?status=`` filters."""
         yield self.jobs.when_ready()
         return respond(request, self.jobs.list(query(request, "status")))
+
+    @app.route("/jobs/stream", methods=["GET"])
+    @defer.inlineCallbacks
+    def jobs_stream(self, request: IRequest) -> Any:
+        """SSE: one ``jobs`` event with the full list now, then one per change (throttled)."""
+        if self.feed is None:
+            raise NotFound("no job stream")
+        yield self.jobs.when_ready()
+        return SSEResource(self.feed.attach)
 
     @app.route("/jobs/<string:job_id>", methods=["GET"])
     @defer.inlineCallbacks

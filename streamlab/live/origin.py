@@ -15,6 +15,7 @@ path                                            answer                      kind
 ``healthz``                                     ``{"status":"ok"}``         other
 ``time``                                        ISO-8601 UTC now (text)     other
 ``api/status``                                  workers (streams.md §6)     other
+``api/status/stream``                           SSE ``status`` events      other
 ``api/tick-stats/{content}``                    LL-HLS tick stats           other
 ``api/dash-tick-stats/{content}?duration=..``   DASH tick stats             other
 ``api/stop/{id}`` (DELETE)                      ``{"stopped": id}``         other
@@ -80,6 +81,7 @@ from streamlab.live.timeline import LiveTimeline, part_ends
 from streamlab.live.waiters import Waiter, WaitQueue
 from streamlab.live.workers import WorkerRegistry, iso
 from streamlab.media.index import ContentIndex, Track
+from streamlab.push.sse import EventStream, SnapshotFeed
 
 log = Logger()
 
@@ -156,6 +158,13 @@ class OriginResource(Resource):
         self.window = window
         self.waiters = WaitQueue(clock)
         self.workers = WorkerRegistry(clock, idle_timeout)
+        # api/status/stream: the status body pushed at most every second while a worker
+        # exists, on worker creation/removal, keepalive comments when idle
+        self.status_stream = EventStream(clock)
+        self.status_feed = SnapshotFeed(clock, self.status_stream, "workers", "status",
+                                        lambda: self.workers.status()["workers"],
+                                        lambda: len(self.workers) > 0, min_interval=1.0, heartbeat=1.0)
+        self.workers.on_change = self.status_feed.changed
         self._timelines: dict[str, tuple[ContentIndex, LiveTimeline]] = {}
         self._cache_now: float | None = None
         self._cache: dict[tuple[Any, ...], bytes] = {}
@@ -170,7 +179,10 @@ class OriginResource(Resource):
     def shutdown(self) -> None:
         """Cancel every timer (held requests, idle workers)."""
         self.waiters.cancel_all()
+        self.workers.on_change = None
         self.workers.stop_all()
+        self.status_feed.stop()
+        self.status_stream.close()
 
     # -- entry -------------------------------------------------------------
 
@@ -229,7 +241,7 @@ class OriginResource(Resource):
 
     # -- status API --------------------------------------------------------
 
-    def _api(self, request: IRequest, segs: list[str]) -> bytes:
+    def _api(self, request: IRequest, segs: list[str]) -> bytes | int:
         method = request.method
         if len(segs) == 2 and segs[0] == "stop":
             if method != b"DELETE":
@@ -241,6 +253,10 @@ class OriginResource(Resource):
             raise MethodNotAllowed(detail=method.decode("latin-1"))
         if segs == ["status"]:
             return self._json(request, self.workers.status())
+        if segs == ["status", "stream"]:
+            if method != b"GET":
+                raise MethodNotAllowed(detail="use GET")
+            return self.status_feed.attach(request)
         if len(segs) == 2 and segs[0] in ("tick-stats", "dash-tick-stats"):
             content = segs[1]
             if segs[0] == "tick-stats":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -158,6 +158,12 @@ class WorkerRegistry:
         self._clock = clock
         self.idle_timeout = idle_timeout
         self._workers: dict[str, Worker] = {}
+        #: called (no arguments) after a worker is created or removed — never per request
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -177,6 +183,10 @@ class WorkerRegistry:
         if worker is None:
             worker = self._workers[content] = Worker(content, now, self.idle_timeout)
             worker.timer = self._clock.callLater(self.idle_timeout, self._expire, worker)
+            worker.last_request_at = now
+            worker.requests[kind if kind in worker.requests else "other"] += 1
+            self._changed()
+            return worker
         worker.last_request_at = now
         worker.requests[kind if kind in worker.requests else "other"] += 1
         return worker
@@ -189,6 +199,7 @@ class WorkerRegistry:
         if worker.timer is not None and worker.timer.active():
             worker.timer.cancel()
         worker.timer = None
+        self._changed()
         return True
 
     def stop_all(self) -> None:
@@ -209,5 +220,6 @@ class WorkerRegistry:
         now = self._clock.seconds()
         if now >= due:
             del self._workers[worker.id]
+            self._changed()
         else:
             worker.timer = self._clock.callLater(due - now, self._expire, worker)
