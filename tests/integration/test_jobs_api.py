@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -243,6 +244,67 @@ def test_websocket_stream_delivers_log_progress_and_end(daemon, clips):
     late.close()
     assert [m["line"] for m in again if m["type"] == "log"] == logs
     assert again[-1] == {"type": "end", "status": "complete", "error": None}
+
+
+class SSE:
+    """Reads ``event: jobs`` frames off ``GET /api/jobs/stream`` (chunk framing is ignored:
+    every event is one write, hence one chunk)."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self._recv()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.head = head.decode("latin-1").lower()
+
+    def _recv(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        self.buf += chunk
+
+    def event(self) -> dict:
+        while True:
+            m = re.search(rb"event: jobs\ndata: (.*?)\n\n", self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                return json.loads(m.group(1))
+            self._recv()
+
+    def until(self, pred, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            body = self.event()
+            if pred(body):
+                return body
+        raise AssertionError("no matching jobs event before the deadline")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_job_list_stream_pushes_created_cancelled_deleted(daemon, clips):
+    sse = SSE(daemon.port, "/api/jobs/stream")
+    assert sse.head.startswith("http/1.1 200") and "content-type: text/event-stream" in sse.head
+    first = sse.event()
+    assert first["jobs"] == daemon.get("/api/jobs").json()
+    source = add_source(daemon, clips["bigger"])
+    (job_id,) = reencode(daemon, source["source_id"], codec_selection="h264", output_name="sselist",
+                         max_resolution="540p")
+
+    def status_of(body):
+        return next((j["status"] for j in body["jobs"] if j["job_id"] == job_id), None)
+
+    seen = sse.until(lambda b: status_of(b) is not None)
+    assert seen["revision"] > first["revision"]
+    assert daemon.request("POST", f"/api/jobs/{job_id}/cancel").status == 200
+    sse.until(lambda b: status_of(b) == "cancelled")
+    assert daemon.request("DELETE", f"/api/jobs/{job_id}").status == 200
+    sse.until(lambda b: status_of(b) is None)
+    sse.close()
 
 
 def test_unknown_job_websocket_closes_4404(daemon):

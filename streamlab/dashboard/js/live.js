@@ -1,6 +1,7 @@
 // Live data: Server-Sent Events and WebSockets, with a shared connection indicator.
-// EventSource reconnects by itself; the indicator in the top bar says when a live feed
-// is down so nobody mistakes stale numbers for current ones.
+// EventSource reconnects by itself (sse() reopens it with a backoff when it gives up); the
+// indicator in the top bar says when a live feed is down so nobody mistakes stale numbers
+// for current ones.
 
 const feeds = new Map(); // id -> "open" | "connecting" | "down"
 let nextId = 1;
@@ -27,24 +28,45 @@ function track(id, state) {
 
 /**
  * Subscribes to an SSE endpoint.  *handlers* maps event names to fn(parsedData, event);
- * "message" gets unnamed events.  Returns {close()}.
+ * "message" gets unnamed events.  EventSource retries by itself after a dropped
+ * connection; when it gives up (an HTTP error, e.g. the daemon restarting), it is
+ * reopened after a backoff of 1 s doubling up to 30 s (reset once connected).
+ * Returns {close()}.
  */
 export function sse(url, handlers) {
   const id = nextId++;
-  const es = new EventSource(url);
-  track(id, "connecting");
-  es.onopen = () => track(id, "open");
-  es.onerror = () => track(id, es.readyState === EventSource.CLOSED ? "down" : "connecting");
-  for (const [name, fn] of Object.entries(handlers)) {
-    es.addEventListener(name, (ev) => {
-      let data = ev.data;
-      try { data = JSON.parse(ev.data); } catch (e) { /* plain text */ }
-      fn(data, ev);
-    });
+  let es = null;
+  let retry = null;
+  let backoff = 1000;
+  let closed = false;
+
+  function open() {
+    retry = null;
+    es = new EventSource(url);
+    track(id, "connecting");
+    es.onopen = () => { backoff = 1000; track(id, "open"); };
+    es.onerror = () => {
+      if (closed) return;
+      if (es.readyState !== EventSource.CLOSED) { track(id, "connecting"); return; }
+      track(id, "down");
+      retry = setTimeout(open, backoff);
+      backoff = Math.min(backoff * 2, 30000);
+    };
+    for (const [name, fn] of Object.entries(handlers)) {
+      es.addEventListener(name, (ev) => {
+        let data = ev.data;
+        try { data = JSON.parse(ev.data); } catch (e) { /* plain text */ }
+        fn(data, ev);
+      });
+    }
   }
+
+  open();
   return {
     close() {
-      es.close();
+      closed = true;
+      if (retry) clearTimeout(retry);
+      if (es) es.close();
       track(id, null);
     },
   };

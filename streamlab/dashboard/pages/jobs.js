@@ -1,16 +1,15 @@
 // Jobs: the encode queue with progress bars and stage; a job view (#/jobs/<id>) with the
 // live encoder log over the WebSocket, cancel and delete.
 //
-// The API has no stream for the job *list*: progress of every unfinished job comes live
-// from its WebSocket; the list itself (to see jobs created elsewhere) is re-read when a
-// job ends and every 10 s while the page is open.
+// The list is live from SSE GET /api/jobs/stream (the full list on connect and after every
+// change, at most every 250 ms); rows are updated in place. The status filter is applied here.
 
 import { get, post, del, enc } from "../js/api.js";
 import {
   h, clear, card, errorLine, guarded, progressBar, setProgress, pageHeader, statusBadge, fmtTime,
   fmtDuration, select, fmtNum,
 } from "../js/ui.js";
-import { jsonSocket } from "../js/live.js";
+import { jsonSocket, sse } from "../js/live.js";
 import { link, setQuery } from "../js/app.js";
 
 const ACTIVE = new Set(["uploading", "queued", "encoding"]);
@@ -36,58 +35,78 @@ async function listView(root, route) {
   const statusFilter = select("status", [["", "all"], "uploading", "queued", "encoding", "complete", "failed", "cancelled"],
     route.query.get("status") || "");
   const body = h("tbody");
-  const sockets = new Map();
-  let timer = null;
+  const rows = new Map(); // job_id -> {tr, update(job)}, updated in place so buttons survive updates
+  let latest = null;
 
   function row(job) {
-    const bar = progressBar(job.progress, job.status === "complete" ? "done" : `${fmtNum(job.progress, 0)} %`);
-    const stage = h("span.muted.small", job.stage || "");
-    const st = h("span", statusBadge(job.status));
-    const rowMsg = errorLine();
+    const bar = progressBar(0);
+    const stage = h("span.muted.small");
+    const st = h("span");
+    const err = h("div.small.msg.error");
+    const outputs = h("div.muted.small");
+    const created = h("td");
+    const eta = h("td");
+    const actions = h("td");
     const tr = h("tr", { dataset: { job: job.job_id } },
-      h("td", h("a", { href: link("jobs", job.job_id) }, job.name || job.job_id.slice(0, 8)),
-        h("div.muted.small", (job.output_paths || []).join(", "))),
+      h("td", h("a", { href: link("jobs", job.job_id) }, job.name || job.job_id.slice(0, 8)), outputs),
       h("td", st),
-      h("td.wide", bar, stage, job.error ? h("div.small.msg.error", job.error) : null),
-      h("td", fmtTime(job.created_at)),
-      h("td", job.eta_seconds ? fmtDuration(job.eta_seconds) : "–"),
-      h("td", jobActions(job, rowMsg, () => load()), rowMsg));
-    if (ACTIVE.has(job.status) && !sockets.has(job.job_id)) {
-      sockets.set(job.job_id, jsonSocket(`/api/jobs/${enc(job.job_id)}/stream`, (f) => {
-        if (f.type === "progress") {
-          setProgress(bar, f.progress, `${fmtNum(f.progress, 0)} %`);
-          stage.textContent = f.stage || "";
-          if (f.status) clear(st, statusBadge(f.status));
-        } else if (f.type === "end") {
-          const s = sockets.get(job.job_id);
-          if (s) s.close();
-          sockets.delete(job.job_id);
-          load();
-        }
-      }));
+      h("td.wide", bar, stage, err),
+      created, eta, actions);
+    let shown = null;
+    function update(j) {
+      setProgress(bar, j.progress, j.status === "complete" ? "done" : `${fmtNum(j.progress, 0)} %`);
+      stage.textContent = j.stage || "";
+      err.textContent = j.error || "";
+      err.hidden = !j.error;
+      outputs.textContent = (j.output_paths || []).join(", ");
+      created.textContent = fmtTime(j.created_at);
+      eta.textContent = j.eta_seconds ? fmtDuration(j.eta_seconds) : "–";
+      if (shown !== j.status) { // badge and buttons change with the status only
+        shown = j.status;
+        clear(st, statusBadge(j.status));
+        const rowMsg = errorLine();
+        clear(actions, jobActions(j, rowMsg, () => {}), rowMsg);
+      }
     }
-    return tr;
+    update(job);
+    return { tr, update };
   }
 
-  async function load() {
-    await guarded(msg, null, async () => {
-      const q = statusFilter.value ? `?status=${enc(statusFilter.value)}` : "";
-      const jobs = await get(`/api/jobs${q}`);
-      clear(body, jobs.length ? jobs.map(row) : h("tr", h("td", { colspan: "6" }, h("p.empty", "No jobs."))));
+  function render() {
+    if (!latest) return;
+    const want = statusFilter.value;
+    const jobs = want ? latest.filter((j) => j.status === want) : latest;
+    const keep = new Set(jobs.map((j) => j.job_id));
+    for (const [id, r] of rows) {
+      if (!keep.has(id)) { r.tr.remove(); rows.delete(id); }
+    }
+    if (!jobs.length) {
+      clear(body, h("tr", h("td", { colspan: "6" }, h("p.empty", "No jobs."))));
+      return;
+    }
+    const empty = body.querySelector("p.empty");
+    if (empty) clear(body);
+    jobs.forEach((j, i) => {
+      let r = rows.get(j.job_id);
+      if (r) r.update(j);
+      else rows.set(j.job_id, r = row(j));
+      if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null);
     });
   }
 
-  statusFilter.addEventListener("change", () => { setQuery({ status: statusFilter.value }); load(); });
+  statusFilter.addEventListener("change", () => { setQuery({ status: statusFilter.value }); render(); });
   clear(root,
     pageHeader("Jobs", "Encoding queue. Progress is live; open a job for its encoder log.", h("label.inline", "Status ", statusFilter)),
     msg,
     card(null, h("table.grid.jobs", h("thead", h("tr", ["Job", "Status", "Progress", "Created", "ETA", ""].map((c) => h("th", c)))), body)));
-  await load();
-  timer = setInterval(load, 10000);
-  return () => {
-    clearInterval(timer);
-    for (const s of sockets.values()) s.close();
-  };
+  const feed = sse("/api/jobs/stream", {
+    jobs: (data) => {
+      latest = data.jobs || [];
+      msg.clear();
+      render();
+    },
+  });
+  return () => feed.close();
 }
 
 async function jobView(root, jobId) {

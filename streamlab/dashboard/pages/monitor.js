@@ -1,21 +1,25 @@
 // Monitor: origin workers, tick cadence and render times.
 //
-// The origin has no SSE/WebSocket feed for worker status (GET /go-live/api/status and the
-// tick-stats endpoints are plain JSON), so this page — and only this page — re-reads them
-// every 2 s while it is open.
+// Worker status is live from SSE GET /go-live/api/status/stream (the /go-live/api/status
+// body, pushed on worker creation/removal and every second while a worker exists).  The
+// tick-stats tables are plain JSON: they are re-read when a status event arrives, at most
+// every TICKS_MS and one round at a time.
 
 import { get, enc } from "../js/api.js";
 import { h, clear, card, errorLine, pageHeader, fmtNum, fmtClock, table, toast, guarded } from "../js/ui.js";
 import { api } from "../js/api.js";
+import { sse } from "../js/live.js";
 
-const PERIOD_MS = 2000;
+const TICKS_MS = 2000;
 
 export async function mount(root) {
   const msg = errorLine();
   const box = h("div");
-  const note = h("p.muted.small", `No live feed exists for worker status: refreshed every ${PERIOD_MS / 1000} s.`);
-  let timer = null;
+  const note = h("p.muted.small", `Worker status is live; tick stats are re-read at most every ${TICKS_MS / 1000} s.`);
   let busy = false;
+  let pending = null; // the latest status body not painted yet
+  let ticksAt = 0;
+  let ticksCache = new Map(); // content -> tick stats
 
   async function tickStats(content) {
     const out = {};
@@ -36,8 +40,7 @@ export async function mount(root) {
     const wmsg = errorLine();
     stop.addEventListener("click", () => guarded(wmsg, stop, async () => {
       await api("DELETE", `/go-live/api/stop/${enc(w.id)}`);
-      toast(`Stopped ${w.content}`);
-      refresh();
+      toast(`Stopped ${w.content}`); // the stream pushes the removal
     }));
     const tickRows = Object.entries(ticks).filter(([, v]) => v).map(([k, v]) => ({ k, ...v }));
     return card(null,
@@ -64,16 +67,28 @@ export async function mount(root) {
       ], tickRows, "No tick stats (nobody is watching this item)."));
   }
 
-  async function refresh() {
-    if (busy) return;
+  async function paint(st) {
+    const workers = st.workers || [];
+    if (Date.now() - ticksAt >= TICKS_MS || workers.some((w) => !ticksCache.has(w.content))) {
+      const ticks = await Promise.all(workers.map((w) => tickStats(w.content)));
+      ticksCache = new Map(workers.map((w, i) => [w.content, ticks[i]]));
+      ticksAt = Date.now();
+    }
+    msg.clear();
+    clear(box, workers.length ? workers.map((w) => workerCard(w, ticksCache.get(w.content) || {}))
+      : h("p.empty", "No live workers. A worker starts when a player requests a stream and stops after it goes idle."));
+  }
+
+  async function onStatus(st) {
+    pending = st;
+    if (busy) return; // painted when the current round ends
     busy = true;
     try {
-      const st = await get("/go-live/api/status");
-      const workers = st.workers || [];
-      const ticks = await Promise.all(workers.map((w) => tickStats(w.content)));
-      msg.clear();
-      clear(box, workers.length ? workers.map((w, i) => workerCard(w, ticks[i]))
-        : h("p.empty", "No live workers. A worker starts when a player requests a stream and stops after it goes idle."));
+      while (pending) {
+        const next = pending;
+        pending = null;
+        await paint(next);
+      }
     } catch (err) {
       msg.show(err);
     } finally {
@@ -82,7 +97,6 @@ export async function mount(root) {
   }
 
   clear(root, pageHeader("Monitor", "Live origin workers, tick cadence and playlist render times."), note, msg, box);
-  await refresh();
-  timer = setInterval(refresh, PERIOD_MS);
-  return () => clearInterval(timer);
+  const feed = sse("/go-live/api/status/stream", { status: (data) => onStatus(data) });
+  return () => feed.close();
 }
