@@ -125,3 +125,23 @@ def test_unknown_kind():
 def test_dash_template_conversion():
     assert dash.dash_template("video/720p/seg_{number:05d}.m4s") == "video/720p/seg_$Number%05d$.m4s"
     assert dash.dash_template("a/{number}.m4s") == "a/$Number$.m4s"
+
+
+@pytest.mark.parametrize("kind", dash.KINDS)
+def test_window_longer_than_the_loop_lists_every_touched_loop_and_no_older_one(kind):
+    # the default 36 s window over a 24 s loop: 2 or 3 Periods, each overlapping the window
+    for into, want in ((5.0, [5000, 5001, 5002]), (13.0, [5001, 5002]), (23.9, [5001, 5002])):
+        now = EPOCH + 24 * 5002 + into
+        text = dash.render_mpd(IDX, kind, now, EPOCH, 36)
+        MPEGDASHParser.parse(text)
+        periods = ET.fromstring(text).findall("d:Period", NS)
+        assert [p.get("id") for p in periods] == [f"loop-{k}" for k in want]
+        assert [p.get("start") for p in periods] == [f"PT{24 * k}S" for k in want]
+        assert all(p.get("duration") == "PT24S" for p in periods)
+        if kind == "2s":  # 36 s of complete 2 s pieces, the oldest one inside the window
+            sl = [p.find("d:AdaptationSet/d:Representation/d:SegmentList", NS) for p in periods]
+            ts = int(sl[0].get("timescale"))
+            ds = [int(s.get("d")) for x in sl for s in x.findall("d:SegmentTimeline/d:S", NS)]
+            assert sum(ds) == pytest.approx(36 * ts, rel=0.01)
+            t0 = int(sl[0].find("d:SegmentTimeline/d:S", NS).get("t"))
+            assert 24 * want[0] + t0 / ts >= now - EPOCH - 36 - 2

@@ -4,7 +4,8 @@ headless Chromium play all six live streams of the test item across a loop bound
 The item loops every 24 s; each player is watched (polling, with a deadline) until it has
 crossed a loop boundary (hls.js: a new discontinuity sequence; dash.js: a Period switch)
 and played for 8 s, and must have kept up with real time. One browser, at most three
-pages at a time; about 80 s in total.
+pages at a time; about 80 s in total, plus ~35 s for the three DASH streams on a second
+daemon with the default 36 s window (longer than the loop: the MPD lists 2-3 Periods).
 """
 
 from __future__ import annotations
@@ -73,12 +74,11 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory, test_item):
+def _origin(tmp_path_factory, window: int):
     # a boundary ~5 s before the players start: the 6 s streams cross it ~13 s later
     epoch = float(int(time.time() - 1000 * LOOP))
     d = Daemon(str(tmp_path_factory.mktemp("players")),
-               config={"live": {"live_epoch": _iso(epoch), "window_seconds": 24}})
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": window}})
     install_test_item(d.media_dir)
     d.start()
     deadline = time.monotonic() + 30
@@ -86,6 +86,20 @@ def origin(tmp_path_factory, test_item):
         assert time.monotonic() < deadline, d.log()
         time.sleep(0.05)
     d.boundary = epoch + 1000 * LOOP
+    return d
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, test_item):
+    d = _origin(tmp_path_factory, 24)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def origin_long_window(tmp_path_factory, test_item):
+    # the default window (36 s) is longer than the 24 s loop: the MPD lists 2-3 Periods
+    d = _origin(tmp_path_factory, 36)
     yield d
     d.stop()
 
@@ -183,3 +197,10 @@ def test_hls_js_plays_ll_hls_across_a_loop(origin):
     # hls.js 1.7 used to stall ~20 s at segment ends whose last AAC part was a 2-3 frame
     # tail; the packager now cuts audio into even 8-9 frame parts (packager.group_parts).
     _check(_run(origin, (("ll_hls",),)))
+
+
+def test_dash_js_plays_across_loops_with_a_window_longer_than_the_loop(origin_long_window):
+    # reported: dash.js stops at a loop boundary ("Jumping to end of stream because of gap")
+    # with window_seconds = 36; not reproduced with the current renderer (each Period has
+    # start k*T and duration T, only loops touching the window are listed), kept as a guard
+    _check(_run(origin_long_window, (("ll_dash", "dash_2s", "dash_6s"),)))
