@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,17 @@ def test_openapi_is_served_and_its_go_live_paths_answer(d):
         for key, value in values.items():
             concrete = concrete.replace(f"{{{key}}}", value)
         assert "{" not in concrete, concrete
+        if "text/event-stream" in ops["get"]["responses"]["200"].get("content", {}):
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as sock:  # never ends: head only
+                sock.sendall(f"GET {concrete} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    assert chunk, concrete
+                    head += chunk
+            assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, (path, head)
+            checked += 1
+            continue
         status = d.get(concrete).status
         assert status == 200, (path, concrete, status)
         checked += 1
