@@ -283,11 +283,15 @@ class SessionRequest(server.Request):
     def _go_dead(self) -> None:
         """From now on nothing the origin does reaches the client."""
         self._dead = True
+        self._stop_origin()
+
+    def _stop_origin(self) -> None:
+        """Tell the origin's producer (if any) to stop: its bytes will not be sent."""
         producer = self.producer
         if producer is not None:
             try:
                 producer.stopProducing()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a producer failing to stop must not break the fault
                 pass
 
     def _start_action(self, action: str, drain: bool) -> None:
@@ -329,12 +333,7 @@ class SessionRequest(server.Request):
             self._buffer = None
             self._cut_at = None
             self._corrupt = False
-            producer = self.producer
-            if producer is not None:
-                try:
-                    producer.stopProducing()
-                except Exception:  # noqa: BLE001
-                    pass
+            self._stop_origin()
             self._respond_status(504, "timeout")
             self._dead = True
         else:

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -40,6 +42,16 @@ def vendor_missing_reason() -> str | None:
     if missing:
         return f"dashboard vendor files missing ({', '.join(missing)}): run `make assets`"
     return None
+
+
+def browser_marks() -> list[Any]:
+    """The ``pytestmark`` of a browser test module: ``browser``, plus a skip with the
+    printed reason when Chromium or the vendored players are missing."""
+    reason = chromium_missing_reason() or vendor_missing_reason()
+    marks: list[Any] = [pytest.mark.browser]
+    if reason:
+        marks.append(pytest.mark.skip(reason=reason))
+    return marks
 
 
 def ffmpeg_path() -> str | None:

@@ -23,18 +23,13 @@ from tests.integration.dashboard_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     ConsoleErrors,
-    chromium_missing_reason,
+    browser_marks,
     ffmpeg_path,
     screenshot,
-    vendor_missing_reason,
     wait_for,
 )
 
-pytestmark = pytest.mark.browser
-
-_skip = chromium_missing_reason() or vendor_missing_reason()
-if _skip:
-    pytestmark = [pytest.mark.browser, pytest.mark.skip(reason=_skip)]
+pytestmark = browser_marks()
 
 PAGES = [
     ("", "home", "#seed-demo"),
