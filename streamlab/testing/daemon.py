@@ -47,6 +47,17 @@ def free_port_block(size: int) -> tuple[int, int]:
     raise RuntimeError("no free port block")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, so a killed test
+    run never leaves a daemon holding ports (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Response:
     """A finished HTTP response."""
 
@@ -122,6 +133,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [twistd, "--nodaemon", "--pidfile=", "streamlab", "--config", self.config_path],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
