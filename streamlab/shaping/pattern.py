@@ -26,24 +26,14 @@ from streamlab.shaping.model import (
 log = Logger()
 
 
-class PatternRunner:
-    """Follow *steps* from *started_at* forever, calling ``on_step(position)`` at each step."""
+class _GridRunner:
+    """Wake at the next boundary of a fixed grid; subclasses say what happens at a wake-up
+    (:meth:`_advance` returns the next boundary, or None to stop scheduling)."""
 
-    def __init__(self, clock: IReactorTime, steps: tuple[Step, ...],
-                 on_step: Callable[[PatternPosition], None], started_at: float | None = None) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        self.steps = steps
-        self.on_step = on_step
-        self.started_at = clock.seconds() if started_at is None else started_at
-        self.position: PatternPosition | None = None
         self._call: IDelayedCall | None = None
         self.running = False
-
-    def start(self) -> PatternPosition | None:
-        """Compute the current step, report it and schedule the next boundary."""
-        self.running = True
-        self._tick()
-        return self.position
 
     def stop(self) -> None:
         """Cancel the timer; the runner can be dropped."""
@@ -52,61 +42,76 @@ class PatternRunner:
             self._call.cancel()
         self._call = None
 
+    def _run(self) -> None:
+        self.running = True
+        self._tick()
+
     def _tick(self) -> None:
         self._call = None
         if not self.running:
             return
         now = self.clock.seconds()
+        wake = self._advance(now)
+        if wake is not None and self.running:
+            self._call = self.clock.callLater(max(0.0, wake - now), self._tick)
+
+    def _advance(self, now: float) -> float | None:
+        raise NotImplementedError
+
+
+class PatternRunner(_GridRunner):
+    """Follow *steps* from *started_at* forever, calling ``on_step(position)`` at each step."""
+
+    def __init__(self, clock: IReactorTime, steps: tuple[Step, ...],
+                 on_step: Callable[[PatternPosition], None], started_at: float | None = None) -> None:
+        super().__init__(clock)
+        self.steps = steps
+        self.on_step = on_step
+        self.started_at = clock.seconds() if started_at is None else started_at
+        self.position: PatternPosition | None = None
+
+    def start(self) -> PatternPosition | None:
+        """Compute the current step, report it and schedule the next boundary."""
+        self._run()
+        return self.position
+
+    def _advance(self, now: float) -> float | None:
         pos = pattern_position(self.steps, self.started_at, now)
         changed = pos is not None and (self.position is None or pos.index != self.position.index
                                        or pos.step_started_at != self.position.step_started_at)
         self.position = pos
         if pos is None:
-            return
+            return None
         if changed:
             try:
                 self.on_step(pos)
             except Exception:
                 log.failure("pattern step handler failed")
-        self._call = self.clock.callLater(max(0.0, pos.next_boundary - now), self._tick)
+        return pos.next_boundary
 
 
-class FaultRunner:
+class FaultRunner(_GridRunner):
     """Keep a transport fault's on/off windows: ``on_change(window, on_edge)`` at each edge,
     ``on_expire()`` once when a one-shot (F = 0) window has ended."""
 
     def __init__(self, clock: IReactorTime, spec: FaultSpec,
                  on_change: Callable[[FaultWindow, bool], None],
                  on_expire: Callable[[], None] | None = None, armed_at: float | None = None) -> None:
-        self.clock = clock
+        super().__init__(clock)
         self.spec = spec
         self.on_change = on_change
         self.on_expire = on_expire
         self.armed_at = clock.seconds() if armed_at is None else armed_at
         self.window: FaultWindow | None = None
-        self._call: IDelayedCall | None = None
-        self.running = False
         self.edges_on = 0
 
     def start(self) -> FaultWindow:
         """Compute and report the current window, schedule the next edge."""
-        self.running = True
-        self._tick()
+        self._run()
         assert self.window is not None
         return self.window
 
-    def stop(self) -> None:
-        """Cancel the timer."""
-        self.running = False
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-    def _tick(self) -> None:
-        self._call = None
-        if not self.running:
-            return
-        now = self.clock.seconds()
+    def _advance(self, now: float) -> float | None:
         win = fault_window(self.spec, self.armed_at, now)
         prev = self.window
         self.window = win
@@ -124,8 +129,5 @@ class FaultRunner:
                 self.on_expire()
             except Exception:
                 log.failure("transport fault expiry handler failed")
-            return
-        if win.next_edge is not None:
-            self._call = self.clock.callLater(max(0.0, win.next_edge - now), self._tick)
-        elif not win.active and prev is not None and prev.active and not win.expired:
-            pass
+            return None
+        return win.next_edge
