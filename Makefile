@@ -7,8 +7,12 @@ PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian packages the daemon and its tests use.
-SYSTEM_PACKAGES := python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core \
+# Debian packages the daemon and its tests use. The second line is the daemon's compiled
+# Python dependencies: the venv sees them through its system site-packages, exactly as
+# the Debian package does (constraints.txt, docs/operations.md).
+SYSTEM_PACKAGES := python3 python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core \
+                   python3-cryptography python3-openssl python3-service-identity \
+                   python3-bcrypt python3-zope.interface python3-markupsafe \
                    debhelper dh-python python3-all dpkg-dev
 # Node.js/npm only when no npm is on PATH (a NodeSource nodejs already bundles npm and
 # conflicts with Debian's npm package).
@@ -21,7 +25,7 @@ help:
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (print figures, never fail on speed)"
-	@echo "make deb    - build the Debian package (dist/streamlab_<version>_<arch>.deb)"
+	@echo "make deb    - build the Debian package (dist/streamlab_<version>_all.deb)"
 
 system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -35,13 +39,15 @@ system:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(NODE_PACKAGES); }
 
-$(VENV)/.installed: setup.cfg pyproject.toml
-	python3 -m venv $(VENV)
+# Debian's interpreter (the one the package runs on), its compiled python3-* packages
+# through --system-site-packages, and the pinned pure-Python set from constraints.txt.
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	/usr/bin/python3 -m venv --clear --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PIP) install -q -c constraints.txt -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
-venv: $(VENV)/.installed
+venv: system $(VENV)/.installed
 
 # Browser libraries for the dashboard: pinned in package.json + package-lock.json,
 # installed from the npm registry, copied into the package's static folder (not committed).

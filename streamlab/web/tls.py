@@ -109,6 +109,15 @@ def cert_sans(cert_pem: bytes) -> set[str]:
         {str(v) for v in ext.get_values_for_type(x509.IPAddress)}
 
 
+def _not_valid_after(cert: Any) -> datetime.datetime:
+    """The certificate's expiry as an aware UTC datetime (cryptography 38, Debian 12's,
+    only has the naive ``not_valid_after``; 42+ adds ``not_valid_after_utc``)."""
+    aware = getattr(cert, "not_valid_after_utc", None)
+    if aware is not None:
+        return aware
+    return cert.not_valid_after.replace(tzinfo=datetime.UTC)
+
+
 def _needs_new(cert_path: str, key_path: str, sans: Sequence[str], now: datetime.datetime) -> str | None:
     """Why the certificate at *cert_path* must be generated again (None: reuse it)."""
     from cryptography import x509
@@ -121,7 +130,7 @@ def _needs_new(cert_path: str, key_path: str, sans: Sequence[str], now: datetime
         cert = x509.load_pem_x509_certificate(pem)
     except (OSError, ValueError) as exc:
         return f"unreadable ({exc})"
-    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+    if _not_valid_after(cert) - now < RENEW_BEFORE:
         return "expires soon"
     wanted = {str(ipaddress.ip_address(s.strip("[]"))) if _is_ip(s) else s for s in sans}
     if cert_sans(pem) != wanted:
