@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from streamlab.errors import Invalid, Unavailable
+from streamlab.errors import Invalid, NotFound, Unavailable
 from streamlab.shaping.kernel import KernelBackend, KernelError
 from streamlab.shaping.model import (
     Capabilities,
@@ -324,6 +324,15 @@ class ShapingService(Service):
         """Raise :class:`Invalid` for control values this host cannot honour (the registry may
         call it from PATCH validation with the merged controls; the /api/nftables door does)."""
         self.check(config_from_fields(port, controls))
+        mode = controls.get("nftables_pattern_template_mode", "sliders")
+        if mode != "sliders" and self.registry is not None:
+            try:
+                variants = list(self.registry.get_by_port(port).manifest_variants or [])
+            except NotFound:
+                return
+            # Conflict (409) when the session's ladder is not known yet
+            template_steps(mode, variants, controls.get("nftables_pattern_margin_pct", 0),
+                           controls.get("nftables_pattern_step_seconds", 12))
 
     def check(self, cfg: PortConfig) -> None:
         """Refuse what this host cannot do (packets units need kernel transport faults)."""

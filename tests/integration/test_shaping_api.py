@@ -53,6 +53,13 @@ def test_endpoints_and_patch_are_one_model(daemon, session):
     assert daemon.request("POST", "/api/nftables/loss/1", {"percent": 1}).status == 404
     r = daemon.request("POST", f"/api/nftables/pattern/{port}", {"template_mode": "ramp_up"})
     assert r.status == 409 and "ladder" in r.json()["error"]
+    # the PATCH door refuses a template without a ladder the same way, and changes nothing
+    before = _session(daemon, sid)
+    r = daemon.request("PATCH", f"/api/session/{sid}", {"set": {"nftables_pattern_template_mode": "pyramid"}})
+    assert r.status == 409 and "ladder" in r.json()["error"], r.json()
+    after = _session(daemon, sid)
+    assert after["nftables_pattern_template_mode"] == "sliders"
+    assert after["control_revision"] == before["control_revision"]
     r = daemon.request("POST", f"/api/nftables/pattern/{port}",
                        {"steps": [{"rate_mbps": 2, "duration_seconds": 1},
                                   {"rate_mbps": 0, "duration_seconds": 1}]})
