@@ -177,7 +177,8 @@ class Metrics:
         for (listener, kind, status), n in sorted(self.requests.items()):
             lines.append(f'streamlab_requests_total{{listener="{listener}",kind="{_esc(kind)}",'
                          f'status="{status}"}} {n}')
-        family("streamlab_requests_in_flight", "gauge", "requests being answered on the main listener")
+        family("streamlab_requests_in_flight", "gauge",
+               "requests being answered on the main listener and the session ports (event streams excepted)")
         lines.append(f"streamlab_requests_in_flight {getattr(self.inflight, 'count', 0)}")
 
         faults = Counter(self._retired_faults)

@@ -95,7 +95,14 @@ class StreamlabService(MultiService):
         stop = self.components.get("graceful-stop")
         if stop is None or not self.running:
             return super().stopService()
-        d = stop.drain(self.namedServices.get("main-listener"))
+        stoppers = []
+        main = self.namedServices.get("main-listener")
+        if main is not None:
+            stoppers.append(main.stopService)
+        sessions = self.components.get("sessions")
+        if sessions is not None:
+            stoppers.append(sessions.stop_accepting)
+        d = stop.drain(*stoppers)
         d.addBoth(lambda _: super(StreamlabService, self).stopService())
         return d
 
@@ -140,6 +147,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     shaping = svc.add("shaping", ShapingService(config, reactor))
     sessions = svc.add("sessions", SessionService(config, reactor, svc.bus,
                                                   origin=lambda: _origin_resource(svc), tls=tls))
+    sessions.registry.inflight = inflight  # session-port requests: the graceful stop waits for them
     sessions_api = SessionsApi(sessions.registry).app.resource()
     for name in SESSION_MOUNTS:
         svc.api.mount(name, sessions_api)

@@ -112,13 +112,18 @@ def test_graceful_stop_stops_accepting_waits_for_in_flight_then_cuts():
     inflight = InFlight()
     stop = GracefulStop(clock, inflight, grace=5)
     stop.startService()
-    listener = Service()
+    listener, ports = Service(), Service()
     listener.startService()
+    ports.startService()
+
+    def broken() -> None:
+        raise RuntimeError("a listener that fails to stop does not stop the drain")
+
     inflight.begin()
     inflight.begin()
     done = []
-    stop.drain(listener).addBoth(done.append)
-    assert not listener.running  # no longer accepting
+    stop.drain(listener.stopService, broken, ports.stopService).addBoth(done.append)
+    assert not listener.running and not ports.running  # no longer accepting, anywhere
     assert not done
     inflight.end()
     clock.advance(4.9)
@@ -136,6 +141,38 @@ def test_graceful_stop_stops_accepting_waits_for_in_flight_then_cuts():
     done3 = []
     stop2.drain().addBoth(done3.append)
     assert done3 == [None]  # nothing in flight: immediate
+
+
+def test_graceful_stop_waits_for_finished_responses_to_leave_the_buffers():
+    """A response that finished but still sits in a connection's write buffer is flushed
+    before the subsystems stop (the reactor's shutdown would drop it), within the grace."""
+    from twisted.internet import tcp
+
+    class R(Clock):
+        writers: list = []
+
+        def getWriters(self):  # noqa: N802 - IReactorFDSet
+            return list(self.writers)
+
+    clock = R()
+    buffered = object.__new__(tcp.Server)  # a connection with bytes still to write
+    clock.writers = [buffered, object()]  # (other writers, e.g. a pipe, do not count)
+    stop = GracefulStop(clock, InFlight(), grace=5)
+    done = []
+    stop.drain().addBoth(done.append)
+    clock.advance(1)
+    assert not done
+    clock.writers = []  # flushed
+    clock.advance(0.05)
+    assert done == [None]
+    # a client that never reads: given up at the grace time
+    clock.writers = [buffered]
+    done2 = []
+    stop.drain().addBoth(done2.append)
+    clock.advance(4.9)
+    assert not done2
+    clock.advance(0.2)
+    assert done2 == [None]
 
 
 def test_exit_status_cleared_only_for_sigterm():

@@ -75,22 +75,27 @@ def test_release_hooks_are_awaited_before_port_reuse_and_reuse_starts_clean():
     assert "player_metrics_buffer_s" not in body
 
 
+class _Port:
+    """A listening port whose stopListening() hands out a Deferred the test fires."""
+
+    def __init__(self, stopped: list[Deferred]) -> None:
+        self.stopped = stopped
+
+    def stopListening(self) -> Deferred:  # noqa: N802 - IListeningPort
+        d: Deferred = Deferred()
+        self.stopped.append(d)
+        return d
+
+
 def test_remove_closes_listener_and_waits_for_it():
     cfg = configmod.load(None, {"session-ports": f"{LO}-{LO}", "session-idle-timeout": "5"})
     reactor = MemoryReactorClock()
     stopped: list[Deferred] = []
-
-    class Port:
-        def stopListening(self):
-            d = Deferred()
-            stopped.append(d)
-            return d
-
     listened = []
 
     def listen(r, port, factory, interface):
         listened.append((port, interface))
-        return Port()
+        return _Port(stopped)
 
     reg = SessionRegistry(cfg, reactor, EventBus(), listen=listen)
     s, _ = reg.get_or_create("p")
@@ -103,6 +108,29 @@ def test_remove_closes_listener_and_waits_for_it():
     stopped[0].callback(None)
     assert done
     assert reg.get_or_create("q")[0].port == LO
+
+
+def test_stop_accepting_closes_every_port_once_and_refuses_new_sessions():
+    """Graceful stop: every session port stops accepting (sessions stay, so open
+    connections finish), no new session is created, and the final remove() does not close
+    a port twice but waits for the same close."""
+    cfg = configmod.load(None, {"session-ports": f"{LO}-{LO + 1}", "session-idle-timeout": "5"})
+    stopped: list[Deferred] = []
+    reg = SessionRegistry(cfg, MemoryReactorClock(), EventBus(), listen=lambda *a: _Port(stopped))
+    a, _ = reg.get_or_create("a")
+    b, _ = reg.get_or_create("b")
+    done = []
+    reg.stop_accepting().addCallback(done.append)
+    assert len(stopped) == 2 and not done
+    assert reg.get("1") is a and reg.get("2") is b  # still there for open connections
+    with pytest.raises(Unavailable, match="shutting down"):
+        reg.get_or_create("c")
+    for d in stopped:
+        d.callback(None)
+    assert done == [None]
+    removed = []
+    reg.remove("1").addCallback(removed.append)
+    assert len(stopped) == 2 and removed  # no second stopListening
 
 
 def test_idle_expiry_runs_on_a_timer_and_activity_extends_it():

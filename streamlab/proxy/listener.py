@@ -182,6 +182,11 @@ class SessionRequest(server.Request):
     # ------------------------------------------------------------------ entry
 
     def process(self) -> None:
+        inflight = getattr(self.channel.site.hooks, "inflight", None)
+        if inflight is not None:
+            # the graceful stop waits for it (finished, aborted or cut at the grace time)
+            inflight.begin()
+            self.notifyFinish().addBoth(lambda _: inflight.end())
         try:
             handled = self._fault_layer()
         except Exception:  # noqa: BLE001 - a bug in the layer must not take the stream down

@@ -146,6 +146,11 @@ class SessionRegistry:
         self._ticker.clock = clock
         self._ticks = 0
         self.stopped = False
+        # False once the daemon stops accepting (graceful stop): session ports are closed
+        # for new connections, open ones finish their responses within the grace time
+        self.accepting = True
+        # streamlab.shutdown.InFlight (set by the daemon): session-port requests count there
+        self.inflight: Any = None
 
     # ------------------------------------------------------------------ lookup
 
@@ -203,6 +208,8 @@ class SessionRegistry:
             if set_:
                 self.patch(existing.session_id, set_)
             return existing, False
+        if self.stopped or not self.accepting:
+            raise Unavailable("shutting down", detail="the daemon is stopping; no new sessions")
         changes: dict[str, Any] = {}
         defaults = fields_mod.control_defaults(self.config.shaping.default_rate_mbps)
         if set_:
@@ -433,7 +440,9 @@ class SessionRegistry:
         self._leave_group(session)
         self.pool.begin_release(port)
         waits: list[defer.Deferred] = []
-        if session.listener is not None:
+        if session.listener_stopped is not None:
+            waits.append(session.listener_stopped)
+        elif session.listener is not None:
             waits.append(defer.maybeDeferred(session.listener.stopListening))
         if session.site is not None:
             session.site.abort_all()
@@ -484,6 +493,20 @@ class SessionRegistry:
             self.remove(sid, "expired")
         except Exception:  # noqa: BLE001 - timers survive their errors
             log.failure("expiry check failed")
+
+    def stop_accepting(self) -> defer.Deferred:
+        """Graceful stop, first phase: no new session, no new connection on any session
+        port; connections already open keep being served.  Fires when every port closed."""
+        self.accepting = False
+        waits = []
+        for session in self._by_id.values():
+            if session.listener is not None and session.listener_stopped is None:
+                d = defer.maybeDeferred(session.listener.stopListening)
+                # remove() waits on this too; keep a result for it
+                session.listener_stopped = d.addErrback(
+                    lambda f, port=session.port: log.failure("closing session port {port}", f, port=port))
+                waits.append(session.listener_stopped)
+        return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
     def stop(self) -> defer.Deferred:
         """Daemon stop: remove every session, stop timers and SSE."""

@@ -35,7 +35,14 @@ class SessionService(MultiService):
 
     def startService(self) -> None:  # noqa: N802 - twisted API
         self.registry.stopped = False
+        self.registry.accepting = True
         super().startService()
+
+    def stop_accepting(self) -> defer.Deferred:
+        """Graceful stop, first phase: the bootstrap listener and every session port stop
+        accepting; open connections keep being served (see streamlab.shutdown)."""
+        return defer.DeferredList([defer.maybeDeferred(self.bootstrap.stopService),
+                                   self.registry.stop_accepting()], consumeErrors=True)
 
     def stopService(self) -> defer.Deferred:  # noqa: N802 - twisted API
         d1 = defer.maybeDeferred(super().stopService)

@@ -81,6 +81,7 @@ class Session:
         self.server_received_at_ms: int | None = None
         # wire state (owned by the listener / registry)
         self.listener: Any = None
+        self.listener_stopped: Any = None  # Deferred once the port stopped accepting
         self.site: Any = None
         self.channels: set[Any] = set()
         self.latest_transport: Any = None

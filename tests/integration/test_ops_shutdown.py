@@ -1,7 +1,8 @@
 """SIGTERM on a busy daemon: exit status 0, no ffmpeg child left behind during an encode,
 and (in a network namespace, with the kernel shaping backend where usable) no htb class
 and no ``inet streamlab`` nftables rule left during a shaped download; a held request on
-the main listener is answered before the exit, an open event stream does not delay it."""
+the main listener or on a session port is answered before the exit, an open event stream
+does not delay it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 
 import m3u8
+import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
@@ -77,20 +79,35 @@ def test_sigterm_during_an_encode_leaves_no_ffmpeg(tmp_path):
     assert [p for p in pids if _alive(p)] == []
 
 
-def test_sigterm_lets_a_held_playlist_request_finish(tmp_path, test_item):
-    """A blocking LL-HLS reload in flight on the main listener gets its answer before the
-    daemon exits (within shutdown_grace_seconds)."""
+def _in_flight(d: Daemon) -> int:
+    """The daemon's own count of requests being answered (its /metrics gauge), less the
+    /metrics request itself."""
+    for line in d.get("/metrics").text.splitlines():
+        if line.startswith("streamlab_requests_in_flight "):
+            return int(float(line.split()[1])) - 1
+    raise AssertionError("no streamlab_requests_in_flight in /metrics")
+
+
+@pytest.mark.parametrize("listener", ["main", "session port"])
+def test_sigterm_lets_a_held_playlist_request_finish(tmp_path, test_item, listener):
+    """A blocking LL-HLS reload in flight gets its answer before the daemon exits (within
+    shutdown_grace_seconds), on the main listener and through a player's session port."""
     d = Daemon(str(tmp_path), {"server": {"shutdown_grace_seconds": "15"}})
     install_test_item(d.media_dir)
     d.start()
     try:
         _wait(lambda: d.get("/go-live/testclip/master.m3u8").status == 200, 30, "the test item")
-        text = d.get("/go-live/testclip/playlist_360p.m3u8").text
-        last_msn = m3u8.loads(text).media_sequence + len(m3u8.loads(text).segments) - 1
+        port = d.port
+        if listener == "session port":
+            r = d.request("POST", "/api/sessions", {"player_id": "drain-me"})
+            assert r.status in (200, 201), r.text
+            port = int(r.json().get("session", r.json())["x_forwarded_port"])
+        pl = m3u8.loads(d.get("/go-live/testclip/playlist_360p.m3u8").text)
+        last_msn = pl.media_sequence + len(pl.segments) - 1
         path = f"/go-live/testclip/playlist_360p.m3u8?_HLS_msn={last_msn + 1}&_HLS_part=0"
-        sock = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        time.sleep(0.2)  # the request is parsed and held
+        _wait(lambda: _in_flight(d) >= 1, 10, "the request to be held")
     except BaseException:
         d.stop()
         raise
@@ -100,7 +117,7 @@ def test_sigterm_lets_a_held_playlist_request_finish(tmp_path, test_item):
         data += chunk
     sock.close()
     assert d.proc.wait(30) == 0, d.log()[-3000:]
-    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert data.startswith(b"HTTP/1.1 200"), d.log()[-3000:]
     assert f"LAST-MSN={last_msn + 1}".encode() in data or b"seg_" in data
 
 
