@@ -10,7 +10,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the daemon and its tests use. The second line is the daemon's compiled
 # Python dependencies: the venv sees them through its system site-packages, exactly as
 # the Debian package does (constraints.txt, docs/operations.md).
-SYSTEM_PACKAGES := python3 python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core \
+SYSTEM_PACKAGES := python3 python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core systemd \
                    python3-cryptography python3-openssl python3-service-identity \
                    python3-bcrypt python3-zope.interface python3-markupsafe \
                    debhelper dh-python python3-all dpkg-dev
