@@ -330,11 +330,13 @@ def test_install_run_upgrade_remove_purge(deb: Path, tmp_path: Path) -> None:
     """`apt install ./streamlab_*.deb` for real: user, directories, conffile, enabled unit;
     the ExecStart line runs as the streamlab user; an upgrade keeps a local config change
     and the data; remove keeps data and config; purge removes them and the user."""
+    # one installation at a time on this machine, whichever checkout runs the test
+    lock = open("/tmp/streamlab-package-install-test.lock", "a")  # noqa: SIM115 - held for the test
+    fcntl.flock(lock, fcntl.LOCK_EX)
     why = _installable_here()
     if why:
+        lock.close()
         pytest.skip(why)
-    lock = open(TOP / "build/deb.lock", "a")  # noqa: SIM115 - held for the whole test
-    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         _apt("install", str(deb))
         user = _passwd("streamlab")
