@@ -130,7 +130,54 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 
 
 @implementer(IPushProducer)
-class FileRangeProducer:
+class FilePushProducer:
+    """The push-producer plumbing the origin's file writers share: ``pauseProducing`` and
+    ``resumeProducing`` stop and restart :meth:`_pump` (the subclass's writing loop),
+    ``stopProducing`` (the client went away) and the end of the data both go through
+    :meth:`_end`, which closes the file, unregisters from the request and, when the body
+    is complete, finishes it."""
+
+    request: IRequest
+    fh: IO[bytes]
+    done = False
+    paused = False
+    registered = False
+    _writing = False
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _on_end(self) -> None:
+        """Subclass hook: release whatever else is held (a timer) when the writer ends."""
+
+    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self.paused = False
+        if not self.done:
+            self._pump()
+
+    def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
+        self._end(False)
+
+    def _end(self, complete: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._on_end()
+            if not self.fh.closed:
+                self.fh.close()
+        finally:
+            if self.registered:
+                self.registered = False
+                self.request.unregisterProducer()
+            if complete:
+                self.request.finish()
+
+
+class FileRangeProducer(FilePushProducer):
     """Writes ``length`` bytes of an open file from ``offset`` to a request in ``chunk``-sized
     reads, as a push producer: it keeps writing until the transport pauses it (its buffer
     is full) and continues on ``resumeProducing``; at the end it unregisters, closes the
@@ -143,16 +190,12 @@ class FileRangeProducer:
         self.fh = fh
         self.remaining = length
         self.chunk = chunk
-        self.done = False
-        self.paused = False
-        self.registered = False
-        self._writing = False
         fh.seek(offset)
 
     def start(self) -> None:
         """Register with the request and write until paused or done."""
         if self.remaining <= 0:
-            self._finish(True)
+            self._end(True)
             return
         self.registered = True
         self.request.registerProducer(self, True)
@@ -166,38 +209,14 @@ class FileRangeProducer:
             while not self.paused and not self.done:
                 data = self.fh.read(min(self.chunk, self.remaining))
                 if not data:  # the file shrank under us: end the response
-                    self._finish(True)
+                    self._end(True)
                     return
                 self.remaining -= len(data)
                 self.request.write(data)
                 if self.remaining <= 0:
-                    self._finish(True)
+                    self._end(True)
         finally:
             self._writing = False
-
-    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer
-        self.paused = True
-
-    def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer
-        self.paused = False
-        if not self.done:
-            self._pump()
-
-    def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
-        self._finish(False)
-
-    def _finish(self, complete: bool) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            self.fh.close()
-        finally:
-            if self.registered:
-                self.registered = False
-                self.request.unregisterProducer()
-            if complete:
-                self.request.finish()
 
 
 def read_span(path: str, offset: int, length: int) -> bytes:

@@ -65,18 +65,25 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
 from streamlab.api.errors import write_error
 from streamlab.errors import Invalid, NotFound, StreamlabError, Unavailable
 from streamlab.live import blocking, dash, hls
-from streamlab.live.media import CHUNK, FileRangeProducer, Unsatisfiable, content_type, parse_range, resolve
+from streamlab.live.media import (
+    CHUNK,
+    FilePushProducer,
+    FileRangeProducer,
+    Unsatisfiable,
+    content_type,
+    parse_range,
+    resolve,
+)
 from streamlab.live.timeline import LiveTimeline, part_ends
 from streamlab.live.waiters import Waiter, WaitQueue
 from streamlab.live.workers import WorkerRegistry, iso
@@ -549,8 +556,7 @@ def _part_schedule(index: ContentIndex, track: Track, number: int, offset: int,
     return [(None, ready)]
 
 
-@implementer(IPushProducer)
-class _Paced:
+class _Paced(FilePushProducer):
     """Writes bytes ``first..last`` of a segment file as its parts are published: the bytes
     up to the end of a part are released at that part's publish time (bytes before the first
     part with it, bytes after the last part with the last).  Released bytes are written as a
@@ -567,9 +573,6 @@ class _Paced:
         self.released = first
         self.last = last
         self.waiter: Waiter | None = None
-        self.paused = False
-        self.done = False
-        self._writing = False
         cuts: list[tuple[int, float]] = []
         for part, at in sorted(schedule, key=lambda pa: pa[1]):
             end = last + 1 if part is None else part.offset + part.size
@@ -584,6 +587,7 @@ class _Paced:
     def start(self) -> None:
         """Register with the request and write what is published already."""
         self.request.notifyFinish().addErrback(lambda _f: self._end(False))
+        self.registered = True
         self.request.registerProducer(self, True)
         self._pump()
 
@@ -616,28 +620,10 @@ class _Paced:
         finally:
             self._writing = False
 
-    def pauseProducing(self) -> None:  # noqa: N802 - IPushProducer
-        self.paused = True
-
-    def resumeProducing(self) -> None:  # noqa: N802 - IPushProducer
-        self.paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
-        self._end(False)
-
-    def _end(self, complete: bool) -> None:
-        if self.done:
-            return
-        self.done = True
+    def _on_end(self) -> None:
         if self.waiter is not None:
             self.waiter.cancel()
             self.waiter = None
-        if not self.fh.closed:
-            self.fh.close()
-        self.request.unregisterProducer()
-        if complete:
-            self.request.finish()
 
 
 class OriginService(Service):
