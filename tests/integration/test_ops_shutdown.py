@@ -17,12 +17,12 @@ import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
+from streamlab.testing.netns import run
 from tests.integration.test_shaping_daemon_kernel import (
     NsDaemon,
     _classes,
     _root_kind,
     _rules,
-    _run,
     netns,  # noqa: F401 - fixture
 )
 
@@ -154,7 +154,7 @@ def test_sigterm_during_a_shaped_download_cleans_the_kernel(netns, tmp_path):  #
         result: dict = {}
 
         def download() -> None:
-            out = _run(*d.ns, "curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w", "%{size_download}",
+            out = run(*d.ns, "curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w", "%{size_download}",
                        f"http://127.0.0.1:{port}{seg}", check=False, timeout=90)
             result["bytes"] = out.stdout
 
@@ -175,5 +175,5 @@ def test_sigterm_during_a_shaped_download_cleans_the_kernel(netns, tmp_path):  #
         assert port not in _classes(d)
         assert _root_kind(d) != ["htb"]
     assert _rules(d) == []
-    assert "streamlab" not in _run(*d.ns, "nft", "list", "tables").stdout
+    assert "streamlab" not in run(*d.ns, "nft", "list", "tables").stdout
     assert "bytes" in result  # the client saw its connection end (cut or finished)

@@ -7,39 +7,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
+
+from streamlab.testing.netns import network_namespace, run
 
 pytestmark = pytest.mark.kernel
 
 
-def _run(*argv, check=True, timeout=30):
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="module")
 def netns():
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft") or not shutil.which("curl"):
-        reason = "needs root, ip, nft and curl"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    name = f"sldmn{uuid.uuid4().hex[:6]}"
-    out = _run("ip", "netns", "add", name, check=False)
-    if out.returncode != 0:
-        reason = f"cannot create a network namespace: {out.stderr.strip()}"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    try:
-        _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+    with network_namespace("sldmn", ("ip", "nft", "curl")) as name:
         yield name
-    finally:
-        _run("ip", "netns", "del", name, check=False)
 
 
 class NsDaemon:
@@ -71,7 +56,7 @@ interface = lo
         args = [*self.ns, "curl", "-s", "--max-time", str(max_time), "-X", method, "-w", "\n%{http_code}"]
         if body is not None:
             args += ["-H", "content-type: application/json", "-d", json.dumps(body)]
-        out = _run(*args, f"http://127.0.0.1:{port}{path}", check=False, timeout=max_time + 10)
+        out = run(*args, f"http://127.0.0.1:{port}{path}", check=False, timeout=max_time + 10)
         text, _, code = out.stdout.rpartition("\n")
         return int(code or 0), (json.loads(text) if text.strip().startswith(("{", "[")) else text)
 
@@ -116,7 +101,7 @@ def _root_kind(d):
 
 
 def _rules(d):
-    out = _run(*d.ns, "nft", "-j", "list", "ruleset")
+    out = run(*d.ns, "nft", "-j", "list", "ruleset")
     return [i["rule"] for i in json.loads(out.stdout)["nftables"] if "rule" in i]
 
 
@@ -155,4 +140,4 @@ def test_daemon_drives_the_kernel_and_cleans_up(netns, tmp_path):
         rc = d.stop()
     assert rc in (0, -signal.SIGTERM), open(d.log).read()[-3000:]  # twistd re-raises SIGTERM
     assert _root_kind(d) != ["htb"]
-    assert "streamlab" not in _run(*d.ns, "nft", "list", "tables").stdout
+    assert "streamlab" not in run(*d.ns, "nft", "list", "tables").stdout

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import pytest_twisted
 
 from streamlab.shaping.kernel import KernelBackend, classid
 from streamlab.shaping.model import KernelPort
+from streamlab.testing.netns import network_namespace, run
 
 pytestmark = pytest.mark.kernel
 
@@ -30,31 +29,12 @@ def _t(fn, *args, **kw):
     return threads.deferToThread(fn, *args, **kw)
 
 
-def _run(*argv, check=True, timeout=30):
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="module")
 def netns():
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
-        reason = "kernel shaping tests need root, ip and nft"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    name = f"slshape{uuid.uuid4().hex[:6]}"
-    out = _run("ip", "netns", "add", name, check=False)
-    if out.returncode != 0:
-        reason = f"cannot create a network namespace: {out.stderr.strip()}"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    try:
-        # Packets closer to a NIC's than lo's 64 KiB GSO lumps (which make a 3 s goodput
-        # reading at a few Mbps jump by a whole packet, ~2 %).
-        _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "mtu", "16384", "gso_max_size", "16384",
-             check=False)
-        _run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+    with network_namespace("slshape", ("ip", "nft"), lo_mtu=16384) as name:
         yield name
-    finally:
-        _run("ip", "netns", "del", name, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +66,7 @@ def servers(netns, files):
 
 
 def _curl(netns, port, path, max_time=10.0):
-    out = _run("ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "--max-time", str(max_time),
+    out = run("ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "--max-time", str(max_time),
                "-w", "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
                f"http://127.0.0.1:{port}{path}", check=False, timeout=max_time + 10)
     fields = out.stdout.split()
@@ -115,7 +95,7 @@ print((got - n0) * 8 / (now - t0) / 1e6)
 
 def _sustained_mbps(netns, port, cap, seconds=3.0):
     """Goodput of a bulk download measured for ~3 s after the first 128 KiB (inside the netns)."""
-    out = _run("ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, str(port), str(seconds),
+    out = run("ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, str(port), str(seconds),
                timeout=60)
     return float(out.stdout.strip())
 
@@ -146,7 +126,7 @@ def _tc_filters(netns):
 
 
 def _nft_rules(netns):
-    out = _run("ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset")
+    out = run("ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset")
     return [i["rule"] for i in json.loads(out.stdout)["nftables"] if "rule" in i]
 
 
@@ -164,7 +144,7 @@ async def backend(netns, servers):
     yield kb
     await kb.stop()
     assert not [c for c in (await _t(_tc_classes, netns)) if c.get("handle", "").startswith("5eb:")]
-    out = _run("ip", "netns", "exec", netns, "nft", "-j", "list", "tables")
+    out = run("ip", "netns", "exec", netns, "nft", "-j", "list", "tables")
     assert "streamlab" not in out.stdout
 
 
@@ -244,9 +224,9 @@ async def test_packet_budget_rule_drops_only_that_many(netns, servers, backend):
 async def test_start_removes_leftovers(netns, servers, backend):
     # A previous run's leftovers: our table with a stale rule, our class.
     ns = ("ip", "netns", "exec", netns)
-    await _t(_run, *ns, "nft", "add", "rule", "inet", "streamlab", "transport_faults",
+    await _t(run, *ns, "nft", "add", "rule", "inet", "streamlab", "transport_faults",
              "tcp", "dport", "9999", "counter", "drop")
-    await _t(_run, *ns, "tc", "class", "add", "dev", "lo", "parent", "5eb:", "classid",
+    await _t(run, *ns, "tc", "class", "add", "dev", "lo", "parent", "5eb:", "classid",
              f"5eb:{classid(9999) & 0xffff:x}", "htb", "rate", "1mbit")
     support = await (backend.start())
     assert support.htb and support.nft
