@@ -178,6 +178,7 @@ class SessionRequest(server.Request):
     _draining = False
     _drain_timer: IDelayedCall | None = None
     _transport_ref: Any = None
+    _inflight: Any = None
 
     # ------------------------------------------------------------------ entry
 
@@ -186,7 +187,8 @@ class SessionRequest(server.Request):
         if inflight is not None:
             # the graceful stop waits for it (finished, aborted or cut at the grace time)
             inflight.begin()
-            self.notifyFinish().addBoth(lambda _: inflight.end())
+            self._inflight = inflight
+            self.notifyFinish().addBoth(lambda _: self._leave_inflight())
         try:
             handled = self._fault_layer()
         except Exception:  # noqa: BLE001 - a bug in the layer must not take the stream down
@@ -290,6 +292,11 @@ class SessionRequest(server.Request):
         self._dead = True
         self._stop_origin()
 
+    def _leave_inflight(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.end()
+
     def _stop_origin(self) -> None:
         """Tell the origin's producer (if any) to stop: its bytes will not be sent."""
         producer = self.producer
@@ -309,8 +316,10 @@ class SessionRequest(server.Request):
             delay_seconds=settings.socket_delay_seconds, drain=drain)
         self._action.start()
         if self._action.action in ("hang", "delayed"):
-            # Log now: the connection may stay open for a long time.
+            # Log now: the connection may stay open for a long time.  No answer is coming,
+            # so a graceful stop has nothing to wait for either.
             self._done(disconnected=False)
+            self._leave_inflight()
 
     def _arm_timeouts(self, session: Any, kind: str) -> None:
         active, idle = faults.transfer_timeouts(session.controls.values, kind)

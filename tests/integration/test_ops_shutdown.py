@@ -18,6 +18,7 @@ import pytest
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
 from streamlab.testing.netns import run
+from tests.integration.sessions_helpers import create_session, network, open_get, stable_seg
 from tests.integration.test_shaping_daemon_kernel import (
     NsDaemon,
     _classes,
@@ -119,6 +120,34 @@ def test_sigterm_lets_a_held_playlist_request_finish(tmp_path, test_item, listen
     assert d.proc.wait(30) == 0, d.log()[-3000:]
     assert data.startswith(b"HTTP/1.1 200"), d.log()[-3000:]
     assert f"LAST-MSN={last_msn + 1}".encode() in data or b"seg_" in data
+
+
+def test_a_deliberately_hung_request_does_not_delay_the_stop(tmp_path, test_item):
+    """A socket-hang fault never answers: it is not counted in flight, so SIGTERM does not
+    wait the grace time for it; its connection is cut."""
+    d = Daemon(str(tmp_path), {"server": {"shutdown_grace_seconds": "20"},
+                               "sessions": {"socket_hang_seconds": "60"}})
+    install_test_item(d.media_dir)
+    d.start()
+    try:
+        _wait(lambda: d.get("/go-live/testclip/master.m3u8").status == 200, 30, "the test item")
+        s = create_session(d, "hang-me", {"segment_failure_type": "request_first_byte_hang"})
+        sock = open_get(int(s["x_forwarded_port"]), stable_seg())
+        _wait(lambda: any(e["faulted"] for e in network(d, s["session_id"])), 10, "the hang")
+        assert _in_flight(d) == 0
+    except BaseException:
+        d.stop()
+        raise
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 10  # not the 20 s grace, nor the 60 s hang
+    sock.settimeout(5)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    sock.close()
 
 
 def test_open_event_stream_does_not_delay_the_stop(tmp_path):
