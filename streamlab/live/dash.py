@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from streamlab.live.hls import file_pieces, format_pdt, pieces_per_file
+from streamlab.live.hls import compact_number, file_pieces, format_pdt, pieces_per_file
 from streamlab.live.timeline import EPS, LiveTimeline, index_cache
 from streamlab.media.index import ContentIndex, Track
 
@@ -41,14 +41,9 @@ LL_UPDATE_PERIOD = 1.0
 UPDATE_PERIOD = 2.0
 
 
-def _secs(x: float) -> str:
-    s = f"{x:.3f}".rstrip("0").rstrip(".")
-    return s or "0"
-
-
 def duration(x: float) -> str:
     """xs:duration in seconds: ``PT6S``, ``PT0.2S``."""
-    return f"PT{_secs(x)}S"
+    return f"PT{compact_number(x)}S"
 
 
 def _iso(t: float) -> str:
@@ -161,7 +156,7 @@ def _template_body(index: ContentIndex, kind: str) -> str:
     out = []
     ato = ""
     if kind == "ll":
-        ato = (f' availabilityTimeOffset="{_secs(index.segment_duration - index.part_duration)}"'
+        ato = (f' availabilityTimeOffset="{compact_number(index.segment_duration - index.part_duration)}"'
                ' availabilityTimeComplete="false"')
     for i, (ctype, tracks) in enumerate(_groups(index)):
         out.append(_aset_open(i, ctype, tracks))

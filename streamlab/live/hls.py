@@ -36,8 +36,9 @@ def playlist_name(kind: str, track_id: str, container: str = "fmp4") -> str:
     return name + ("?format=ts" if container == "ts" else "")
 
 
-def _num(x: float) -> str:
-    """Compact decimal for attribute values: ``0.6``, ``36``, ``0.214``."""
+def compact_number(x: float) -> str:
+    """Compact decimal (at most 3 places) for attribute values: ``0.6``, ``36``, ``0.214``;
+    the DASH MPD writes its durations with it too."""
     s = f"{x:.3f}".rstrip("0").rstrip(".")
     return s or "0"
 
@@ -194,12 +195,12 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
         hold_back = 3 * max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
         skip_until = 6.0 * target
         top = (f"#EXTM3U\n#EXT-X-VERSION:{LL_VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
-               f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={_num(hold_back)},"
-               f"CAN-SKIP-UNTIL={_num(skip_until)}\n#EXT-X-PART-INF:PART-TARGET={_num(part_target)}\n")
+               f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={compact_number(hold_back)},"
+               f"CAN-SKIP-UNTIL={compact_number(skip_until)}\n#EXT-X-PART-INF:PART-TARGET={compact_number(part_target)}\n")
     else:
         skip_until = 0.0
         top = (f"#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
-               f"#EXT-X-SERVER-CONTROL:HOLD-BACK={_num(3.0 * target)}\n")
+               f"#EXT-X-SERVER-CONTROL:HOLD-BACK={compact_number(3.0 * target)}\n")
     got = _Lines(target, "#EXT-X-INDEPENDENT-SEGMENTS\n" + map_line, top, map_line, tuple(entries),
                  tuple(part_lines), tuple(all_parts), tuple(hints), part_target, skip_until)
     cache[key] = got
