@@ -10,10 +10,11 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -78,8 +79,8 @@ class Response:
 
 def request(port: int, method: str, path: str, body: Any = None,
             headers: Mapping[str, str] | None = None, timeout: float = 30.0,
-            host: str = "127.0.0.1") -> Response:
-    """One blocking HTTP request; dict/list bodies are sent as JSON."""
+            host: str = "127.0.0.1", context: ssl.SSLContext | None = None) -> Response:
+    """One blocking HTTP request (HTTPS with *context*); dict/list bodies are sent as JSON."""
     hdrs = dict(headers or {})
     data: bytes | None
     if isinstance(body, (dict, list)):
@@ -87,7 +88,8 @@ def request(port: int, method: str, path: str, body: Any = None,
         hdrs.setdefault("Content-Type", "application/json")
     else:
         data = body
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn = (http.client.HTTPConnection(host, port, timeout=timeout) if context is None
+            else http.client.HTTPSConnection(host, port, timeout=timeout, context=context))
     try:
         conn.request(method, path, body=data, headers=hdrs)
         resp = conn.getresponse()
@@ -100,8 +102,10 @@ class Daemon:
     """A running daemon.  Use as a context manager or call start()/stop()."""
 
     def __init__(self, workdir: str, config: Mapping[str, Mapping[str, Any]] | None = None,
-                 session_ports: int = 20) -> None:
+                 session_ports: int = 20, twistd_args: Sequence[str] = ()) -> None:
+        """*twistd_args* go before the plugin name (e.g. ``--logger streamlab.logs.json``)."""
         self.workdir = workdir
+        self.twistd_args = list(twistd_args)
         self.port = free_port()
         self.bootstrap_port = free_port()
         self.session_range = free_port_block(session_ports)
@@ -131,7 +135,8 @@ class Daemon:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [twistd, "--nodaemon", "--pidfile=", "streamlab", "--config", self.config_path],
+            [twistd, "--nodaemon", "--pidfile=", *self.twistd_args, "streamlab",
+             "--config", self.config_path],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent,
         )

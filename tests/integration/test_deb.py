@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import configparser
 import fcntl
-import http.client
 import io
 import json
 import os
@@ -186,13 +185,7 @@ def _https_get(port: int, path: str, cafile: Path) -> Response:
     if not cafile.exists():
         raise OSError("no certificate yet")
     ctx = ssl.create_default_context(cafile=str(cafile))
-    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return Response(resp.status, dict(resp.getheaders()), resp.read())
-    finally:
-        conn.close()
+    return request(port, "GET", path, timeout=5, host="localhost", context=ctx)
 
 
 def test_unit_exec_start_runs_the_daemon(root: Path, tmp_path: Path) -> None:

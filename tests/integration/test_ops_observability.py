@@ -4,12 +4,9 @@ writes one JSON object per line; SIGTERM exits 0.  One real daemon (JSON logging
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,32 +16,12 @@ from streamlab.testing.daemon import Daemon, request
 from streamlab.testing.fixtures import install_test_item
 
 
-class JsonDaemon(Daemon):
-    """The test daemon started with ``--logger streamlab.logs.json`` (stdout -> log file)."""
-
-    def start(self, timeout: float = 30.0) -> JsonDaemon:
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [twistd, "--nodaemon", "--pidfile=", "--logger", "streamlab.logs.json", "streamlab",
-                 "--config", self.config_path],
-                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if self.get("/api/health", timeout=2).status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(self.log())
-
-
 @pytest.fixture(scope="module")
 def d(tmp_path_factory, test_item):
-    daemon = JsonDaemon(str(tmp_path_factory.mktemp("ops-obs")), session_ports=4,
-                        config={"sessions": {"socket_body_bytes": 1000}})
+    # JSON logging: the daemon runs with --logger streamlab.logs.json (stdout -> log file)
+    daemon = Daemon(str(tmp_path_factory.mktemp("ops-obs")), session_ports=4,
+                    config={"sessions": {"socket_body_bytes": 1000}},
+                    twistd_args=["--logger", "streamlab.logs.json"])
     install_test_item(daemon.media_dir)
     daemon.start()
     deadline = time.monotonic() + 30

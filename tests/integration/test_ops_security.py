@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
-import json
 import os
 import socket
 import ssl
@@ -28,7 +27,7 @@ import bcrypt
 import m3u8
 import pytest
 
-from streamlab.testing.daemon import Daemon, Response
+from streamlab.testing.daemon import Daemon, Response, request
 from streamlab.testing.fixtures import install_test_item
 
 USERS = {"alice": "wonder land", "bob": "builder"}
@@ -37,18 +36,7 @@ BODY = 65536
 
 def _https(ctx: ssl.SSLContext, port: int, method: str, path: str, body: Any = None,
            headers: dict[str, str] | None = None, timeout: float = 30.0) -> Response:
-    hdrs = dict(headers or {})
-    data = None
-    if isinstance(body, (dict, list)):
-        data = json.dumps(body).encode()
-        hdrs.setdefault("Content-Type", "application/json")
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
-    try:
-        conn.request(method, path, body=data, headers=hdrs)
-        r = conn.getresponse()
-        return Response(r.status, dict(r.getheaders()), r.read())
-    finally:
-        conn.close()
+    return request(port, method, path, body, headers, timeout, context=ctx)
 
 
 def _tls_exchange(ctx: ssl.SSLContext, port: int, request: bytes, timeout: float = 10.0) -> tuple[bytes, str]:
