@@ -208,7 +208,7 @@ class SessionRegistry:
             if set_:
                 self.patch(existing.session_id, set_)
             return existing, False
-        if self.stopped or not self.accepting:
+        if not self.accepting:
             raise Unavailable("shutting down", detail="the daemon is stopping; no new sessions")
         changes: dict[str, Any] = {}
         defaults = fields_mod.control_defaults(self.config.shaping.default_rate_mbps)
@@ -511,6 +511,7 @@ class SessionRegistry:
     def stop(self) -> defer.Deferred:
         """Daemon stop: remove every session, stop timers and SSE."""
         self.stopped = True
+        self.accepting = False
         if self._ticker.running:
             self._ticker.stop()
         if self.pinger is not None:
