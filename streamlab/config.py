@@ -177,6 +177,10 @@ SCHEMA: tuple[Key, ...] = (
         "sessions per non-private client IP (0 = unlimited)"),
     Key("server", "shutdown_grace_seconds", _float_range(0, 600), "5",
         "SIGTERM: time in-flight responses get before they are cut"),
+    Key("server", "request_head_timeout", _float_range(1, 600), "20",
+        "seconds a client has to send a whole request head (line + headers) on any port; then 408"),
+    Key("server", "max_connections_per_client_ip", _int_range(0, 100000), "256",
+        "open connections per client address on the main listener (0 = unlimited); more get 429"),
     # [paths]
     Key("paths", "media_dir", _path, "/var/lib/streamlab/media", "originals/ and dynamic_content/"),
     Key("paths", "state_dir", _path, "/var/lib/streamlab", "sqlite database, uploads, job logs, keys"),

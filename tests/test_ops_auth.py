@@ -37,7 +37,8 @@ def test_parse_and_check():
     (b"api", b"GET", False), (b"api", b"HEAD", False), (b"api", b"OPTIONS", False),
     (b"api", b"POST", True), (b"api", b"PATCH", True), (b"api", b"DELETE", True), (b"api", b"PUT", True),
     (b"debug", b"GET", True), (b"dashboard", b"GET", True),
-    (b"go-live", b"GET", False), (b"go-live", b"POST", False), (b"metrics", b"GET", False),
+    (b"go-live", b"GET", False), (b"go-live", b"POST", True), (b"go-live", b"DELETE", True),
+    (b"metrics", b"GET", False), (b"metrics", b"TRACE", True),
     (b"", b"GET", False),
 ])
 def test_protected_paths(segment, method, needs):

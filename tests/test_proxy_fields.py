@@ -198,7 +198,11 @@ def test_enums_and_bools(key, good, bad):
 def test_url_lists():
     assert validate({"segment_failure_urls": ["720p", " All "]}, None, current())["segment_failure_urls"] == [
         "720p", "All"]
-    assert validate({"segment_failure_urls": "720p"}, None, current())["segment_failure_urls"] == ["720p"]
+    # a bare string is a JSON type error; legacy form posts may still send one
+    invalid({"segment_failure_urls": "720p"})
+    invalid({"content_allowed_variants": "720p"})
+    assert validate({"segment_failure_urls": "720p"}, None, current(), coerce_strings=True)[
+        "segment_failure_urls"] == ["720p"]
     assert validate({"content_allowed_variants": []}, None, current())["content_allowed_variants"] == []
     for bad in ([1], {"a": 1}, ["x" * 2000], ["a"] * 101):
         invalid({"segment_failure_urls": bad})

@@ -31,9 +31,27 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
     return 500, {"error": "internal error"}
 
 
+DEFAULT_ALLOW = "GET, HEAD, OPTIONS"
+
+
+def allowed_methods(exc: BaseException) -> str:
+    """The ``Allow`` header of a 405 for *exc*: its ``allow`` (domain errors), Werkzeug's
+    ``valid_methods`` (Klein's router) or the read-only default."""
+    allow = getattr(exc, "extra", {}).get("allow") if isinstance(exc, StreamlabError) else None
+    if not allow:
+        valid = getattr(exc, "valid_methods", None)
+        if valid:
+            names = {m.upper() for m in valid} | {"OPTIONS"}
+            allow = ", ".join(sorted(names))
+    return str(allow or DEFAULT_ALLOW)
+
+
 def write_error(request: IRequest, exc: BaseException) -> bytes:
-    """Set status and headers on *request* for *exc*; return the body bytes."""
+    """Set status and headers on *request* for *exc*; return the body bytes (a 405
+    always names the allowed methods in ``Allow``)."""
     status, body = error_body(exc)
+    if status == 405:
+        request.setHeader(b"allow", allowed_methods(exc).encode("ascii"))
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")

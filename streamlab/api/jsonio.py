@@ -10,6 +10,8 @@ from twisted.web.iweb import IRequest
 from streamlab.errors import Invalid, TooLarge
 
 MAX_JSON_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays/objects a request body may have (a control PATCH needs 4)."""
 
 
 def respond(request: IRequest, body: Any, status: int = 200) -> bytes:
@@ -40,9 +42,30 @@ def read_json(request: IRequest, limit: int = MAX_JSON_BYTES, *, empty: Any = No
             return empty
         raise Invalid("invalid json", detail="empty body")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid("invalid json", detail=str(exc)) from None
+    except RecursionError:  # deeper than the interpreter's stack
+        raise Invalid("invalid json", detail=f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_depth(value)
+    return value
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 ``invalid json`` when *value* nests arrays/objects deeper than *limit*
+    (checked without recursion, so any parsed value is safe to walk)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise Invalid("invalid json", detail=f"nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def read_object(request: IRequest, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from streamlab.api.errors import write_error
-from streamlab.errors import NotFound
+from streamlab.errors import Invalid, NotFound
 
 CORS_HEADERS = {
     b"access-control-allow-origin": b"*",
@@ -26,6 +26,16 @@ def apply_api_headers(request: IRequest) -> None:
     for name, value in CORS_HEADERS.items():
         request.setHeader(name, value)
     request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
+
+
+def _utf8(segments: list[bytes]) -> bool:
+    """Do all (percent-decoded) path *segments* decode as UTF-8?"""
+    try:
+        for seg in segments:
+            seg.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Leaf(Resource):
@@ -59,6 +69,10 @@ class ApiRoot(Resource):
         apply_api_headers(request)
         if request.method == b"OPTIONS":
             return _Leaf(204)
+        if not _utf8([path, *request.postpath]):
+            # Klein would log a traceback per request for this (UnicodeDecodeError)
+            return _Leaf(400, Invalid("invalid path",
+                                      detail="path segments must be UTF-8 after percent-decoding"))
         target = self._groups.get(path)
         if target is None:
             return _Leaf(404, NotFound("not found", detail=request.path.decode("utf-8", "replace")))

@@ -252,7 +252,7 @@ class OriginResource(Resource):
         method = request.method
         if len(segs) == 2 and segs[0] == "stop":
             if method != b"DELETE":
-                raise MethodNotAllowed(detail="use DELETE")
+                raise MethodNotAllowed(detail="use DELETE", allow="DELETE, OPTIONS")
             if not self.workers.stop(segs[1]):
                 raise NotFound("no such worker", detail=segs[1])
             return self._json(request, {"stopped": segs[1]})

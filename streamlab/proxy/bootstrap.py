@@ -30,9 +30,31 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
+def forwarded_hop(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address of one ``X-Forwarded-For`` entry: ``1.2.3.4``, ``1.2.3.4:5678``,
+    ``2001:db8::1``, ``[2001:db8::1]`` or ``[2001:db8::1]:5678``; None for anything else
+    (``not-an-ip``, ``008.008.008.008``, ``unknown``, a bad port)."""
+    hop = text.strip()
+    if hop.startswith("["):
+        host, sep, rest = hop[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6)):
+            return None
+        addr = _ip(host)
+        return addr if addr is not None and ":" in host else None
+    if hop.count(":") == 1:
+        host, _, port = hop.partition(":")
+        if not port.isdigit() or len(port) > 5:
+            return None
+        addr = _ip(host)
+        return addr if isinstance(addr, ipaddress.IPv4Address) else None
+    return _ip(hop) if "[" not in hop and "]" not in hop else None
+
+
 def client_ip(request: IRequest, trusted: Sequence[str] = ()) -> str:
     """The client's address.  ``X-Forwarded-For`` is honoured only when the peer is in
-    *trusted* (networks); then the right-most address that is not itself trusted wins."""
+    *trusted* (networks); then the right-most address that is not itself trusted wins.
+    An entry that is not an address (see :func:`forwarded_hop`) ends the walk: the
+    client is then the last trusted hop (the proxy's own address), never "nobody"."""
     peer = request.getClientAddress()
     host = getattr(peer, "host", "") or ""
     addr = _ip(host)
@@ -52,7 +74,7 @@ def client_ip(request: IRequest, trusted: Sequence[str] = ()) -> str:
         return str(addr)
     hops = [h.strip() for h in header.decode("latin-1").split(",") if h.strip()]
     for hop in reversed(hops):
-        hop_addr = _ip(hop)
+        hop_addr = forwarded_hop(hop)
         if hop_addr is None:
             break
         if not is_trusted(hop_addr):
@@ -118,4 +140,5 @@ class BootstrapResource(Resource):
 
 def bootstrap_site(registry: Any, config: Any, reactor: Any, scheme: str = "http") -> Any:
     """The Site of the bootstrap listener."""
-    return build_site(BootstrapResource(registry, config, scheme), reactor)
+    return build_site(BootstrapResource(registry, config, scheme), reactor,
+                      head_timeout=getattr(config.server, "request_head_timeout", None))

@@ -244,6 +244,8 @@ def _choice(value: Any, choices: Sequence[Any], coerce: bool = False) -> Any:
 
 def _string_list(value: Any, coerce: bool = False) -> list[str]:
     if isinstance(value, str):
+        if not coerce:  # JSON callers send a list; a bare string is a type error
+            raise _Bad("must be a list of strings")
         # A single string is one entry, or a comma-separated list (legacy form posts).
         value = [part for part in value.split(",")]
     if value is None:

@@ -21,13 +21,15 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from streamlab.api.errors import write_error
 from streamlab.errors import NotFound
 from streamlab.proxy import faults, sockets
+from streamlab.web.channel import GuardedHTTPChannel
+from streamlab.web.site import method_not_allowed
 
 log = Logger()
 
@@ -63,6 +65,14 @@ class _NotFoundLeaf(Resource):
         return write_error(request, NotFound("not found", detail="session ports serve /go-live/... only"))
 
 
+class _MethodLeaf(Resource):
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        request.setHeader(b"access-control-allow-origin", b"*")
+        return method_not_allowed(request, (b"GET", b"HEAD"))
+
+
 class SessionRoot(Resource):
     """``/go-live`` -> the shared origin resource; anything else -> JSON 404."""
 
@@ -71,7 +81,9 @@ class SessionRoot(Resource):
         self._origin = origin
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:  # noqa: N802
-        if path == b"go-live":
+        if request.method not in (b"GET", b"HEAD", b"OPTIONS"):  # media only: no control calls
+            return _MethodLeaf()
+        if path == b"go-live" and request.postpath[:1] != [b"api"]:
             origin = self._origin
             if origin is not None and not IResource.providedBy(origin):
                 origin = origin()
@@ -83,7 +95,7 @@ class SessionRoot(Resource):
         return _NotFoundLeaf().render(request)
 
 
-class SessionChannel(HTTPChannel):
+class SessionChannel(GuardedHTTPChannel):
     """HTTPChannel that remembers when it was accepted and tells its request when the
     transport stops/starts accepting data (the idle-timeout signal)."""
 

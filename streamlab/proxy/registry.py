@@ -102,6 +102,7 @@ class _Settings:
         self.socket_hang_seconds = cfg.sessions.socket_hang_seconds
         self.socket_delay_seconds = cfg.sessions.socket_delay_seconds
         self.socket_body_bytes = cfg.sessions.socket_body_bytes
+        self.head_timeout = getattr(cfg.server, "request_head_timeout", None)  # GuardedHTTPChannel
 
 
 class SessionRegistry:

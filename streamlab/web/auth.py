@@ -1,9 +1,11 @@
 """Optional HTTP Basic auth for the operator surface (``[server] auth_htpasswd``).
 
-Protected on the main listener: ``/api/*`` mutations (any method but GET, HEAD and the
-CORS pre-flight OPTIONS), ``/debug`` and ``/dashboard/``.  Open: ``/go-live/...``,
-``/api`` reads, ``/metrics``, and the bootstrap and session ports (they are other
-listeners and never pass through here), so unattended players keep working.
+Protected on the main listener: every state-changing call (any method but GET, HEAD and
+the CORS pre-flight OPTIONS, on any path: ``/api/*`` mutations and
+``DELETE /go-live/api/stop/{id}`` alike), ``/debug`` and ``/dashboard/``.  Open:
+``/go-live/...`` reads, ``/api`` reads, ``/metrics``, and the bootstrap and session ports
+(other listeners that never pass through here; session ports serve media only and answer
+405/404 to control calls, see streamlab.proxy.listener), so unattended players keep working.
 
 The htpasswd file holds ``user:hash`` lines with bcrypt (``$2y$``, ``$2b$``, ``$2a$``)
 or SHA-1 (``{SHA}base64``) hashes, e.g. made by ``htpasswd -B`` or ``htpasswd -s``.
@@ -160,7 +162,7 @@ def protected(first_segment: bytes, method: bytes) -> bool:
     """Does a request for ``/<first_segment>/...`` with *method* need a login?"""
     if first_segment in (b"debug", b"dashboard"):
         return True
-    return first_segment == b"api" and method not in OPEN_METHODS
+    return method not in OPEN_METHODS
 
 
 def _deny(request: IRequest) -> bytes:
@@ -255,7 +257,8 @@ def protect(root: IResource, config: Any, clock: IReactorTime) -> IResource:
     a warning when any listener is reachable beyond loopback."""
     path = config.server.auth_htpasswd
     if path:
-        log.info("auth: HTTP Basic required for /api mutations, /debug and /dashboard/ ({path})", path=path)
+        log.info("auth: HTTP Basic required for every state-changing call, /debug and /dashboard/ ({path})",
+                 path=path)
         return AuthGate(root, Htpasswd(path, clock))
     exposed = [d for d in (config.server.listen, config.server.bootstrap_listen) if not _loopback_only(d)]
     if exposed:
