@@ -68,10 +68,15 @@ def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
+def is_form(request: IRequest) -> bool:
+    """Is the body a form post (url-encoded or multipart) rather than JSON?"""
+    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    return ctype in (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
 def read_object(request: IRequest, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """Parse the body as a JSON object, or form fields when it is a form post."""
-    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if ctype in (b"application/x-www-form-urlencoded", b"multipart/form-data"):
+    if is_form(request):
         args = request.args or {}
         out: dict[str, Any] = {}
         for key, values in args.items():

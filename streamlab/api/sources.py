@@ -12,8 +12,8 @@ from typing import Any
 from klein import Klein
 from twisted.web.iweb import IRequest
 
-from streamlab.api import errors
-from streamlab.api.jsonio import read_json, read_object, respond
+from streamlab.api import errors, schemas
+from streamlab.api.jsonio import is_form, read_json, read_object, respond
 from streamlab.errors import Invalid, StreamlabError, Unavailable, Unprocessable
 from streamlab.sources.service import SourceService, jobs_ready
 
@@ -60,6 +60,7 @@ class SourcesApi:
         body = read_json(request)
         if not isinstance(body, dict):
             raise Invalid("invalid json", detail="expected a JSON object")
+        schemas.check_types(body, schemas.BATCH_REENCODE)
         ids = body.get("source_ids")
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
             raise Invalid("invalid batch", detail="source_ids must be a non-empty list of ids",
@@ -101,6 +102,8 @@ class SourcesApi:
     async def reencode(self, request: IRequest, source_id: str) -> bytes:
         """Form or JSON encode options -> ``{"job_ids", "source_id", "status": "queued"}``."""
         raw = read_object(request)
+        if not is_form(request):
+            schemas.check_types(raw, schemas.ENCODE_OPTIONS)
         source = await self.sources.get(source_id)
         if source["status"] != "ready":
             raise Unprocessable("source is invalid", detail=source.get("error"))

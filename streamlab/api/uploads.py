@@ -15,7 +15,7 @@ from klein import Klein
 from twisted.internet import threads
 from twisted.web.iweb import IRequest
 
-from streamlab.api import errors
+from streamlab.api import errors, schemas
 from streamlab.api.jsonio import MAX_JSON_BYTES, read_body, read_json, respond
 from streamlab.errors import Invalid
 from streamlab.uploads import core, forms
@@ -34,8 +34,10 @@ def _query(request: IRequest) -> dict[str, Any]:
     return forms.flatten(parsed)
 
 
-async def read_fields(request: IRequest, reactor: Any) -> dict[str, Any]:
-    """Small form (url-encoded or multipart without a file) or JSON object, over the query."""
+async def read_fields(request: IRequest, reactor: Any,
+                      schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Small form (url-encoded or multipart without a file) or JSON object, over the query.
+    A JSON body must have the property types *schema* declares (forms carry strings)."""
     out = _query(request)
     ctype = _ctype(request).split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
@@ -53,6 +55,8 @@ async def read_fields(request: IRequest, reactor: Any) -> dict[str, Any]:
         body = read_json(request, empty={})
         if not isinstance(body, dict):
             raise Invalid("invalid json", detail="expected a JSON object")
+        if schema is not None:
+            schemas.check_types(body, schema)
         out.update(body)
     return out
 
@@ -77,7 +81,7 @@ class UploadsApi:
     @app.route("/upload/init", methods=["POST"])
     async def init(self, request: IRequest) -> bytes:
         """Start a chunked upload (jobs are created in status ``uploading``)."""
-        raw = await read_fields(request, self.reactor)
+        raw = await read_fields(request, self.reactor, schemas.UPLOAD_INIT)
         return respond(request, await self.uploads.init(raw))
 
     @app.route("/upload/active", methods=["GET"])
@@ -103,7 +107,7 @@ class UploadsApi:
     @app.route("/upload/complete/<job_id>", methods=["POST"])
     async def complete(self, request: IRequest, job_id: str) -> bytes:
         """Check size + SHA-256, probe, publish the source and queue the jobs."""
-        raw = await read_fields(request, self.reactor)
+        raw = await read_fields(request, self.reactor, schemas.UPLOAD_COMPLETE)
         return respond(request, await self.uploads.complete(job_id, raw.get("sha256")))
 
     @app.route("/upload/<job_id>", methods=["GET"])

@@ -183,7 +183,6 @@ class GuardedHTTPChannel(HTTPChannel):
             return
         if not self.requests or not any(getattr(r, "startedWriting", False) for r in self.requests):
             transport.write(error_response(status, detail))
-        self.pauseProducing()  # read nothing more
         if self.abortTimeout is not None:  # a client that does not read its answer is cut
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         transport.loseConnection()
