@@ -136,10 +136,12 @@ def test_job_runs_to_complete(env):
     job_id = jobs[0]["job_id"]
     env.bus.subscribe(f"job.{job_id}", frames.append)
     assert jobs[0]["name"] == "show" and jobs[0]["output_paths"] == ["show_h264"]
-    # started at once: audio first, in its own process group at nice 10
+    # started at once: audio first, dying with the daemon, in its own process group at nice 10
     audio = env.reactor.running[0]
-    assert audio.args[:2] == [audio.executable, "-w"] and audio.executable.endswith("setsid")
-    assert audio.args[2].endswith("nice") and audio.args[3:5] == ["-n", "10"]
+    assert audio.executable.endswith("setpriv")
+    assert audio.args[:3] == [audio.executable, "--pdeathsig", "KILL"]
+    assert audio.args[3].endswith("setsid") and audio.args[4] == "-w"
+    assert audio.args[5].endswith("nice") and audio.args[6:8] == ["-n", "10"]
     assert "anullsrc=r=48000:cl=stereo" in audio.args  # source has no audio
     assert svc.get(job_id)["status"] == "encoding" and svc.get(job_id)["stage"] == "encode audio"
     run_step(env.reactor)

@@ -1,9 +1,19 @@
-"""Running one ffmpeg child: its own process group, low priority, cancellable.
+"""Running one ffmpeg child: its own process group, low priority, cancellable, and never
+outliving the daemon.
 
-:class:`FFmpegRun` spawns ``setsid -w nice -n 10 ffmpeg ...`` with
-``reactor.spawnProcess`` (no PTY).  ``setsid`` makes ffmpeg the leader of a new
-process group whose id is the child's pid, so :meth:`FFmpegRun.terminate` can signal
-the whole group: SIGTERM, then SIGKILL after ``kill_grace`` seconds.  stdout carries
+:func:`wrap_argv` is the one place that turns an argv into what ``reactor.spawnProcess``
+runs for any long-lived media child (ffmpeg encodes here; the packager can use it too):
+``setpriv --pdeathsig KILL setsid -w nice -n 10 ffmpeg ...``.  ``setpriv`` (util-linux)
+sets Linux's PR_SET_PDEATHSIG, so the kernel SIGKILLs the child the moment the daemon dies
+(even by SIGKILL); ``setsid`` makes ffmpeg the leader of a new process group whose id is
+the child's pid, so :meth:`FFmpegRun.terminate` can signal the whole group: SIGTERM, then
+SIGKILL after ``kill_grace`` seconds.  (The child is not a group leader when it runs
+``setsid``, so setsid does not fork and the death signal stays on ffmpeg itself.)
+
+:func:`leftover_pids` / :func:`kill_leftovers` are the start-up safety net for children
+of a previous daemon that the death signal could not reach (no setpriv, a kernel without
+it): every process whose command line names a path under the state directory's work
+folder is killed before a job is run again, so no two encoders ever write the same files.  stdout carries
 ``-progress pipe:1`` blocks (parsed by :mod:`streamlab.jobs.progress`); stderr lines go
 to a callback (the job log).
 """
@@ -41,9 +51,18 @@ def signal_group(pid: int, sig: int) -> None:
             pass
 
 
-def wrap_argv(argv: Sequence[str], *, niceness: int = 10) -> list[str]:
-    """``argv`` prefixed with ``setsid -w`` (new process group) and ``nice -n``."""
-    prefix: list[str] = []
+def _pdeathsig_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL`` when util-linux's setpriv supports it, else []."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        return []
+    return [setpriv, "--pdeathsig", "KILL"]
+
+
+def wrap_argv(argv: Sequence[str], *, niceness: int = 10, die_with_parent: bool = True) -> list[str]:
+    """``argv`` prefixed with ``setpriv --pdeathsig KILL`` (dies with the daemon),
+    ``setsid -w`` (new process group) and ``nice -n``; each part only where installed."""
+    prefix: list[str] = _pdeathsig_prefix() if die_with_parent else []
     setsid = shutil.which("setsid")
     if setsid:
         prefix += [setsid, "-w"]
@@ -51,6 +70,63 @@ def wrap_argv(argv: Sequence[str], *, niceness: int = 10) -> list[str]:
     if nice and niceness:
         prefix += [nice, "-n", str(niceness)]
     return prefix + list(argv)
+
+
+def _cmdline(pid: int, proc: str) -> list[str]:
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0") if a]
+
+
+def _alive(pid: int, proc: str) -> bool:
+    """True while *pid* exists and is not a zombie."""
+    try:
+        with open(os.path.join(proc, str(pid), "stat"), "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[-1].split()[:1] != [b"Z"]
+
+
+def leftover_pids(folder: str, proc: str = "/proc") -> list[int]:
+    """Processes (not this one) whose command line names *folder* or a path below it,
+    e.g. ffmpeg children of a previous daemon writing into ``<state_dir>/work``.
+    Blocking (reads /proc): call it in a thread."""
+    folder = os.path.abspath(folder).rstrip("/")
+    me = os.getpid()
+    found = []
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        pid = int(name)
+        args = _cmdline(pid, proc)
+        if any(a == folder or a.startswith(folder + "/") or ("=" + folder + "/") in a for a in args[1:]) \
+                and _alive(pid, proc):
+            found.append(pid)
+    return sorted(found)
+
+
+def kill_leftovers(pids: Sequence[int]) -> None:
+    """SIGKILL each of *pids* and, where it leads one, its process group."""
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def still_alive(pids: Sequence[int], proc: str = "/proc") -> list[int]:
+    """Those of *pids* that still run (zombies count as gone)."""
+    return [pid for pid in pids if _alive(pid, proc)]
 
 
 class ProcessFailed(Exception):

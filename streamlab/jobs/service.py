@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer, threads, utils
+from twisted.internet import defer, task, threads, utils
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -39,7 +39,7 @@ from streamlab.jobs import state as st
 from streamlab.jobs.ladder import SourceFacts, font_or_none, output_frame_rate, plan_encode
 from streamlab.jobs.logs import JobLogs
 from streamlab.jobs.options import EncodeOptions, av1_encoder, content_names, job_names
-from streamlab.jobs.process import FFmpegRun, ProcessFailed
+from streamlab.jobs.process import FFmpegRun, ProcessFailed, kill_leftovers, leftover_pids, still_alive
 from streamlab.jobs.progress import JobProgress, ProgressBlock
 from streamlab.jobs.state import Job
 from streamlab.jobs.store import JobStore
@@ -47,6 +47,7 @@ from streamlab.jobs.store import JobStore
 log = Logger()
 
 PROGRESS_SAVE_INTERVAL = 2.0
+LEFTOVER_WAIT_SECONDS = 10.0
 PROGRESS_PUBLISH_INTERVAL = 0.25
 
 
@@ -181,7 +182,28 @@ class JobService(Service):
                                                           if n.startswith(("libx26", "libsvt", "libaom"))))
 
     @defer.inlineCallbacks
+    def _kill_leftover_encoders(self) -> Any:
+        """Children of a previous daemon still writing into our work folder (their death
+        signal did not reach them) are SIGKILLed, and waited for, before any job runs."""
+        pids = yield self._thread(leftover_pids, self.work_root)
+        if not pids:
+            return
+        log.warn("killing {n} leftover encoder process(es) of a previous daemon in {dir}: {pids}",
+                 n=len(pids), dir=self.work_root, pids=pids)
+        yield self._thread(kill_leftovers, pids)
+        deadline = self.reactor.seconds() + LEFTOVER_WAIT_SECONDS
+        while True:
+            alive = yield self._thread(still_alive, pids)
+            if not alive:
+                return
+            if self.reactor.seconds() >= deadline:
+                log.error("leftover encoder process(es) {pids} did not exit", pids=alive)
+                return
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
     def _recover(self, jobs: list[Job]) -> Any:
+        yield self._kill_leftover_encoders()
         for job in jobs:
             self._jobs[job.job_id] = job
             self._seq = max(self._seq, job.seq)
