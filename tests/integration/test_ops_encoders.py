@@ -2,7 +2,10 @@
 an old one (issue #17 item 3), with real ffmpeg and a real daemon:
 
 * SIGKILL the daemon mid-encode: the kernel kills ffmpeg too (PR_SET_PDEATHSIG through
-  ``setpriv``); the restart requeues the job and exactly one encoder runs it;
+  ``setpriv``); the restart requeues the job and exactly one encoder runs it.  ffmpeg
+  runs with SIGPIPE ignored, as under systemd (``IgnoreSIGPIPE=yes`` is its default and
+  children inherit it): otherwise the orphan would usually die of its next write to the
+  dead daemon's pipe, hiding the problem;
 * a leftover process of a previous daemon that still writes into the state directory's
   work folder (one the death signal could not reach) is killed at start.
 """
@@ -20,6 +23,16 @@ import pytest
 from streamlab.jobs.process import leftover_pids, still_alive
 from streamlab.testing.daemon import Daemon
 from tests.integration.test_jobs_api import TERMINAL, add_source, make_clip, reencode, wait_job
+
+SLOW_FFMPEG = """#!/bin/sh
+# the real ffmpeg with SIGPIPE ignored (as systemd starts services), reading its input at
+# the native frame rate (-re) so an encode lasts as long as the clip
+trap '' PIPE
+case " $* " in
+  *" -i "*) exec ffmpeg -re "$@" ;;
+  *) exec ffmpeg "$@" ;;
+esac
+"""
 
 
 def _encoders(job_id: str) -> list[int]:
@@ -39,13 +52,18 @@ def _wait(cond, timeout: float, what: str) -> None:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("enc-clips") / "long.mp4")
-    make_clip(path, "960x540", 20, audio=False)
+    make_clip(path, "960x540", 10, audio=False)
     return path
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="util-linux setpriv not installed")
 def test_sigkilled_daemon_takes_its_encoder_along_and_the_restart_runs_exactly_one(tmp_path, clip):
-    d = Daemon(str(tmp_path), {"jobs": {"kill_grace_seconds": "3"}})
+    ffmpeg = tmp_path / "bin" / "ffmpeg"
+    ffmpeg.parent.mkdir()
+    ffmpeg.write_text(SLOW_FFMPEG)
+    ffmpeg.chmod(0o755)
+    (tmp_path / "d").mkdir()
+    d = Daemon(str(tmp_path / "d"), {"jobs": {"kill_grace_seconds": "3", "ffmpeg": str(ffmpeg)}})
     d.start()
     try:
         source = add_source(d, clip)
@@ -57,7 +75,12 @@ def test_sigkilled_daemon_takes_its_encoder_along_and_the_restart_runs_exactly_o
         assert len(old) == 1
         os.kill(d.proc.pid, signal.SIGKILL)
         d.proc.wait(10)
-        _wait(lambda: not still_alive(old), 10, f"ffmpeg {old} outlived the SIGKILLed daemon")
+        try:
+            _wait(lambda: not still_alive(old), 3, f"ffmpeg {old} outlived the SIGKILLed daemon")
+        except AssertionError:
+            for pid in still_alive(old):
+                os.killpg(pid, signal.SIGKILL)
+            raise
         d.start()
         seen: set[int] = set()
 
@@ -85,7 +108,8 @@ def test_leftover_writer_in_the_work_folder_is_killed_at_start(tmp_path):
     orphan = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()",
                                os.path.join(work, "video_540p.mp4")], start_new_session=True)
     try:
-        assert leftover_pids(os.path.join(d.state_dir, "work")) == [orphan.pid]
+        work_root = os.path.join(d.state_dir, "work")
+        _wait(lambda: leftover_pids(work_root) == [orphan.pid], 10, "the stand-in encoder is not seen")
         d.start()
         _wait(lambda: orphan.poll() is not None, 15, "the leftover process survived the start")
         assert orphan.returncode == -signal.SIGKILL
