@@ -82,6 +82,60 @@ def test_wrap_and_alpn(tmp_path):
     assert isinstance(wrapped, TLSMemoryBIOFactory) and wrapped.wrappedFactory is inner
     main = t.context_factory(allow_h2=True)
     session = t.context_factory(allow_h2=False)
-    expected = [b"h2", b"http/1.1"] if tls.h2_available() else [b"http/1.1"]
+    expected = [b"h2", b"http/1.1", b"http/1.0"] if tls.h2_available() else [b"http/1.1", b"http/1.0"]
     assert main._acceptableProtocols == expected
-    assert session._acceptableProtocols == [b"http/1.1"]
+    assert session._acceptableProtocols == [b"http/1.1", b"http/1.0"]
+
+
+def _handshake(t, offered, allow_h2=False):
+    """A real TLS handshake in memory: Python's ssl client offering *offered* by ALPN,
+    the daemon's OpenSSL server context.  Returns (selected protocol, client error)."""
+    import ssl
+
+    from OpenSSL import SSL
+
+    server = SSL.Connection(t.context_factory(allow_h2).getContext(), None)
+    server.set_accept_state()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(offered)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(incoming, outgoing)
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            return client.selected_alpn_protocol(), None
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            return None, exc
+        server.bio_write(outgoing.read())
+        try:
+            server.do_handshake()
+        except SSL.WantReadError:
+            pass
+        except Exception:  # noqa: BLE001 - the server refused: its alert is in the BIO
+            pass
+        try:
+            incoming.write(server.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+    raise AssertionError("handshake did not finish")
+
+
+def test_alpn_http10_only_client_is_served_and_unknown_gets_no_application_protocol(tmp_path):
+    t = tls.load(_config(tmp_path, tls="auto"))
+    # RFC 7301: the server picks one of the client's protocols it speaks; HTTP/1.0 is
+    # HTTP/1.x, which every listener serves
+    assert _handshake(t, ["http/1.0"]) == ("http/1.0", None)
+    assert _handshake(t, ["http/1.0", "http/1.1"]) == ("http/1.1", None)
+    assert _handshake(t, ["http/1.1"], allow_h2=True) == ("http/1.1", None)
+    if tls.h2_available():
+        assert _handshake(t, ["http/1.1", "h2"], allow_h2=True) == ("h2", None)
+        assert _handshake(t, ["h2"]) [1] is not None  # session ports never speak h2
+    # no overlap: a no_application_protocol alert (was internal_error)
+    selected, err = _handshake(t, ["spdy/3", "h3"])
+    assert selected is None and "NO_APPLICATION_PROTOCOL" in str(err).upper().replace(" ", "_"), err
+    # no ALPN at all: served, nothing negotiated
+    assert _handshake(t, []) == (None, None)

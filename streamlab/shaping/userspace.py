@@ -243,6 +243,7 @@ class ShapedProtocol(ProtocolWrapper):
         self._lost = False
         self._was_reset = False
         self._inner_connected = False
+        self._net_producer: _NetProducer | None = None
 
     # -- connection lifecycle
 
@@ -256,7 +257,8 @@ class ShapedProtocol(ProtocolWrapper):
             sh._refuse("reject")
             self.reset()
             return
-        transport.registerProducer(_NetProducer(self), True)
+        self._net_producer = _NetProducer(self)
+        transport.registerProducer(self._net_producer, True)
         sh.conns.add(self)
         if sh.fault == "drop":
             sh._refuse("drop")
@@ -381,7 +383,19 @@ class ShapedProtocol(ProtocolWrapper):
         if self._out and not self._was_reset:
             self._closing = True
         elif not self._lost:
-            self.transport.loseConnection()
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close the real transport once everything queued has been handed to it.
+
+        Our buffer-signal producer is unregistered first: a transport with a registered
+        producer takes it to mean "more data is coming", and TLS (``TLSMemoryBIOProtocol``)
+        then defers its close_notify, and so the close, until the producer goes away.
+        """
+        if self._net_producer is not None:
+            self._net_producer = None
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def abortConnection(self) -> None:
         self._out.clear()
@@ -425,7 +439,7 @@ class ShapedProtocol(ProtocolWrapper):
         if self._out_bytes < self.shaper.low_water:
             self._resume_inner("buffer")
         if not self._out and self._closing and not self._lost:
-            self.transport.loseConnection()
+            self._close_transport()
         return n
 
     def _stall(self, until: float) -> None:

@@ -27,7 +27,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
 from streamlab.fsutil import atomic_write
 
@@ -170,7 +170,62 @@ def ensure_auto_certificate(config: Any, now: datetime.datetime | None = None) -
     return cert_path, key_path
 
 
+# --------------------------------------------------------------------------- ALPN
+
+#: What every listener speaks over TLS besides h2: HTTP/1.x (Twisted's HTTPChannel
+#: serves HTTP/1.0 requests as well as HTTP/1.1 ones, so a client offering only
+#: ``http/1.0`` gets it).
+HTTP1_PROTOCOLS = [b"http/1.1", b"http/1.0"]
+
+
+class NoApplicationProtocol(Exception):  # noqa: N818 - named after the TLS alert
+    """Raised in the ALPN callback: OpenSSL answers with a ``no_application_protocol``
+    alert (RFC 7301 section 3.2)."""
+
+
+def alpn_selector(acceptable: Sequence[bytes]) -> Any:
+    """The server's ALPN select callback: our most preferred protocol the client offers.
+
+    Twisted's own callback returns ``b""`` when nothing overlaps, which OpenSSL turns into
+    an ``internal_error`` alert; RFC 7301 asks for ``no_application_protocol``, which
+    OpenSSL sends when the callback fails (pyOpenSSL: ``SSL_TLSEXT_ERR_ALERT_FATAL``).
+    """
+    ours = list(acceptable)
+
+    def select(conn: Any, offered: list[bytes]) -> bytes:
+        for proto in ours:
+            if proto in offered:
+                return proto
+        raise NoApplicationProtocol(b",".join(offered).decode("latin-1", "replace"))
+
+    return select
+
+
 # --------------------------------------------------------------------------- listeners
+
+
+class PromptCloseTLSProtocol(BufferingTLSTransport):
+    """TLS that closes the TCP connection right after sending its close_notify.
+
+    Twisted's TLS layer sends close_notify and then waits for the peer's close_notify
+    before closing TCP.  A client that never answers — or whose answer is never read,
+    because a socket fault stopped reading — would keep the connection (and the player
+    waiting for a FIN) open until the session expires.  TLS 1.2/1.3 only require the
+    close_notify before closing our write side, so the FIN follows it at once.
+    """
+
+    def _shutdownTLS(self) -> None:  # noqa: N802 - Twisted's method
+        super()._shutdownTLS()
+        transport = self.transport
+        if self.disconnecting and not self._aborted and transport is not None:
+            transport.loseConnection()  # after the close_notify (and anything before it)
+
+
+class PromptCloseTLSFactory(TLSMemoryBIOFactory):
+    """``TLSMemoryBIOFactory`` building :class:`PromptCloseTLSProtocol`."""
+
+    protocol = PromptCloseTLSProtocol
+
 
 
 class TLS:
@@ -194,13 +249,17 @@ class TLS:
         self.h2 = h2_available() if h2 is None else h2
         common = dict(privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None,
                       raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
-        protocols = [b"h2", b"http/1.1"] if self.h2 else [b"http/1.1"]
+        protocols = [b"h2", *HTTP1_PROTOCOLS] if self.h2 else list(HTTP1_PROTOCOLS)
         self._options = {
             True: ssl.CertificateOptions(**common, acceptableProtocols=protocols),
-            False: ssl.CertificateOptions(**common, acceptableProtocols=[b"http/1.1"]),
+            False: ssl.CertificateOptions(**common, acceptableProtocols=list(HTTP1_PROTOCOLS)),
         }
-        for options in self._options.values():
-            options.getContext()  # fails now (at start) when the key does not match the certificate
+        self.protocols = {True: protocols, False: list(HTTP1_PROTOCOLS)}
+        for allow, options in self._options.items():
+            # fails now (at start) when the key does not match the certificate; the
+            # context is built once and reused for every connection
+            ctx = options.getContext()
+            ctx.set_alpn_select_callback(alpn_selector(self.protocols[allow]))
 
     def context_factory(self, allow_h2: bool = True) -> Any:
         """The ``IOpenSSLServerConnectionCreator`` (ALPN: h2 when allowed and installed)."""
@@ -208,7 +267,7 @@ class TLS:
 
     def wrap(self, factory: IProtocolFactory, allow_h2: bool = True) -> IProtocolFactory:
         """*factory* behind TLS: the one function main, bootstrap and session listeners use."""
-        return TLSMemoryBIOFactory(self.context_factory(allow_h2), False, factory)
+        return PromptCloseTLSFactory(self.context_factory(allow_h2), False, factory)
 
 
 def load(config: Any) -> TLS | None:
