@@ -15,7 +15,47 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
+
+#: Lines that mean the daemon hit a bug: the integration fixtures fail a test module
+#: whose daemon logged one (tests/integration/conftest.py).
+LOG_PROBLEM_MARKERS = ("Unhandled error", "Traceback")
+
+#: Known problems owned by another change in flight: (exact message, why it is tolerated).
+#: Keep each entry narrow (the exact text) and remove it with the fix.
+KNOWN_LOG_PROBLEMS: list[tuple[str, str]] = []
+
+
+def log_problems(text: str, allow: Sequence[tuple[str, str]] | None = None, context: int = 60) -> list[str]:
+    """The blocks of a daemon log that show a bug: each line with a marker of
+    :data:`LOG_PROBLEM_MARKERS` and up to *context* following lines (the traceback), minus
+    blocks that contain an allow-listed message (default :data:`KNOWN_LOG_PROBLEMS`)."""
+    allow = KNOWN_LOG_PROBLEMS if allow is None else allow
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if any(marker.lower() in lines[i].lower() for marker in LOG_PROBLEM_MARKERS):
+            end = i + 1
+            # a traceback's lines are indented or continue it; stop at the next log line
+            while end < len(lines) and end - i <= context and not _new_log_line(lines[end]):
+                end += 1
+            block = "\n".join(lines[i:end])
+            if not any(message in block for message, _why in allow):
+                out.append(block)
+            i = end
+        else:
+            i += 1
+    return out
+
+
+def _new_log_line(line: str) -> bool:
+    """True for a line that starts another twistd log record (``2026-...+0000 [ns] message``);
+    a record with an empty message or a ``Traceback`` line still belongs to the block."""
+    if not (len(line) > 20 and line[:4].isdigit() and line[4] == "-" and "[" in line[:40]):
+        return False
+    message = line.split("] ", 1)[1].strip() if "] " in line else ""
+    return bool(message) and not message.startswith("Traceback")
 
 
 def free_port() -> int:
@@ -101,6 +141,9 @@ def request(port: int, method: str, path: str, body: Any = None,
 class Daemon:
     """A running daemon.  Use as a context manager or call start()/stop()."""
 
+    #: Every daemon started in this process, in order (the log check of the fixtures).
+    started: ClassVar[list[Daemon]] = []
+
     def __init__(self, workdir: str, config: Mapping[str, Mapping[str, Any]] | None = None,
                  session_ports: int = 20, twistd_args: Sequence[str] = ()) -> None:
         """*twistd_args* go before the plugin name (e.g. ``--logger streamlab.logs.json``)."""
@@ -141,6 +184,7 @@ class Daemon:
             preexec_fn=_die_with_parent,
         )
         log.close()
+        Daemon.started.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -171,6 +215,11 @@ class Daemon:
                 return fh.read()
         except OSError:
             return ""
+
+    def log_problems(self) -> list[str]:
+        """The log blocks showing a bug (``Unhandled error``, ``Traceback``), see
+        :func:`log_problems`."""
+        return log_problems(self.log())
 
     def request(self, method: str, path: str, body: Any = None, **kw: Any) -> Response:
         """HTTP request to the main listener."""
