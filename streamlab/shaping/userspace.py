@@ -272,12 +272,16 @@ class ShapedProtocol(ProtocolWrapper):
         for call in (self._in_timer, self._stall_timer):
             if call is not None and call.active():
                 call.cancel()
-        self._out.clear()
-        self._out_bytes = 0
         self.factory.unregisterProtocol(self)
-        if self._inner_connected:
-            self._inner_connected = False
-            self.wrappedProtocol.connectionLost(reason)
+        try:
+            if self._inner_connected:
+                # the wrapped protocol still sees the queue it lost (``buffered``): the
+                # network log counts only the bytes that left for the client
+                self._inner_connected = False
+                self.wrappedProtocol.connectionLost(reason)
+        finally:
+            self._out.clear()
+            self._out_bytes = 0
 
     def reset(self) -> None:
         """Reset the connection now (RST: SO_LINGER 0, then abort)."""

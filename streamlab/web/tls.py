@@ -23,9 +23,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
@@ -178,9 +180,10 @@ def ensure_auto_certificate(config: Any, now: datetime.datetime | None = None) -
 HTTP1_PROTOCOLS = [b"http/1.1", b"http/1.0"]
 
 
-class NoApplicationProtocol(Exception):  # noqa: N818 - named after the TLS alert
+class NoApplicationProtocol(SSLError):  # noqa: N818 - named after the TLS alert
     """Raised in the ALPN callback: OpenSSL answers with a ``no_application_protocol``
-    alert (RFC 7301 section 3.2)."""
+    alert (RFC 7301 section 3.2).  An ``OpenSSL.SSL.Error``, so Twisted's TLS layer
+    treats it as the failed handshake it is (sends the alert, closes, logs nothing)."""
 
 
 def alpn_selector(acceptable: Sequence[bytes]) -> Any:
@@ -196,9 +199,30 @@ def alpn_selector(acceptable: Sequence[bytes]) -> Any:
         for proto in ours:
             if proto in offered:
                 return proto
-        raise NoApplicationProtocol(b",".join(offered).decode("latin-1", "replace"))
+        # args shaped like OpenSSL's error queue, which Twisted's TLS layer reads
+        offered_text = b",".join(offered).decode("latin-1", "replace")
+        reason = f"no application protocol in {offered_text}"
+        raise NoApplicationProtocol([("SSL routines", "alpn_select", reason)])
 
     return select
+
+
+class ALPNCertificateOptions(CertificateOptions):
+    """Twisted's certificate options with :func:`alpn_selector` as the ALPN callback of
+    every context they build (Twisted may build a new one, e.g. after pickling)."""
+
+    _alpn_context_id: int | None = None
+
+    def __init__(self, alpn: Sequence[bytes], **kw: Any) -> None:
+        super().__init__(acceptableProtocols=list(alpn), **kw)
+        self.alpn = list(alpn)
+
+    def getContext(self) -> Any:  # noqa: N802 - Twisted's interface
+        ctx = super().getContext()
+        if self._alpn_context_id != id(ctx):
+            ctx.set_alpn_select_callback(alpn_selector(self.alpn))
+            self._alpn_context_id = id(ctx)
+        return ctx
 
 
 # --------------------------------------------------------------------------- listeners
@@ -214,6 +238,14 @@ class PromptCloseTLSProtocol(BufferingTLSTransport):
     close_notify before closing our write side, so the FIN follows it at once.
     """
 
+    @property
+    def negotiatedProtocol(self) -> bytes | None:  # noqa: N802 - Twisted's interface
+        """The ALPN protocol as the HTTP layer sees it: ``http/1.0`` is served by the same
+        HTTP/1.x channel as ``http/1.1`` (the request line carries the real version, and
+        the answer uses it), and Twisted's channel only knows the name ``http/1.1``."""
+        proto = super().negotiatedProtocol
+        return b"http/1.1" if proto == b"http/1.0" else proto
+
     def _shutdownTLS(self) -> None:  # noqa: N802 - Twisted's method
         super()._shutdownTLS()
         transport = self.transport
@@ -225,6 +257,12 @@ class PromptCloseTLSFactory(TLSMemoryBIOFactory):
     """``TLSMemoryBIOFactory`` building :class:`PromptCloseTLSProtocol`."""
 
     protocol = PromptCloseTLSProtocol
+
+    def _applyProtocolNegotiation(self, connection: Any) -> None:  # noqa: N802 - Twisted's method
+        """Keep our ALPN callback.  Twisted would install its own on the shared context
+        for every connection whose site offers protocols (``IProtocolNegotiationFactory``),
+        answering ``internal_error`` where nothing overlaps; :class:`ALPNCertificateOptions`
+        already offers the same list (h2 only where the site can speak it)."""
 
 
 
@@ -251,15 +289,11 @@ class TLS:
                       raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
         protocols = [b"h2", *HTTP1_PROTOCOLS] if self.h2 else list(HTTP1_PROTOCOLS)
         self._options = {
-            True: ssl.CertificateOptions(**common, acceptableProtocols=protocols),
-            False: ssl.CertificateOptions(**common, acceptableProtocols=list(HTTP1_PROTOCOLS)),
+            True: ALPNCertificateOptions(protocols, **common),
+            False: ALPNCertificateOptions(HTTP1_PROTOCOLS, **common),
         }
-        self.protocols = {True: protocols, False: list(HTTP1_PROTOCOLS)}
-        for allow, options in self._options.items():
-            # fails now (at start) when the key does not match the certificate; the
-            # context is built once and reused for every connection
-            ctx = options.getContext()
-            ctx.set_alpn_select_callback(alpn_selector(self.protocols[allow]))
+        for options in self._options.values():
+            options.getContext()  # fails now (at start) when the key does not match the certificate
 
     def context_factory(self, allow_h2: bool = True) -> Any:
         """The ``IOpenSSLServerConnectionCreator`` (ALPN: h2 when allowed and installed)."""
