@@ -133,6 +133,11 @@ def test_reads_are_delayed():
     assert src.received == []
     clock.advance(0.06)
     assert src.received == [b"GET / HTTP/1.1\r\n\r\n"]
+    # the protocol above can see how long the bytes it is given were held (issue 12 item 8)
+    assert abs(w.held_for - 0.26) < 1e-6  # delivered at the clock step after 0.25 s
+    backend.shaper(3).configure(None, delay_ms=0)
+    w.dataReceived(b"x")
+    assert w.held_for == 0.0
 
 
 def loss_trace(port):

@@ -181,6 +181,7 @@ class SessionRequest(server.Request):
     _idle_since: float | None = None
     _idle_progress = -1
     _undelivered: int | None = None
+    _shaper_delay = 0.0
     _counted_active = False
     _draining = False
     _drain_timer: IDelayedCall | None = None
@@ -210,7 +211,12 @@ class SessionRequest(server.Request):
         session = site.session
         clock = site.clock
         now = clock.seconds()
-        self._t_arrived = now
+        # The userspace shaper may have held the request (its one-way delay): the
+        # request reached the socket that much earlier, and the log's timings count it.
+        held = sockets.shaper_hold(getattr(self.channel, "transport", None))
+        self._shaper_delay = held
+        session.shaper_delay_ms = round(held * 1000.0, 3)
+        self._t_arrived = now - held
         self._session = session
         self._site = site
         channel = self.channel
@@ -580,4 +586,5 @@ class SessionRequest(server.Request):
             "fault_type": self._fault_type,
             "fault_action": self._fault_action,
             "fault_category": self._fault_category,
+            "shaper_delay_ms": round(self._shaper_delay * 1000.0, 3),
         }

@@ -117,6 +117,22 @@ def pending_user_bytes(transport: Any) -> int:
     return total
 
 
+def shaper_hold(transport: Any) -> float:
+    """Seconds the userspace shaper held the request bytes being delivered right now
+    (its added delay), 0 when no shaper is in the chain."""
+    t = transport
+    for _ in range(6):
+        attrs = getattr(t, "__dict__", None)
+        if attrs is None:
+            break
+        if "held_for" in attrs:
+            return float(attrs["held_for"])
+        t = attrs.get("transport")
+        if t is None:
+            break
+    return 0.0
+
+
 def kernel_unsent_bytes(transport: Any) -> int:
     """Bytes in the kernel send queue not yet acknowledged by the peer (SIOCOUTQ), 0 if unknown."""
     sock = socket_of(transport)

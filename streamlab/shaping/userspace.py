@@ -228,7 +228,10 @@ class ShapedProtocol(ProtocolWrapper):
         self.clock = shaper.clock
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
-        self._in: deque[tuple[float, bytes]] = deque()
+        self._in: deque[tuple[float, float, bytes]] = deque()
+        #: How long the shaper held the bytes being delivered now (delay, DROP): what a
+        #: request parsed from them waited here before the server saw it.
+        self.held_for = 0.0
         self._in_timer: IDelayedCall | None = None
         self._stall_until = 0.0
         self._stall_timer: IDelayedCall | None = None
@@ -314,9 +317,11 @@ class ShapedProtocol(ProtocolWrapper):
         if self._was_reset or not self._inner_connected:
             return
         if self.shaper.delay > 0 or self._in or "drop" in self._read_pause:
-            self._in.append((self.clock.seconds() + self.shaper.delay, data))
+            now = self.clock.seconds()
+            self._in.append((now + self.shaper.delay, now, data))
             self._deliver()
         else:
+            self.held_for = 0.0
             self.wrappedProtocol.dataReceived(data)
 
     def _deliver(self) -> None:
@@ -325,11 +330,12 @@ class ShapedProtocol(ProtocolWrapper):
         self._in_timer = None
         now = self.clock.seconds()
         while self._in and not self._lost and "drop" not in self._read_pause and self._inner_connected:
-            release_at, data = self._in[0]
+            release_at, arrived_at, data = self._in[0]
             if release_at > now + 1e-9:
                 self._in_timer = self.clock.callLater(release_at - now, self._deliver)
                 return
             self._in.popleft()
+            self.held_for = max(0.0, now - arrived_at)
             self.wrappedProtocol.dataReceived(data)
 
     def _pause_reading(self, reason: str) -> None:

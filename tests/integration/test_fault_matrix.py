@@ -56,11 +56,11 @@ class Target:
         return self.daemon.tls_context() if self.protocol == "tls" else None
 
 
-def _config(protocol: str) -> dict:
+def _config(protocol: str, host: str = "127.0.0.1") -> dict:
     cfg = {"sessions": {"socket_hang_seconds": HANG, "socket_delay_seconds": DELAY,
                         "socket_body_bytes": BODY, "session_idle_timeout": 600}}
     if protocol == "tls":
-        cfg["server"] = {"tls": "auto", "tls_san": "localhost,127.0.0.1"}
+        cfg["server"] = {"tls": "auto", "tls_san": ",".join(dict.fromkeys(["localhost", "127.0.0.1", host]))}
     return cfg
 
 
@@ -81,6 +81,10 @@ def _veth_pair(server_ns: str, client_ns: str) -> tuple[str, str, str]:
         "netns", client_ns)
     for ns, dev, ip in ((server_ns, dev_s, ip_s), (client_ns, dev_c, ip_c)):
         run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        # packets of one MTU, as a NIC sends them: a veth would otherwise queue 64 KiB GSO
+        # lumps in the htb class (1 s each at 0.5 Mbps), and a reset would wait behind them
+        run("ip", "netns", "exec", ns, "ip", "link", "set", dev, "gso_max_size", "1500",
+            "gso_max_segs", "1")
         run("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
     return ip_s, ip_c, dev_s
 
@@ -97,7 +101,7 @@ def target(request, tmp_path_factory, test_item):
     with network_namespace("fmsrv", ("ip", "tc")) as server_ns, \
             network_namespace("fmcli", ("ip",)) as client_ns:
         ip_s, _ip_c, dev = _veth_pair(server_ns, client_ns)
-        cfg = _config(protocol)
+        cfg = _config(protocol, ip_s)
         cfg.setdefault("server", {})["session_interface"] = ip_s
         cfg["shaping"] = {"backend": "auto", "interface": dev}
         d = _start(Daemon(work, config=cfg, session_ports=20, netns=server_ns))
