@@ -82,6 +82,60 @@ def test_wrap_and_alpn(tmp_path):
     assert isinstance(wrapped, TLSMemoryBIOFactory) and wrapped.wrappedFactory is inner
     main = t.context_factory(allow_h2=True)
     session = t.context_factory(allow_h2=False)
-    expected = [b"h2", b"http/1.1"] if tls.h2_available() else [b"http/1.1"]
+    expected = [b"h2", b"http/1.1", b"http/1.0"] if tls.h2_available() else [b"http/1.1", b"http/1.0"]
     assert main._acceptableProtocols == expected
-    assert session._acceptableProtocols == [b"http/1.1"]
+    assert session._acceptableProtocols == [b"http/1.1", b"http/1.0"]
+
+
+def _handshake(t, offered, allow_h2=False):
+    """A real TLS handshake in memory: Python's ssl client offering *offered* by ALPN,
+    against the daemon's TLS wrapper around a twisted.web Site (which, like every
+    listener's, takes part in protocol negotiation).  Returns (selected protocol, client
+    error, server protocol)."""
+    import ssl
+
+    from twisted.internet.testing import StringTransport
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    server = t.wrap(Site(Resource()), allow_h2).buildProtocol(None)
+    wire = StringTransport()
+    wire.setTcpNoDelay = lambda on: None
+    server.makeConnection(wire)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(offered)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(incoming, outgoing)
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            return client.selected_alpn_protocol(), None
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            return None, exc
+        server.dataReceived(outgoing.read())  # a refused handshake must not raise here
+        incoming.write(wire.value())
+        wire.clear()
+    raise AssertionError("handshake did not finish")
+
+
+def test_alpn_http10_only_client_is_served_and_unknown_gets_no_application_protocol(tmp_path):
+    t = tls.load(_config(tmp_path, tls="auto"))
+    # RFC 7301: the server picks one of the client's protocols it speaks; HTTP/1.0 is
+    # HTTP/1.x, which every listener serves
+    assert _handshake(t, ["http/1.0"]) == ("http/1.0", None)
+    assert _handshake(t, ["http/1.0", "http/1.1"]) == ("http/1.1", None)
+    assert _handshake(t, ["http/1.1"], allow_h2=True) == ("http/1.1", None)
+    if tls.h2_available():
+        assert _handshake(t, ["http/1.1", "h2"], allow_h2=True) == ("h2", None)
+        assert _handshake(t, ["h2"])[1] is not None  # session ports never speak h2
+    # no overlap: a no_application_protocol alert (was internal_error), on both kinds
+    for allow_h2 in (False, True):
+        selected, err = _handshake(t, ["spdy/3", "h3"], allow_h2)
+        assert selected is None and "NO_APPLICATION_PROTOCOL" in str(err).upper().replace(" ", "_"), err
+        assert _handshake(t, ["http/1.0"], allow_h2) == ("http/1.0", None)
+    # no ALPN at all: served, nothing negotiated
+    assert _handshake(t, []) == (None, None)

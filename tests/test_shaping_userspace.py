@@ -133,6 +133,11 @@ def test_reads_are_delayed():
     assert src.received == []
     clock.advance(0.06)
     assert src.received == [b"GET / HTTP/1.1\r\n\r\n"]
+    # the protocol above can see how long the bytes it is given were held (issue 12 item 8)
+    assert abs(w.held_for - 0.26) < 1e-6  # delivered at the clock step after 0.25 s
+    backend.shaper(3).configure(None, delay_ms=0)
+    w.dataReceived(b"x")
+    assert w.held_for == 0.0
 
 
 def loss_trace(port):
@@ -216,3 +221,114 @@ def test_late_timers_are_caught_up_while_backlogged():
     run(clock, 3.0, [src], tick=0.06)  # every wake-up ~50 ms late
     got = len(t.value())
     assert 0.97 * 3_000_000 <= got <= 1.02 * 3_000_000
+
+
+class Closer(Protocol):
+    """Answers the first bytes it reads with *reply* and closes (like an HTTP/1.0 response)."""
+
+    def __init__(self, reply=b"HTTP/1.0 200 OK\r\n\r\nbody"):
+        self.reply = reply
+        self.lost = False
+
+    def dataReceived(self, data):
+        self.transport.write(self.reply)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.lost = True
+
+
+def _tls_pair(tmp_path, inner, shaped=True, rate=None):
+    """The daemon's TLS wrapper (over the shaper) on a StringTransport, and a real
+    Python ssl client (memory BIOs) that never answers close_notify."""
+    import ssl
+
+    from streamlab import config as configmod
+    from streamlab.web import tls
+
+    cfg = configmod.load(None, {"media-dir": str(tmp_path / "m"), "state-dir": str(tmp_path / "s"),
+                                "tls": "auto"})
+    clock = Clock()
+    backend = UserspaceBackend(clock)
+    if rate is not None:
+        backend.shaper(30181).configure(rate)
+    factory = Factory.forProtocol(lambda: inner)
+    if shaped:
+        factory = backend.wrap(30181, factory)
+    server = tls.load(cfg).wrap(factory, allow_h2=False).buildProtocol(None)
+    wire = StringTransport()
+    server.makeConnection(wire)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(incoming, outgoing)
+
+    def pump():
+        for _ in range(20):
+            try:
+                client.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            moved = False
+            if outgoing.pending:
+                server.dataReceived(outgoing.read())
+                moved = True
+            out = wire.value()
+            if out:
+                wire.clear()
+                incoming.write(out)
+                moved = True
+            if not moved:
+                return
+
+    pump()
+    return clock, server, wire, client, outgoing, pump
+
+
+def _read_all(client):
+    import ssl
+
+    data, closed = b"", False
+    while True:
+        try:
+            chunk = client.read(65536)
+        except ssl.SSLWantReadError:
+            break
+        except ssl.SSLZeroReturnError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    return data, closed
+
+
+def test_close_under_tls_sends_close_notify_and_fin_at_once(tmp_path):
+    """Issue 12 item 2: the shaper's buffer producer kept TLS from ever closing."""
+    inner = Closer()
+    clock, server, wire, client, _, pump = _tls_pair(tmp_path, inner)
+    client.write(b"GET / HTTP/1.0\r\n\r\n")
+    pump()
+    data, closed = _read_all(client)
+    assert data == inner.reply
+    assert closed  # close_notify arrived
+    assert wire.disconnecting  # and the TCP close follows without waiting for the client's reply
+
+
+def test_close_under_tls_waits_for_the_shaper_queue(tmp_path):
+    inner = Closer(b"x" * 300_000)
+    clock, server, wire, client, _, pump = _tls_pair(tmp_path, inner, rate=8.0)  # 1 MB/s
+    client.write(b"GET / HTTP/1.0\r\n\r\n")
+    pump()
+    assert not wire.disconnecting  # the queue is still being paced out
+    got = b""
+    for _ in range(100):
+        clock.advance(0.01)
+        pump()
+        data, closed = _read_all(client)
+        got += data
+        if closed:
+            break
+    assert got == inner.reply and closed and wire.disconnecting

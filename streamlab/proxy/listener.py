@@ -50,6 +50,12 @@ _STATUS_MESSAGES = {
 }
 
 
+def _idle_step(idle: float) -> float:
+    """How often the idle timeout looks at the socket: 1/40 of it (so it fires within
+    2.5 %), at most every 0.25 s, at least every 20 ms."""
+    return min(0.25, max(0.02, idle / 40.0))
+
+
 def _guess_type(path: str) -> bytes:
     for ext, ctype in _CONTENT_TYPES.items():
         if path.endswith(ext):
@@ -185,7 +191,9 @@ class SessionRequest(server.Request):
     _idle_timer: IDelayedCall | None = None
     _idle_timeout = 0.0
     _idle_since: float | None = None
-    _idle_progress = 0
+    _idle_progress = -1
+    _undelivered: int | None = None
+    _shaper_delay = 0.0
     _counted_active = False
     _draining = False
     _drain_timer: IDelayedCall | None = None
@@ -215,7 +223,12 @@ class SessionRequest(server.Request):
         session = site.session
         clock = site.clock
         now = clock.seconds()
-        self._t_arrived = now
+        # The userspace shaper may have held the request (its one-way delay): the
+        # request reached the socket that much earlier, and the log's timings count it.
+        held = sockets.shaper_hold(getattr(self.channel, "transport", None))
+        self._shaper_delay = held
+        session.shaper_delay_ms = round(held * 1000.0, 3)
+        self._t_arrived = now - held
         self._session = session
         self._site = site
         channel = self.channel
@@ -340,7 +353,7 @@ class SessionRequest(server.Request):
             self._active_timer = clock.callLater(active, self._active_timeout)
         if idle > 0:
             self._idle_timeout = float(idle)
-            self._idle_timer = clock.callLater(min(idle, 0.25), self._idle_check)
+            self._idle_timer = clock.callLater(_idle_step(self._idle_timeout), self._idle_check)
 
     def _active_timeout(self) -> None:
         self._active_timer = None
@@ -366,6 +379,7 @@ class SessionRequest(server.Request):
             self._fault_action = kind
             was_finished = self.finished
             self._draining = False
+            self._note_undelivered()
             self._go_dead()
             transport = self._transport_ref
             if transport is not None:
@@ -383,6 +397,12 @@ class SessionRequest(server.Request):
         self._idle_since = None
 
     def _idle_check(self) -> None:
+        """Cut when bytes wait for the client and it has taken none for the idle timeout.
+
+        Progress is what the client's TCP acknowledged (TCP_INFO), not what was written:
+        bytes moving from the userspace shaper's queue into the socket buffers are not
+        progress, and neither is the origin filling that queue.  Nothing waiting (the
+        origin is slow, not the client) is never idle."""
         self._idle_timer = None
         if self._dead or self._disconnected or (self.finished and not self._draining):
             return
@@ -390,17 +410,31 @@ class SessionRequest(server.Request):
         now = clock.seconds()
         transport = self._transport_ref
         pending = sockets.pending_bytes(transport) if transport is not None else 0
-        sent = self._body_bytes - pending
-        if pending <= 0 or sent > self._idle_progress:
+        acked = sockets.acked_bytes(transport) if transport is not None else None
+        progress = acked if acked is not None else self._body_bytes - pending
+        if pending <= 0 or progress > self._idle_progress:
             # Either nothing is waiting for the client, or it took some bytes.
-            self._idle_progress = max(self._idle_progress, sent)
+            self._idle_progress = max(self._idle_progress, progress)
             self._idle_since = now
         elif self._idle_since is None:
             self._idle_since = now
         if self.startedWriting and pending > 0 and now - self._idle_since >= self._idle_timeout - 1e-6:
             self._timeout_fault("transfer_idle_timeout")
             return
-        self._idle_timer = clock.callLater(min(self._idle_timeout, 0.25), self._idle_check)
+        self._idle_timer = clock.callLater(_idle_step(self._idle_timeout), self._idle_check)
+
+    def _note_undelivered(self) -> None:
+        """Before the connection is cut: how many body bytes will never reach the client
+        (still queued in user space — shaper, TLS, Twisted — or unacknowledged in the
+        kernel, which a reset discards)."""
+        if self._undelivered is not None:
+            return
+        transport = self._transport_ref
+        if transport is None:
+            self._undelivered = 0
+            return
+        waiting = sockets.pending_user_bytes(transport) + sockets.kernel_unsent_bytes(transport)
+        self._undelivered = max(0, min(self._body_bytes, waiting))
 
     def _cancel_timers(self) -> None:
         for name in ("_active_timer", "_idle_timer", "_drain_timer"):
@@ -498,6 +532,8 @@ class SessionRequest(server.Request):
             self.write(body)
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._t_arrived is not None and not self._logged and (not self.finished or self._draining):
+            self._note_undelivered()  # the client left mid-body: what it never got
         super().connectionLost(reason)
         if self._t_arrived is None:
             return
@@ -518,6 +554,9 @@ class SessionRequest(server.Request):
         if disconnected and not self._fault_category and not self.finished:
             self._fault_category = "client_disconnect"
             self._fault_action = "client_disconnect"
+        if self._undelivered:
+            # counted when written; these bytes never left for the client
+            session.bytes_out_total = max(0, session.bytes_out_total - self._undelivered)
         try:
             self._site.hooks.request_done(session, self, now)
         except Exception:  # noqa: BLE001 - logging must never break the response path
@@ -553,10 +592,11 @@ class SessionRequest(server.Request):
             "status": status,
             "bytes_in": length + len(self.uri) + 16 + sum(
                 len(k) + len(v) + 4 for k, vs in self.requestHeaders.getAllRawHeaders() for v in vs),
-            "bytes_out": self._body_bytes,
+            "bytes_out": self._body_bytes - (self._undelivered or 0),
             "content_type": content_type,
             "range": (self.getHeader(b"range") or b"").decode("latin-1"),
             "fault_type": self._fault_type,
             "fault_action": self._fault_action,
             "fault_category": self._fault_category,
+            "shaper_delay_ms": round(self._shaper_delay * 1000.0, 3),
         }

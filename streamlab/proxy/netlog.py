@@ -27,6 +27,8 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ``fault_action``          what was done (``status``, ``connect_reset``, ``body_hang``,
                           ``corrupt``, ``active_timeout``, ``client_disconnect``, ...)
 ``fault_category``        ``http|socket|corruption|transfer_timeout|client_disconnect|transport``
+``shaper_delay_ms``       delay the userspace shaper added before the server saw the request
+                          (extra field; already inside ``ttfb_ms``/``total_ms``)
 ========================  ==============================================================
 
 Durations are milliseconds rounded to 0.001.
@@ -47,6 +49,7 @@ ENTRY_FIELDS: tuple[str, ...] = (
     "seq", "timestamp", "method", "url", "path", "request_kind", "status", "bytes_in", "bytes_out",
     "content_type", "play_id", "request_range", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms",
     "transfer_ms", "total_ms", "faulted", "fault_type", "fault_action", "fault_category",
+    "shaper_delay_ms",
 )
 
 
@@ -91,7 +94,7 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
                connect_ms: float | None = None, tls_ms: float | None = None, ttfb_ms: float | None = None,
                transfer_ms: float | None = None, total_ms: float | None = None,
                fault_type: str = "", fault_action: str = "", fault_category: str = "",
-               decision: Any = None) -> dict[str, Any]:
+               decision: Any = None, shaper_delay_ms: float = 0.0) -> dict[str, Any]:
     """Build one log entry (see the module docstring for every field).
 
     Timings come either from raw clock stamps in seconds — *accepted* (connection
@@ -145,6 +148,7 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
         "fault_type": fault_type or "",
         "fault_action": fault_action or "",
         "fault_category": fault_category or "",
+        "shaper_delay_ms": round(float(shaper_delay_ms or 0.0), 3),
     }
 
 

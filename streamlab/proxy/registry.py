@@ -650,7 +650,7 @@ class SessionRegistry:
             content_type=f["content_type"], play_id=session.play_id, request_range=f["range"],
             accepted=f["accepted"], parsed=f["arrived"], first_byte=f["first"], last_byte=f["last"],
             finished=now, fault_type=f["fault_type"], fault_action=f["fault_action"],
-            fault_category=f["fault_category"])
+            fault_category=f["fault_category"], shaper_delay_ms=f.get("shaper_delay_ms", 0.0))
         stored = session.netlog.append(entry)
         if session.net_stream is not None and session.net_stream.clients:
             session.net_stream.publish("entry", stored, stored.get("seq"))

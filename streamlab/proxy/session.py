@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streamlab.proxy.tcpinfo import RttWindow
+from streamlab.proxy.tcpinfo import RttWindow, with_shaper_delay
 
 _SEG_NUMBER = re.compile(r"seg_(\d+)\.")
 
@@ -71,6 +71,9 @@ class Session:
         self.mbps_transfer_complete = 0.0
         self._rate_samples: deque[tuple[float, int]] = deque()
         self.rtt = RttWindow()
+        #: delay the userspace shaper added to the latest request (ms): part of the round
+        #: trip the player sees, invisible to TCP_INFO
+        self.shaper_delay_ms = 0.0
         self.ping_rtt_ms: float | None = None
         self.server_video_rendition = ""
         self.server_video_rendition_mbps = 0.0
@@ -209,7 +212,7 @@ class Session:
             "mbps_transfer_complete": self.mbps_transfer_complete,
             "bytes_out_total": self.bytes_out_total,
         })
-        out.update(self.rtt.fields)
+        out.update(with_shaper_delay(self.rtt.fields, self.shaper_delay_ms))
         if self.ping_rtt_ms is not None:
             out["client_path_ping_rtt_ms"] = self.ping_rtt_ms
         out.update({

@@ -86,20 +86,51 @@ def reset(transport: Any) -> None:
 
 
 def pending_user_bytes(transport: Any) -> int:
-    """Bytes Twisted still holds for *transport* (not yet handed to the kernel)."""
-    seen = 0
+    """Bytes written but still held in user space on their way to the kernel socket.
+
+    Every layer of the wrapper chain counts: the userspace shaper's queue (a layer with a
+    ``buffered`` property), TLS's aggregated writes and pre-handshake buffer, and
+    Twisted's own write buffer.  None of it has left for the client yet.
+    """
+    total = 0
     t = transport
-    for _ in range(4):
-        buf = getattr(t, "dataBuffer", None)
-        if buf is not None and "dataBuffer" in getattr(t, "__dict__", {}):
+    for _ in range(6):
+        attrs = getattr(t, "__dict__", None)
+        if attrs is None:
+            break
+        if isinstance(getattr(type(t), "buffered", None), property):
+            total += int(t.buffered)
+        aggregator = attrs.get("_aggregator")
+        if aggregator is not None:
+            total += sum(len(b) for b in getattr(aggregator, "_buffer", ()))
+        app = attrs.get("_appSendBuffer")
+        if app:
+            total += sum(len(b) for b in app)
+        if "dataBuffer" in attrs:
             offset = getattr(t, "offset", 0)
             temp = getattr(t, "_tempDataLen", 0)
-            return max(0, len(buf) - offset) + temp + seen
-        inner = t.__dict__.get("transport") if hasattr(t, "__dict__") else None
+            return total + max(0, len(attrs["dataBuffer"]) - offset) + temp
+        inner = attrs.get("transport")
         if inner is None or inner is t:
             break
         t = inner
-    return seen
+    return total
+
+
+def shaper_hold(transport: Any) -> float:
+    """Seconds the userspace shaper held the request bytes being delivered right now
+    (its added delay), 0 when no shaper is in the chain."""
+    t = transport
+    for _ in range(6):
+        attrs = getattr(t, "__dict__", None)
+        if attrs is None:
+            break
+        if "held_for" in attrs:
+            return float(attrs["held_for"])
+        t = attrs.get("transport")
+        if t is None:
+            break
+    return 0.0
 
 
 def kernel_unsent_bytes(transport: Any) -> int:
@@ -117,6 +148,21 @@ def kernel_unsent_bytes(transport: Any) -> int:
 def pending_bytes(transport: Any) -> int:
     """Everything written but not yet acknowledged by the client (user space + kernel)."""
     return pending_user_bytes(transport) + kernel_unsent_bytes(transport)
+
+
+def acked_bytes(transport: Any) -> int | None:
+    """Bytes of this connection the client's TCP has acknowledged (TCP_INFO
+    ``tcpi_bytes_acked``), or None where that is unknown (memory transports, not Linux).
+
+    It only grows while the client takes data: a client that stops reading closes its
+    receive window and the count stands still, whatever is queued in front of it."""
+    from streamlab.proxy.tcpinfo import read_tcp_info
+
+    sock = socket_of(transport)
+    if sock is None:
+        return None
+    info = read_tcp_info(sock)
+    return None if info is None else info.bytes_acked
 
 
 class SocketAction:

@@ -94,6 +94,23 @@ class RttWindow:
         return self.fields
 
 
+def with_shaper_delay(fields: dict[str, Any], shaper_ms: float) -> dict[str, Any]:
+    """The RTT fields a player's round trip shows: TCP_INFO's RTT plus the delay the
+    userspace shaper adds (it holds requests in user space, where TCP cannot see it).
+
+    ``client_rtt_ms`` / ``_max_ms`` / ``_min_ms`` include it; ``client_rtt_tcp_ms`` is the
+    TCP figure alone and ``client_rtt_shaper_ms`` the added part, so a stall's cause shows.
+    (Delay carried by the kernel — netem — is already in TCP_INFO.)"""
+    out = dict(fields)
+    added = round(max(0.0, float(shaper_ms or 0.0)), 3)
+    out["client_rtt_tcp_ms"] = fields.get("client_rtt_ms", 0.0)
+    out["client_rtt_shaper_ms"] = added
+    if added:
+        for key in ("client_rtt_ms", "client_rtt_max_ms", "client_rtt_min_ms"):
+            out[key] = round(float(fields.get(key, 0.0)) + added, 3)
+    return out
+
+
 # --------------------------------------------------------------------------- ICMP echo
 
 ICMP_ECHO_REQUEST = 8

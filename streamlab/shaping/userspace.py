@@ -228,7 +228,10 @@ class ShapedProtocol(ProtocolWrapper):
         self.clock = shaper.clock
         self._out: deque[bytes] = deque()
         self._out_bytes = 0
-        self._in: deque[tuple[float, bytes]] = deque()
+        self._in: deque[tuple[float, float, bytes]] = deque()
+        #: How long the shaper held the bytes being delivered now (delay, DROP): what a
+        #: request parsed from them waited here before the server saw it.
+        self.held_for = 0.0
         self._in_timer: IDelayedCall | None = None
         self._stall_until = 0.0
         self._stall_timer: IDelayedCall | None = None
@@ -243,6 +246,7 @@ class ShapedProtocol(ProtocolWrapper):
         self._lost = False
         self._was_reset = False
         self._inner_connected = False
+        self._net_producer: _NetProducer | None = None
 
     # -- connection lifecycle
 
@@ -256,7 +260,8 @@ class ShapedProtocol(ProtocolWrapper):
             sh._refuse("reject")
             self.reset()
             return
-        transport.registerProducer(_NetProducer(self), True)
+        self._net_producer = _NetProducer(self)
+        transport.registerProducer(self._net_producer, True)
         sh.conns.add(self)
         if sh.fault == "drop":
             sh._refuse("drop")
@@ -270,12 +275,16 @@ class ShapedProtocol(ProtocolWrapper):
         for call in (self._in_timer, self._stall_timer):
             if call is not None and call.active():
                 call.cancel()
-        self._out.clear()
-        self._out_bytes = 0
         self.factory.unregisterProtocol(self)
-        if self._inner_connected:
-            self._inner_connected = False
-            self.wrappedProtocol.connectionLost(reason)
+        try:
+            if self._inner_connected:
+                # the wrapped protocol still sees the queue it lost (``buffered``): the
+                # network log counts only the bytes that left for the client
+                self._inner_connected = False
+                self.wrappedProtocol.connectionLost(reason)
+        finally:
+            self._out.clear()
+            self._out_bytes = 0
 
     def reset(self) -> None:
         """Reset the connection now (RST: SO_LINGER 0, then abort)."""
@@ -308,9 +317,11 @@ class ShapedProtocol(ProtocolWrapper):
         if self._was_reset or not self._inner_connected:
             return
         if self.shaper.delay > 0 or self._in or "drop" in self._read_pause:
-            self._in.append((self.clock.seconds() + self.shaper.delay, data))
+            now = self.clock.seconds()
+            self._in.append((now + self.shaper.delay, now, data))
             self._deliver()
         else:
+            self.held_for = 0.0
             self.wrappedProtocol.dataReceived(data)
 
     def _deliver(self) -> None:
@@ -319,11 +330,12 @@ class ShapedProtocol(ProtocolWrapper):
         self._in_timer = None
         now = self.clock.seconds()
         while self._in and not self._lost and "drop" not in self._read_pause and self._inner_connected:
-            release_at, data = self._in[0]
+            release_at, arrived_at, data = self._in[0]
             if release_at > now + 1e-9:
                 self._in_timer = self.clock.callLater(release_at - now, self._deliver)
                 return
             self._in.popleft()
+            self.held_for = max(0.0, now - arrived_at)
             self.wrappedProtocol.dataReceived(data)
 
     def _pause_reading(self, reason: str) -> None:
@@ -381,7 +393,19 @@ class ShapedProtocol(ProtocolWrapper):
         if self._out and not self._was_reset:
             self._closing = True
         elif not self._lost:
-            self.transport.loseConnection()
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close the real transport once everything queued has been handed to it.
+
+        Our buffer-signal producer is unregistered first: a transport with a registered
+        producer takes it to mean "more data is coming", and TLS (``TLSMemoryBIOProtocol``)
+        then defers its close_notify, and so the close, until the producer goes away.
+        """
+        if self._net_producer is not None:
+            self._net_producer = None
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def abortConnection(self) -> None:
         self._out.clear()
@@ -425,7 +449,7 @@ class ShapedProtocol(ProtocolWrapper):
         if self._out_bytes < self.shaper.low_water:
             self._resume_inner("buffer")
         if not self._out and self._closing and not self._lost:
-            self.transport.loseConnection()
+            self._close_transport()
         return n
 
     def _stall(self, until: float) -> None:

@@ -23,11 +23,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
 from streamlab.fsutil import atomic_write
 
@@ -170,7 +172,98 @@ def ensure_auto_certificate(config: Any, now: datetime.datetime | None = None) -
     return cert_path, key_path
 
 
+# --------------------------------------------------------------------------- ALPN
+
+#: What every listener speaks over TLS besides h2: HTTP/1.x (Twisted's HTTPChannel
+#: serves HTTP/1.0 requests as well as HTTP/1.1 ones, so a client offering only
+#: ``http/1.0`` gets it).
+HTTP1_PROTOCOLS = [b"http/1.1", b"http/1.0"]
+
+
+class NoApplicationProtocol(SSLError):  # noqa: N818 - named after the TLS alert
+    """Raised in the ALPN callback: OpenSSL answers with a ``no_application_protocol``
+    alert (RFC 7301 section 3.2).  An ``OpenSSL.SSL.Error``, so Twisted's TLS layer
+    treats it as the failed handshake it is (sends the alert, closes, logs nothing)."""
+
+
+def alpn_selector(acceptable: Sequence[bytes]) -> Any:
+    """The server's ALPN select callback: our most preferred protocol the client offers.
+
+    Twisted's own callback returns ``b""`` when nothing overlaps, which OpenSSL turns into
+    an ``internal_error`` alert; RFC 7301 asks for ``no_application_protocol``, which
+    OpenSSL sends when the callback fails (pyOpenSSL: ``SSL_TLSEXT_ERR_ALERT_FATAL``).
+    """
+    ours = list(acceptable)
+
+    def select(conn: Any, offered: list[bytes]) -> bytes:
+        for proto in ours:
+            if proto in offered:
+                return proto
+        # args shaped like OpenSSL's error queue, which Twisted's TLS layer reads
+        offered_text = b",".join(offered).decode("latin-1", "replace")
+        reason = f"no application protocol in {offered_text}"
+        raise NoApplicationProtocol([("SSL routines", "alpn_select", reason)])
+
+    return select
+
+
+class ALPNCertificateOptions(CertificateOptions):
+    """Twisted's certificate options with :func:`alpn_selector` as the ALPN callback of
+    every context they build (Twisted may build a new one, e.g. after pickling)."""
+
+    _alpn_context_id: int | None = None
+
+    def __init__(self, alpn: Sequence[bytes], **kw: Any) -> None:
+        super().__init__(acceptableProtocols=list(alpn), **kw)
+        self.alpn = list(alpn)
+
+    def getContext(self) -> Any:  # noqa: N802 - Twisted's interface
+        ctx = super().getContext()
+        if self._alpn_context_id != id(ctx):
+            ctx.set_alpn_select_callback(alpn_selector(self.alpn))
+            self._alpn_context_id = id(ctx)
+        return ctx
+
+
 # --------------------------------------------------------------------------- listeners
+
+
+class PromptCloseTLSProtocol(BufferingTLSTransport):
+    """TLS that closes the TCP connection right after sending its close_notify.
+
+    Twisted's TLS layer sends close_notify and then waits for the peer's close_notify
+    before closing TCP.  A client that never answers — or whose answer is never read,
+    because a socket fault stopped reading — would keep the connection (and the player
+    waiting for a FIN) open until the session expires.  TLS 1.2/1.3 only require the
+    close_notify before closing our write side, so the FIN follows it at once.
+    """
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:  # noqa: N802 - Twisted's interface
+        """The ALPN protocol as the HTTP layer sees it: ``http/1.0`` is served by the same
+        HTTP/1.x channel as ``http/1.1`` (the request line carries the real version, and
+        the answer uses it), and Twisted's channel only knows the name ``http/1.1``."""
+        proto = super().negotiatedProtocol
+        return b"http/1.1" if proto == b"http/1.0" else proto
+
+    def _shutdownTLS(self) -> None:  # noqa: N802 - Twisted's method
+        super()._shutdownTLS()
+        transport = self.transport
+        if self.disconnecting and not self._aborted and transport is not None:
+            transport.loseConnection()  # after the close_notify (and anything before it)
+
+
+class PromptCloseTLSFactory(TLSMemoryBIOFactory):
+    """``TLSMemoryBIOFactory`` building :class:`PromptCloseTLSProtocol`."""
+
+    protocol = PromptCloseTLSProtocol
+
+    def _applyProtocolNegotiation(self, connection: Any) -> None:  # noqa: N802 - Twisted's method
+        """Keep our ALPN callback.  Twisted would install its own on the shared context
+        for every connection whose site offers protocols (``IProtocolNegotiationFactory``),
+        answering ``internal_error`` where nothing overlaps; :class:`ALPNCertificateOptions`
+        already offers the same list (h2 only where the site can speak it)."""
+
 
 
 class TLS:
@@ -194,10 +287,10 @@ class TLS:
         self.h2 = h2_available() if h2 is None else h2
         common = dict(privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None,
                       raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
-        protocols = [b"h2", b"http/1.1"] if self.h2 else [b"http/1.1"]
+        protocols = [b"h2", *HTTP1_PROTOCOLS] if self.h2 else list(HTTP1_PROTOCOLS)
         self._options = {
-            True: ssl.CertificateOptions(**common, acceptableProtocols=protocols),
-            False: ssl.CertificateOptions(**common, acceptableProtocols=[b"http/1.1"]),
+            True: ALPNCertificateOptions(protocols, **common),
+            False: ALPNCertificateOptions(HTTP1_PROTOCOLS, **common),
         }
         for options in self._options.values():
             options.getContext()  # fails now (at start) when the key does not match the certificate
@@ -208,7 +301,7 @@ class TLS:
 
     def wrap(self, factory: IProtocolFactory, allow_h2: bool = True) -> IProtocolFactory:
         """*factory* behind TLS: the one function main, bootstrap and session listeners use."""
-        return TLSMemoryBIOFactory(self.context_factory(allow_h2), False, factory)
+        return PromptCloseTLSFactory(self.context_factory(allow_h2), False, factory)
 
 
 def load(config: Any) -> TLS | None:

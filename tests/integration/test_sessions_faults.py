@@ -421,3 +421,23 @@ def test_rtt_fields_and_network_stream(d):
                         timeout=6)
         conn.close()
         assert ping > 0
+
+
+def test_added_delay_shows_in_the_log_timings_and_the_rtt_figure(d):
+    """Issue 12 item 8: a 300 ms shaper delay was invisible (RTT 11-14 ms, ttfb 0-1 ms)."""
+    s = create_session(d, "delay-visible", {"nftables_delay_ms": 300})
+    sid, port = s["session_id"], _port(s)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    t0 = time.monotonic()
+    conn.request("GET", INIT)
+    assert conn.getresponse().read()
+    assert time.monotonic() - t0 >= 0.29  # what the player waited
+    e = wait_for(lambda: network(d, sid))[-1]
+    assert e["shaper_delay_ms"] == pytest.approx(300, abs=30), e
+    assert e["ttfb_ms"] >= 290 and e["total_ms"] >= 290, e
+    # the keep-alive connection stays open: the RTT figure shows the added delay too
+    body = wait_for(lambda: (b := d.get(f"/api/session/{sid}").json()) and not b["client_rtt_stale"] and b,
+                    timeout=5)
+    conn.close()
+    assert body["client_rtt_shaper_ms"] == pytest.approx(300, abs=30)
+    assert body["client_rtt_ms"] >= 290 and body["client_rtt_tcp_ms"] < body["client_rtt_ms"]

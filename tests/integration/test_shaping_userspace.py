@@ -136,12 +136,15 @@ def test_zero_rate_stalls_then_next_step_resumes(served):
 @pytest_twisted.inlineCallbacks
 def test_delay_adds_to_time_to_first_byte(served):
     backend, shaper, port = served
-    base = yield threads.deferToThread(_get, port, "/f/small.txt")
+    ttfb0 = 10.0
+    for _ in range(3):  # the quickest of three: a loaded machine adds its own delays
+        base = yield threads.deferToThread(_get, port, "/f/small.txt")
+        ttfb0 = min(ttfb0, base[3] - base[2])
     shaper.configure(None, delay_ms=300)
     delayed = yield threads.deferToThread(_get, port, "/f/small.txt")
-    ttfb0 = base[3] - base[2]
     ttfb1 = delayed[3] - delayed[2]
-    assert ttfb1 - ttfb0 >= 0.28
+    assert ttfb1 >= 0.3 - 0.005  # the delay is a floor, whatever the load
+    assert ttfb1 - ttfb0 >= 0.25
     assert ttfb1 < 2.0
 
 
