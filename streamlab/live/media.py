@@ -161,6 +161,13 @@ class FilePushProducer:
     def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
         self._end(False)
 
+    def connection_lost(self, _reason: object = None) -> None:
+        """The request's connection is gone (``notifyFinish`` errback): end without touching
+        the request again.  By then ``Request.connectionLost`` has dropped its channel, so
+        ``unregisterProducer`` would raise; the channel forgot the producer with it."""
+        self.registered = False
+        self._end(False)
+
     def _end(self, complete: bool) -> None:
         if self.done:
             return

@@ -586,7 +586,7 @@ class _Paced(FilePushProducer):
 
     def start(self) -> None:
         """Register with the request and write what is published already."""
-        self.request.notifyFinish().addErrback(lambda _f: self._end(False))
+        self.request.notifyFinish().addErrback(self.connection_lost)
         self.registered = True
         self.request.registerProducer(self, True)
         self._pump()
