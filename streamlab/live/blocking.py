@@ -172,3 +172,13 @@ def seq_schedule(index: ContentIndex, track: Track, n: int, now: float,
         out.append((Part(start, end - start, part.duration, part.independent),
                     tl.part_publish_time(track, n, i)))
     return out
+
+
+def released_at(schedule: list[tuple[Part, float]], last: int) -> float:
+    """When byte *last* of a paced file is published: the publish time of the part that
+    holds it (the parts of *schedule* tile the file).  A range ending there is complete
+    at that instant, so a range of published parts is served at once."""
+    for part, at in schedule:
+        if last < part.offset + part.size:
+            return at
+    return schedule[-1][1]

@@ -505,6 +505,10 @@ class OriginResource(Resource):
     # -- media -------------------------------------------------------------------
 
     def _media(self, request: IRequest, content: str, index: ContentIndex, segs: list[str]) -> bytes | int:
+        ref = parse_media(index, "/".join(segs))
+        if ref is not None and ref.seq is not None:
+            # n<N>: the file that segment N plays (then the same checks as any path)
+            segs = ref.track.segment_path(ref.file_number).split("/")
         found = resolve(self.library.item_dir(content), segs)
         if found is None:
             raise NotFound("not found", detail="/".join(segs))
@@ -516,14 +520,13 @@ class OriginResource(Resource):
             raise NotFound("not found", detail=rel) from None
         try:
             size = os.fstat(fh.fileno()).st_size
-            return self._media_open(request, content, index, rel, full, fh, size)
+            return self._media_open(request, content, index, ref, rel, fh, size)
         except BaseException:  # nothing raises once a producer owns the file
             fh.close()
             raise
 
-    def _media_open(self, request: IRequest, content: str, index: ContentIndex, rel: str, full: str,
-                    fh: Any, size: int) -> bytes | int:
-        ref = parse_media(index, rel)
+    def _media_open(self, request: IRequest, content: str, index: ContentIndex, ref: MediaRef | None,
+                    rel: str, fh: Any, size: int) -> bytes | int:
         rewrite = self._rewrite(request, content, index, ref)
         now = self.clock.seconds()
         if ref is not None and ref.seq is not None:
@@ -570,7 +573,11 @@ class OriginResource(Resource):
         if ref.seq is not None:
             # unambiguous: paced exactly when that segment is in production (any Range;
             # bytes already published go at once), complete segments at full speed
-            return blocking.seq_schedule(index, track, ref.seq, now, self.epoch)
+            sched = blocking.seq_schedule(index, track, ref.seq, now, self.epoch)
+            last = rng.last if rng is not None else track.segments[ref.file_number - 1].size - 1
+            if sched is not None and blocking.released_at(sched, last) <= now:
+                return None  # e.g. a 2 s piece or a listed part of the live segment
+            return sched
         # an old-style file URL means "this file in the current loop"
         if rng is None:  # whole file: LL-DASH chunked delivery if it is in progress
             return blocking.chunk_schedule(index, track, ref.file_number, now, self.epoch)
