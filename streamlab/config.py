@@ -188,6 +188,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("live", "live_epoch", _epoch, "2020-01-01T00:00:00Z", "time zero of every live channel"),
     Key("live", "window_seconds", _float_range(6, 3600), "36", "playlist / MPD window length"),
     Key("live", "worker_idle_timeout", _float_range(0.1, 86400), "60", "drop idle workers after (s)"),
+    Key("live", "timeline", _choice("discontinuity", "continuous"), "discontinuity",
+        "manifests without ?timeline=: discontinuity (Period + EXT-X-DISCONTINUITY per loop)"
+        " | continuous (one Period, rising timestamps; fMP4 only)"),
     # [sessions]
     Key("sessions", "session_idle_timeout", _float_range(1, 86400), "120",
         "expire a session after this long without media requests (s)"),

@@ -88,7 +88,7 @@ def test_blocking_preload_hint():
     m = m3u8.loads(hls.render_media(IDX, "720p", "ll", now, EPOCH, 36))
     hint = m.preload_hint
     fnum = N % 4 + 1
-    assert hint.uri == V.segment_path(fnum)
+    assert hint.uri == f"video/720p/n{N}.m4s"  # sequence-addressed; media_ready_at is the old-style rule
     at = blocking.media_ready_at(IDX, V, fnum, hint.byterange_start, now, EPOCH)
     assert at == TL.part_publish_time(V, N, 15)
     # a later part of the same segment waits for its own publication

@@ -48,7 +48,8 @@ def test_periods_across_a_loop_boundary():
     # every Period knows its end, so no file number past segment_count is ever addressed
     assert [p.get("duration") for p in periods] == ["PT24S", "PT24S"]
     st = periods[1].find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
-    assert st.get("startNumber") == "1" and st.get("media") == "video/720p/seg_$Number%05d$.m4s"
+    # $Number$ is the absolute segment number n: loop 5001's first segment is 5001 x 4
+    assert st.get("startNumber") == str(5001 * 4) and st.get("media") == "video/720p/n$Number$.m4s"
     assert st.get("initialization") == "video/720p/init.mp4"
     assert int(st.get("duration")) == 6 * int(st.get("timescale"))
     # window inside one loop

@@ -88,7 +88,8 @@ def test_ts_master_and_playlist():
     assert not m.media
     text = hls.render_media(IDX, "720p", "6s", EPOCH + 600.5, EPOCH, 36, container="ts")
     segs, _ = entries(text)
-    assert [s["uri"] for s in segs][-2:] == ["ts/720p/seg_00003.ts", "ts/720p/seg_00004.ts"]
+    # 600.5 s in: segment 100 in progress, 98 and 99 (files 3 and 4) are the newest
+    assert [s["uri"] for s in segs][-2:] == ["ts/720p/n98.ts", "ts/720p/n99.ts"]
     assert "#EXT-X-MAP" not in text
     with pytest.raises(KeyError):
         hls.render_master(IDX, "ll", container="ts")
@@ -126,8 +127,7 @@ def test_ll_playlist_shape():
     assert m.media_sequence == n - 6
     segs, tail = entries(text)
     assert [s["msn"] for s in segs] == list(range(n - 6, n))
-    assert [s["uri"][-9:] for s in segs] == ["00002.m4s", "00003.m4s", "00004.m4s",
-                                            "00001.m4s", "00002.m4s", "00003.m4s"]
+    assert [s["uri"] for s in segs] == [f"video/720p/n{k}.m4s" for k in range(n - 6, n)]
     # parts for the 3 newest complete segments (3 target durations) and the one in progress
     assert [len(s["parts"]) for s in segs] == [0, 0, 0, 30, 30, 30]
     assert len(tail["parts"]) == 12  # 2.5 s / 0.2 s -> parts 0..11 published
@@ -142,9 +142,9 @@ def test_ll_playlist_shape():
     seg = V.segments[3]
     for p, line in enumerate(tail["parts"]):
         part = seg.parts[p]
-        assert f'URI="video/720p/seg_00004.m4s",BYTERANGE="{part.size}@{part.offset}"' in line
+        assert f'URI="video/720p/n{n}.m4s",BYTERANGE="{part.size}@{part.offset}"' in line
         assert line.endswith(",INDEPENDENT=YES") == (p % 5 == 0)
-    assert m.preload_hint.hint_type == "PART" and m.preload_hint.uri == "video/720p/seg_00004.m4s"
+    assert m.preload_hint.hint_type == "PART" and m.preload_hint.uri == f"video/720p/n{n}.m4s"
     assert m.preload_hint.byterange_start == seg.parts[12].offset
     reports = {r.uri: (r.last_msn, r.last_part) for r in m.rendition_reports}
     assert reports == {"playlist_360p.m3u8": (n, 11),
@@ -158,7 +158,7 @@ def test_ll_playlist_at_segment_start_has_hint_and_previous_reports():
     assert segs[-1]["msn"] == n - 1 and tail["parts"] == []
     assert tail["disc"] and tail["pdt"] == pdt(round(EPOCH * 1000) + n * 6000)
     m = m3u8.loads(text)
-    assert m.preload_hint.uri == "video/360p/seg_00001.m4s"
+    assert m.preload_hint.uri == f"video/360p/n{n}.m4s"
     assert m.preload_hint.byterange_start == IDX.video[1].segments[0].parts[0].offset
     reports = {r.uri: (r.last_msn, r.last_part) for r in m.rendition_reports}
     assert reports["playlist_720p.m3u8"] == (n - 1, 29)
@@ -270,7 +270,7 @@ def test_2s_playlist():
     for s in segs:
         m_, j = divmod(s["msn"], 3)
         p = pieces[m_ % 4][j]
-        assert s["uri"] == V.segment_path(m_ % 4 + 1)
+        assert s["uri"] == f"video/720p/n{m_}.m4s"
         assert s["byterange"] == f"{p.length}@{p.offset}"
     # PDT of a first piece that is not at a segment start
     first_m, first_j = divmod(segs[0]["msn"], 3)
@@ -283,7 +283,7 @@ def test_6s_playlist():
     m = m3u8.loads(text)
     assert m.server_control.hold_back == 21  # 3 x 7
     assert "#EXT-X-PART" not in text and "#EXT-X-BYTERANGE" not in text
-    assert [s.uri for s in m.segments] == [A.segment_path((k % 4) + 1) for k in range(1994, 2000)]
+    assert [s.uri for s in m.segments] == [f"audio/audio/n{k}.m4s" for k in range(1994, 2000)]
 
 
 # ------------------------------------------------------------------ determinism

@@ -105,3 +105,28 @@ def test_file_shrinking_under_the_producer_ends_the_response():
     req = _Request()
     FileRangeProducer(req, fh, 0, 1000, chunk=100).start()
     assert sum(map(len, req.written)) == 150 and req.finished == 1 and fh.closed
+
+
+def test_connection_lost_ends_the_producer_without_touching_the_gone_channel():
+    """A real twisted.web Request on a StringTransport: when the connection drops while a
+    producer is registered, ``Request.connectionLost`` clears the channel before the
+    ``notifyFinish`` errbacks run, so the producer's end path must not unregister."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+    from twisted.web.http import HTTPChannel, Request
+
+    channel = HTTPChannel()
+    channel.makeConnection(StringTransport())
+    request = Request(channel)
+    fh = io.BytesIO(b"x" * 1000)
+    p = FileRangeProducer(request, fh, 0, 1000, chunk=100)
+    p.pauseProducing()
+    p.start()
+    errors: list[Failure] = []
+    d = request.notifyFinish()
+    d.addErrback(p.connection_lost)
+    d.addErrback(errors.append)
+    request.connectionLost(Failure(ConnectionDone()))
+    assert errors == [] and p.done and fh.closed
+    p.stopProducing()  # a late stop from the transport is harmless

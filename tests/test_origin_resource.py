@@ -625,3 +625,30 @@ def test_ll_dash_catch_up_respects_back_pressure(env, clock, monkeypatch):
     clock.advance(EPOCH + 40 * SEG + 16 * PART - clock.seconds())
     transport.producer.resumeProducing()
     assert len(Response(transport.value()).body) == published + PSIZE
+
+
+def test_client_leaving_a_paced_segment_logs_no_unhandled_error(env, clock):
+    """#12 item 4: read part of the in-production segment, close: no 'NoneType' object has
+    no attribute 'unregisterProducer' from the paced writer's end path."""
+    import gc
+
+    from twisted.logger import globalLogPublisher
+
+    failures: list = []
+
+    def observe(event):
+        if "log_failure" in event:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for path in ("/go-live/clip/video/360p/seg_00001.m4s", "/go-live/clip/audio/audio/seg_00001.m4s"):
+            c = env.call(path)
+            assert c.answered and not c.response().complete  # paced: some bytes, not all
+            c.disconnect()
+            clock.advance(PART)
+        gc.collect()  # an unhandled Deferred failure is logged when collected
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures == []
+    assert len(env.origin.waiters) == 0

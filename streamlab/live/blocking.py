@@ -148,3 +148,37 @@ def chunk_schedule(index: ContentIndex, track: Track, file_number: int, now: flo
         out.append((Part(start, end - start, part.duration, part.independent),
                     tl.part_publish_time(track, n, i)))
     return out
+
+
+def seq_schedule(index: ContentIndex, track: Track, n: int, now: float,
+                 epoch: float) -> list[tuple[Part, float]] | None:
+    """Pacing of absolute segment *n* of *track* (a sequence-addressed URL): None when it
+    is complete at *now* (serve at full speed, whatever the window), else every part with
+    its publish time, tiling the file (the same shape as :func:`chunk_schedule`): the
+    origin releases each part's bytes at that time.  A segment that has not started yet
+    (the next one) gets its future publish times.  Tracks without parts (MPEG-TS) are
+    never paced."""
+    if not track.segments or not track.segments[0].parts:
+        return None
+    tl = LiveTimeline(index, epoch)
+    if tl.is_complete(n, now):
+        return None
+    seg = track.segments[n % tl.count]
+    parts = seg.parts
+    out: list[tuple[Part, float]] = []
+    for i, part in enumerate(parts):
+        start = 0 if i == 0 else part.offset
+        end = parts[i + 1].offset if i + 1 < len(parts) else seg.size
+        out.append((Part(start, end - start, part.duration, part.independent),
+                    tl.part_publish_time(track, n, i)))
+    return out
+
+
+def released_at(schedule: list[tuple[Part, float]], last: int) -> float:
+    """When byte *last* of a paced file is published: the publish time of the part that
+    holds it (the parts of *schedule* tile the file).  A range ending there is complete
+    at that instant, so a range of published parts is served at once."""
+    for part, at in schedule:
+        if last < part.offset + part.size:
+            return at
+    return schedule[-1][1]

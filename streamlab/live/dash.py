@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from streamlab.live.hls import compact_number, file_pieces, format_pdt, pieces_per_file
 from streamlab.live.timeline import EPS, LiveTimeline, index_cache
+from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, seq_prefix, timeline_query
 from streamlab.media.index import ContentIndex, Track
 
 KINDS = ("ll", "2s", "6s")
@@ -146,10 +147,19 @@ def _groups(index: ContentIndex) -> list[tuple[str, tuple[Track, ...]]]:
     return out
 
 
-def _template_body(index: ContentIndex, kind: str) -> str:
-    """The AdaptationSets of a 6s/LL Period (identical in every Period)."""
+#: placeholder for a Period's startNumber in the cached SegmentTemplate bodies
+_START = "\x02"
+
+
+def _template_body(index: ContentIndex, kind: str, timeline: str = DISCONTINUITY) -> str:
+    """The AdaptationSets of a 6s/LL Period with ``startNumber`` left as :data:`_START`.
+
+    ``$Number$`` is the absolute segment number ``n`` (sequence-addressed URLs,
+    :mod:`streamlab.live.urls`): a loop's Period starts at ``k x count`` in the
+    discontinuity timeline, the single continuous Period at 0.
+    """
     cache = index_cache(index)
-    key = ("dash-body", kind)
+    key = ("dash-body", kind, timeline)
     got = cache.get(key)
     if got is not None:
         return got
@@ -158,15 +168,18 @@ def _template_body(index: ContentIndex, kind: str) -> str:
     if kind == "ll":
         ato = (f' availabilityTimeOffset="{compact_number(index.segment_duration - index.part_duration)}"'
                ' availabilityTimeComplete="false"')
+    query = timeline_query(timeline)
     for i, (ctype, tracks) in enumerate(_groups(index)):
         out.append(_aset_open(i, ctype, tracks))
         for t in tracks:
             ts = _timescale(index, t)
             out.append(_rep_open(t))
             dur = round(index.segment_duration * ts)
+            pre, ext = seq_prefix(t)
+            media = f"{pre.replace('$', '$$')}$Number${ext}{query}"
             out.append(f'        <SegmentTemplate timescale="{ts}" duration="{dur}"'
-                       f' startNumber="1" initialization="{_attr(t.init)}"'
-                       f' media="{_attr(dash_template(t.segment_template))}"{ato}/>\n')
+                       f' startNumber="{_START}" initialization="{_attr(t.init)}"'
+                       f' media="{_attr(media)}"{ato}/>\n')
             out.append("      </Representation>\n")
         out.append("    </AdaptationSet>\n")
     got = "".join(out)
@@ -177,8 +190,9 @@ def _template_body(index: ContentIndex, kind: str) -> str:
 @dataclass(frozen=True)
 class _ListData:
     ts: int
+    loop_ticks: int                                  # loop length in the track's timescale
     ticks: tuple[tuple[tuple[int, int], ...], ...]   # per file, per piece: (t, d) in the loop
-    urls: tuple[tuple[str, ...], ...]                # per file, per piece: SegmentURL line
+    urls: tuple[tuple[tuple[str, str], ...], ...]    # per file, per piece: SegmentURL around the URI
 
 
 def _list_data(index: ContentIndex, track: Track) -> _ListData:
@@ -197,28 +211,34 @@ def _list_data(index: ContentIndex, track: Track) -> _ListData:
     bounds = [round(s * ts) for s in starts] + [round(acc * ts)]
     ticks, urls = [], []
     i = 0
-    for num, f in enumerate(pieces, start=1):
-        uri = _attr(track.segment_path(num))
+    for f in pieces:
         ft, fu = [], []
         for p in f:
             ft.append((bounds[i], bounds[i + 1] - bounds[i]))
             rng = f"{p.offset}-{p.offset + p.length - 1}"
-            fu.append(f'          <SegmentURL media="{uri}" mediaRange="{rng}"/>\n')
+            fu.append(('          <SegmentURL media="', f'" mediaRange="{rng}"/>\n'))
             i += 1
         ticks.append(tuple(ft))
         urls.append(tuple(fu))
-    got = _ListData(ts, tuple(ticks), tuple(urls))
+    got = _ListData(ts, round(index.loop_duration * ts), tuple(ticks), tuple(urls))
     cache[key] = got
     return got
 
 
-def _list_body(index: ContentIndex, pieces: list[tuple[int, int]]) -> str:
-    """AdaptationSets of a 2 s Period listing the pieces ``(file index, piece index)``."""
+def _list_body(index: ContentIndex, pieces: list[tuple[int, int]], count: int, timeline: str) -> str:
+    """AdaptationSets of a 2 s Period listing the pieces ``(absolute segment, piece index)``.
+
+    Discontinuity timeline: times restart at 0 with every loop (one Period per loop);
+    continuous: the loop's times are shifted by ``k x loop`` like the media's decode times.
+    """
+    cont = timeline == CONTINUOUS
+    query = timeline_query(timeline)
     out = []
     for i, (ctype, tracks) in enumerate(_groups(index)):
         out.append(_aset_open(i, ctype, tracks))
         for t in tracks:
             data = _list_data(index, t)
+            pre, ext = seq_prefix(t)
             out.append(_rep_open(t))
             out.append(f'        <SegmentList timescale="{data.ts}">\n'
                        f'          <Initialization sourceURL="{_attr(t.init)}"/>\n'
@@ -226,12 +246,16 @@ def _list_body(index: ContentIndex, pieces: list[tuple[int, int]]) -> str:
             # one S per piece (no @r): dash.js maps SegmentURLs to S elements, not to the
             # segments an S with @r expands to
             expect = None
-            for f, j in pieces:
-                tt, d = data.ticks[f][j]
+            for m, j in pieces:
+                tt, d = data.ticks[m % count][j]
+                if cont:
+                    tt += (m // count) * data.loop_ticks
                 out.append(_s(None if expect == tt else tt, d))
                 expect = tt + d
             out.append("          </SegmentTimeline>\n")
-            out.extend(data.urls[f][j] for f, j in pieces)
+            for m, j in pieces:
+                head, tail = data.urls[m % count][j]
+                out.append(f"{head}{_attr(pre)}{m}{ext}{_attr(query)}{tail}")
             out.append("        </SegmentList>\n      </Representation>\n")
         out.append("    </AdaptationSet>\n")
     return "".join(out)
@@ -242,14 +266,18 @@ def _s(t: int | None, d: int) -> str:
 
 
 def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window: float,
-               *, utc_timing_url: str = "/go-live/time") -> str:
-    """The dynamic MPD for *kind* (``ll``/``2s``/``6s``) at *now*; unknown kind -> KeyError.
+               *, utc_timing_url: str = "/go-live/time", timeline: str = DISCONTINUITY) -> str:
+    """The dynamic MPD for *kind* (``ll``/``2s``/``6s``) at *now*; unknown kind or
+    timeline -> KeyError.
 
     *utc_timing_url* is the ``UTCTiming`` value (pass an absolute URL when the player page
-    is served from another origin: dash.js resolves it against the page).
+    is served from another origin: dash.js resolves it against the page).  *timeline*
+    ``"discontinuity"``: one Period per loop; ``"continuous"``: one Period from the
+    epoch, media times rising across loops (the origin rewrites the decode times).
     """
-    if kind not in KINDS:
+    if kind not in KINDS or timeline not in TIMELINES:
         raise KeyError(kind)
+    cont = timeline == CONTINUOUS
     tl = LiveTimeline(index, epoch)
     loop_t = index.loop_duration
     tim = _timing(index, kind)
@@ -274,26 +302,35 @@ def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window:
         last = last_complete_piece(index, index.video[0], now, epoch)
         first = max(0, last - max(1, round(window * k_per / index.segment_duration)) + 1)
         recent = index_cache(index).setdefault("dash-2s-recent", {})
-        periods = recent.get((first, last))
+        periods = recent.get((first, last, timeline))
         if periods is None:
             by_loop: dict[int, list[tuple[int, int]]] = {}
             for a in range(first, last + 1):
                 m, j = divmod(a, k_per)
-                by_loop.setdefault(m // tl.count, []).append((m % tl.count, j))
-            periods = [(k, _list_body(index, by_loop[k])) for k in sorted(by_loop)]
+                by_loop.setdefault(0 if cont else m // tl.count, []).append((m, j))
+            periods = [(k, _list_body(index, by_loop[k], tl.count, timeline)) for k in sorted(by_loop)]
             if len(recent) >= 8:  # the window moves forward: only the newest few are reused
                 recent.clear()
-            recent[(first, last)] = periods
+            recent[(first, last, timeline)] = periods
+    elif cont:
+        periods = [(0, _template_body(index, kind, timeline).replace(_START, "0"))]
     else:
-        body = _template_body(index, kind)
+        body = _template_body(index, kind, timeline)
         n = tl.in_progress(now)
         k_first = math.floor(max(0.0, rel - window) / loop_t + EPS)
         k_last = tl.loop_of(n)
-        periods = [(k, body) for k in range(k_first, k_last + 1)]
-    loop_dur = duration(loop_t)
-    for k, body in periods:
-        head.append(f'  <Period id="loop-{k}" start="{duration(k * loop_t)}" duration="{loop_dur}">\n')
-        head.append(body)
-        head.append("  </Period>\n")
+        periods = [(k, body.replace(_START, str(k * tl.count))) for k in range(k_first, k_last + 1)]
+    if cont:
+        # one Period for ever: no duration, times since the epoch
+        for _k, body in periods:
+            head.append('  <Period id="live" start="PT0S">\n')
+            head.append(body)
+            head.append("  </Period>\n")
+    else:
+        loop_dur = duration(loop_t)
+        for k, body in periods:
+            head.append(f'  <Period id="loop-{k}" start="{duration(k * loop_t)}" duration="{loop_dur}">\n')
+            head.append(body)
+            head.append("  </Period>\n")
     head.append(f'  <UTCTiming schemeIdUri="{UTC_SCHEME}" value="{_attr(utc_timing_url)}"/>\n</MPD>\n')
     return "".join(head)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from streamlab.live.timeline import EPS, LiveTimeline, index_cache, part_ends
+from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, seq_prefix, timeline_query
 from streamlab.media.index import ContentIndex, Track, target_duration
 
 KINDS = ("ll", "2s", "6s")
@@ -27,13 +28,19 @@ LL_VERSION = 9
 VERSION = 6
 
 
-def playlist_name(kind: str, track_id: str, container: str = "fmp4") -> str:
-    """Relative URI of the media playlist of *track_id* for *kind* (and container)."""
+def playlist_name(kind: str, track_id: str, container: str = "fmp4", timeline: str = DISCONTINUITY) -> str:
+    """Relative URI of the media playlist of *track_id* for *kind* (and container, and
+    timeline: the continuous mode is carried in the query so the player stays in it)."""
     if kind == "ll":
         name = f"playlist_{track_id}.m3u8"
     else:
         name = f"playlist_{kind}_{track_id}.m3u8"
-    return name + ("?format=ts" if container == "ts" else "")
+    query = []
+    if container == "ts":
+        query.append("format=ts")
+    if timeline == CONTINUOUS:
+        query.append("timeline=continuous")
+    return name + ("?" + "&".join(query) if query else "")
 
 
 def compact_number(x: float) -> str:
@@ -141,16 +148,21 @@ def file_pieces(index: ContentIndex, track: Track) -> tuple[tuple[Piece, ...], .
 
 @dataclass(frozen=True)
 class _Lines:
-    """Invariant, formatted text of one (track, kind)."""
+    """Invariant, formatted text of one (track, kind).
+
+    Media URIs depend on the absolute segment number (:mod:`streamlab.live.urls`), so the
+    per-file texts are stored *around* the URI: a render writes ``head + uri + tail`` or
+    ``uri.join(pieces)``, never formats numbers it can precompute.
+    """
 
     target: int
     header_tail: str          # lines after MEDIA-SEQUENCE/DISCONTINUITY-SEQUENCE (independent + map)
     top: str                  # lines before MEDIA-SEQUENCE
     map_line: str
-    entries: tuple[tuple[str, ...], ...]   # per file: entry text per piece (1 piece for ll/6s)
-    part_lines: tuple[tuple[str, ...], ...]  # ll only: per file, one EXT-X-PART line per part
-    all_parts: tuple[str, ...]             # ll only: per file, all part lines joined
-    hints: tuple[tuple[str, ...], ...]     # ll only: per file, preload hint line per part
+    entries: tuple[tuple[str, ...], ...]   # per file: text before the URI, per piece (1 for ll/6s)
+    part_glue: tuple[tuple[str, ...], ...]  # ll only: per file, uri.join(glue) = all its EXT-X-PART lines
+    part_tails: tuple[tuple[str, ...], ...]  # ll only: per file, per part, the text after its URI
+    hints: tuple[tuple[tuple[str, str], ...], ...]  # ll only: per file, per part, (head, tail) of the hint
     part_target: float
     skip_until: float
 
@@ -163,30 +175,28 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
         return got
     map_line = f'#EXT-X-MAP:URI="{track.init}"\n' if track.init else ""
     entries: list[tuple[str, ...]] = []
-    part_lines: list[tuple[str, ...]] = []
-    all_parts: list[str] = []
-    hints: list[tuple[str, ...]] = []
+    part_glue: list[tuple[str, ...]] = []
+    part_tails: list[tuple[str, ...]] = []
+    hints: list[tuple[tuple[str, str], ...]] = []
     part_target = 0.0
     if kind == "2s":
         pieces = file_pieces(index, track)
         target = target_duration([p.duration for f in pieces for p in f])
-        for num, f in enumerate(pieces, start=1):
-            uri = track.segment_path(num)
-            entries.append(tuple(f"#EXTINF:{_dur(p.duration)},\n#EXT-X-BYTERANGE:{p.length}@{p.offset}\n{uri}\n"
+        for f in pieces:
+            entries.append(tuple(f"#EXTINF:{_dur(p.duration)},\n#EXT-X-BYTERANGE:{p.length}@{p.offset}\n"
                                  for p in f))
     else:
         target = target_duration([s.duration for s in track.segments])
-        for num, seg in enumerate(track.segments, start=1):
-            uri = track.segment_path(num)
-            entries.append((f"#EXTINF:{_dur(seg.duration)},\n{uri}\n",))
+        for seg in track.segments:
+            entries.append((f"#EXTINF:{_dur(seg.duration)},\n",))
             if kind == "ll":
-                pl = tuple(
-                    f'#EXT-X-PART:DURATION={_dur(p.duration)},URI="{uri}",BYTERANGE="{p.size}@{p.offset}"'
-                    + (",INDEPENDENT=YES\n" if p.independent else "\n")
-                    for p in seg.parts)
-                part_lines.append(pl)
-                all_parts.append("".join(pl))
-                hints.append(tuple(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{uri}",BYTERANGE-START={p.offset}\n'
+                heads = [f'#EXT-X-PART:DURATION={_dur(p.duration)},URI="' for p in seg.parts]
+                tails = [f'",BYTERANGE="{p.size}@{p.offset}"'
+                         + (",INDEPENDENT=YES\n" if p.independent else "\n") for p in seg.parts]
+                part_glue.append(tuple([heads[0]] + [tails[i] + heads[i + 1] for i in range(len(heads) - 1)]
+                                       + [tails[-1]]))
+                part_tails.append(tuple(tails))
+                hints.append(tuple(('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="', f'",BYTERANGE-START={p.offset}\n')
                                    for p in seg.parts))
     if kind == "ll":
         part_target = _part_target(index, track)
@@ -202,7 +212,7 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
         top = (f"#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
                f"#EXT-X-SERVER-CONTROL:HOLD-BACK={compact_number(3.0 * target)}\n")
     got = _Lines(target, "#EXT-X-INDEPENDENT-SEGMENTS\n" + map_line, top, map_line, tuple(entries),
-                 tuple(part_lines), tuple(all_parts), tuple(hints), part_target, skip_until)
+                 tuple(part_glue), tuple(part_tails), tuple(hints), part_target, skip_until)
     cache[key] = got
     return got
 
@@ -230,16 +240,18 @@ def _ll_tracks(index: ContentIndex) -> tuple[Track, ...]:
     return index.video + index.audio
 
 
-def render_master(index: ContentIndex, kind: str, container: str = "fmp4") -> str:
+def render_master(index: ContentIndex, kind: str, container: str = "fmp4",
+                  timeline: str = DISCONTINUITY) -> str:
     """The multivariant playlist for *kind* (``ll``/``2s``/``6s``).
 
     ``container="ts"`` renders the MPEG-TS master (6 s only; KeyError when the item has no
-    TS renditions or for another kind).  Unknown kind -> KeyError.
+    TS renditions or for another kind).  Unknown kind or timeline -> KeyError.  The
+    media playlist URIs carry the timeline (``?timeline=continuous``).
     """
-    if kind not in KINDS:
+    if kind not in KINDS or timeline not in TIMELINES:
         raise KeyError(kind)
     cache = index_cache(index)
-    key = ("master", kind, container)
+    key = ("master", kind, container, timeline)
     got = cache.get(key)
     if got is not None:
         return got
@@ -259,7 +271,7 @@ def render_master(index: ContentIndex, kind: str, container: str = "fmp4") -> st
                  f'DEFAULT={"YES" if i == 0 else "NO"},AUTOSELECT=YES']
         if a.channels:
             attrs.append(f'CHANNELS="{a.channels}"')
-        attrs.append(f'URI="{playlist_name(kind, a.id, container)}"')
+        attrs.append(f'URI="{playlist_name(kind, a.id, container, timeline)}"')
         out.append("#EXT-X-MEDIA:" + ",".join(attrs) + "\n")
     audio = audios[0] if audios else None
     muxed_audio = index.audio[0] if (container == "ts" and not audios and index.audio) else None
@@ -278,7 +290,7 @@ def render_master(index: ContentIndex, kind: str, container: str = "fmp4") -> st
             attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
         if audio is not None:
             attrs.append('AUDIO="audio"')
-        uri = playlist_name(kind, v.id, container)
+        uri = playlist_name(kind, v.id, container, timeline)
         out.append("#EXT-X-STREAM-INF:" + ",".join(attrs) + "\n" + uri + "\n")
     got = "".join(out)
     cache[key] = got
@@ -308,24 +320,29 @@ def rendition_report(index: ContentIndex, track: Track, now: float, epoch: float
 
 
 def render_media(index: ContentIndex, track_id: str, kind: str, now: float, epoch: float,
-                 window: float, *, skip: str | None = None, container: str = "fmp4") -> str:
+                 window: float, *, skip: str | None = None, container: str = "fmp4",
+                 timeline: str = DISCONTINUITY) -> str:
     """The live media playlist of *track_id* for *kind* at *now*.
 
     *skip* is ``None`` (full playlist) or ``"YES"``/``"v2"`` (LL only: Playlist Delta Update;
     segments whose start lies at least CAN-SKIP-UNTIL before the end of the playlist are
-    replaced by ``EXT-X-SKIP``; the full playlist is returned when none qualifies).  An unknown
-    track, kind or container (TS has 6 s playlists only) -> KeyError.
+    replaced by ``EXT-X-SKIP``; the full playlist is returned when none qualifies).
+    *timeline* ``"discontinuity"`` marks every loop start with ``EXT-X-DISCONTINUITY``;
+    ``"continuous"`` lists one unbroken timeline (the origin rewrites the decode times of
+    the media it serves) and puts ``?timeline=continuous`` on every URI.  An unknown track,
+    kind, timeline or container (TS has 6 s playlists only) -> KeyError.
     """
-    if kind not in KINDS:
+    if kind not in KINDS or timeline not in TIMELINES:
         raise KeyError(kind)
     if container == "ts" and kind != "6s":
         raise KeyError(f"{kind}/ts")
     track = find_track(index, track_id, container)
+    cont = timeline == CONTINUOUS
     if kind == "ll":
-        return _render_ll(index, track, now, epoch, window, skip)
+        return _render_ll(index, track, now, epoch, window, skip, cont)
     if kind == "6s":
-        return _render_6s(index, track, now, epoch, window)
-    return _render_2s(index, track, now, epoch, window)
+        return _render_6s(index, track, now, epoch, window, cont)
+    return _render_2s(index, track, now, epoch, window, cont)
 
 
 def _head(lines: _Lines, msn: int, dseq: int) -> list[str]:
@@ -333,8 +350,14 @@ def _head(lines: _Lines, msn: int, dseq: int) -> list[str]:
             lines.header_tail]
 
 
+def _uri_parts(track: Track, cont: bool) -> tuple[str, str]:
+    """(before N, after N) of *track*'s sequence-addressed URIs in this timeline."""
+    pre, ext = seq_prefix(track)
+    return pre, ext + (timeline_query(CONTINUOUS) if cont else "")
+
+
 def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, window: float,
-               skip: str | None) -> str:
+               skip: str | None, cont: bool) -> str:
     tl = LiveTimeline(index, epoch)
     lines = _lines(index, track, "ll")
     count = tl.count
@@ -343,6 +366,7 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
     first = max(0, n - window_segments(index, window))
     epoch_ms = round(epoch * 1000)
     sd_ms = round(sd * 1000)
+    pre, post = _uri_parts(track, cont)
     # parts are listed for the in-progress segment and the complete segments in the last
     # 3 target durations
     parts_from = n - max(1, math.ceil(3 * lines.target / sd - EPS))
@@ -353,54 +377,69 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
         # segment m is skipped when it starts at least CAN-SKIP-UNTIL before the playlist end
         last_skippable = math.floor((end_rel - lines.skip_until + EPS) / sd)
         skipped = max(0, min(last_skippable, n - 1) - first + 1)
-    out = _head(lines, first, first // count)
+    out = _head(lines, first, 0 if cont else first // count)
     start = first
     if skipped:
         out.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}\n")
         start = first + skipped
-    entries, all_parts = lines.entries, lines.all_parts
+    entries, glue = lines.entries, lines.part_glue
     for m in range(start, n):
         f = m % count
-        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms))
+        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
+        uri = f"{pre}{m}{post}"
         if m >= parts_from:
-            out.append(all_parts[f])
+            out.append(uri.join(glue[f]))
         out.append(entries[f][0])
+        out.append(uri)
+        out.append("\n")
     # the in-progress segment: its published parts, then the hint for the next part
     f = n % count
-    out.append(_boundary(lines, n, first, count, epoch_ms, sd_ms))
+    uri = f"{pre}{n}{post}"
+    out.append(_boundary(lines, n, first, count, epoch_ms, sd_ms, cont))
     if p >= 0:
-        out.extend(lines.part_lines[f][:p + 1])
-    out.append(lines.hints[f][p + 1])
+        out.append(uri.join(glue[f][:p + 1]))
+        out.append(uri)
+        out.append(lines.part_tails[f][p])
+    head, tail = lines.hints[f][p + 1]
+    out.append(head)
+    out.append(uri)
+    out.append(tail)
+    report_timeline = CONTINUOUS if cont else DISCONTINUITY
     for other in _ll_tracks(index):
         if other is track:
             continue
         msn, part = _last_report(tl, other, now)
-        out.append(f'#EXT-X-RENDITION-REPORT:URI="{playlist_name("ll", other.id)}",'
+        out.append(f'#EXT-X-RENDITION-REPORT:URI="{playlist_name("ll", other.id, timeline=report_timeline)}",'
                    f"LAST-MSN={msn},LAST-PART={part}\n")
     return "".join(out)
 
 
-def _render_6s(index: ContentIndex, track: Track, now: float, epoch: float, window: float) -> str:
+def _render_6s(index: ContentIndex, track: Track, now: float, epoch: float, window: float,
+               cont: bool) -> str:
     tl = LiveTimeline(index, epoch)
     lines = _lines(index, track, "6s")
     count = tl.count
     n = tl.in_progress(now)
     first = max(0, n - window_segments(index, window))
     epoch_ms, sd_ms = round(epoch * 1000), round(tl.sd * 1000)
-    out = _head(lines, first, first // count)
+    pre, post = _uri_parts(track, cont)
+    out = _head(lines, first, 0 if cont else first // count)
     entries = lines.entries
     for m in range(first, n):
-        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms))
+        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
         out.append(entries[m % count][0])
+        out.append(f"{pre}{m}{post}\n")
     return "".join(out)
 
 
-def _boundary(lines: _Lines, m: int, first: int, count: int, epoch_ms: int, sd_ms: int) -> str:
+def _boundary(lines: _Lines, m: int, first: int, count: int, epoch_ms: int, sd_ms: int,
+              cont: bool = False) -> str:
     """The tags before segment *m*: PROGRAM-DATE-TIME on the first listed segment, and
-    DISCONTINUITY + MAP + PROGRAM-DATE-TIME at the start of every loop."""
+    (discontinuity timeline) DISCONTINUITY + MAP + PROGRAM-DATE-TIME at the start of every
+    loop."""
     if m == first:
         return f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n"
-    if m % count == 0:
+    if m % count == 0 and not cont:
         return (f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
                 f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
     return ""
@@ -416,7 +455,8 @@ def last_complete_piece(index: ContentIndex, track: Track, now: float, epoch: fl
     return n * k + done - 1
 
 
-def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, window: float) -> str:
+def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, window: float,
+               cont: bool = False) -> str:
     tl = LiveTimeline(index, epoch)
     lines = _lines(index, track, "2s")
     pieces = file_pieces(index, track)
@@ -425,7 +465,8 @@ def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, wind
     last = last_complete_piece(index, track, now, epoch)
     first = max(0, last - max(1, round(window * k / tl.sd)) + 1)
     epoch_ms, sd_ms = round(epoch * 1000), round(tl.sd * 1000)
-    out = _head(lines, first, (first // k) // count)
+    pre, post = _uri_parts(track, cont)
+    out = _head(lines, first, 0 if cont else (first // k) // count)
     entries = lines.entries
     for a in range(first, last + 1):
         m, j = divmod(a, k)
@@ -433,8 +474,9 @@ def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, wind
         if a == first:
             ms = epoch_ms + m * sd_ms + round(pieces[f][j].start * 1000)
             out.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(ms)}\n")
-        elif f == 0 and j == 0:
+        elif f == 0 and j == 0 and not cont:
             out.append(f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
                        f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
         out.append(entries[f][j])
+        out.append(f"{pre}{m}{post}\n")
     return "".join(out)

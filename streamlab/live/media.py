@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -161,6 +162,13 @@ class FilePushProducer:
     def stopProducing(self) -> None:  # noqa: N802 - IPushProducer
         self._end(False)
 
+    def connection_lost(self, _reason: object = None) -> None:
+        """The request's connection is gone (``notifyFinish`` errback): end without touching
+        the request again.  By then ``Request.connectionLost`` has dropped its channel, so
+        ``unregisterProducer`` would raise; the channel forgot the producer with it."""
+        self.registered = False
+        self._end(False)
+
     def _end(self, complete: bool) -> None:
         if self.done:
             return
@@ -182,14 +190,17 @@ class FileRangeProducer(FilePushProducer):
     reads, as a push producer: it keeps writing until the transport pauses it (its buffer
     is full) and continues on ``resumeProducing``; at the end it unregisters, closes the
     file and finishes the request.  A slow client therefore throttles the reads and a big
-    file is never read in one go."""
+    file is never read in one go.  *rewrite* ``(file offset, bytes) -> bytes`` may patch
+    each chunk before it is written (the continuous timeline's decode times)."""
 
     def __init__(self, request: IRequest, fh: IO[bytes], offset: int, length: int,
-                 chunk: int = CHUNK) -> None:
+                 chunk: int = CHUNK, rewrite: Callable[[int, bytes], bytes] | None = None) -> None:
         self.request = request
         self.fh = fh
         self.remaining = length
         self.chunk = chunk
+        self.pos = offset
+        self.rewrite = rewrite
         fh.seek(offset)
 
     def start(self) -> None:
@@ -212,6 +223,9 @@ class FileRangeProducer(FilePushProducer):
                     self._end(True)
                     return
                 self.remaining -= len(data)
+                if self.rewrite is not None:
+                    data = self.rewrite(self.pos, data)
+                self.pos += len(data)
                 self.request.write(data)
                 if self.remaining <= 0:
                     self._end(True)

@@ -73,7 +73,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from streamlab.api.errors import write_error
-from streamlab.errors import Invalid, NotFound, StreamlabError, Unavailable
+from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError, Unavailable
 from streamlab.live import blocking, dash, hls
 from streamlab.live.media import (
     CHUNK,
@@ -85,8 +85,10 @@ from streamlab.live.media import (
     resolve,
 )
 from streamlab.live.timeline import LiveTimeline, part_ends
+from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, MediaRef, parse_media
 from streamlab.live.waiters import Waiter, WaitQueue
 from streamlab.live.workers import WorkerRegistry, iso
+from streamlab.media import decode_times
 from streamlab.media.index import ContentIndex, Track
 from streamlab.push.sse import EventStream, SnapshotFeed
 
@@ -157,12 +159,15 @@ class OriginResource(Resource):
     isLeaf = True
 
     def __init__(self, library: Any, clock: IReactorTime, *, epoch: float, window: float,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, timeline: str = DISCONTINUITY) -> None:
         super().__init__()
+        if timeline not in TIMELINES:
+            raise ValueError(f"timeline must be one of {TIMELINES}, got {timeline!r}")
         self.library = library
         self.clock = clock
         self.epoch = epoch
         self.window = window
+        self.timeline = timeline
         self.waiters = WaitQueue(clock)
         self.workers = WorkerRegistry(clock, idle_timeout)
         # api/status/stream: the status body pushed at most every second while a worker
@@ -181,7 +186,8 @@ class OriginResource(Resource):
         """Build from the daemon config (``[live]`` section)."""
         live = config.live
         return cls(library, clock, epoch=live.live_epoch.timestamp(), window=live.window_seconds,
-                   idle_timeout=live.worker_idle_timeout)
+                   idle_timeout=live.worker_idle_timeout,
+                   timeline=getattr(live, "timeline", DISCONTINUITY))
 
     def shutdown(self) -> None:
         """Cancel every timer (held requests, idle workers)."""
@@ -299,21 +305,61 @@ class OriginResource(Resource):
             self._timelines[content] = cached
         return cached[1]
 
+    def _timeline_of(self, request: IRequest) -> str:
+        """The request's ``timeline`` query (400 when unknown), else the configured default."""
+        value = _arg(request, "timeline")
+        if value is None:
+            return self.timeline
+        if value not in TIMELINES:
+            raise Invalid("bad timeline", detail="timeline must be discontinuity or continuous",
+                          fields={"timeline": "|".join(TIMELINES)})
+        return value
+
+    def _times(self, content: str) -> decode_times.DecodeTimes:
+        """The item's decode-time index, needed by the continuous timeline (409 without)."""
+        getter = getattr(self.library, "decode_times", None)
+        times = getter(content) if getter is not None else None
+        if not isinstance(times, decode_times.DecodeTimes):
+            raise Conflict("continuous timeline unavailable",
+                           detail=times if isinstance(times, str) else "the item has no decode-time index")
+        return times
+
+    def _check_continuous(self, content: str, index: ContentIndex, container: str, loop: int) -> None:
+        """400 for MPEG-TS (no PES timestamp rewriting), 409 when the item cannot be
+        rewritten for *loop* (no index, or a 32-bit tfdt that would overflow)."""
+        if container == "ts":
+            raise Invalid("continuous timeline not available for MPEG-TS",
+                          detail="timeline=continuous rewrites fMP4 decode times only; "
+                                 "use the fMP4 streams or timeline=discontinuity with format=ts",
+                          fields={"timeline": "discontinuity with format=ts"})
+        times = self._times(content)
+        for t in index.video + index.audio:
+            tt = times.track(t)
+            if tt is None or not tt.fits(loop):
+                raise Conflict("continuous timeline unavailable",
+                               detail=f"track {t.id}: a 32-bit tfdt would overflow in loop {loop}")
+
     def _manifest(self, request: IRequest, content: str, index: ContentIndex, name: str) -> bytes | int:
         container = _arg(request, "format") or "fmp4"
         if container not in ("fmp4", "ts"):
             raise Invalid("bad format", detail="format must be ts or fmp4", fields={"format": "ts|fmp4"})
         if container == "ts" and not index.ts_tracks:
             raise NotFound("no MPEG-TS renditions", detail=content)
+        timeline = self._timeline_of(request)
+        if timeline == CONTINUOUS:
+            tl = self._timeline(content, index)
+            # the loop playing now and the next one must be servable
+            loop = tl.loop_of(tl.segment_number(self.clock.seconds())) + 1
+            self._check_continuous(content, index, container, loop)
         m = _MASTER_RE.match(name)
         if m:
             kind = m.group(1) or "ll"
-            return self._answer(request, content, index, ("hls", kind), HLS_TYPE, ("master", kind, container),
-                                self.clock.seconds())
+            return self._answer(request, content, index, ("hls", kind), HLS_TYPE,
+                                ("master", kind, container, timeline), self.clock.seconds())
         m = _MPD_RE.match(name)
         if m:
             kind = m.group(1) or "ll"
-            return self._answer(request, content, index, ("dash", kind), DASH_TYPE, ("mpd", kind),
+            return self._answer(request, content, index, ("dash", kind), DASH_TYPE, ("mpd", kind, timeline),
                                 self.clock.seconds())
         m = _PLAYLIST_RE.match(name)
         if not m:
@@ -327,7 +373,7 @@ class OriginResource(Resource):
         now = self.clock.seconds()
         if kind != "ll":
             return self._answer(request, content, index, ("hls", kind), HLS_TYPE,
-                                ("media", kind, variant, None, container), now)
+                                ("media", kind, variant, None, container, timeline), now)
         try:
             reload_req = blocking.parse_reload_params(_arg(request, "_HLS_msn"), _arg(request, "_HLS_part"),
                                                       _arg(request, "_HLS_skip"))
@@ -339,7 +385,7 @@ class OriginResource(Resource):
             raise Invalid("bad blocking reload", detail=str(exc)) from None
         except KeyError:
             raise NotFound("unknown variant", detail=variant) from None
-        what = ("media", kind, variant, skip, container)
+        what = ("media", kind, variant, skip, container, timeline)
         if ready_at <= now:
             return self._answer(request, content, index, ("hls", kind), HLS_TYPE, what, now)
         # hold: count the request now, answer when the playlist contains the part
@@ -400,13 +446,13 @@ class OriginResource(Resource):
 
     def _render_text(self, index: ContentIndex, what: tuple[Any, ...], now: float) -> str:
         if what[0] == "master":
-            return hls.render_master(index, what[1], container=what[2])
+            return hls.render_master(index, what[1], container=what[2], timeline=what[3])
         if what[0] == "mpd":
             return dash.render_mpd(index, what[1], now, self.epoch, self.window,
-                                   utc_timing_url="/go-live/time")
-        _, kind, variant, skip, container = what
+                                   utc_timing_url="/go-live/time", timeline=what[2])
+        _, kind, variant, skip, container, timeline = what
         return hls.render_media(index, variant, kind, now, self.epoch, self.window, skip=skip,
-                                container=container)
+                                container=container, timeline=timeline)
 
     def _observe(self, content: str, index: ContentIndex, stream: tuple[str, str], now: float,
                  render_ms: float | None) -> None:
@@ -459,6 +505,10 @@ class OriginResource(Resource):
     # -- media -------------------------------------------------------------------
 
     def _media(self, request: IRequest, content: str, index: ContentIndex, segs: list[str]) -> bytes | int:
+        ref = parse_media(index, "/".join(segs))
+        if ref is not None and ref.seq is not None:
+            # n<N>: the file that segment N plays (then the same checks as any path)
+            segs = ref.track.segment_path(ref.file_number).split("/")
         found = resolve(self.library.item_dir(content), segs)
         if found is None:
             raise NotFound("not found", detail="/".join(segs))
@@ -470,13 +520,22 @@ class OriginResource(Resource):
             raise NotFound("not found", detail=rel) from None
         try:
             size = os.fstat(fh.fileno()).st_size
-            return self._media_open(request, content, index, rel, full, fh, size)
+            return self._media_open(request, content, index, ref, rel, fh, size)
         except BaseException:  # nothing raises once a producer owns the file
             fh.close()
             raise
 
-    def _media_open(self, request: IRequest, content: str, index: ContentIndex, rel: str, full: str,
-                    fh: Any, size: int) -> bytes | int:
+    def _media_open(self, request: IRequest, content: str, index: ContentIndex, ref: MediaRef | None,
+                    rel: str, fh: Any, size: int) -> bytes | int:
+        rewrite = self._rewrite(request, content, index, ref)
+        now = self.clock.seconds()
+        if ref is not None and ref.seq is not None:
+            # a sequence-addressed URL: exactly one segment, complete or not
+            n_live = self._timeline(content, index).in_progress(now)
+            if ref.seq > n_live + 1:
+                fh.close()
+                wait = (ref.seq - n_live) * index.segment_duration
+                raise NotFound("segment not produced yet", detail=f"segment {ref.seq} starts in {wait:g} s")
         request.setHeader(b"accept-ranges", b"bytes")
         request.setHeader(b"content-type", content_type(rel).encode())
         request.setHeader(b"cache-control", MEDIA_CACHE)
@@ -488,20 +547,9 @@ class OriginResource(Resource):
             request.setHeader(b"content-range", f"bytes */{size}".encode())
             return write_error(request, _RangeNotSatisfiable(detail=f"file is {size} bytes"))
         first, last = (rng.first, rng.last) if rng else (0, size - 1)
-        seg = _segment_of(index, rel)
-        now = self.clock.seconds()
         schedule = None
-        if seg is not None and request.method == b"GET":
-            track, number = seg
-            if rng is None:  # whole file: LL-DASH chunked delivery if it is in progress
-                schedule = blocking.chunk_schedule(index, track, number, now, self.epoch)
-            elif rng.open_ended:
-                # a blocking preload hint (BYTERANGE-START without a length) asks ``bytes=N-``;
-                # closed ranges name parts a playlist listed, i.e. published (maybe in an
-                # earlier loop of the same file), and are served at once
-                ready = blocking.media_ready_at(index, track, number, first, now, self.epoch)
-                if ready is not None and ready > now:
-                    schedule = _part_schedule(index, track, number, first, ready)
+        if ref is not None and request.method == b"GET":
+            schedule = self._schedule(index, ref, rng, first, now)
         if rng is not None:
             request.setResponseCode(206)
             request.setHeader(b"content-range", rng.content_range().encode())
@@ -509,38 +557,68 @@ class OriginResource(Resource):
             # paced: parts are released at their publish times (chunked when no Range)
             if rng is not None:
                 request.setHeader(b"content-length", str(last - first + 1).encode())
-            _Paced(self, request, fh, first, last, schedule).start()
+            _Paced(self, request, fh, first, last, schedule, rewrite).start()
             return NOT_DONE_YET
         request.setHeader(b"content-length", str(last - first + 1).encode())
         if request.method == b"HEAD" or last < first:
             fh.close()
             return b""
-        FileRangeProducer(request, fh, first, last - first + 1).start()
+        FileRangeProducer(request, fh, first, last - first + 1, rewrite=rewrite).start()
         return NOT_DONE_YET
+
+    def _schedule(self, index: ContentIndex, ref: MediaRef, rng: Any, first: int,
+                  now: float) -> list[tuple[Any, float]] | None:
+        """Publish times of the parts to pace, or None to serve the bytes at once."""
+        track = ref.track
+        if ref.seq is not None:
+            # unambiguous: paced exactly when that segment is in production (any Range;
+            # bytes already published go at once), complete segments at full speed
+            sched = blocking.seq_schedule(index, track, ref.seq, now, self.epoch)
+            last = rng.last if rng is not None else track.segments[ref.file_number - 1].size - 1
+            if sched is not None and blocking.released_at(sched, last) <= now:
+                return None  # e.g. a 2 s piece or a listed part of the live segment
+            return sched
+        # an old-style file URL means "this file in the current loop"
+        if rng is None:  # whole file: LL-DASH chunked delivery if it is in progress
+            return blocking.chunk_schedule(index, track, ref.file_number, now, self.epoch)
+        if rng.open_ended:
+            # a blocking preload hint (BYTERANGE-START without a length) asks ``bytes=N-``;
+            # closed ranges name parts a playlist listed, i.e. published (maybe in an
+            # earlier loop of the same file), and are served at once
+            ready = blocking.media_ready_at(index, track, ref.file_number, first, now, self.epoch)
+            if ready is not None and ready > now:
+                return _part_schedule(index, track, ref.file_number, first, ready)
+        return None
+
+    def _rewrite(self, request: IRequest, content: str, index: ContentIndex,
+                 ref: MediaRef | None) -> Callable[[int, bytes], bytes] | None:
+        """The continuous timeline's tfdt patcher for this response (None: bytes as on disk).
+
+        Only ``?timeline=continuous`` on a sequence-addressed fMP4 segment asks for it; the
+        default timeline of the config does not apply to media (a media URL is complete
+        as listed).  Init segments are the same in both timelines."""
+        if _arg(request, "timeline") is None or self._timeline_of(request) != CONTINUOUS or ref is None:
+            return None
+        container = ref.track.container
+        if ref.seq is None:
+            raise Invalid("continuous timeline needs a sequence-addressed URL",
+                          detail="request the n<N> URL the continuous manifests list")
+        loop = ref.seq // index.segment_count
+        self._check_continuous(content, index, container, loop)
+        tt = self._times(content).track(ref.track)
+        if tt is None or ref.file_number > len(tt.files):
+            raise Conflict("continuous timeline unavailable",
+                           detail=f"no decode-time index for {ref.track.id}")
+        fields = tt.files[ref.file_number - 1]
+        delta = tt.delta(loop)
+        if not delta or not fields.offsets:
+            return None
+        return lambda pos, data: decode_times.patch(data, pos, fields, delta)
 
 
 class _RangeNotSatisfiable(StreamlabError):
     status = 416
     error = "range not satisfiable"
-
-
-def _segment_of(index: ContentIndex, rel: str) -> tuple[Track, int] | None:
-    """The fMP4 track and 1-based file number of media path *rel* (None for init files,
-    TS files and anything else)."""
-    for t in index.tracks:
-        if t.container != "fmp4":
-            continue
-        pre, brace, post = t.segment_template.partition("{")
-        if not brace:
-            continue
-        post = post.partition("}")[2]
-        if rel.startswith(pre) and rel.endswith(post):
-            middle = rel[len(pre):len(rel) - len(post)]
-            if middle.isdigit():
-                n = int(middle)
-                if 1 <= n <= len(t.segments) and t.segment_path(n) == rel:
-                    return t, n
-    return None
 
 
 def _part_schedule(index: ContentIndex, track: Track, number: int, offset: int,
@@ -565,8 +643,10 @@ class _Paced(FilePushProducer):
     the request waits in the shared :class:`WaitQueue`."""
 
     def __init__(self, origin: OriginResource, request: IRequest, fh: Any, first: int, last: int,
-                 schedule: list[tuple[Any, float]]) -> None:
+                 schedule: list[tuple[Any, float]],
+                 rewrite: Callable[[int, bytes], bytes] | None = None) -> None:
         self.origin = origin
+        self.rewrite = rewrite
         self.request = request
         self.fh = fh
         self.pos = first
@@ -586,7 +666,7 @@ class _Paced(FilePushProducer):
 
     def start(self) -> None:
         """Register with the request and write what is published already."""
-        self.request.notifyFinish().addErrback(lambda _f: self._end(False))
+        self.request.notifyFinish().addErrback(self.connection_lost)
         self.registered = True
         self.request.registerProducer(self, True)
         self._pump()
@@ -609,6 +689,8 @@ class _Paced(FilePushProducer):
                 if not data:  # the file shrank under us: end the response
                     self.pos = self.last + 1
                     break
+                if self.rewrite is not None:
+                    data = self.rewrite(self.pos, data)
                 self.pos += len(data)
                 self.request.write(data)
             if self.done:

@@ -27,6 +27,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from streamlab.errors import NotFound
+from streamlab.media import decode_times
+from streamlab.media.decode_times import DecodeTimes
 from streamlab.media.index import ContentIndex, UnusableItem, load_item
 
 log = Logger()
@@ -56,6 +58,7 @@ class ContentLibrary(Service):
         self._items: dict[str, ContentIndex] = {}
         self._unusable: dict[str, str] = {}
         self._signatures: dict[str, Signature] = {}
+        self._times: dict[str, DecodeTimes | str] = {}
         self._loop: LoopingCall | None = None
         self._loop_done: Deferred[Any] | None = None
         self._busy: Deferred[None] | None = None  # the scan running now
@@ -70,6 +73,11 @@ class ContentLibrary(Service):
     def items(self) -> list[ContentIndex]:
         """Usable items, sorted by name."""
         return [self._items[k] for k in sorted(self._items)]
+
+    def decode_times(self, name: str) -> DecodeTimes | str | None:
+        """The decode-time index of item *name* (continuous timeline), the reason it could
+        not be built (a string), or None for an unknown item."""
+        return self._times.get(name)
 
     def unusable(self) -> dict[str, str]:
         """Unusable item name -> reason."""
@@ -188,11 +196,14 @@ class ContentLibrary(Service):
                 out[name] = None
         return out
 
-    def _scan(self, names: set[str] | None) -> tuple[dict[str, Signature], dict[str, ContentIndex | str]]:
-        """Load the items *names* (or all); returns signatures and name -> index or reason."""
+    def _scan(self, names: set[str] | None) -> tuple[dict[str, Signature], dict[str, ContentIndex | str],
+                                                     dict[str, DecodeTimes | str]]:
+        """Load the items *names* (or all); returns signatures, name -> index or reason, and
+        name -> decode-time index or the reason there is none."""
         signatures = self._signatures_now()
         wanted = set(signatures) if names is None else names & set(signatures)
         loaded: dict[str, ContentIndex | str] = {}
+        times: dict[str, DecodeTimes | str] = {}
         for name in sorted(wanted):
             try:
                 index = load_item(os.path.join(self.content_dir, name))
@@ -205,11 +216,16 @@ class ContentLibrary(Service):
             if index.name != name:
                 index = dataclasses.replace(index, name=name)
             loaded[name] = index
-        return signatures, loaded
+            try:
+                times[name] = decode_times.build(os.path.join(self.content_dir, name), index)
+            except Exception as exc:  # noqa: BLE001 - the item still plays in the default timeline
+                times[name] = f"no decode-time index: {exc}"
+        return signatures, loaded, times
 
-    def _apply(self, result: tuple[dict[str, Signature], dict[str, ContentIndex | str]],
+    def _apply(self, result: tuple[dict[str, Signature], dict[str, ContentIndex | str],
+                                   dict[str, DecodeTimes | str]],
                names: set[str] | None) -> None:
-        signatures, loaded = result
+        signatures, loaded, times = result
         scope = set(self._signatures) | set(signatures) if names is None else names
         for name in scope:
             if name not in signatures:  # the directory is gone
@@ -218,6 +234,7 @@ class ContentLibrary(Service):
                 self._items.pop(name, None)
                 self._unusable.pop(name, None)
                 self._signatures.pop(name, None)
+                self._times.pop(name, None)
                 continue
             if name not in loaded:
                 continue
@@ -229,9 +246,14 @@ class ContentLibrary(Service):
                              count=value.segment_count, seg=value.segment_duration, tracks=len(value.tracks))
                 self._items[name] = value
                 self._unusable.pop(name, None)
+                self._times[name] = times.get(name, "no decode-time index")
+                if isinstance(self._times[name], str):
+                    log.warn("content {name}: continuous timeline unavailable: {reason}", name=name,
+                             reason=self._times[name])
             else:
                 if self._unusable.get(name) != value:
                     log.warn("content {name}: unusable: {reason}", name=name, reason=value)
                 self._unusable[name] = value
                 self._items.pop(name, None)
+                self._times.pop(name, None)
 
