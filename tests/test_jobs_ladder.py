@@ -143,3 +143,51 @@ def test_weights_favour_big_rungs_and_hevc():
     assert w[("h264", "720p")] > w[("h264", "360p")]
     assert w[("hevc", "360p")] > w[("h264", "360p")]
     assert w[("aac", "")] < w[("h264", "360p")]
+
+
+# --------------------------------------------------------------------------- the loop seam
+
+
+def test_loop_length_prefers_whole_aac_frames_and_says_what_it_cut():
+    from streamlab.media.seam import exact_unit, loop_plan
+
+    assert exact_unit(6, 30) == 24 and exact_unit(2, 30) == 8 and exact_unit(5, 30) == 40
+    p = loop_plan(30.0, 6, 30)  # 30 s = 1406.25 AAC frames: one segment less makes it exact
+    assert (p.duration, p.exact, p.shortened_by, p.audio_frames) == (24.0, True, 6.0, 1125)
+    p = loop_plan(30.0, 6, 30, prefer_exact=False)
+    assert (p.duration, p.exact, p.shortened_by, p.audio_frames) == (30.0, False, 0.0, 1406.25)
+    assert "not used" not in p.describe() and "cut at T" in p.describe()
+    assert (loop_plan(48.0, 6, 30).duration, loop_plan(120.7, 6, 30).exact) == (48.0, True)
+    # an exact loop would drop more than one segment: whole segments, audio cut at T
+    p = loop_plan(45.0, 6, 30)
+    assert (p.duration, p.exact, p.shortened_by) == (42.0, False, 3.0)
+    p = loop_plan(15.0, 6, 30)
+    assert (p.duration, p.exact) == (12.0, False) and "3 s of the source not used" in p.describe()
+    p = loop_plan(3.0, 6, 30)
+    assert (p.duration, p.padded_by, p.exact) == (6.0, 3.0, False) and "padded by 3 s" in p.describe()
+    assert loop_plan(17.0, 2, 30).duration == 16.0 and loop_plan(17.0, 2, 30).exact
+    assert loop_plan(30.0, 6, 30).to_json() == {
+        "source_duration": 30.0, "duration": 24.0, "exact": True, "exact_unit": 24.0, "shortened_by": 6.0,
+        "padded_by": 0.0, "audio_frames": 1125}
+
+
+def test_the_job_follows_the_loop_plan_in_every_step():
+    steps = plan({"codec_selection": "h264"}, source(360, duration=30.0))
+    assert {s.duration for s in steps} == {24.0}
+    assert arg(steps[1].argv, "-t") == "24"
+    audio = steps[0].argv
+    assert "-t" not in audio  # atrim sets the exact length
+    assert arg(audio, "-af") == ("aresample=48000,apad,atrim=start_sample=1024:end_sample=1152000,"
+                                 "asetpts=N/SR/TB,afade=t=in:st=0:d=0.01,afade=t=out:st=23.968667:d=0.01")
+    steps = plan({"codec_selection": "h264", "loop_alignment": "segments"}, source(360, duration=30.0))
+    assert arg(steps[1].argv, "-t") == "30" and "end_sample=1440000" in arg(steps[0].argv, "-af")
+    silent = plan({"codec_selection": "h264"}, source(360, audio=False, duration=24.0))[0].argv
+    assert "anullsrc=r=48000:cl=stereo" in silent and "end_sample=1152000" in arg(silent, "-af")
+
+
+def test_no_b_frames_so_no_composition_delay():
+    steps = plan({"codec_selection": "both"}, source(360))
+    h264 = next(s for s in steps if s.codec == "h264").argv
+    hevc = next(s for s in steps if s.codec == "hevc").argv
+    assert arg(h264, "-bf") == "0"
+    assert ":bframes=0" in arg(hevc, "-x265-params")

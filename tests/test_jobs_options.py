@@ -87,3 +87,18 @@ def test_sanitize_and_rung_rounding():
 def test_round_trip_json():
     o = parse({"partial_durations": [100, 200]})
     assert EncodeOptions.from_json(o.to_json()) == o
+
+
+def test_loop_alignment_is_an_option_and_defaults_to_exact():
+    from streamlab.errors import Invalid
+    from streamlab.jobs.options import EncodeOptions, parse_encode_options
+
+    opts = parse_encode_options({}, source_name="a.mp4", source_height=720, encoders=set())
+    assert opts.loop_alignment == "exact" and opts.to_json()["loop_alignment"] == "exact"
+    opts = parse_encode_options({"loop_alignment": "Segments"}, source_name="a.mp4", source_height=720,
+                                encoders=set())
+    assert EncodeOptions.from_json(opts.to_json()).loop_alignment == "segments"
+    with pytest.raises(Invalid) as exc:
+        parse_encode_options({"loop_alignment": "sloppy"}, source_name="a.mp4", source_height=720,
+                             encoders=set())
+    assert "loop_alignment" in exc.value.body()["fields"]

@@ -312,3 +312,233 @@ def test_probe_frame_rate_reads_the_moov(encoded) -> None:
 
     assert probe_frame_rate(encoded["90p"]) == 30.0
     assert probe_frame_rate(encoded["audio"]) == 30.0  # no video track: the default
+
+
+# --------------------------------------------------------------------------- the loop seam (issue #11)
+#
+# Every track of a packaged item must start at decode AND presentation time 0 without an
+# edit list and end exactly at the loop length T.  Checked with a box walker written here
+# (independent of streamlab.media.mp4 / seam) and with ffprobe -show_packets.
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"mvex", b"moof", b"traf"}
+
+
+def _walk(data: bytes, start: int = 0, end: int | None = None, path: str = ""):
+    """(path, payload) of every box, depth first; path like ``moof/traf/trun``."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        name = f"{path}/{kind.decode('latin-1')}" if path else kind.decode("latin-1")
+        yield name, data[pos + header:pos + size]
+        if kind in _CONTAINERS:
+            yield from _walk(data, pos + header, pos + size, name)
+        pos += size
+
+
+def _timeline(item: str, track_dir: str) -> dict:
+    """timescale, edit lists, first tfdt and composition offset, end of the last sample."""
+    with open(os.path.join(item, track_dir, "init.mp4"), "rb") as fh:
+        init = fh.read()
+    boxes = list(_walk(init))
+    mdhd = next(p for n, p in boxes if n.endswith("/mdhd"))
+    timescale = int.from_bytes(mdhd[20:24] if mdhd[0] == 1 else mdhd[12:16], "big")
+    trex = next(p for n, p in boxes if n.endswith("/trex"))
+    trex_duration = int.from_bytes(trex[12:16], "big")
+    segs = sorted(f for f in os.listdir(os.path.join(item, track_dir)) if f.endswith(".m4s"))
+    samples: list[tuple[int, int, int]] = []  # (decode time, duration, composition offset)
+    for seg in segs:
+        with open(os.path.join(item, track_dir, seg), "rb") as fh:
+            data = fh.read()
+        default = trex_duration
+        tfdt = 0
+        for name, p in _walk(data):
+            if name.endswith("/tfhd"):
+                flags = int.from_bytes(p[1:4], "big")
+                q = 8 + (8 if flags & 1 else 0) + (4 if flags & 2 else 0)
+                default = int.from_bytes(p[q:q + 4], "big") if flags & 8 else trex_duration
+            elif name.endswith("/tfdt"):
+                tfdt = int.from_bytes(p[4:12] if p[0] == 1 else p[4:8], "big")
+            elif name.endswith("/trun"):
+                version, flags = p[0], int.from_bytes(p[1:4], "big")
+                count = int.from_bytes(p[4:8], "big")
+                q = 8 + (4 if flags & 1 else 0) + (4 if flags & 4 else 0)
+                t = tfdt
+                for _ in range(count):
+                    dur, cts = default, 0
+                    if flags & 0x100:
+                        dur = int.from_bytes(p[q:q + 4], "big")
+                        q += 4
+                    q += (4 if flags & 0x200 else 0) + (4 if flags & 0x400 else 0)
+                    if flags & 0x800:
+                        cts = int.from_bytes(p[q:q + 4], "big", signed=version == 1)
+                        q += 4
+                    samples.append((t, dur, cts))
+                    t += dur
+    return {"timescale": timescale, "elst": any(n.endswith("/elst") for n, _ in boxes),
+            "first": samples[0], "end": samples[-1][0] + samples[-1][1], "last": samples[-1],
+            "min_pts": min(t + c for t, _, c in samples), "count": len(samples)}
+
+
+def _ffprobe_first(path_init: str, segs: list[str], tmp: str) -> tuple[int, int]:
+    """(pts, dts) of the first packet ffprobe reads from init + segments."""
+    joined = os.path.join(tmp, "joined.mp4")
+    with open(joined, "wb") as out:
+        for p in [path_init, *segs]:
+            with open(p, "rb") as fh:
+                out.write(fh.read())
+    res = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "0", "-show_entries",
+                          "packet=pts,dts", "-read_intervals", "%+#1", "-of", "json", joined],
+                         check=True, capture_output=True, text=True, timeout=30)
+    first = json.loads(res.stdout)["packets"][0]
+    return int(first["pts"]), int(first["dts"])
+
+
+def _assert_seam(item: str, loop: float, tmp: str) -> dict[str, dict]:
+    doc = json.load(open(os.path.join(item, "content.json"), encoding="utf-8"))
+    assert doc["duration"] == loop
+    seen = {}
+    for t in doc["tracks"]:
+        if t.get("container", "fmp4") != "fmp4":
+            assert t["duration"] == loop and t["duration_ticks"] == round(loop * 90000)
+            continue
+        track_dir = os.path.dirname(t["init"])
+        tl = _timeline(item, track_dir)
+        assert not tl["elst"], f"{track_dir}: init.mp4 still has an edit list"
+        assert tl["first"][0] == 0 and tl["first"][2] == 0 and tl["min_pts"] == 0, (track_dir, tl)
+        assert tl["end"] == round(loop * tl["timescale"]), (track_dir, tl["end"], loop * tl["timescale"])
+        assert (t["duration_ticks"], t["duration"], t["timescale"]) == (tl["end"], loop, tl["timescale"])
+        segs = [os.path.join(item, track_dir, f"seg_{n:05d}.m4s") for n in range(1, doc["segment_count"] + 1)]
+        assert _ffprobe_first(os.path.join(item, t["init"]), segs, tmp) == (0, 0), track_dir
+        seen[t["id"]] = tl
+    return seen
+
+
+def test_every_track_starts_at_zero_and_ends_at_t_for_a_whole_aac_frame_loop(test_item, tmp_path):
+    # 24 s = 1125 AAC frames: the audio's last frame is whole and ends with the video
+    tracks = _assert_seam(test_item, 24.0, str(tmp_path))
+    assert tracks["audio"]["last"][1] == 1024 and tracks["audio"]["count"] == 1125
+    assert tracks["360p"]["count"] == tracks["180p"]["count"] == 24 * 30
+
+
+@pytest.fixture(scope="module")
+def item_12s(tmp_path_factory) -> str:
+    """A 12 s item (562.5 AAC frames), one tiny rung, with TS renditions."""
+    from streamlab.testing.fixtures import build_test_item
+
+    return build_test_item(str(tmp_path_factory.mktemp("item12")), name="c12", ts=True,
+                           extra_args=["--duration", "12", "--rungs", "90p:160x90:100"])
+
+
+def test_a_loop_that_is_not_whole_aac_frames_cuts_the_last_frame_at_t(item_12s, tmp_path):
+    tracks = _assert_seam(item_12s, 12.0, str(tmp_path))
+    audio = tracks["audio"]
+    assert audio["count"] == 563 and audio["last"] == (562 * 1024, 512, 0)  # half a frame kept
+
+
+def test_ts_audio_starts_with_the_video_and_ends_within_one_frame_of_t(item_12s):
+    def packets(path):
+        res = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "packet=stream_index,pts_time,"
+                              "duration_time", "-of", "json", path], check=True, capture_output=True,
+                             text=True, timeout=30)
+        return json.loads(res.stdout)["packets"]
+
+    streams = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type", "-of", "json",
+         os.path.join(item_12s, "ts/90p/seg_00001.ts")], check=True, capture_output=True, text=True,
+        timeout=30).stdout)["streams"]
+    kind = {s["index"]: s["codec_type"] for s in streams}
+    first = packets(os.path.join(item_12s, "ts/90p/seg_00001.ts"))
+    last = packets(os.path.join(item_12s, "ts/90p/seg_00002.ts"))
+    start = {k: min(float(p["pts_time"]) for p in first if kind[p["stream_index"]] == k)
+             for k in ("audio", "video")}
+    end = {k: max(float(p["pts_time"]) + float(p["duration_time"]) for p in last
+                  if kind[p["stream_index"]] == k) for k in ("audio", "video")}
+    assert abs(start["audio"] - start["video"]) < 1e-6
+    assert abs(end["video"] - start["video"] - 12.0) < 1e-6
+    assert 0 <= end["audio"] - start["video"] - 12.0 < 1024 / 48000  # TS cannot cut a frame
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_job_encode_path_gives_the_same_seam(tmp_path):
+    """The ladder's own ffmpeg commands (B-frame free video, delayed + faded audio) on a
+    7 s clip with 2 s segments: a 6 s loop (281.25 AAC frames), cut exactly at T."""
+    from streamlab.jobs.ladder import SourceFacts, plan_encode, plan_loop
+    from streamlab.jobs.options import parse_encode_options
+
+    src = str(tmp_path / "src.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=7",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=7", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-c:a", "aac", "-shortest", src],
+                   check=True, capture_output=True, timeout=60)
+    facts = SourceFacts(path=src, width=320, height=180, fps=30.0, duration=7.0, has_audio=True)
+    raw = {"codec_selection": "h264", "segment_duration": "2", "max_resolution": "360p"}
+    opts = parse_encode_options(raw, source_name="src.mp4", source_height=180, encoders={"libx264"})
+    loop = plan_loop(facts, opts)
+    assert (loop.duration, loop.exact, loop.audio_frames) == (6.0, False, 281.25)
+    work = str(tmp_path / "work")
+    os.makedirs(work)
+    steps = plan_encode(ffmpeg="ffmpeg", source=facts, options=opts, codecs=("h264",), encoders={"libx264"},
+                        work_dir=work, font=None)
+    for step in steps:
+        argv = [a for a in step.argv if a not in ("-progress", "pipe:1")]
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    from twisted.internet import reactor
+
+    out = str(tmp_path / "dynamic_content" / "job")
+    yield package(reactor, ffmpeg="ffmpeg", out_dir=out, name="job", source="src.mp4", codec="h264",
+                  rungs=[RungInput(s.rung, s.output, "h264") for s in steps if s.kind == "video"],
+                  audio_path=steps[0].output, segment_duration=2.0, part_duration=0.2, gop_duration=1.0,
+                  frame_rate=30.0, extra={"loop": loop.to_json()})
+    tracks = _assert_seam(out, 6.0, str(tmp_path))
+    assert tracks["audio"]["last"] == (281 * 1024, 256, 0)
+    assert json.load(open(os.path.join(out, "content.json"), encoding="utf-8"))["loop"]["exact"] is False
+
+
+# --------------------------------------------------------------------------- seam.end_track_at (pure)
+
+
+def _fragment(decode_time: int, durations: list[int], *, per_sample: bool) -> bytes:
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+    if per_sample:
+        tfhd = box(b"tfhd", b"\x00\x02\x00\x00" + (1).to_bytes(4, "big"))
+        trun = box(b"trun", b"\x00\x00\x01\x01" + len(durations).to_bytes(4, "big") + (0).to_bytes(4, "big")
+                   + b"".join(d.to_bytes(4, "big") for d in durations))
+    else:
+        assert len(durations) == 1
+        tfhd = box(b"tfhd", b"\x00\x02\x00\x08" + (1).to_bytes(4, "big") + durations[0].to_bytes(4, "big"))
+        trun = box(b"trun", b"\x00\x00\x00\x01" + (1).to_bytes(4, "big") + (0).to_bytes(4, "big"))
+    tfdt = box(b"tfdt", b"\x01\x00\x00\x00" + decode_time.to_bytes(8, "big"))
+    moof = box(b"moof", box(b"mfhd", b"\x00" * 8) + box(b"traf", tfhd + tfdt + trun))
+    return box(b"styp", b"msdh\x00\x00\x00\x00") + moof + box(b"mdat", b"\x21" * 7)
+
+
+def test_end_track_at_cuts_drops_and_stretches_only_the_last_sample():
+    from streamlab.media.seam import SeamError, end_track_at, fragment_timings
+
+    frags = [_fragment(n * 1024, [1024], per_sample=False) for n in range(4)]
+    data = b"".join(frags)
+    # 3.5 frames: the 4th frame keeps 512 ticks, nothing else changes
+    cut = end_track_at(data, 3 * 1024 + 512)
+    assert len(cut) == len(data) and [f.durations for f in fragment_timings(cut)] == [(1024,)] * 3 + [(512,)]
+    # 2.25 frames: the 4th fragment is dropped, the 3rd keeps 256 ticks
+    cut = end_track_at(data, 2 * 1024 + 256)
+    assert len(cut) == 3 * len(frags[0]) and fragment_timings(cut)[-1].end == 2 * 1024 + 256
+    assert end_track_at(data, 4 * 1024) == data
+    stretched = fragment_timings(end_track_at(data, 4 * 1024 + 100))
+    assert stretched[-1].durations == (1124,)
+    with pytest.raises(SeamError):
+        end_track_at(data, 6 * 1024)  # a whole frame and more missing: not papered over
+    # per-sample durations in the trun: only the last entry changes
+    multi = _fragment(0, [1024, 1024, 1024], per_sample=True)
+    assert fragment_timings(end_track_at(multi, 2 * 1024 + 10))[0].durations == (1024, 1024, 10)
+    with pytest.raises(SeamError):
+        end_track_at(multi, 1024)  # two samples past the end inside one fragment

@@ -8,9 +8,14 @@ the spec ladder with ``maxrate`` = 124 % and ``bufsize`` = 2 x target, a burned-
 (rung, codec, bitrate) and a running timecode + frame counter.  The packager
 (:mod:`streamlab.media.packager`) then fragments these into the on-disk layout.
 
-The output length is a whole number of segments (``T = segment_count x
-segment_duration``): the source is trimmed, or padded (last frame held, silence) when it
-is shorter than one segment.
+The output length is the loop length T of :func:`loop_plan` (``seam.loop_plan``): whole
+segments, and with ``loop_alignment = "exact"`` (default) also whole AAC frames when
+that drops at most one more segment of the source (with 6 s segments at 30 fps: a
+multiple of 24 s).  The source is trimmed, or padded (last frame held, silence) when it
+is shorter than one segment.  Video has no B-frames, so the packager's fragments need no
+composition-delay edit list; the audio is advanced by the AAC encoder delay and faded at
+the seam (``seam.audio_filter``) so it decodes to exactly T, sample-aligned with the video
+(docs/media.md, "The loop seam").
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 from dataclasses import dataclass
 
 from streamlab.jobs.options import RESOLUTIONS, EncodeOptions, av1_encoder
+from streamlab.media.seam import LoopPlan, audio_filter, loop_plan
 
 #: rung -> (16:9 width, height)
 RUNGS: dict[str, tuple[int, int]] = {
@@ -96,6 +102,12 @@ def output_duration(source_duration: float, segment_duration: float) -> float:
     return round(count * segment_duration, 6)
 
 
+def plan_loop(source: SourceFacts, options: EncodeOptions) -> LoopPlan:
+    """The loop length T of a job's outputs, and whether it is exact (see module doc)."""
+    return loop_plan(source.duration, options.segment_duration, output_frame_rate(source.fps),
+                     prefer_exact=options.loop_alignment == "exact", sample_rate=AUDIO_RATE)
+
+
 def rung_size(rung: str, source_w: int, source_h: int, padding: str) -> tuple[int, int]:
     """Output frame size: 16:9 rung size when letterboxing, else source aspect at rung height."""
     width, height = RUNGS[rung]
@@ -144,13 +156,16 @@ def codec_args(codec: str, *, kbps: int, gop_frames: int, gop_seconds: float,
     rate = ["-b:v", f"{kbps}k", "-maxrate", f"{maxrate}k", "-bufsize", f"{bufsize}k"]
     gop = ["-g", str(gop_frames), "-keyint_min", str(gop_frames), "-sc_threshold", "0",
            "-force_key_frames", f"expr:gte(t,n_forced*{gop_seconds:g})"]
+    # No B-frames: the first frame is presented when it is decoded (no composition delay,
+    # so no edit list), and every player agrees where each loop starts.
     if codec == "h264":
         return (["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high"] + rate + gop
-                + ["-flags", "+cgop", "-x264-params", "scenecut=0:open_gop=0"])
+                + ["-bf", "0", "-flags", "+cgop", "-x264-params", "scenecut=0:open_gop=0"])
     if codec == "hevc":
         return (["-c:v", "libx265", "-preset", "veryfast", "-tag:v", "hvc1"] + rate + gop
                 + ["-x265-params",
-                   f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:open-gop=0:log-level=warning"])
+                   f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:open-gop=0:bframes=0"
+                   ":log-level=warning"])
     if codec == "av1":
         encoder = av1_encoder(encoders)
         if encoder == "libsvtav1":
@@ -169,7 +184,7 @@ def video_argv(*, ffmpeg: str, source: SourceFacts, output: str, codec: str, run
                options: EncodeOptions, encoders: set[str], font: str | None) -> list[str]:
     """The full ffmpeg command line for one rung of one codec."""
     fps = output_frame_rate(source.fps)
-    total = output_duration(source.duration, options.segment_duration)
+    total = plan_loop(source, options).duration
     pad = max(0.0, total - source.duration)
     kbps = LADDER_KBPS[codec][rung]
     size = rung_size(rung, source.width, source.height, options.padding)
@@ -185,22 +200,25 @@ def video_argv(*, ffmpeg: str, source: SourceFacts, output: str, codec: str, run
 
 
 def audio_argv(*, ffmpeg: str, source: SourceFacts, output: str, options: EncodeOptions) -> list[str]:
-    """AAC-LC 128 kbps 48 kHz stereo of exactly the output length (silence when no audio)."""
-    total = output_duration(source.duration, options.segment_duration)
+    """AAC-LC 128 kbps 48 kHz stereo that decodes to exactly the loop length T, sample-
+    aligned with the video: advanced by the encoder delay, faded in after the priming
+    frame and out before T (silence when the source has no audio)."""
+    total = plan_loop(source, options).duration
     if source.has_audio:
-        inputs = ["-i", source.path, "-map", "0:a:0", "-af", "aresample=48000,apad"]
+        inputs = ["-i", source.path, "-map", "0:a:0"]
     else:
         inputs = ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo", "-map", "0:a:0"]
     return ([ffmpeg, "-hide_banner", "-nostdin", "-y"] + inputs
-            + ["-vn", "-sn", "-dn", "-c:a", "aac", "-profile:a", "aac_low", "-b:a", f"{AUDIO_KBPS}k",
-               "-ar", str(AUDIO_RATE), "-ac", "2", "-t", f"{total:g}", "-map_metadata", "-1",
+            + ["-af", audio_filter(total, sample_rate=AUDIO_RATE),
+               "-vn", "-sn", "-dn", "-c:a", "aac", "-profile:a", "aac_low", "-b:a", f"{AUDIO_KBPS}k",
+               "-ar", str(AUDIO_RATE), "-ac", "2", "-map_metadata", "-1",
                "-progress", "pipe:1", "-nostats", "-f", "mp4", output])
 
 
 def plan_encode(*, ffmpeg: str, source: SourceFacts, options: EncodeOptions, codecs: tuple[str, ...],
                 encoders: set[str], work_dir: str, font: str | None) -> list[EncodeStep]:
     """Every ffmpeg run of one job, in order (audio first, then codec by codec, low rung first)."""
-    total = output_duration(source.duration, options.segment_duration)
+    total = plan_loop(source, options).duration
     rungs = select_rungs(source.height, options.max_resolution)
     fps = output_frame_rate(source.fps)
     video_total = len(rungs) * len(codecs)

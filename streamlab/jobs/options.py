@@ -22,6 +22,10 @@ PADDINGS = ("none", "black", "pink")
 RESOLUTIONS = {"360p": 360, "540p": 540, "720p": 720, "1080p": 1080, "1440p": 1440, "2160p": 2160}
 AV1_ENCODERS = ("libsvtav1", "libaom-av1")
 DEFAULT_PARTIAL_MS = (200,)
+#: "exact": the loop is also a whole number of AAC frames when that drops at most one more
+#: segment of the source (audio and video then end together at every loop seam);
+#: "segments": whole segments only, the last AAC frame is cut at the loop end
+LOOP_ALIGNMENTS = ("exact", "segments")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class EncodeOptions:
     gop_duration: float = 1.0
     padding: str = "none"
     output_name: str = "content"
+    loop_alignment: str = "exact"
 
     def to_json(self) -> dict[str, Any]:
         """Plain-data form (a job's ``config``)."""
@@ -161,6 +166,7 @@ def parse_encode_options(raw: Mapping[str, Any], *, source_name: str, source_hei
     choice("max_resolution", tuple(RESOLUTIONS), height_to_rung(source_height) if source_height else "2160p")
     choice("hls_format", HLS_FORMATS, "fmp4")
     choice("padding", PADDINGS, "none")
+    choice("loop_alignment", LOOP_ALIGNMENTS, "exact")
     for name, default, lo, hi in (("segment_duration", 6.0, 1.0, 60.0), ("gop_duration", 1.0, 0.1, 10.0)):
         value = _first(raw, name)
         if value is None or value == "":

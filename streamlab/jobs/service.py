@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
 from streamlab.jobs import state as st
-from streamlab.jobs.ladder import SourceFacts, font_or_none, output_frame_rate, plan_encode
+from streamlab.jobs.ladder import SourceFacts, font_or_none, output_frame_rate, plan_encode, plan_loop
 from streamlab.jobs.logs import JobLogs
 from streamlab.jobs.options import EncodeOptions, av1_encoder, content_names, job_names
 from streamlab.jobs.process import FFmpegRun, ProcessFailed, kill_leftovers, leftover_pids, still_alive
@@ -427,6 +427,8 @@ class JobService(Service):
             yield self._thread(_fresh_dir, work_dir)
             steps = plan_encode(ffmpeg=self.ffmpeg, source=facts, options=options, codecs=codecs,
                                 encoders=self.encoders, work_dir=work_dir, font=self.font)
+            loop = plan_loop(facts, options)
+            self._log(job_id, loop.describe())
             tracker = JobProgress([s.weight for s in steps], [s.duration for s in steps],
                                   started=self.reactor.seconds())
             for i, step in enumerate(steps):
@@ -461,7 +463,8 @@ class JobService(Service):
                                   audio_path=steps[0].output, segment_duration=options.segment_duration,
                                   part_duration=part, gop_duration=options.gop_duration,
                                   ts=options.hls_format in ("ts", "both"),
-                                  log=lambda line: self._log(job_id, line), frame_rate=fps)
+                                  log=lambda line: self._log(job_id, line), frame_rate=fps,
+                                  extra={"loop": loop.to_json()})
                 run.packaging = d
                 try:
                     index = yield d

@@ -59,6 +59,14 @@ class Track:
     channels: int = 0
     sample_rate: int = 0
     language: str = "und"
+    #: exact length of the track's timeline (first sample's decode time 0 to the end of its
+    #: last sample) in ``timescale`` units; 0 when unknown (older content.json)
+    duration_ticks: int = 0
+
+    @property
+    def exact_duration(self) -> float:
+        """``duration_ticks / timescale`` in seconds (0.0 when unknown)."""
+        return self.duration_ticks / self.timescale if self.duration_ticks and self.timescale else 0.0
 
     def segment_path(self, number: int) -> str:
         """Relative path of file number *number* (1-based)."""
@@ -172,6 +180,7 @@ def _parse_track(obj: Any, i: int, seg_count: int) -> Track:
         width=int(obj.get("width", 0)), height=int(obj.get("height", 0)),
         frame_rate=float(obj.get("frame_rate", 0.0)), channels=int(obj.get("channels", 0)),
         sample_rate=int(obj.get("sample_rate", 0)), language=str(obj.get("language", "und")),
+        duration_ticks=int(obj.get("duration_ticks", 0)),
     )
 
 
@@ -225,6 +234,8 @@ def index_to_json(index: ContentIndex) -> dict[str, Any]:
             out.update(width=t.width, height=t.height, frame_rate=t.frame_rate)
         else:
             out.update(channels=t.channels, sample_rate=t.sample_rate, language=t.language)
+        if t.duration_ticks:
+            out.update(duration=round(t.exact_duration, 9), duration_ticks=t.duration_ticks)
         out["segments"] = [
             {"duration": s.duration, "size": s.size,
              "parts": [{"offset": p.offset, "size": p.size, "duration": p.duration,

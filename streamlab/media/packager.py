@@ -43,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamlab.fsutil import atomic_write, fsync_dir
-from streamlab.media import mp4
+from streamlab.media import mp4, seam
 from streamlab.media.index import (
     ContentIndex,
     Part,
@@ -63,6 +63,9 @@ AAC_FRAME = 1024
 #: A segment counts as whole when it is at most this much shorter than segment_duration.
 WHOLE_SEGMENT_TOLERANCE = 0.1
 STDERR_TAIL = 25
+#: fMP4 flags: no sidx; trun v1 with negative composition offsets, so a B-frame input
+#: still has its first sample at decode AND presentation time 0 without an edit list
+MOVFLAGS = "+skip_sidx+negative_cts_offsets"
 
 
 class PackagingError(RuntimeError):
@@ -104,7 +107,10 @@ def ffmpeg_argv(*, ffmpeg: str, stage_dir: str, rungs: Sequence[RungInput], audi
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-y"]
     for rung in rungs:
         argv += ["-i", rung.path]
-    argv += ["-i", audio_path]
+    # The AAC priming frame is kept as an ordinary first sample at time 0 (no edit list
+    # anywhere; the encode path advanced the audio by the encoder delay), so the audio
+    # input's edit list is not applied: TS and fMP4 audio both start at 0 like the video.
+    argv += ["-ignore_editlist", "1", "-i", audio_path]
     audio_index = len(rungs)
 
     def dash(track_dir: str, frag: float) -> list[str]:
@@ -112,7 +118,7 @@ def ffmpeg_argv(*, ffmpeg: str, stage_dir: str, rungs: Sequence[RungInput], audi
                 "-frag_type", "duration", "-frag_duration", _num(frag),
                 "-use_template", "1", "-use_timeline", "0", "-window_size", "0",
                 "-init_seg_name", "init.mp4", "-media_seg_name", "seg_$Number%05d$.m4s",
-                "-format_options", "movflags=+skip_sidx", "-write_prft", "0",
+                "-format_options", f"movflags={MOVFLAGS}:use_editlist=0", "-write_prft", "0",
                 "-hls_playlist", "0", "-streaming", "0",
                 os.path.join(stage_dir, track_dir, "packager.mpd")]
 
@@ -367,7 +373,8 @@ def group_parts(frags: Sequence[mp4.Fragment], part_duration: float) -> tuple[Pa
     of 31 parts of 9 frames and a 3-frame tail that players stumble on."""
     if not frags:
         return ()
-    frame = min(f.ticks / f.sample_count for f in frags if f.sample_count) / frags[0].timescale
+    # the typical frame (the track's last sample may be cut at the loop end: not its duration)
+    frame = statistics.median(f.ticks / f.sample_count for f in frags if f.sample_count) / frags[0].timescale
     cap = max(1, math.floor(part_duration / frame + 1e-6))
     total = sum(f.sample_count for f in frags)
     count = max(1, math.ceil(total / cap))
@@ -399,6 +406,7 @@ def _track_from_scan(s: _Scanned, count: int, segment_duration: float, part_dura
     total_time = sum(seg.duration for seg in segments) or 1.0
     peak = max(seg.size * 8 / seg.duration for seg in segments if seg.duration > 0)
     common: dict[str, Any] = dict(
+        duration_ticks=sum(f.ticks for _, frags in s.segments[:count] for f in frags),
         id=s.track_id, type=s.kind, codecs=s.info.codecs, bandwidth=int(math.ceil(peak)),
         average_bandwidth=int(math.ceil(total_bytes * 8 / total_time)), timescale=s.info.timescale,
         init=f"{s.kind}/{s.track_id}/init.mp4",
@@ -434,7 +442,29 @@ def _ts_track(item_dir: str, rung: Track, audio: Track | None, count: int, trim:
         average_bandwidth=int(math.ceil(total * 8 / time_total)), timescale=90000, init="",
         segment_template=f"{rel}/{SEGMENT_TEMPLATE}.ts", segments=segments, container="ts",
         width=rung.width, height=rung.height, frame_rate=rung.frame_rate,
+        duration_ticks=round(rung.exact_duration * 90000),
     )
+
+
+def _end_audio_at_loop(s: _Scanned, count: int, loop: float) -> None:
+    """Make audio track *s* end exactly at the loop length: cut its last frame at T
+    (:func:`seam.end_track_at`) in the last kept segment file, and re-read that file.
+
+    A track that ends more than one frame early, or a layout the cut cannot rewrite, is
+    left as it is: content.json's per-track ``duration`` then tells the truth."""
+    path = s.files[count - 1]
+    end = round(loop * s.info.timescale)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        new = seam.end_track_at(data, end)
+    except seam.SeamError as exc:
+        log.warn("{path}: audio not cut at the loop end: {why}", path=path, why=str(exc))
+        return
+    if new == data:
+        return
+    atomic_write(path, new)
+    s.segments[count - 1] = (len(new), mp4.read_fragments(path, s.info))
 
 
 def index_item(item_dir: str, meta: ItemMeta, video_ids: Sequence[str], audio_ids: Sequence[str],
@@ -459,6 +489,8 @@ def index_item(item_dir: str, meta: ItemMeta, video_ids: Sequence[str], audio_id
         for s in scans:
             for path in s.files[count:]:
                 os.unlink(path)
+            if s.kind == "audio":
+                _end_audio_at_loop(s, count, count * meta.segment_duration)
     tracks = [_track_from_scan(s, count, meta.segment_duration, meta.part_duration) for s in scans]
     audio = next((t for t in tracks if t.type == "audio"), None)
     by_id = {t.id: t for t in tracks if t.type == "video"}

@@ -37,6 +37,7 @@ from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
 
 from streamlab.media.packager import FFmpegRun, RungInput, package
+from streamlab.media.seam import audio_filter
 
 DEFAULT_NAME = "testclip"
 DEFAULT_DURATION = 24.0
@@ -118,7 +119,9 @@ def encode_argv(*, ffmpeg: str, work_dir: str, duration: float, rungs: Sequence[
                  "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
                  "-x264-params", "scenecut=0:open-gop=0", "-bf", "0",
                  os.path.join(work_dir, f"video_{r.id}.mp4")]
-    argv += ["-map", "1:a", "-vn", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2",
+    # audio sample-aligned with the video and exactly the loop long (seam.audio_filter)
+    argv += ["-map", "1:a", "-vn", "-af", audio_filter(duration), "-c:a", "aac", "-b:a", "128k",
+             "-ar", "48000", "-ac", "2",
              os.path.join(work_dir, "audio.mp4")]
     return argv
 

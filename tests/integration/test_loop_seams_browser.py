@@ -1,0 +1,452 @@
+"""Loop seams in real players: hls.js, dash.js and shaka (the dashboard's vendored copies)
+in Debian's Chromium play every stream kind of a SHORT item through a session port across
+at least two loop boundaries, and must not notice the seams.
+
+The item loops every 12 s (2 x 6 s segments, one tiny 180p rung; 12 s is NOT a whole
+number of AAC frames: 562.5), so crossing two seams costs ~25 s of playback; all players
+of one window length run at once, one page each, in one browser.  Per page we record
+(injected before the engine loads):
+
+* ``waiting`` events on the video element after startup (the first ``playing`` and one
+  more second of media: a start position a few ms before the first audio sample is
+  not a seam) and ``seeking`` events (a gap jump is a seek);
+* what the engine reports about holes: hls.js non-fatal ``bufferStalledError`` /
+  ``bufferSeekOverHole`` / ``bufferNudgeOnStall``, dash.js ``GapController`` "Jumping"
+  warnings on the console, shaka ``gapjumped`` / ``stalldetected`` / ``buffering``;
+* every 200 ms the buffered ranges of the audio and the video SourceBuffer (MSE's
+  ``addSourceBuffer`` is wrapped), from which the largest A/V disagreement between the
+  playhead and the common buffered end is computed (a hole in one track, or a seam where
+  audio and video end at different times) -- must stay within one AAC frame;
+* ``currentTime`` progress against wall time, and the engine's live latency.
+
+Run on the code before issue #11 this fails (see the report of branch seam-media).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from streamlab.testing.daemon import Daemon
+from streamlab.testing.fixtures import build_test_item, install_test_item
+from tests.integration.dashboard_helpers import CHROMIUM, CHROMIUM_ARGS, browser_marks
+
+pytestmark = browser_marks()
+
+VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
+AAC_FRAME = 1024 / 48000
+
+#: stream kind -> (protocol, manifest path)
+KINDS = {
+    "ll_hls": ("hls", "master.m3u8"),
+    "hls_2s": ("hls", "master_2s.m3u8"),
+    "hls_6s": ("hls", "master_6s.m3u8"),
+    "hls_6s_ts": ("hls", "master_6s.m3u8?format=ts"),
+    "ll_dash": ("dash", "manifest.mpd"),
+    "dash_2s": ("dash", "manifest_2s.mpd"),
+    "dash_6s": ("dash", "manifest_6s.mpd"),
+}
+#: (engine, kind): hls.js plays HLS (fMP4 and TS), dash.js DASH, shaka both (fMP4 only:
+#: the dashboard ships shaka without mux.js, so it cannot transmux TS)
+COMBOS = ([("hlsjs", k) for k in ("ll_hls", "hls_2s", "hls_6s", "hls_6s_ts")]
+          + [("dashjs", k) for k in ("ll_dash", "dash_2s", "dash_6s")]
+          + [("shaka", k) for k in ("ll_hls", "hls_2s", "hls_6s", "ll_dash", "dash_2s", "dash_6s")])
+RECORDER = """
+(() => {
+  const STARTUP = 1.0;
+  const rec = window.rec = {errors: [], holes: [], stalls: [], seeks: [], samples: [],
+                            playingAt: null, t0: null, latency: null, ended: false};
+  const sbs = window.__sbs = [];
+  const add = MediaSource.prototype.addSourceBuffer;
+  MediaSource.prototype.addSourceBuffer = function (mime) {
+    const sb = add.call(this, mime);
+    sbs.push({kind: /audio/.test(mime) ? 'audio' : 'video', sb: sb, ms: this});
+    return sb;
+  };
+  const ranges = (sb) => {
+    try { const b = sb.buffered, out = [];
+          for (let i = 0; i < b.length; i++) out.push([b.start(i), b.end(i)]); return out; }
+    catch (e) { return null; }
+  };
+  // startup = until the first 'playing' and one more second of media played
+  window.started = () => {
+    const v = document.getElementById('v');
+    return rec.playingAt !== null && v !== null && v.currentTime - rec.t0 >= STARTUP;
+  };
+  window.addEventListener('DOMContentLoaded', () => {
+    const v = document.getElementById('v');
+    const now = () => performance.now();
+    v.addEventListener('playing', () => {
+      if (rec.playingAt === null) { rec.playingAt = now(); rec.t0 = v.currentTime; }
+    });
+    v.addEventListener('waiting', () => {
+      if (window.started()) rec.stalls.push({t: v.currentTime, at: now()});
+    });
+    v.addEventListener('seeking', () => {
+      if (window.started()) rec.seeks.push({t: v.currentTime, at: now()});
+    });
+    v.addEventListener('ended', () => { rec.ended = true; });
+    setInterval(() => {
+      if (rec.playingAt === null) return;
+      const s = {t: v.currentTime, at: now()};
+      for (const e of sbs) if (e.ms.readyState === 'open') s[e.kind] = ranges(e.sb);
+      rec.samples.push(s);
+      if (rec.samples.length > 400) rec.samples.shift();
+    }, 200);
+  });
+  const log = console.warn;
+  console.warn = function (...a) {
+    const text = a.map(String).join(' ');
+    if (/Jumping|GapController/.test(text) && window.started())
+      rec.holes.push('dash.js: ' + text.slice(0, 200));
+    return log.apply(this, a);
+  };
+})();
+"""
+
+PAGE = """<!doctype html><html><head><script>%RECORDER%</script>
+<script src="/__players/%LIB%"></script></head>
+<body><video id="v" muted autoplay playsinline></video>
+<script>
+const v = document.getElementById('v');
+const rec = window.rec;
+const url = '/go-live/%NAME%/%SRC%';
+%INIT%
+window.snap = () => ({t: v.currentTime, now: performance.now(), latency: latency(),
+                      err: v.error && v.error.message});
+</script></body></html>"""
+
+HLSJS = """
+const hls = new Hls({lowLatencyMode: %LL%});
+hls.on(Hls.Events.ERROR, (e, d) => {
+  if (d.fatal) rec.errors.push(d.type + ':' + d.details);
+  else if (/bufferStalled|SeekOverHole|NudgeOnStall/.test(d.details) && window.started())
+    rec.holes.push('hls.js: ' + d.details + ' @' + v.currentTime.toFixed(3));
+});
+hls.loadSource(url); hls.attachMedia(v);
+const latency = () => hls.latency;
+"""
+
+DASHJS = """
+const p = dashjs.MediaPlayer().create();
+p.updateSettings({streaming: {liveCatchup: {enabled: %LL%}}});
+p.on(dashjs.MediaPlayer.events.ERROR, e => rec.errors.push(JSON.stringify(e.error || e).slice(0, 200)));
+p.initialize(v, url, true);
+const latency = () => p.getCurrentLiveLatency();
+"""
+
+SHAKA = """
+shaka.polyfill.installAll();
+const p = new shaka.Player();
+p.configure({streaming: {lowLatencyMode: %LL%}});
+p.addEventListener('error', e => rec.errors.push('shaka ' + (e.detail && e.detail.code)));
+const at = () => ' @' + v.currentTime.toFixed(3);
+p.addEventListener('gapjumped', () => { if (started()) rec.holes.push('shaka: gapjumped' + at()); });
+p.addEventListener('stalldetected', () => { if (started()) rec.holes.push('shaka: stalldetected' + at()); });
+p.addEventListener('buffering', e => {
+  if (e.buffering && started()) rec.holes.push('shaka: buffering' + at());
+});
+p.attach(v).then(() => p.load(url)).then(() => v.play())
+  .catch(e => rec.errors.push('shaka load ' + (e && e.code)));
+const latency = () => p.getStats().liveLatency;
+"""
+
+LIBS = {"hlsjs": ("hls.min.js", HLSJS), "dashjs": ("dash.all.min.js", DASHJS),
+        "shaka": ("shaka-player.compiled.js", SHAKA)}
+
+
+def page_html(engine: str, kind: str, name: str) -> str:
+    """The test page of one engine x stream kind on item *name*."""
+    lib, init = LIBS[engine]
+    low_latency = "true" if kind.startswith("ll_") else "false"
+    return (PAGE.replace("%RECORDER%", RECORDER).replace("%LIB%", lib).replace("%INIT%", init)
+            .replace("%LL%", low_latency).replace("%NAME%", name).replace("%SRC%", KINDS[kind][1]))
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One daemon: an item of *loop* seconds, a window, the combos played on it."""
+
+    label: str
+    name: str
+    loop: float
+    window: float
+    combos: tuple[tuple[str, str], ...]
+
+    @property
+    def play(self) -> float:
+        """Media seconds each player must play: two loop seams whatever the start position."""
+        return 2 * self.loop + 1.5
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory) -> dict[str, str]:
+    """The 12 s item (562.5 AAC frames) and a 24 s one (1125, exact), one tiny rung, with TS."""
+    out = {}
+    for name, loop in (("seam12", 12), ("seam24", 24)):
+        base = str(tmp_path_factory.mktemp(name))
+        out[name] = build_test_item(base, name=name, ts=True,
+                                    extra_args=["--duration", str(loop), "--rungs", "180p:320x180:200"])
+    return out
+
+
+def _daemon(tmp_path_factory, setup: Setup, item: str) -> Daemon:
+    epoch = float(int(time.time() - 24000))  # a multiple of both loop lengths ago
+    d = Daemon(str(tmp_path_factory.mktemp("seams")),
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": setup.window}})
+    install_test_item(d.media_dir, setup.name, source=item)
+    d.start()
+    deadline = time.monotonic() + 30
+    while d.get(f"/go-live/{setup.name}/master.m3u8").status != 200:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    return d
+
+
+def _mismatch(sample: dict) -> float:
+    """Seconds of media between the playhead and the common buffered end that are buffered
+    in one SourceBuffer but not in the other."""
+    audio, video = sample.get("audio"), sample.get("video")
+    if not audio or not video:
+        return 0.0
+    lo = max(sample["t"], audio[0][0], video[0][0])
+    hi = min(audio[-1][1], video[-1][1])
+    if hi <= lo:
+        return 0.0
+
+    def covered(ranges: list[list[float]]) -> float:
+        return sum(max(0.0, min(e, hi) - max(s, lo)) for s, e in ranges)
+
+    def both() -> float:
+        total = 0.0
+        for s1, e1 in audio:
+            for s2, e2 in video:
+                total += max(0.0, min(e1, e2, hi) - max(s1, s2, lo))
+        return total
+
+    common = both()
+    return (covered(audio) - common) + (covered(video) - common)
+
+
+def _play(pw, runs: list[tuple[Setup, Daemon]]) -> dict[tuple[str, str, str], dict]:
+    """One page per (setup, combo), each on its own session port, all at once; poll (with a
+    deadline) until every player played its setup's ``play`` seconds (or failed).
+    Returns {(label, engine, kind): {"rec", "snap", "net"}}."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        ctx = browser.new_context()
+
+        def serve(route):
+            name = route.request.url.split("/__players/", 1)[1].split("?", 1)[0]
+            if name.endswith(".js"):
+                with open(os.path.join(VENDOR, name), "rb") as fh:
+                    route.fulfill(body=fh.read(), content_type="application/javascript")
+            else:
+                engine, kind, item = name[:-len(".html")].split("~")
+                route.fulfill(body=page_html(engine, kind, item), content_type="text/html")
+
+        ctx.route("**/__players/**", serve)
+        pages, sessions, play = {}, {}, {}
+        for setup, d in runs:
+            for engine, kind in setup.combos:
+                key = (setup.label, engine, kind)
+                sid, port = _session(d, f"{engine}-{kind}")
+                pg = ctx.new_page()
+                pg.goto(f"http://127.0.0.1:{port}/__players/{engine}~{kind}~{setup.name}.html")
+                pages[key], sessions[key], play[key] = pg, (d, sid), setup.play
+        net: dict[tuple[str, str, str], dict] = {k: {} for k in pages}
+        deadline = time.monotonic() + max(s.play for s, _ in runs) + 45
+        results: dict[tuple[str, str, str], dict] = {}
+        rounds = 0
+        while True:
+            next(iter(pages.values())).wait_for_timeout(1000)
+            rounds += 1
+            results = {k: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
+                       for k, pg in pages.items()}
+            done = all(_finished(r, play[k]) for k, r in results.items()) or time.monotonic() > deadline
+            if done or rounds % 4 == 0:  # the ring holds 200 entries: read it often
+                for k, (d, sid) in sessions.items():
+                    for e in d.get(f"/api/session/{sid}/network").json().get("entries", []):
+                        net[k][(e.get("timestamp"), e.get("url"))] = e
+            if done:
+                break
+        for k in pages:
+            results[k]["net"] = list(net[k].values())
+            results[k]["play"] = play[k]
+        return results
+    finally:
+        browser.close()
+
+
+def _session(d: Daemon, player: str) -> tuple[str, int]:
+    r = d.request("POST", "/api/sessions", {"player_id": f"{player}-{time.monotonic_ns()}"})
+    assert r.status in (200, 201), r.text
+    body = r.json()
+    session = body.get("session", body)
+    return str(session["session_id"]), int(session["x_forwarded_port"])
+
+
+def _net_summary(entries: list[dict]) -> dict:
+    """Media requests, failed ones (status not 2xx) and slow ones (> 1 s: paced by the origin)."""
+    media = [e for e in entries if e.get("request_kind") == "segment"]
+    failed = [int(e.get("status") or 0) for e in media if not 200 <= int(e.get("status") or 0) < 300]
+    slow = [e for e in media if (e.get("total_ms") or 0) > 1000]
+    return {"media": len(media), "failed": len(failed), "statuses": sorted(set(failed)), "slow": len(slow),
+            "slowest": sorted(((round(e.get("total_ms") or 0), (e.get("url") or "")[-40:]) for e in slow),
+                              reverse=True)[:3]}
+
+
+def _finished(r: dict, play: float) -> bool:
+    rec, snap = r["rec"], r["snap"]
+    if rec["errors"] or snap["err"] or rec["ended"]:
+        return True
+    return rec["playingAt"] is not None and snap["t"] - rec["t0"] >= play
+
+
+def _verdict(r: dict) -> tuple[list[str], dict]:
+    """(problems, figures) of one player's record."""
+    rec, snap = r["rec"], r["snap"]
+    problems: list[str] = []
+    figures = {"stalls": len(rec["stalls"]), "holes": len(rec["holes"]), "latency": snap["latency"],
+               "played": None, "wall": None, "av_mismatch": None}
+    if rec["errors"] or snap["err"]:
+        problems.append(f"errors {rec['errors']} {snap['err']}")
+    if rec["playingAt"] is None:
+        problems.append("never started playing")
+        return problems, figures
+    played = snap["t"] - rec["t0"]
+    wall = (snap["now"] - rec["playingAt"]) / 1000
+    figures.update(played=round(played, 2), wall=round(wall, 2))
+    if rec["ended"]:
+        problems.append(f"reached 'ended' at {snap['t']:.3f}")
+    if played < r["play"]:
+        problems.append(f"played only {played:.1f} s of media in {wall:.1f} s "
+                        f"(two seams need {r['play']:g} s)")
+    if played < wall - max(1.5, 0.08 * wall):
+        problems.append(f"fell behind real time: {played:.1f} s of media in {wall:.1f} s")
+    if rec["stalls"]:
+        problems.append(f"{len(rec['stalls'])} 'waiting' after startup at "
+                        f"{[round(s['t'], 3) for s in rec['stalls']][:6]}")
+    if rec["holes"]:
+        problems.append(f"engine reported holes/stalls: {rec['holes'][:4]}")
+    worst = max((_mismatch(s) for s in rec["samples"]), default=0.0)
+    figures["av_mismatch"] = round(worst, 4)
+    if worst > AAC_FRAME + 1e-3:
+        bad = max(rec["samples"], key=_mismatch)
+        problems.append(f"audio/video buffered ranges disagree by {worst * 1000:.1f} ms "
+                        f"(> one AAC frame) at t={bad['t']:.3f}: audio {bad.get('audio')} "
+                        f"video {bad.get('video')}")
+    return problems, figures
+
+
+def _run_all(tmp_path_factory, items: dict[str, str], setups: list[Setup]) -> dict:
+    """Play every setup's combos at once (one page each, one browser, a daemon per setup)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    runs: list[tuple[Setup, Daemon]] = []
+    try:
+        for setup in setups:
+            runs.append((setup, _daemon(tmp_path_factory, setup, items[setup.name])))
+        with sync_api.sync_playwright() as pw:
+            results: dict = _play(pw, runs)
+    finally:
+        for _, d in runs:
+            d.stop()
+    results["log"] = "\n".join(d.log() for _, d in runs)
+    lines = []
+    for setup in setups:
+        for engine, kind in setup.combos:
+            r = results[(setup.label, engine, kind)]
+            _problems, figures = _verdict(r)
+            lines.append(f"{setup.label:9s} loop {setup.loop:g}s window {setup.window:g}s {engine:7s} "
+                         f"{kind:10s} {json.dumps(figures)} net {json.dumps(_net_summary(r['net']))}")
+    print("\n" + "\n".join(lines))
+    return results
+
+
+LL_2S = tuple(c for c in COMBOS if "6s" not in c[1])
+SIX = tuple(c for c in COMBOS if "6s" in c[1])
+#: windows shorter than the loop (no URL stands for two loops' files): the media's gate.
+#: The 6 s kinds need >= 3 segments in the window, so they play the 24 s item.
+SHORT = [Setup("short-12", "seam12", 12.0, 10.0, LL_2S), Setup("short-24", "seam24", 24.0, 20.0, SIX)]
+#: window longer than the loop: playlists and MPDs list three loops of the 12 s item
+LONG = [Setup("long-12", "seam12", 12.0, 36.0, COMBOS)]
+
+#: Combinations that still fail for a reason outside the media (issue #11 items 3-5,
+#: branch live-urls; measured figures in the report of branch seam-media).
+SHAKA_LL_HLS = ("issue #11 item 5 (live-urls): shaka in LL-HLS mode buffers audio parts 16 ms off "
+                "and jumps gaps every 6 s, also mid-loop (not at the seams only); hls.js plays the "
+                "same files without a stall")
+SHAKA_LL_DASH = ("LL-DASH availability (streamlab/live, live-urls): shaka requests chunks the origin "
+                 "answers 404 (hundreds per minute, shaka error 1001) and rebuffers; dash.js plays "
+                 "the same files without a stall")
+WINDOW_OVER_LOOP = ("issue #11 item 3 (live-urls): with a 36 s window over a 12 s loop each listed "
+                    "segment URL stands for two loops' files; the origin paces the complete one at "
+                    "real time (6 s segments measured at 5.7-5.9 s), so players starve; the same "
+                    "media plays clean with windows shorter than the loop")
+KNOWN = {("short", "shaka", "ll_hls"): SHAKA_LL_HLS, ("short", "shaka", "ll_dash"): SHAKA_LL_DASH}
+
+
+def _params(setups: list[Setup], group: str) -> list:
+    out = []
+    for setup in setups:
+        for engine, kind in setup.combos:
+            reason = (KNOWN.get((group, engine, kind)) if group == "short" else
+                      SHAKA_LL_HLS if (engine, kind) == ("shaka", "ll_hls") else
+                      SHAKA_LL_DASH if (engine, kind) == ("shaka", "ll_dash") else WINDOW_OVER_LOOP)
+            marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+            out.append(pytest.param((setup.label, engine, kind), id=f"{setup.label}-{engine}-{kind}",
+                                    marks=marks))
+    return out
+
+
+@pytest.fixture(scope="module")
+def short_windows(tmp_path_factory, items) -> dict:
+    """The 12 s item with a 10 s window (LL and 2 s kinds) and the 24 s item with a 20 s
+    window (6 s kinds), played together."""
+    return _run_all(tmp_path_factory, items, SHORT)
+
+
+@pytest.fixture(scope="module")
+def long_window(tmp_path_factory, items) -> dict:
+    """The 12 s item with a 36 s window: every kind."""
+    return _run_all(tmp_path_factory, items, LONG)
+
+
+def _log_problem(log: str) -> str | None:
+    if "Unhandled error" in log or "Traceback" in log:
+        at = log.find("Traceback")
+        return log[max(0, at - 300):at + 2500]
+    return None
+
+
+def _check(results: dict, key: tuple[str, str, str]) -> None:
+    problems, figures = _verdict(results[key])
+    assert not problems, f"{' / '.join(key)}: " + "; ".join(problems) + f"\n{figures}"
+
+
+@pytest.mark.parametrize("key", _params(SHORT, "short"))
+def test_crosses_two_loop_seams_with_a_window_shorter_than_the_loop(short_windows, key):
+    _check(short_windows, key)
+
+
+@pytest.mark.parametrize("key", _params(LONG, "long"))
+def test_crosses_two_loop_seams_with_a_window_longer_than_the_loop(long_window, key):
+    _check(long_window, key)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "live/media.py (not the media packaging): a paced media response whose client went away "
+    "calls request.unregisterProducer() after the channel is gone -> 'Unhandled error in "
+    "Deferred' AttributeError; seen when a player page closes mid-request"))
+def test_daemon_log_stays_clean_while_players_come_and_go(short_windows, long_window):
+    problem = _log_problem(short_windows["log"] + long_window["log"])
+    assert problem is None, problem
