@@ -13,6 +13,8 @@ Families::
     streamlab_jobs{state}                         jobs by state (gauge)
     streamlab_encode_seconds_total                wall time spent in encodes
     streamlab_render_latency_seconds (histogram)  manifest request -> first byte
+    streamlab_shaping_cap_exceeded_total          caps measured >10 % above the cap (warnings raised)
+    streamlab_shaping_cap_exceeded                sessions whose cap is not holding now (gauge)
 
 Cost on the request path is one dict increment (plus one histogram bucket for manifest
 requests); everything else is read from the components when ``/metrics`` is scraped.
@@ -120,6 +122,8 @@ class Metrics:
         self._retired_bytes = 0
         self._registry: Any = None
         self._jobs: Callable[[], Any] = lambda: None
+        #: the shaping service (cap-exceeded warnings), set by the daemon wiring
+        self.shaping: Any = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -221,6 +225,12 @@ class Metrics:
         family("streamlab_render_latency_seconds", "histogram",
                "manifest request arrival to first response byte (main listener and session ports)")
         lines.extend(self.render_latency.lines("streamlab_render_latency_seconds"))
+        if self.shaping is not None:
+            family("streamlab_shaping_cap_exceeded_total", "counter",
+                   "shaping caps measured more than 10 % above the cap over a full window")
+            lines.append(f"streamlab_shaping_cap_exceeded_total {self.shaping.warnings_total}")
+            family("streamlab_shaping_cap_exceeded", "gauge", "sessions whose cap is not holding right now")
+            lines.append(f"streamlab_shaping_cap_exceeded {self.shaping.warnings_active}")
         return "\n".join(lines) + "\n"
 
 

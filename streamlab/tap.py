@@ -156,6 +156,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     svc.root.mount("debug", DebugPage(svc))
     svc.root.mount("dashboard", dashboard_resource())
     metrics.attach_sessions(sessions.registry)
+    metrics.shaping = shaping
     metrics.attach_jobs(lambda: svc.components.get("jobs"))
     svc.root.mount("metrics", MetricsResource(metrics))
     svc.api.mount("openapi.json", OpenApiResource())

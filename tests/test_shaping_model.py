@@ -10,21 +10,24 @@ from streamlab.shaping.model import (
     FaultSpec,
     FaultWindow,
     KernelPort,
-    KernelSupport,
     Op,
     PortConfig,
     Step,
     after,
     config_from_fields,
     effective,
+    host_capabilities,
     kernel_desired,
     pattern_position,
     plan,
-    resolve_capabilities,
 )
+from streamlab.shaping.route import NftProof, Route, TcProof, place
 
-KERNEL_ALL = resolve_capabilities("kernel", KernelSupport(htb=True, netem=True, nft=True, nft_reject=True))
-AUTO_NO_NETEM = resolve_capabilities("auto", KernelSupport(htb=True, netem=False, nft=True, nft_reject=True))
+VETH = Route("10.9.0.2", "device", "veth0")
+NFT_ALL = NftProof(drop=True, reject=True, counters=True)
+KERNEL_ALL = place("kernel", VETH, TcProof("veth0", htb=True, netem=True), NFT_ALL)
+AUTO_NO_NETEM = place("auto", VETH, TcProof("veth0", htb=True, netem=False), NFT_ALL)
+USERSPACE = place("userspace", VETH, None, None)
 
 
 def apply_all(ops, applied):
@@ -77,28 +80,41 @@ def test_effective_pattern_zero_is_stalled_not_uncapped():
 def test_kernel_desired_routes_features():
     eff = model.Effective(rate_mbps=8.0, delay_ms=50, loss_pct=1, fault="reject")
     kp = kernel_desired(eff, AUTO_NO_NETEM)
-    assert kp == KernelPort(rate_bps=8_000_000, rule_kind="reject")  # delay/loss stay userspace
+    # delay/loss stay userspace; the class goes on the interface the player's route uses
+    assert kp == KernelPort(rate_bps=8_000_000, rule_kind="reject", interface="veth0")
     kp = kernel_desired(eff, KERNEL_ALL)
     assert (kp.delay_ms, kp.loss_pct) == (50, 1)
-    us = resolve_capabilities("userspace", None)
-    assert kernel_desired(eff, us) == KernelPort()
+    assert kernel_desired(eff, USERSPACE) == KernelPort()
     stalled = kernel_desired(model.Effective(rate_mbps=0.0), KERNEL_ALL)
     assert stalled.rate_bps == model.STALL_RATE_BPS
 
 
-def test_capabilities_shape_and_truth():
-    caps = AUTO_NO_NETEM.as_dict()
-    assert caps == {"status": "enabled", "platform": "linux", "backend": "auto",
-                    "features": {"rate": "kernel", "delay": "userspace", "loss": "userspace",
-                                 "transport_drop": "kernel", "transport_reject": "kernel",
-                                 "packet_counters": True},
-                    "reason": "kernel lacks netem (delay and loss in userspace)"}
-    us = resolve_capabilities("userspace", None).as_dict()
+def test_capabilities_say_only_what_was_proven():
+    caps = host_capabilities("auto", {"veth0": TcProof("veth0", htb=True, netem=False,
+                                                       reason="kernel lacks netem")}, NFT_ALL).as_dict()
+    assert caps["status"] == "enabled" and caps["backend"] == "auto" and caps["per_session"] is True
+    assert caps["features"] == {"rate": "kernel", "delay": "userspace", "loss": "userspace",
+                                "transport_drop": "kernel", "transport_reject": "kernel",
+                                "packet_counters": True}
+    assert caps["interfaces"]["veth0"]["rate"] == "kernel" and "netem" in caps["reason"]
+    us = host_capabilities("userspace", {}, None).as_dict()
     assert set(us["features"].values()) == {"userspace", False} and us["reason"] == ""
-    broken = resolve_capabilities("kernel", KernelSupport(reason="tc: Operation not permitted"))
-    assert broken.status == "degraded" and "not permitted" in broken.reason
-    assert not broken.uses_kernel
+    # a refused scratch class and an nft that refused its rules: nothing is claimed
+    broken = host_capabilities("auto", {"eth0": TcProof("eth0", reason="scratch u32 filter refused: (2, "
+                                                        "'No such file or directory')")},
+                               NftProof(reason="drop rule refused"))
+    assert broken.status == "degraded" and not broken.uses_kernel and not broken.packet_counters
+    assert "No such file" in broken.reason
     assert isinstance(broken, Capabilities)
+
+
+def test_a_class_moving_to_another_interface_is_deleted_then_added():
+    have = {1: KernelPort(rate_bps=1_000_000, interface="eth0")}
+    want = {1: KernelPort(rate_bps=1_000_000, interface="veth0")}
+    ops = plan(want, have)
+    assert [(o.action, o.state.interface) for o in ops] == [("del_class", "eth0"), ("add_class", "veth0")]
+    assert apply_all(ops, have) == want
+    assert "on veth0" in ops[1].describe()
 
 
 def test_config_from_session_fields():

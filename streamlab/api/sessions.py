@@ -83,8 +83,9 @@ class SessionsApi:
     # ------------------------------------------------------------------ one session
 
     @app.route("/session/<sid>", methods=["GET"])
-    def get_session(self, request: IRequest, sid: str) -> bytes:
-        """One session."""
+    async def get_session(self, request: IRequest, sid: str) -> bytes:
+        """One session (kernel counters read when asked, not from the last poll)."""
+        await self.registry.refresh(self.registry.get(sid))
         return respond(request, self.registry.to_json(self.registry.get(sid)))
 
     @app.route("/session/<sid>", methods=["DELETE"])

@@ -2,9 +2,10 @@
 
 One model, two doors: every write goes through ``registry.patch`` with the same session
 fields as ``PATCH /api/session/{id}`` (same validation, revision bump and group
-propagation).  Before storing, the change is tried on the backends
-(:meth:`ShapingService.preflight`): a kernel failure answers 503 with the reason and
-keeps the previous state.
+propagation).  What no backend can do is refused (400) before anything is stored
+(:meth:`ShapingService.preflight`); what the kernel refuses falls back to userspace, and
+every write answers, per feature, which backend and interface carry it (``carriers``)
+once the change reached the backends.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ class ShapingApi:
         return respond(request, self.service.status(ports))
 
     @app.route("/nftables/port/<int:port>", methods=["GET"])
-    def port(self, request: IRequest, port: int) -> bytes:
-        """One port's desired and applied state (internal or external port)."""
+    async def port(self, request: IRequest, port: int) -> bytes:
+        """One port's desired and applied state (internal or external port); kernel
+        counters are read when asked, not from the last poll."""
+        session = self.registry.get_by_port(port)
+        await self.service.refresh(session.port)
         session = self.registry.get_by_port(port)
         body = self.service.port_status(session.port)
         body["session_id"] = session.session_id
@@ -67,9 +71,15 @@ class ShapingApi:
         session = self.registry.get_by_port(port)
         current = session.controls.values
         changes = fields_mod.validate(set_, None, current, variants=session.manifest_variants or None)
-        await self.service.preflight(session.port, {**current, **changes})
+        self.service.preflight(session.port, {**current, **changes})
         result = self.registry.patch(session.session_id, set_)
+        await self.service.settled(session.port)
         return session, result
+
+    def _carriers(self, session: Any) -> dict[str, Any]:
+        status = self.service.port_status(session.port)
+        return {"carriers": status["carriers"], "shaping_backend": status["shaping_backend"],
+                "shaping_interface": status["shaping_interface"], "error": status["error"]}
 
     @app.route("/nftables/bandwidth/<int:port>", methods=["POST"])
     async def bandwidth(self, request: IRequest, port: int) -> bytes:
@@ -81,7 +91,8 @@ class ShapingApi:
         rate = model.check_rate(value, name)
         session, _ = await self._write(port, {"nftables_bandwidth_mbps": _num(rate),
                                               "nftables_pattern_enabled": False})
-        return respond(request, {"success": True, "port": session.port, "rate_mbps": _num(rate)})
+        return respond(request, {"success": True, "port": session.port, "rate_mbps": _num(rate),
+                                 **self._carriers(session)})
 
     @app.route("/nftables/loss/<int:port>", methods=["POST"])
     async def loss(self, request: IRequest, port: int) -> bytes:
@@ -92,7 +103,8 @@ class ShapingApi:
             raise Invalid("invalid", fields={"percent": "required"})
         loss = model.check_loss(value, name)
         session, _ = await self._write(port, {"nftables_packet_loss": _num(loss)})
-        return respond(request, {"success": True, "port": session.port, "loss_pct": _num(loss)})
+        return respond(request, {"success": True, "port": session.port, "loss_pct": _num(loss),
+                                 **self._carriers(session)})
 
     @app.route("/nftables/shape/<int:port>", methods=["POST"])
     async def shape(self, request: IRequest, port: int) -> bytes:
@@ -121,25 +133,26 @@ class ShapingApi:
         return respond(request, {"success": True, "port": session.port,
                                  "rate_mbps": result.get("nftables_bandwidth_mbps"),
                                  "delay_ms": result.get("nftables_delay_ms"),
-                                 "loss_pct": result.get("nftables_packet_loss")})
+                                 "loss_pct": result.get("nftables_packet_loss"), **self._carriers(session)})
 
     @app.route("/nftables/pattern/<int:port>", methods=["POST"])
     async def pattern(self, request: IRequest, port: int) -> bytes:
-        """Step pattern: explicit ``steps`` or a server-side ``template_mode``; empty steps disable."""
+        """Step pattern from explicit ``steps`` (``[]`` stops it) or from a server-side
+        ``template_mode``; never both (see :func:`pattern_request`)."""
         body = read_object(request)
         session = self.registry.get_by_port(port)
+        mode, steps = pattern_request(body)
         set_: dict[str, Any] = {}
-        mode = body.get("template_mode")
-        if mode is not None and mode != "sliders":
+        if mode is not None:
             set_.update(model.template_fields(
                 mode, session.manifest_variants,
                 body.get("margin_pct", session.controls.values.get("nftables_pattern_margin_pct", 0)),
                 body.get("step_seconds", session.controls.values.get("nftables_pattern_step_seconds", 12))))
         else:
-            steps = model.parse_steps(body.get("steps", []), "steps")
+            assert steps is not None
             set_["nftables_pattern_steps"] = [s.as_dict() for s in steps]
             set_["nftables_pattern_enabled"] = any(s.enabled and s.duration_seconds > 0 for s in steps)
-            if mode == "sliders":
+            if body.get("template_mode") == "sliders":
                 set_["nftables_pattern_template_mode"] = "sliders"
         if body.get("delay_ms") is not None:
             set_["nftables_delay_ms"] = _num(model.check_delay(body["delay_ms"], "delay_ms"))
@@ -148,9 +161,45 @@ class ShapingApi:
         session, result = await self._write(port, set_)
         return respond(request, {"success": True, "port": session.port,
                                  "pattern_enabled": bool(result.get("nftables_pattern_enabled")),
-                                 "steps": result.get("nftables_pattern_steps", [])})
+                                 "steps": result.get("nftables_pattern_steps", []),
+                                 **self._carriers(session)})
 
     errors.install(app)
+
+
+def pattern_request(body: dict[str, Any]) -> tuple[str | None, tuple[model.Step, ...] | None]:
+    """The one rule of ``POST /api/nftables/pattern/{port}``: a body names the pattern either
+    by ``steps`` (a list; ``[]`` stops the pattern; ``template_mode`` absent or
+    ``"sliders"``) or by a template (``template_mode`` other than ``sliders``, with
+    optional ``margin_pct``/``step_seconds``, and no ``steps`` key at all).  Anything else
+    (both, neither, ``"steps": null``, template options without a template) is a 400
+    that changes nothing.  Returns ``(template_mode, None)`` or
+    ``(None, steps)``."""
+    mode = body.get("template_mode")
+    if mode is not None and not isinstance(mode, str):
+        raise Invalid("invalid", fields={"template_mode": "must be a string"})
+    template = mode is not None and mode != "sliders"
+    if template and "steps" in body:
+        raise Invalid("conflicting pattern input",
+                      detail="send either steps or a template_mode, not both: a template builds "
+                             f"its own steps (template_mode {mode!r} with a steps field)",
+                      fields={"steps": f"not allowed with template_mode {mode!r}"})
+    if template:
+        if mode not in model.TEMPLATE_MODES:
+            raise Invalid("invalid",
+                          fields={"template_mode": f"must be one of {', '.join(model.TEMPLATE_MODES)}"})
+        return mode, None
+    if "margin_pct" in body or "step_seconds" in body:
+        given = [k for k in ("margin_pct", "step_seconds") if k in body]
+        raise Invalid("invalid", detail="margin_pct and step_seconds apply to a template_mode only",
+                      fields={k: "needs a template_mode" for k in given})
+    if "steps" not in body:
+        raise Invalid("invalid", detail="send steps (a list; [] stops the pattern) or a template_mode",
+                      fields={"steps": "required (or a template_mode)"})
+    if not isinstance(body["steps"], list):
+        raise Invalid("invalid", detail="steps must be a list of steps; [] stops the pattern",
+                      fields={"steps": "must be a list ([] stops the pattern)"})
+    return None, model.parse_steps(body["steps"], "steps")
 
 
 def _num(value: float) -> int | float:

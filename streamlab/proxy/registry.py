@@ -131,6 +131,8 @@ class SessionRegistry:
         # host-specific checks of the merged controls (e.g. packet-counted transport faults
         # need the kernel backend); each raises Invalid, called before anything is applied
         self.validators: list[Callable[[Mapping[str, Any], int], None]] = []
+        # read fresh counters (e.g. nftables rule counters) before a session is answered
+        self.refreshers: list[Callable[[Session], Any]] = []
         self._by_id: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
         self._groups: dict[str, list[str]] = {}
@@ -186,6 +188,14 @@ class SessionRegistry:
     def to_json(self, session: Session) -> dict[str, Any]:
         """The normalised session object."""
         return session.to_json(self.clock.seconds(), self.field_providers)
+
+    def refresh(self, session: Session) -> defer.Deferred:
+        """Fires once every refresher has read *session*'s counters (errors are logged)."""
+        ds = [defer.maybeDeferred(r, session) for r in self.refreshers]
+        d = defer.DeferredList(ds, consumeErrors=True)
+        d.addCallback(lambda results: [log.warn("session refresher failed: {e}", e=f.getErrorMessage())
+                                       for ok, f in results if not ok] and None)
+        return d
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every session as JSON (the SSE and GET /api/sessions body)."""

@@ -1,6 +1,10 @@
 """Kernel shaping backend: tc through pyroute2 (netlink) and nftables through ``nft -j``.
 
-* tc: an htb root ``5eb:`` on the interface (``default 0``: unclassified traffic passes
+* route lookups (``RTM_GETROUTE``) tell which interface a player's traffic leaves by;
+  :meth:`KernelBackend.prove` applies a scratch class there (and removes it) before the
+  interface is used, and :meth:`KernelBackend.start` does the same for nftables in a
+  scratch table: capabilities are proven, never inferred.
+* tc: an htb root ``5eb:`` on each interface in use (``default 0``: unclassified traffic passes
   unshaped), one htb class ``5eb:<port>`` per session port, selected by a u32 filter on the
   TCP *source* port (filter priority = port, so deleting it is exact), netem under the
   class for delay/loss only when the kernel has netem.  All netlink calls run on one
@@ -9,14 +13,15 @@
   counted DROP/REJECT rule per port, added with ``nft -j -e -f -`` (a child process via a
   ProcessProtocol) so the kernel's handle comes back and deletion is exact.
 
-:meth:`KernelBackend.start` removes leftovers of a previous run (our root qdisc, our
-table) and probes what the kernel supports; :meth:`KernelBackend.stop` removes all of it.
+:meth:`KernelBackend.start` removes leftovers of a previous run (our root qdiscs, our
+table) and proves what the kernel takes; :meth:`KernelBackend.stop` removes all of it.
 :meth:`KernelBackend.reconcile` applies :func:`streamlab.shaping.model.plan` op by op;
 a failing op raises :class:`KernelError` and ``applied`` keeps what really exists.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -27,7 +32,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from streamlab.shaping.model import KernelPort, KernelSupport, Op, after, plan
+from streamlab.shaping.model import KernelPort, Op, after, plan
+from streamlab.shaping.route import NftProof, Route, TcProof, route_from_lookup
 
 log = Logger()
 
@@ -41,7 +47,12 @@ FAMILY = "inet"
 
 
 class KernelError(Exception):
-    """A tc or nft operation failed; the message is the reason shown to the user."""
+    """A tc or nft operation failed; the message is the reason shown to the user and
+    ``op`` the reconciler op that failed (None outside a reconcile)."""
+
+    def __init__(self, message: str, op: Op | None = None) -> None:
+        super().__init__(message)
+        self.op = op
 
 
 def classid(port: int) -> int:
@@ -154,9 +165,20 @@ def _rule_counters(doc: Any) -> dict[int, int]:
 
 # --------------------------------------------------------------------------- the backend
 
+#: The scratch class/filter of a proof (a minor and a u32 priority no session port uses).
+PROBE_PRIO = 1
+PROBE_SPORT = 9
+PROBE_TABLE = "streamlab_probe"
+IFF_LOOPBACK = 0x8
+
 
 class KernelBackend:
-    """tc + nftables for session ports on one interface."""
+    """tc + nftables for session ports, on whichever interface each session's route uses.
+
+    *interface*: the interface used for ops that name none (and proven at start when
+    set); ``""`` = the default route's.  Proofs (:meth:`prove`) are cached per interface;
+    our htb root is installed on an interface when its first class is added and removed
+    on :meth:`stop`."""
 
     def __init__(self, reactor: Any, interface: str = "", netns: str | None = None,
                  nft: str = "nft", ip: str = "ip") -> None:
@@ -167,15 +189,18 @@ class KernelBackend:
         self.pool = ThreadPool(1, 1, name="streamlab-netlink")
         self._pool_started = False
         self._ipr: Any = None
-        self._index: int | None = None
-        self.support = KernelSupport(reason="not started")
+        self._links: dict[str, int] = {}
+        self._roots: set[str] = set()
+        self.proofs: dict[str, TcProof] = {}
+        self._proving: dict[str, defer.Deferred[TcProof]] = {}
+        self.nft_proof: NftProof | None = None
         self.applied: dict[int, KernelPort] = {}
         self.handles: dict[int, int] = {}
         self.drop_base: dict[int, int] = {}
         self.reject_base: dict[int, int] = {}
         self._lock = defer.DeferredLock()
-        self._tc_ready = False
         self._nft_ready = False
+        self._started = False
 
     # -- thread plumbing
 
@@ -194,63 +219,128 @@ class KernelBackend:
 
     # -- netlink work (worker thread only)
 
-    def _nl_interface(self) -> str:
+    def _nl_default_interface(self) -> str:
         ipr = self._ipr_get()
-        name = self.interface
-        if not name:
-            for route in ipr.get_default_routes(family=2):
-                oif = route.get_attr("RTA_OIF")
-                if oif:
-                    name = ipr.get_links(oif)[0].get_attr("IFLA_IFNAME")
-                    break
-        if not name:
-            raise KernelError("no interface configured and no default route")
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            raise KernelError(f"interface {name!r} not found")
-        self.interface = name
-        self._index = found[0]
-        return name
+        for route in ipr.get_default_routes(family=2):
+            oif = route.get_attr("RTA_OIF")
+            if oif:
+                return str(ipr.get_links(oif)[0].get_attr("IFLA_IFNAME"))
+        return ""
 
-    def _nl_root(self) -> Any:
-        ipr = self._ipr_get()
-        for q in ipr.get_qdiscs(index=self._index):
+    def _nl_index(self, name: str) -> int:
+        idx = self._links.get(name)
+        if idx is None:
+            found = self._ipr_get().link_lookup(ifname=name)
+            if not found:
+                raise KernelError(f"interface {name!r} not found")
+            idx = self._links[name] = found[0]
+        return idx
+
+    def _nl_root(self, idx: int) -> Any:
+        for q in self._ipr_get().get_qdiscs(index=idx):
             if q["parent"] == 0xFFFFFFFF:
                 return q
         return None
 
-    def _nl_setup(self) -> tuple[bool, bool, str]:
-        """Remove our leftovers, install the htb root, probe netem: (htb, netem, reason)."""
-        self._nl_interface()
+    def _nl_clean_leftovers(self) -> list[str]:
+        """Remove our root qdisc from every interface (a previous run's leftovers)."""
         ipr = self._ipr_get()
-        root = self._nl_root()
-        if root is not None and root.get_attr("TCA_KIND") == "htb" and root["handle"] != ROOT:
-            return False, False, f"{self.interface} already has a foreign htb root qdisc"
-        if root is not None and root["handle"] == ROOT:
-            ipr.tc("del", index=self._index, handle=ROOT, root=True)
-        try:
-            ipr.tc("replace", "htb", self._index, ROOT, default=0)
-        except Exception as exc:  # noqa: BLE001 - any netlink refusal means no kernel rate
-            return False, False, f"cannot install htb on {self.interface}: {exc}"
-        netem = True
-        probe = ROOT | PROBE_MINOR
-        try:
-            ipr.tc("add-class", "htb", self._index, probe, parent=ROOT, rate="1gbit")
-            try:
-                ipr.tc("add", "netem", self._index, (0x7FF << 16), parent=probe, delay=1000)
-            except Exception:  # noqa: BLE001
-                netem = False
-            ipr.tc("del-class", index=self._index, handle=probe, parent=ROOT)
-        except Exception as exc:  # noqa: BLE001
-            return True, False, f"netem probe failed: {exc}"
-        return True, netem, ""
+        cleaned = []
+        for link in ipr.get_links():
+            idx = link["index"]
+            root = self._nl_root(idx)
+            if root is not None and root["handle"] == ROOT and root.get_attr("TCA_KIND") == "htb":
+                ipr.tc("del", index=idx, handle=ROOT, root=True)
+                cleaned.append(str(link.get_attr("IFLA_IFNAME")))
+        return cleaned
 
-    def _nl_teardown(self) -> None:
-        if self._index is None:
-            return
-        root = self._nl_root()
+    def _nl_install_root(self, name: str) -> int:
+        """Our htb root on *name* (``default 0``: unclassified traffic passes unshaped)."""
+        idx = self._nl_index(name)
+        root = self._nl_root(idx)
         if root is not None and root["handle"] == ROOT:
-            self._ipr_get().tc("del", index=self._index, handle=ROOT, root=True)
+            self._roots.add(name)
+            return idx
+        if root is not None and root.get_attr("TCA_KIND") == "htb":
+            raise KernelError(f"{name} already has a foreign htb root qdisc")
+        self._ipr_get().tc("replace", "htb", idx, ROOT, default=0)
+        self._roots.add(name)
+        return idx
+
+    def _nl_remove_root(self, name: str) -> None:
+        idx = self._nl_index(name)
+        root = self._nl_root(idx)
+        if root is not None and root["handle"] == ROOT:
+            self._ipr_get().tc("del", index=idx, handle=ROOT, root=True)
+        self._roots.discard(name)
+
+    def _nl_prove(self, name: str) -> TcProof:
+        """Apply a scratch htb class + u32 filter (+ netem) on *name* and remove it again."""
+        ipr = self._ipr_get()
+        try:
+            idx = self._nl_index(name)
+            root = self._nl_root(idx)
+            had_root = name in self._roots or (root is not None and root["handle"] == ROOT)
+            self._nl_install_root(name)
+        except Exception as exc:  # noqa: BLE001 - any refusal means no kernel rate here
+            return TcProof(name, False, False, f"cannot install htb on {name}: {exc}")
+        probe = ROOT | PROBE_MINOR
+        htb = netem = False
+        reason = ""
+        try:
+            ipr.tc("add-class", "htb", idx, probe, parent=ROOT, rate="1gbit")
+            try:
+                ipr.tc("add-filter", "u32", idx, parent=ROOT, prio=PROBE_PRIO, protocol=ETH_P_IP,
+                       target=probe, keys=[sport_key(PROBE_SPORT)])
+                try:
+                    ipr.tc("add", "netem", idx, (0x7FF << 16), parent=probe, delay=1000)
+                    netem = True
+                except Exception as exc:  # noqa: BLE001
+                    reason = f"kernel lacks netem ({_short(exc)}): delay and loss in userspace"
+                ipr.tc("del-filter", index=idx, parent=ROOT, prio=PROBE_PRIO, protocol=ETH_P_IP)
+                htb = True
+            except Exception as exc:  # noqa: BLE001
+                reason = f"scratch u32 filter refused: {_short(exc)}"
+            ipr.tc("del-class", index=idx, handle=probe, parent=ROOT)
+        except Exception as exc:  # noqa: BLE001
+            htb = netem = False
+            reason = f"scratch htb class refused: {_short(exc)}"
+        finally:
+            if not had_root:
+                try:
+                    self._nl_remove_root(name)  # leave the interface as we found it
+                except Exception:  # noqa: BLE001
+                    pass
+        return TcProof(name, htb, netem and htb, reason)
+
+    def _nl_route(self, dest: str) -> Route:
+        ipr = self._ipr_get()
+        try:
+            family = 10 if ipaddress.ip_address(dest).version == 6 else 2
+        except ValueError:
+            return route_from_lookup(dest, None, error="not an IP address")
+        try:
+            msgs = ipr.route("get", dst=dest, family=family)
+        except Exception as exc:  # noqa: BLE001 - ENETUNREACH and friends
+            return route_from_lookup(dest, None, error=_short(exc))
+        if not msgs:
+            return route_from_lookup(dest, None, error="empty answer")
+        msg = msgs[0]
+        oif = msg.get_attr("RTA_OIF")
+        name, loop = "", False
+        if oif:
+            links = ipr.get_links(oif)
+            if links:
+                name = str(links[0].get_attr("IFLA_IFNAME") or "")
+                loop = bool(links[0]["flags"] & IFF_LOOPBACK)
+        return route_from_lookup(dest, int(msg["type"]), name, loop, str(msg.get_attr("RTA_GATEWAY") or ""))
+
+    def _teardown_all(self) -> None:
+        for name in list(self._roots):
+            try:
+                self._nl_remove_root(name)
+            except Exception as exc:  # noqa: BLE001
+                log.warn("removing htb root from {name}: {exc}", name=name, exc=exc)
 
     def _class_args(self, state: KernelPort) -> dict[str, Any]:
         bps = int(state.rate_bps or 0)
@@ -258,40 +348,62 @@ class KernelBackend:
         return {"parent": ROOT, "rate": f"{bps}bit", "ceil": f"{bps}bit", "burst": burst,
                 "cburst": burst, "mtu": 65536 + 1600}
 
+    def _op_interface(self, state: KernelPort) -> str:
+        name = state.interface or self.interface
+        if not name:
+            raise KernelError("no interface for the class")
+        return name
+
     def _nl_class(self, op: Op) -> None:
         ipr = self._ipr_get()
+        name = self._op_interface(op.state)
         cid = classid(op.port)
         netem_handle = ((op.port if op.port not in (MAJOR, 0x7FF) else 0xFFFD) & 0xFFFF) << 16
         if op.action == "add_class":
-            ipr.tc("add-class", "htb", self._index, cid, **self._class_args(op.state))
+            idx = self._nl_install_root(name)
+            ipr.tc("add-class", "htb", idx, cid, **self._class_args(op.state))
             try:
-                ipr.tc("add-filter", "u32", self._index, parent=ROOT, prio=op.port & 0xFFFF,
+                ipr.tc("add-filter", "u32", idx, parent=ROOT, prio=op.port & 0xFFFF,
                        protocol=ETH_P_IP, target=cid, keys=[sport_key(op.port)])
             except Exception:
-                ipr.tc("del-class", index=self._index, handle=cid, parent=ROOT)
+                ipr.tc("del-class", index=idx, handle=cid, parent=ROOT)
                 raise
         elif op.action == "change_class":
-            ipr.tc("change-class", "htb", self._index, cid, **self._class_args(op.state))
-        elif op.action == "del_class":
-            ipr.tc("del-filter", index=self._index, parent=ROOT, prio=op.port & 0xFFFF, protocol=ETH_P_IP)
-            ipr.tc("del-class", index=self._index, handle=cid, parent=ROOT)
+            idx = self._nl_index(name)
+            ipr.tc("change-class", "htb", idx, cid, **self._class_args(op.state))
+        else:  # del_class
+            idx = self._nl_index(name)
+            if name not in self._roots:
+                return  # the root (and every class under it) is already gone
+            ipr.tc("del-filter", index=idx, parent=ROOT, prio=op.port & 0xFFFF, protocol=ETH_P_IP)
+            ipr.tc("del-class", index=idx, handle=cid, parent=ROOT)
             return
-        if self.support.netem and (op.state.delay_ms > 0 or op.state.loss_pct > 0):
-            ipr.tc("replace", "netem", self._index, netem_handle, parent=cid,
+        proof = self.proofs.get(name)
+        if proof is not None and proof.netem and (op.state.delay_ms > 0 or op.state.loss_pct > 0):
+            ipr.tc("replace", "netem", idx, netem_handle, parent=cid,
                    delay=int(op.state.delay_ms * 1000), loss=op.state.loss_pct)
 
     def _nl_class_bytes(self) -> dict[int, int]:
         out: dict[int, int] = {}
-        if self._index is None:
-            return out
-        for c in self._ipr_get().get_classes(index=self._index):
-            handle = c["handle"]
-            if handle >> 16 != MAJOR:
+        ipr = self._ipr_get()
+        for name in list(self._roots):
+            try:
+                idx = self._nl_index(name)
+                classes = ipr.get_classes(index=idx)
+            except Exception:  # noqa: BLE001 - interface gone
                 continue
-            stats = c.get_attr("TCA_STATS2")
-            basic = stats.get_attr("TCA_STATS_BASIC") if stats is not None else None
-            if basic is not None:
-                out[handle & 0xFFFF] = int(basic["bytes"])
+            for c in classes:
+                handle = c["handle"]
+                port = handle & 0xFFFF
+                if handle >> 16 != MAJOR:
+                    continue
+                state = self.applied.get(port)
+                if state is None or (state.interface or self.interface) != name:
+                    continue
+                stats = c.get_attr("TCA_STATS2")
+                basic = stats.get_attr("TCA_STATS_BASIC") if stats is not None else None
+                if basic is not None:
+                    out[port] = int(basic["bytes"])
         return out
 
     def _nl_close(self) -> None:
@@ -303,40 +415,115 @@ class KernelBackend:
 
     @defer.inlineCallbacks
     def start(self) -> Any:
-        """Clean leftovers, set up root qdisc and table/chain, probe; returns KernelSupport."""
+        """Remove leftovers, prove nftables in a scratch table, create our table and prove tc
+        on the configured (else the default route's) interface; fires with the
+        :class:`NftProof`."""
         self.applied.clear()  # whatever existed is removed below
         self.handles.clear()
-        reasons = []
-        htb = netem = False
+        self.proofs.clear()
         try:
-            htb, netem, why = yield self._in_thread(self._nl_setup)
-            if why:
-                reasons.append(why)
+            cleaned = yield self._in_thread(self._nl_clean_leftovers)
+            if cleaned:
+                log.info("removed leftover htb roots from {names}", names=", ".join(cleaned))
         except Exception as exc:  # noqa: BLE001
-            reasons.append(f"tc: {exc}")
-        self._tc_ready = htb
-        nft = reject = False
+            log.warn("tc leftover cleanup failed: {exc}", exc=exc)
+        self.nft_proof = yield self._prove_nft()
+        self._nft_ready = False
+        if self.nft_proof.drop or self.nft_proof.reject:
+            try:
+                yield self.nft.batch([
+                    {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+                    {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": CHAIN, "type": "filter",
+                                       "hook": "input", "prio": 0, "policy": "accept"}}},
+                ])
+                self._nft_ready = True
+            except KernelError as exc:
+                self.nft_proof = NftProof(reason=f"creating table {TABLE}: {exc}")
+        self._started = True
+        name = self.interface
+        if not name:
+            try:
+                name = yield self._in_thread(self._nl_default_interface)
+            except Exception:  # noqa: BLE001
+                name = ""
+        if name:
+            yield self.prove(name)
+        return self.nft_proof
+
+    @defer.inlineCallbacks
+    def _prove_nft(self) -> Any:
+        """A scratch table with a counted DROP and REJECT rule, read back, then deleted
+        (our own table from a previous run is deleted first)."""
+        scratch = {"family": FAMILY, "name": PROBE_TABLE}
         try:
             yield self.nft.batch([
                 {"add": {"table": {"family": FAMILY, "name": TABLE}}},
                 {"delete": {"table": {"family": FAMILY, "name": TABLE}}},
-                {"add": {"table": {"family": FAMILY, "name": TABLE}}},
-                {"add": {"chain": {"family": FAMILY, "table": TABLE, "name": CHAIN, "type": "filter",
+                {"add": {"table": scratch}},
+                {"delete": {"table": scratch}},
+                {"add": {"table": scratch}},
+                {"add": {"chain": {"family": FAMILY, "table": PROBE_TABLE, "name": CHAIN, "type": "filter",
                                    "hook": "input", "prio": 0, "policy": "accept"}}},
             ])
-            nft = True
-            try:
-                doc = yield self.nft.batch([{"add": _rule(0, "reject")}], echo=True)
-                handle = _echo_handle(doc)
-                yield self.nft.batch([{"delete": _rule(0, "reject", handle=handle)}])
-                reject = True
-            except KernelError as exc:
-                reasons.append(f"nft reject: {exc}")
         except KernelError as exc:
-            reasons.append(str(exc))
-        self._nft_ready = nft
-        self.support = KernelSupport(htb, netem, nft, reject, "; ".join(reasons))
-        return self.support
+            return NftProof(reason=str(exc))
+        drop = reject = counters = False
+        reasons = []
+        try:
+            for kind in ("drop", "reject"):
+                rule = _rule(0, kind)
+                rule["rule"]["table"] = PROBE_TABLE
+                try:
+                    yield self.nft.batch([{"add": rule}], echo=True)
+                    if kind == "drop":
+                        drop = True
+                    else:
+                        reject = True
+                except KernelError as exc:
+                    reasons.append(f"{kind} rule refused: {exc}")
+            if drop or reject:
+                try:
+                    doc = yield self.nft.run(["-j", "list", "chain", FAMILY, PROBE_TABLE, CHAIN])
+                    counters = len(_rule_counters(doc)) == int(drop) + int(reject)
+                except (KernelError, ValueError) as exc:
+                    reasons.append(f"counters not readable: {exc}")
+        finally:
+            try:
+                yield self.nft.batch([{"delete": {"table": scratch}}])
+            except KernelError as exc:
+                log.warn("removing the nft scratch table: {exc}", exc=exc)
+        return NftProof(drop, reject, counters, "; ".join(reasons))
+
+    def prove(self, interface: str) -> defer.Deferred[TcProof]:
+        """The cached proof of *interface*, proving it (scratch class) on first ask."""
+        if interface in self.proofs:
+            return defer.succeed(self.proofs[interface])
+        pending = self._proving.get(interface)
+        if pending is None:
+            pending = self._lock.run(self._in_thread, self._nl_prove, interface)
+
+            def done(proof: TcProof) -> TcProof:
+                self.proofs[interface] = proof
+                self._proving.pop(interface, None)
+                log.info("kernel shaping on {name}: {proof}", name=interface, proof=proof)
+                return proof
+
+            def failed(f: Any) -> TcProof:
+                return done(TcProof(interface, False, False, f"proof failed: {f.getErrorMessage()}"))
+
+            pending.addCallbacks(done, failed)
+            self._proving[interface] = pending
+        result: defer.Deferred[TcProof] = defer.Deferred()
+        pending.addBoth(lambda r: (result.callback(r), r)[1])
+        return result
+
+    def refuse(self, interface: str, reason: str) -> None:
+        """The kernel refused a change on *interface* after its proof: stop claiming it."""
+        self.proofs[interface] = TcProof(interface, False, False, f"refused after proof: {reason}")
+
+    def route(self, dest: str) -> defer.Deferred[Route]:
+        """The route to *dest* (netlink ``RTM_GETROUTE`` on the worker thread)."""
+        return self._in_thread(self._nl_route, dest)
 
     def stop(self) -> defer.Deferred[Any]:
         """Remove everything this backend created (after pending reconciles); stop the thread."""
@@ -345,8 +532,8 @@ class KernelBackend:
     @defer.inlineCallbacks
     def _stop(self) -> Any:
         try:
-            if self._tc_ready:
-                yield self._in_thread(self._nl_teardown)
+            if self._roots:
+                yield self._in_thread(self._teardown_all)
             if self._nft_ready:
                 yield self.nft.batch([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
         except Exception as exc:  # noqa: BLE001
@@ -354,7 +541,8 @@ class KernelBackend:
         finally:
             self.applied.clear()
             self.handles.clear()
-            self._tc_ready = self._nft_ready = False
+            self._nft_ready = False
+            self._started = False
             if self._pool_started:
                 yield self._in_thread(self._nl_close)
                 self.pool.stop()
@@ -378,15 +566,18 @@ class KernelBackend:
         for op in ops:
             try:
                 if op.action.endswith("_class"):
-                    if not self._tc_ready:
-                        raise KernelError("tc is not available")
                     yield self._in_thread(self._nl_class, op)
                 else:
                     yield self._rule_op(op)
-            except KernelError:
-                raise
+            except KernelError as exc:
+                if op.action.startswith("del_"):
+                    # what we meant to delete is gone anyway: forget it rather than claim it
+                    self.applied = after(op, self.applied)
+                raise KernelError(f"{op.describe()}: {exc}", op) from None
             except Exception as exc:  # noqa: BLE001 - netlink errors carry the kernel's reason
-                raise KernelError(f"{op.describe()}: {exc}") from exc
+                if op.action.startswith("del_"):
+                    self.applied = after(op, self.applied)
+                raise KernelError(f"{op.describe()}: {_short(exc)}", op) from exc
             self.applied = after(op, self.applied)
             done.append(op)
         return done
@@ -416,7 +607,8 @@ class KernelBackend:
 
     @defer.inlineCallbacks
     def counters(self) -> Any:
-        """``{port: {"drop": packets, "reject": packets}}`` (cumulative for the port)."""
+        """``{port: {"drop": packets, "reject": packets}}`` (cumulative for the port), read
+        from nftables now (``nft -j list chain``)."""
         out: dict[int, dict[str, int]] = {}
         live: dict[int, int] = {}
         if self._nft_ready and self.handles:
@@ -436,8 +628,8 @@ class KernelBackend:
         return out
 
     def class_bytes(self) -> defer.Deferred[dict[int, int]]:
-        """Bytes sent through each port's htb class (``{port: bytes}``)."""
-        if not self._tc_ready:
+        """Bytes sent through each port's htb class (``{port: bytes}``), read now."""
+        if not self._roots:
             return defer.succeed({})
         return self._in_thread(self._nl_class_bytes)
 
@@ -445,6 +637,11 @@ class KernelBackend:
         """Drop the counters of a released port (call after its state was reconciled away)."""
         self.drop_base.pop(port, None)
         self.reject_base.pop(port, None)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _echo_handle(doc: Any) -> int:

@@ -5,8 +5,8 @@ Nothing here does I/O or reads a clock; time is passed in as ``now``.
 * :class:`PortConfig` is what the session fields ask for on one session port.
 * :func:`effective` turns a config plus the runtime pattern step and fault window into
   the :class:`Effective` shape right now (rate ``None`` = uncapped, ``0.0`` = stalled).
-* :func:`split` routes each feature to the kernel or the userspace backend according to
-  :class:`Capabilities`.
+* :func:`host_capabilities` summarises what scratch rules proved on this host
+  (:mod:`streamlab.shaping.route` decides the backend of each session).
 * :func:`plan` diffs desired vs applied kernel state and returns the minimal list of
   :class:`Op`; applying the same state twice yields an empty plan and removing a port
   yields exactly the deletions of what was created for it.
@@ -290,7 +290,12 @@ def effective(cfg: PortConfig, pattern: PatternPosition | None, window: FaultWin
 
 @dataclass(frozen=True)
 class Capabilities:
-    """Which backend makes each feature real, and why (``reason``)."""
+    """What this host proved it can do, feature by feature (``GET /api/nftables/capabilities``).
+
+    A feature is ``kernel`` only when a scratch rule proved it on at least one interface
+    (``interfaces`` lists each proven or refused interface); which backend carries a given
+    session is decided per session from the route to its player (see
+    :mod:`streamlab.shaping.route`)."""
 
     backend: str = "userspace"
     features: Mapping[str, str] = field(default_factory=lambda: {f: "userspace" for f in FEATURES})
@@ -298,15 +303,15 @@ class Capabilities:
     status: str = "enabled"
     reason: str = ""
     platform: str = "linux"
-    interface: str = ""
+    interfaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def kernel(self, feature: str) -> bool:
-        """True when *feature* is done by the kernel."""
+        """True when the kernel was proven to do *feature* somewhere on this host."""
         return self.features.get(feature) == "kernel"
 
     @property
     def uses_kernel(self) -> bool:
-        """True when any feature is done by the kernel."""
+        """True when any feature was proven in the kernel."""
         return any(v == "kernel" for v in self.features.values())
 
     def as_dict(self) -> dict[str, Any]:
@@ -314,54 +319,37 @@ class Capabilities:
         feats: dict[str, Any] = {f: self.features.get(f, "userspace") for f in FEATURES}
         feats["packet_counters"] = self.packet_counters
         return {"status": self.status, "platform": self.platform, "backend": self.backend,
-                "features": feats, "reason": self.reason}
+                "features": feats, "reason": self.reason,
+                "interfaces": {k: dict(v) for k, v in self.interfaces.items()},
+                "per_session": self.backend != "userspace"}
 
 
-@dataclass(frozen=True)
-class KernelSupport:
-    """What a kernel probe found (all False when the kernel backend cannot run)."""
-
-    htb: bool = False
-    netem: bool = False
-    nft: bool = False
-    nft_reject: bool = False
-    reason: str = ""
-
-
-def resolve_capabilities(backend: str, support: KernelSupport | None, platform: str = "linux",
-                         interface: str = "") -> Capabilities:
-    """Route every feature: ``userspace`` always works; ``kernel``/``auto`` use the kernel for
-    what it supports and fall back to userspace (named, with a reason) for the rest."""
-    if backend == "userspace" or support is None:
-        reason = "" if backend == "userspace" else (support.reason if support else "kernel not probed")
-        status = "enabled" if backend == "userspace" else "degraded"
-        return Capabilities(backend, {f: "userspace" for f in FEATURES}, False, status, reason, platform,
-                            interface)
+def host_capabilities(backend: str, proofs: Mapping[str, Any], nft: Any, *, status: str = "enabled",
+                      reason: str = "", platform: str = "linux") -> Capabilities:
+    """Host capabilities from what scratch rules proved: *proofs* maps interface ->
+    :class:`~streamlab.shaping.route.TcProof`, *nft* is a
+    :class:`~streamlab.shaping.route.NftProof` (or None when not probed)."""
+    if backend == "userspace":
+        return Capabilities(backend, {f: "userspace" for f in FEATURES}, False, status, reason, platform)
+    htb = any(p.htb for p in proofs.values())
+    netem = any(p.htb and p.netem for p in proofs.values())
     feats = {
-        "rate": "kernel" if support.htb else "userspace",
-        "delay": "kernel" if support.htb and support.netem else "userspace",
-        "loss": "kernel" if support.htb and support.netem else "userspace",
-        "transport_drop": "kernel" if support.nft else "userspace",
-        "transport_reject": "kernel" if support.nft and support.nft_reject else "userspace",
+        "rate": "kernel" if htb else "userspace",
+        "delay": "kernel" if netem else "userspace",
+        "loss": "kernel" if netem else "userspace",
+        "transport_drop": "kernel" if nft is not None and nft.drop else "userspace",
+        "transport_reject": "kernel" if nft is not None and nft.reject else "userspace",
     }
-    missing = []
-    if not support.htb:
-        missing.append("htb (rate in userspace)")
-    if support.htb and not support.netem:
-        missing.append("netem (delay and loss in userspace)")
-    if not support.nft:
-        missing.append("nftables (transport faults in userspace)")
-    elif not support.nft_reject:
-        missing.append("nft reject (transport reject in userspace)")
-    reason = "; ".join(x for x in [support.reason, ("kernel lacks " + ", ".join(missing)) if missing else ""]
-                       if x)
-    if backend == "kernel" and missing:
+    reasons = [reason] if reason else []
+    for name, p in sorted(proofs.items()):
+        if p.reason:
+            reasons.append(f"{name}: {p.reason}")
+    if nft is not None and nft.reason:
+        reasons.append(f"nftables: {nft.reason}")
+    if not any(v == "kernel" for v in feats.values()) and status == "enabled":
         status = "degraded"
-    elif not any(v == "kernel" for v in feats.values()):
-        status = "degraded" if backend == "kernel" else "enabled"
-    else:
-        status = "enabled"
-    return Capabilities(backend, feats, support.nft, status, reason, platform, interface)
+    return Capabilities(backend, feats, bool(nft is not None and nft.counters), status, "; ".join(reasons),
+                        platform, {name: p.as_dict() for name, p in proofs.items()})
 
 
 # --------------------------------------------------------------------------- kernel reconciler
@@ -369,8 +357,8 @@ def resolve_capabilities(backend: str, support: KernelSupport | None, platform: 
 
 @dataclass(frozen=True)
 class KernelPort:
-    """Kernel objects one port needs: an htb class at *rate_bps* (``None`` = no class),
-    netem *delay_ms*/*loss_pct* under it (only when the kernel does them), and an nftables
+    """Kernel objects one port needs: an htb class at *rate_bps* (``None`` = no class) on
+    *interface*, netem *delay_ms*/*loss_pct* under it (only when the kernel does them), and an nftables
     rule of *rule_kind* (``drop``/``reject``; ``None`` = no rule) with an optional packet
     budget; *rule_epoch* changes when a packet window restarts (fresh budget)."""
 
@@ -380,6 +368,7 @@ class KernelPort:
     rule_kind: str | None = None
     rule_packets: int | None = None
     rule_epoch: float | None = None
+    interface: str = ""
 
     @property
     def empty(self) -> bool:
@@ -387,8 +376,9 @@ class KernelPort:
         return self.rate_bps is None and self.rule_kind is None
 
 
-def kernel_desired(eff: Effective, caps: Capabilities) -> KernelPort:
-    """The kernel part of *eff* under *caps*."""
+def kernel_desired(eff: Effective, caps: Any) -> KernelPort:
+    """The kernel part of *eff* under *caps* (a per-session
+    :class:`~streamlab.shaping.route.Placement`: ``kernel(feature)`` and ``interface``)."""
     rate_bps: int | None = None
     delay = loss = 0.0
     if caps.kernel("rate") and eff.rate_mbps is not None:
@@ -406,7 +396,8 @@ def kernel_desired(eff: Effective, caps: Capabilities) -> KernelPort:
         kind = eff.fault
         packets = eff.fault_packets
         epoch = eff.fault_window_start if packets is not None else None
-    return KernelPort(rate_bps, delay, loss, kind, packets, epoch)
+    iface = str(getattr(caps, "interface", "") or "") if rate_bps is not None else ""
+    return KernelPort(rate_bps, delay, loss, kind, packets, epoch, iface)
 
 
 @dataclass(frozen=True)
@@ -420,7 +411,9 @@ class Op:
 
     def describe(self) -> str:
         """Human text for logs and error messages."""
-        return f"{self.action} port {self.port}"
+        on_iface = self.action.endswith("_class") and self.state.interface
+        where = f" on {self.state.interface}" if on_iface else ""
+        return f"{self.action} port {self.port}{where}"
 
 
 def plan(desired: Mapping[int, KernelPort], applied: Mapping[int, KernelPort]) -> list[Op]:
@@ -439,9 +432,10 @@ def plan(desired: Mapping[int, KernelPort], applied: Mapping[int, KernelPort]) -
             ops.append(Op("del_rule", port, have))
         cls_want = (want.rate_bps, want.delay_ms, want.loss_pct)
         cls_have = (have.rate_bps, have.delay_ms, have.loss_pct)
-        if want.rate_bps is None and have.rate_bps is not None:
+        moved = want.rate_bps is not None and have.rate_bps is not None and want.interface != have.interface
+        if have.rate_bps is not None and (want.rate_bps is None or moved):
             ops.append(Op("del_class", port, have))
-        elif want.rate_bps is not None and have.rate_bps is None:
+        if want.rate_bps is not None and (have.rate_bps is None or moved):
             ops.append(Op("add_class", port, want))
         elif want.rate_bps is not None and cls_want != cls_have:
             ops.append(Op("change_class", port, want))
@@ -455,9 +449,10 @@ def after(op: Op, applied: Mapping[int, KernelPort]) -> dict[int, KernelPort]:
     out = dict(applied)
     cur = out.get(op.port, KernelPort())
     if op.action in ("add_class", "change_class"):
-        cur = replace(cur, rate_bps=op.state.rate_bps, delay_ms=op.state.delay_ms, loss_pct=op.state.loss_pct)
+        cur = replace(cur, rate_bps=op.state.rate_bps, delay_ms=op.state.delay_ms, loss_pct=op.state.loss_pct,
+                      interface=op.state.interface)
     elif op.action == "del_class":
-        cur = replace(cur, rate_bps=None, delay_ms=0.0, loss_pct=0.0)
+        cur = replace(cur, rate_bps=None, delay_ms=0.0, loss_pct=0.0, interface="")
     elif op.action == "add_rule":
         cur = replace(cur, rule_kind=op.state.rule_kind, rule_packets=op.state.rule_packets,
                       rule_epoch=op.state.rule_epoch)

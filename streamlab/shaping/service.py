@@ -2,8 +2,16 @@
 
 :class:`ShapingService` keeps, per session port, the desired :class:`PortConfig` (from the
 session fields), the runtime of its step pattern and transport-fault windows, and makes
-the effective shape real through the userspace backend (always) and the kernel backend
-(for the features the host supports, see :class:`Capabilities`).
+the effective shape real through the userspace backend (always) and the kernel backend.
+
+Which backend carries each feature is decided **per session**
+(:func:`streamlab.shaping.route.place`): the first connection on the port names the
+player's address, the kernel backend looks the route up on its netlink thread, proves the
+interface with a scratch rule when it has not yet, and only then does the kernel take
+the features it proved; everything else (loopback, no route, not proven, refused at run
+time, IPv6 rate) stays in userspace, and the session says so.  The bytes the player
+acknowledged (TCP_INFO) are measured next to the cap, and a cap that does not hold raises
+a warning (:class:`streamlab.shaping.goodput.CapWatch`).
 
 It plugs into the session registry through four extension points (see :meth:`attach`):
 a factory wrapper (userspace shaping on every session listener), a release hook (removes
@@ -26,24 +34,27 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from streamlab.errors import Invalid, NotFound, Unavailable
+from streamlab.errors import Invalid, NotFound
+from streamlab.proxy.sockets import socket_of
+from streamlab.proxy.tcpinfo import read_tcp_info
+from streamlab.shaping.goodput import CapWatch
 from streamlab.shaping.kernel import KernelBackend, KernelError
 from streamlab.shaping.model import (
     Capabilities,
     Effective,
     FaultWindow,
     KernelPort,
-    KernelSupport,
     PatternPosition,
     PortConfig,
     config_from_fields,
     effective,
+    host_capabilities,
     kernel_desired,
-    resolve_capabilities,
     template_steps,
 )
 from streamlab.shaping.pattern import FaultRunner, PatternRunner
-from streamlab.shaping.userspace import UserspaceBackend
+from streamlab.shaping.route import RATE_FEATURES, Carrier, NftProof, Placement, Route, place
+from streamlab.shaping.userspace import ShapingFactory, UserspaceBackend
 
 log = Logger()
 
@@ -85,6 +96,22 @@ class RateMeter:
             self.avg = round((total_bytes - first[1]) * 8 / (now - first[0]) / 1e6, 3)
 
 
+class RoutedShapingFactory(ShapingFactory):
+    """The userspace wrapper that also reports each connection's peer address (the address
+    the per-session route lookup uses)."""
+
+    def __init__(self, wrapped: IProtocolFactory, shaper: Any, on_peer: Any) -> None:
+        super().__init__(wrapped, shaper)
+        self.on_peer = on_peer
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - twisted API
+        try:
+            self.on_peer(addr)
+        except Exception:  # noqa: BLE001 - never refuse a connection over bookkeeping
+            log.failure("shaping peer hook failed")
+        return super().buildProtocol(addr)
+
+
 @dataclass
 class PortRuntime:
     """Everything the service keeps for one session port."""
@@ -101,6 +128,14 @@ class PortRuntime:
     meter: RateMeter = field(default_factory=RateMeter)
     effective: Effective = field(default_factory=Effective)
     error: str = ""
+    peer: str = ""
+    route: Route = field(default_factory=Route)
+    placement: Placement = field(default_factory=Placement)
+    refused: dict[str, str] = field(default_factory=dict)
+    watch: CapWatch = field(default_factory=CapWatch)
+    acked: dict[Any, int] = field(default_factory=dict)
+    acked_total: int = 0
+    last_apply: defer.Deferred[Any] | None = None
 
 
 class ShapingService(Service):
@@ -114,15 +149,16 @@ class ShapingService(Service):
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.backend_mode: str = config.shaping.backend
+        self.only_interface: str = config.shaping.interface
         self.userspace = UserspaceBackend(self.clock)
         if kernel is None and self.backend_mode != "userspace" and sys.platform.startswith("linux"):
             kernel = KernelBackend(reactor, config.shaping.interface)
         self.kernel = kernel
-        self.support: KernelSupport | None = None
-        self.caps: Capabilities = resolve_capabilities(self.backend_mode, None, _platform())
+        self.nft_proof: NftProof | None = None
+        self.caps: Capabilities = host_capabilities(self.backend_mode, {}, None, platform=_platform())
         if self.backend_mode != "userspace":
-            self.caps = Capabilities(self.backend_mode, self.caps.features, False, "starting",
-                                     "kernel backend not started yet", _platform())
+            self.caps = host_capabilities(self.backend_mode, {}, None, status="starting",
+                                          reason="kernel backend not started yet", platform=_platform())
         self.ports: dict[int, PortRuntime] = {}
         self.registry: Any = None
         self._unsubscribe: list[Any] = []
@@ -132,6 +168,15 @@ class ShapingService(Service):
         self._kernel_counts: dict[int, dict[str, int]] = {}
         self._class_bytes: dict[int, int] = {}
         self._polling = False
+        #: cap-exceeded warnings raised since start (``streamlab_shaping_cap_exceeded_total``)
+        self.warnings_total = 0
+        #: ``(port) -> cumulative bytes the player acknowledged``; replaceable in tests
+        self.acked_bytes = self._acked_bytes
+
+    @property
+    def warnings_active(self) -> int:
+        """Session ports whose cap is not holding right now."""
+        return sum(1 for rt in self.ports.values() if rt.watch.warning)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,23 +185,32 @@ class ShapingService(Service):
         self._ensure_meter()
         if self.kernel is None:
             if self.backend_mode != "userspace":
-                self.caps = resolve_capabilities(self.backend_mode, KernelSupport(
-                    reason=f"kernel backend needs Linux (platform {_platform()})"), _platform())
+                self.caps = host_capabilities(self.backend_mode, {}, None, status="degraded",
+                                              reason=f"kernel backend needs Linux (platform {_platform()})",
+                                              platform=_platform())
             return None
         d = self.kernel.start()
         d.addCallback(self._kernel_started)
-        d.addErrback(lambda f: log.failure("kernel shaping start failed", f))
+        d.addErrback(self._kernel_start_failed)
         return d
 
-    def _kernel_started(self, support: KernelSupport) -> None:
-        self.support = support
-        self.caps = resolve_capabilities(self.backend_mode, support, _platform(), self.kernel.interface
-                                         if self.kernel else "")
-        log.info("shaping backend {b} on {i}: {f} {r}", b=self.backend_mode,
-                 i=self.kernel.interface if self.kernel else "", f=dict(self.caps.features),
+    def _kernel_started(self, nft: NftProof) -> None:
+        self.nft_proof = nft
+        self._refresh_caps()
+        log.info("shaping backend {b}: proven {f} {r}", b=self.backend_mode, f=dict(self.caps.features),
                  r=self.caps.reason)
         for port in list(self.ports):
-            self._apply(port).addErrback(lambda f: None)
+            self._place(port)
+
+    def _kernel_start_failed(self, f: Any) -> None:
+        log.failure("kernel shaping start failed", f)
+        self.caps = host_capabilities(self.backend_mode, {}, None, status="degraded",
+                                      reason=f"kernel backend failed to start: {f.getErrorMessage()}",
+                                      platform=_platform())
+
+    def _refresh_caps(self) -> None:
+        proofs = dict(self.kernel.proofs) if self.kernel is not None else {}
+        self.caps = host_capabilities(self.backend_mode, proofs, self.nft_proof, platform=_platform())
 
     def stopService(self) -> Any:  # noqa: N802 - twisted API
         super().stopService()
@@ -174,7 +228,8 @@ class ShapingService(Service):
     # ------------------------------------------------------------------ registry wiring
 
     def attach(self, registry: Any, bus: Any = None) -> None:
-        """Register with the session registry (wrapper, release hook, field provider) and the bus."""
+        """Register with the session registry (wrapper, release hook, field provider,
+        refresher) and the bus."""
         self.registry = registry
         registry.factory_wrappers.append(self.wrap_factory)
         registry.release_hooks.append(self.release)
@@ -182,6 +237,9 @@ class ShapingService(Service):
         validators = getattr(registry, "validators", None)
         if isinstance(validators, list):
             validators.append(self.validate_controls)
+        refreshers = getattr(registry, "refreshers", None)
+        if isinstance(refreshers, list):
+            refreshers.append(lambda session: self.refresh(int(session.port)))
         if bus is not None:
             self._unsubscribe.append(bus.subscribe("session.changed", self._on_session_changed))
             self._unsubscribe.append(bus.subscribe("session.removed", self._on_session_removed))
@@ -193,7 +251,8 @@ class ShapingService(Service):
             self._stop_runners(stale)
         self.userspace.remove(port)
         self._runtime(port)
-        return self.userspace.wrap(port, factory)
+        return RoutedShapingFactory(factory, self.userspace.shaper(port),
+                                    lambda addr, port=port: self.peer_seen(port, addr))
 
     def release(self, port: int) -> defer.Deferred[Any]:
         """The registry's release hook: stop timers, delete the port's kernel state."""
@@ -203,7 +262,7 @@ class ShapingService(Service):
         self.userspace.remove(port)
         self._class_bytes.pop(port, None)
         self._kernel_counts.pop(port, None)
-        if self.kernel is None or not self.caps.uses_kernel:
+        if self.kernel is None:
             return defer.succeed(None)
         d = self.kernel.reconcile({}, ports={port})
 
@@ -214,6 +273,73 @@ class ShapingService(Service):
         d.addCallback(done)
         d.addErrback(lambda f: log.warn("releasing port {port}: {err}", port=port, err=f.getErrorMessage()))
         return d
+
+    # ------------------------------------------------------------------ per-session backend choice
+
+    def peer_seen(self, port: int, addr: Any) -> None:
+        """A connection from *addr* arrived on *port*: (re)decide the port's backends for
+        that address (route lookup on the netlink thread, never here)."""
+        rt = self.ports.get(port)
+        host = _host(addr)
+        if rt is None or not host or host == rt.peer:
+            return
+        rt.peer = host
+        if self.kernel is None or self.backend_mode == "userspace":
+            rt.route = Route(host, "unknown", "", "", "backend = userspace: no route lookup")
+            self._place(port)
+            return
+        d = self.kernel.route(host)
+        d.addCallback(lambda route: self._route_found(port, host, route))
+        d.addErrback(lambda f: self._route_found(
+            port, host, Route(host, "none", "", "", f"route lookup failed: {f.getErrorMessage()}")))
+
+    def _route_found(self, port: int, host: str, route: Route) -> None:
+        rt = self.ports.get(port)
+        if rt is None or rt.peer != host:
+            return
+        rt.route = route
+        eligible = route.kind == "device" or (route.kind == "loopback" and self.backend_mode == "kernel")
+        if self.kernel is not None and eligible and route.interface not in self.kernel.proofs and \
+                (not self.only_interface or route.interface == self.only_interface):
+            d = self.kernel.prove(route.interface)
+
+            def proven(_: Any) -> None:
+                self._refresh_caps()
+                self._place(port)
+
+            d.addCallback(proven)
+            d.addErrback(lambda f: log.failure("proving {i}", f, i=route.interface))
+        self._place(port)
+
+    def _placement_for(self, rt: PortRuntime) -> Placement:
+        proofs = self.kernel.proofs if self.kernel is not None else {}
+        mode = self.backend_mode if self.kernel is not None else "userspace"
+        placement = place(mode, rt.route, proofs.get(rt.route.interface), self.nft_proof,
+                          only_interface=self.only_interface, refused=rt.refused)
+        if ":" in rt.route.dest and any(placement.kernel(f) for f in RATE_FEATURES):
+            why = "IPv6 player: the kernel's u32 filter classifies IPv4 only"
+            carriers = dict(placement.carriers)
+            for f in RATE_FEATURES:
+                carriers[f] = Carrier("userspace", rt.route.interface, why)
+            placement = Placement(carriers)
+        return placement
+
+    def _place(self, port: int) -> defer.Deferred[Any]:
+        """Recompute the port's placement; re-apply (and say so) when it changed."""
+        rt = self.ports.get(port)
+        if rt is None:
+            return defer.succeed(None)
+        new = self._placement_for(rt)
+        if new == rt.placement:
+            return defer.succeed(None)
+        rt.placement = new
+        log.info("shaping port {port} (player {peer}): {carriers}", port=port, peer=rt.peer or "?",
+                 carriers=_describe(new))
+        d = self._apply(port)
+        self._notify(rt)
+        return d
+
+    # ------------------------------------------------------------------ session fields
 
     def runtime_fields(self, session: Any) -> Mapping[str, Any]:
         """The registry's field provider: runtime shaping/transport fields of *session*."""
@@ -226,6 +352,7 @@ class ShapingService(Service):
         cfg = rt.config or PortConfig(rt.port)
         running = cfg.pattern_active and rt.position is not None
         drop, reject = self.fault_counts(rt.port)
+        rate = rt.placement.carrier("rate")
         return {
             "transport_fault_active": bool(rt.window.active),
             "transport_fault_started_at": _iso(rt.fault_started_at) if rt.window.active else None,
@@ -236,19 +363,55 @@ class ShapingService(Service):
             else _num(cfg.rate_mbps),
             "mbps_shaper_rate": rt.meter.rate,
             "mbps_shaper_avg": rt.meter.avg,
+            "shaping_backend": rate.backend,
+            "shaping_interface": rate.interface,
+            "shaping_carriers": rt.placement.as_dict(),
+            "shaping_route": rt.route.as_dict(),
+            "shaping_cap_mbps": rt.effective.rate_mbps,
+            "shaping_goodput_mbps": rt.watch.goodput_mbps,
+            "shaping_warning": rt.watch.warning,
+            "shaping_error": rt.error,
         }
 
     def fault_counts(self, port: int) -> tuple[int, int]:
-        """(drop, reject) counters of *port*: kernel packets or userspace refusals."""
+        """(drop, reject) counters of *port*: kernel packets plus userspace refusals (only
+        one backend carries the fault at a time; the sum never loses a count)."""
         us = self.userspace.ports.get(port)
-        drop = us.refused_drop if us else 0
-        reject = us.refused_reject if us else 0
         kc = self._kernel_counts.get(port, {})
-        if self.caps.kernel("transport_drop"):
-            drop = kc.get("drop", 0)
-        if self.caps.kernel("transport_reject"):
-            reject = kc.get("reject", 0)
+        drop = (us.refused_drop if us else 0) + kc.get("drop", 0)
+        reject = (us.refused_reject if us else 0) + kc.get("reject", 0)
         return drop, reject
+
+    def refresh(self, port: int) -> defer.Deferred[Any]:
+        """Read the port's kernel counters (nft rule counters, htb class bytes) *now*, so an
+        answer built right after reflects every packet counted so far."""
+        if self.kernel is None or port not in self.ports:
+            return defer.succeed(None)
+        kernel = self.kernel
+        ds = []
+        if port in kernel.handles or port in kernel.drop_base or port in kernel.reject_base:
+            ds.append(kernel.counters().addCallback(self._got_counters))
+        state = kernel.applied.get(port)
+        if state is not None and state.rate_bps is not None:
+            ds.append(kernel.class_bytes().addCallback(self._class_bytes.update))
+        d = defer.DeferredList(ds, consumeErrors=True)
+        d.addCallback(lambda _: None)
+        return d
+
+    def settled(self, port: int) -> defer.Deferred[Any]:
+        """Fires when the last change of *port* reached its backends (or fell back)."""
+        rt = self.ports.get(port)
+        if rt is None or rt.last_apply is None or rt.last_apply.called:
+            return defer.succeed(None)
+        out: defer.Deferred[Any] = defer.Deferred()
+
+        def fire(result: Any) -> Any:
+            if not out.called:
+                out.callback(None)
+            return result
+
+        rt.last_apply.addBoth(fire)
+        return out
 
     def _on_session_changed(self, event: Mapping[str, Any]) -> None:
         port = int(event["port"])
@@ -312,6 +475,7 @@ class ShapingService(Service):
         rt = self.ports.get(port)
         if rt is None:
             rt = self.ports[port] = PortRuntime(port, config=PortConfig(port))
+            rt.placement = self._placement_for(rt)
             self._ensure_meter()
         return rt
 
@@ -347,8 +511,8 @@ class ShapingService(Service):
         """Make *port* follow the session *fields* (or a ready :class:`PortConfig`).
 
         Restarts the pattern when its steps/enable flag change and the fault windows when
-        the fault changes; fires when the backends applied it, fails with
-        :class:`~streamlab.errors.Unavailable` when the kernel refused (what exists is kept).
+        the fault changes; fires when the backends applied it (a kernel refusal moves the
+        refused features to userspace and still fires, see :meth:`_kernel_refused`).
         """
         cfg = fields if isinstance(fields, PortConfig) else config_from_fields(port, fields)
         rt = self._runtime(port)
@@ -365,32 +529,15 @@ class ShapingService(Service):
             self._restart_faults(rt)
         return self._apply(port)
 
-    @defer.inlineCallbacks
-    def preflight(self, port: int, fields: Mapping[str, Any]) -> Any:
-        """Apply *fields* to the backends before they are stored (the /api/nftables door):
-        :class:`Invalid` when the host cannot do it, :class:`Unavailable` (503) when the
-        kernel fails — then the previous state is restored and nothing is stored."""
+    def preflight(self, port: int, fields: Mapping[str, Any]) -> None:
+        """Refuse (:class:`Invalid`) what no backend can do, before anything is stored (the
+        /api/nftables door).  A kernel refusal is not an error any more: the refused
+        features fall back to userspace and the session names the backend that took them."""
         cfg = config_from_fields(port, fields)
         rt = self._runtime(port)
         previous = rt.config or PortConfig(port)
         if cfg.fault != previous.fault:
             self.check(cfg)
-        if not self.caps.uses_kernel:
-            return None
-        window = rt.window if cfg.fault == previous.fault else FaultWindow(False, None)
-        eff = effective(cfg, rt.position if cfg.pattern_active else None, window)
-        desired = kernel_desired(eff, self.caps)
-        assert self.kernel is not None
-        try:
-            yield self.kernel.reconcile({port: desired}, ports={port})
-        except KernelError as exc:
-            rt.error = str(exc)
-            try:
-                yield self._apply(port)
-            except Exception:  # noqa: BLE001 - best effort restore
-                pass
-            raise Unavailable("shaping backend failed", detail=str(exc)) from None
-        return None
 
     def _restart_pattern(self, rt: PortRuntime) -> None:
         if rt.pattern is not None:
@@ -473,42 +620,77 @@ class ShapingService(Service):
         cfg = rt.config
         eff = effective(cfg, rt.position if cfg.pattern_active else None, rt.window)
         rt.effective = eff
-        caps = self.caps
-        if self.kernel is None or not caps.uses_kernel:
-            self._apply_userspace(port, eff, relaxed=False)
+        placement = rt.placement
+        kernel = self.kernel
+        if kernel is None or (not placement.uses_kernel and port not in kernel.applied):
+            self._apply_userspace(port, eff, placement, relaxed=False)
             rt.error = ""
+            rt.last_apply = None
             return defer.succeed(None)
-        desired = kernel_desired(eff, caps)
+        desired = kernel_desired(eff, placement)
         # Until the kernel confirms this state, userspace keeps enforcing everything (no gap
         # while nft/tc run, and an honest fallback when they fail).
-        confirmed = self.kernel.applied.get(port, KernelPort()) == desired
-        self._apply_userspace(port, eff, relaxed=confirmed)
+        confirmed = kernel.applied.get(port, KernelPort()) == desired
+        self._apply_userspace(port, eff, placement, relaxed=confirmed)
         if confirmed:
-            rt.error = ""
+            rt.last_apply = None
             return defer.succeed(None)
-        d = self.kernel.reconcile({port: desired}, ports={port})
+        d = kernel.reconcile({port: desired}, ports={port})
 
         def ok(result: Any) -> Any:
             rt.error = ""
-            if self.ports.get(port) is rt and rt.effective == eff:
-                self._apply_userspace(port, eff, relaxed=True)
+            if self.ports.get(port) is rt and rt.effective == eff and rt.placement == placement:
+                self._apply_userspace(port, eff, placement, relaxed=True)
             return result
 
         def failed(f: Any) -> Any:
             f.trap(KernelError)
-            rt.error = f.getErrorMessage()
-            raise Unavailable("shaping backend failed", detail=rt.error)
+            op = getattr(f.value, "op", None)
+            action = op.action if op is not None else ""
+            if action.endswith("_rule"):
+                features = ["transport_drop", "transport_reject"]
+            elif action.endswith("_class"):
+                features = list(RATE_FEATURES)
+            else:
+                features = [x for x, c in placement.carriers.items() if c.backend == "kernel"]
+            iface = (op.state.interface or getattr(self.kernel, "interface", "")) \
+                if op is not None and action == "add_class" else ""
+            return self._kernel_refused(rt, str(f.value), features, iface)
 
         d.addCallbacks(ok, failed)
+        rt.last_apply = d
         return d
 
-    def _apply_userspace(self, port: int, eff: Effective, relaxed: bool) -> None:
-        """Userspace part of *eff*; *relaxed* leaves the kernel-routed features to the kernel."""
-        caps = self.caps
+    def _kernel_refused(self, rt: PortRuntime, reason: str, features: list[str],
+                        interface: str = "") -> defer.Deferred[Any]:
+        """The kernel refused (or did not hold) what it had been proven to take: *features*
+        go to userspace for this port (named, logged); a refused new class also stops
+        *interface* from being claimed as kernel-capable."""
+        rt.error = reason
+        new = [f for f in features if f not in rt.refused]
+        log.warn("shaping port {port}: kernel refused ({reason}); userspace carries {features}",
+                 port=rt.port, reason=reason, features=", ".join(features))
+        if interface and self.kernel is not None:
+            self.kernel.refuse(interface, reason)
+            self._refresh_caps()
+        if not new:  # nothing left to move: keep what userspace enforces, do not loop
+            return defer.succeed(None)
+        for f in new:
+            rt.refused[f] = reason
+        if self.ports.get(rt.port) is not rt:
+            return defer.succeed(None)
+        rt.placement = self._placement_for(rt)
+        self._notify(rt)
+        d = self._apply(rt.port)
+        d.addErrback(lambda f: log.warn("shaping port {port}: {err}", port=rt.port, err=f.getErrorMessage()))
+        return d
+
+    def _apply_userspace(self, port: int, eff: Effective, placement: Placement, relaxed: bool) -> None:
+        """Userspace part of *eff*; *relaxed* leaves the kernel-carried features to the kernel."""
         sh = self.userspace.shaper(port)
 
         def kernel_does(feature: str) -> bool:
-            return relaxed and caps.kernel(feature)
+            return relaxed and placement.kernel(feature)
 
         if kernel_does("rate"):
             us_rate = 0.0 if eff.rate_mbps == 0 else None  # a stalled step also holds writes here
@@ -523,34 +705,73 @@ class ShapingService(Service):
 
     # ------------------------------------------------------------------ metrics
 
+    def _acked_bytes(self, port: int) -> int:
+        """Cumulative bytes the player acknowledged on *port* (TCP_INFO of every open
+        connection; a closed connection keeps what it had at its last reading)."""
+        rt = self.ports.get(port)
+        sh = self.userspace.ports.get(port)
+        if rt is None or sh is None:
+            return 0
+        seen: dict[Any, int] = {}
+        for conn in list(sh.conns):
+            info = read_tcp_info(socket_of(conn))
+            if info is None:
+                continue
+            last = rt.acked.get(conn, 0)
+            if info.bytes_acked > last:
+                rt.acked_total += info.bytes_acked - last
+            seen[conn] = max(last, info.bytes_acked)
+        rt.acked = seen
+        return rt.acked_total
+
     def _tick(self) -> None:
         try:
             self._ticks += 1
             now = self.clock.seconds()
-            kernel_rate = self.kernel is not None and self.caps.kernel("rate")
             for port, rt in list(self.ports.items()):
                 applied = self.kernel.applied.get(port) if self.kernel is not None else None
-                if kernel_rate and applied is not None and applied.rate_bps is not None \
-                        and port in self._class_bytes:
+                if applied is not None and applied.rate_bps is not None and port in self._class_bytes:
                     total = self._class_bytes[port]
                 else:
                     sh = self.userspace.ports.get(port)
                     total = sh.bytes_out if sh else 0
                 rt.meter.sample(now, total)
-            if self.kernel is not None and self.caps.uses_kernel and self.ports and not self._polling:
+                self._watch(rt, now)
+            if self.kernel is not None and self.ports and not self._polling and \
+                    (self.kernel.applied or self.kernel.handles):
                 self._poll_kernel()
             if not self.ports and self._meter_loop.running:
                 self._meter_loop.stop()  # idle daemon: no wake-ups
         except Exception:  # noqa: BLE001 - periodic tasks survive their errors
             log.failure("shaping meter tick failed")
 
+    def _watch(self, rt: PortRuntime, now: float) -> None:
+        """Goodput next to the cap; a cap that does not hold raises the warning."""
+        rate = rt.placement.carrier("rate")
+        where = f"{rate.backend}/{rate.interface}" if rate.interface else rate.backend
+        edge = rt.watch.sample(now, self.acked_bytes(rt.port), rt.effective.rate_mbps, where)
+        if edge == "raised":
+            self.warnings_total += 1
+            log.warn("shaping port {port} (session {sid}): {warning}", port=rt.port, sid=rt.session_id,
+                     warning=rt.watch.warning)
+            if rate.backend == "kernel" and "rate" not in rt.refused:
+                # the kernel class does not see this player's traffic (NAT, another path):
+                # let userspace hold the cap instead
+                self._kernel_refused(rt, f"kernel cap not effective: {rt.watch.warning}", list(RATE_FEATURES))
+            self._notify(rt)
+        elif edge == "cleared":
+            log.info("shaping port {port}: cap holds again ({mbps} Mbps measured)", port=rt.port,
+                     mbps=rt.watch.goodput_mbps)
+            self._notify(rt)
+
     def _poll_kernel(self) -> None:
         assert self.kernel is not None
         self._polling = True
         ds = []
-        if self.caps.kernel("rate") and any(s.rate_bps is not None for s in self.kernel.applied.values()):
+        if any(s.rate_bps is not None for s in self.kernel.applied.values()):
             ds.append(self.kernel.class_bytes().addCallback(self._class_bytes.update))
-        if self._ticks % int(COUNTER_POLL / METER_TICK) == 0 and self.caps.packet_counters:
+        if self._ticks % int(COUNTER_POLL / METER_TICK) == 0 and (self.kernel.handles or self.kernel.drop_base
+                                                                 or self.kernel.reject_base):
             ds.append(self.kernel.counters().addCallback(self._got_counters))
 
         def done(_: Any) -> None:
@@ -577,11 +798,16 @@ class ShapingService(Service):
         sh = self.userspace.ports.get(port)
         applied = self.kernel.applied.get(port, KernelPort()) if self.kernel is not None else KernelPort()
         drop, reject = self.fault_counts(port)
+        rate = rt.placement.carrier("rate")
         out: dict[str, Any] = {
             "port": port,
             "session_id": rt.session_id,
             "backend": self.caps.backend,
-            "features": dict(self.caps.features),
+            "features": {f: c.backend for f, c in rt.placement.carriers.items()},
+            "carriers": rt.placement.as_dict(),
+            "shaping_backend": rate.backend,
+            "shaping_interface": rate.interface,
+            "route": rt.route.as_dict(),
             "rate_mbps": _num(cfg.rate_mbps),
             "delay_ms": _num(cfg.delay_ms),
             "loss_pct": _num(cfg.loss_pct),
@@ -603,11 +829,15 @@ class ShapingService(Service):
                               "fault": sh.fault if sh else "none",
                               "connections": len(sh.conns) if sh else 0},
                 "kernel": {"rate_mbps": (applied.rate_bps / 1e6) if applied.rate_bps is not None else None,
+                           "interface": applied.interface or None,
                            "delay_ms": applied.delay_ms, "loss_pct": applied.loss_pct,
                            "rule": applied.rule_kind, "rule_packets": applied.rule_packets},
             },
             "mbps_shaper_rate": rt.meter.rate,
             "mbps_shaper_avg": rt.meter.avg,
+            "cap_mbps": eff.rate_mbps,
+            "goodput_mbps": rt.watch.goodput_mbps,
+            "warning": rt.watch.warning,
             "error": rt.error,
         }
         if applied.rate_bps is not None:
@@ -616,10 +846,10 @@ class ShapingService(Service):
 
     def debug_info(self) -> dict[str, Any]:
         """What ``/debug`` shows: capabilities, kernel objects, per-port summary."""
-        out: dict[str, Any] = {"capabilities": self.caps.as_dict(), "interface": self.caps.interface,
-                               "ports": self.status()["ports"]}
+        out: dict[str, Any] = {"capabilities": self.caps.as_dict(), "ports": self.status()["ports"]}
         if self.kernel is not None:
-            out["kernel"] = {"support": repr(self.support),
+            out["kernel"] = {"nft": repr(self.nft_proof),
+                             "proofs": {k: repr(v) for k, v in self.kernel.proofs.items()},
                              "applied": {str(p): repr(s) for p, s in self.kernel.applied.items()},
                              "rule_handles": {str(p): h for p, h in self.kernel.handles.items()}}
         return out
@@ -632,6 +862,9 @@ class ShapingService(Service):
             entry = {k: full[k] for k in ("rate_mbps", "delay_ms", "loss_pct", "pattern_enabled",
                                           "pattern_step", "transport_fault")}
             entry["transport_fault_active"] = full["transport_fault_active"]
+            entry.update({"shaping_backend": full["shaping_backend"],
+                          "shaping_interface": full["shaping_interface"],
+                          "goodput_mbps": full["goodput_mbps"], "warning": full["warning"]})
             if "kernel_rate_mbps" in full:
                 entry["kernel_rate_mbps"] = full["kernel_rate_mbps"]
             out[str(port)] = entry
@@ -644,3 +877,19 @@ def _num(value: float) -> int | float:
 
 def _platform() -> str:
     return "linux" if sys.platform.startswith("linux") else sys.platform
+
+
+def _host(addr: Any) -> str:
+    """The peer address of a listener's ``buildProtocol`` argument (IPv4-mapped -> IPv4)."""
+    host = str(getattr(addr, "host", "") or "")
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:"):]
+    return host
+
+
+def _describe(placement: Placement) -> str:
+    parts = []
+    for f, c in placement.carriers.items():
+        where = f"{c.backend}/{c.interface}" if c.interface else c.backend
+        parts.append(f"{f}={where}" + (f" ({c.reason})" if c.reason else ""))
+    return "; ".join(parts)
