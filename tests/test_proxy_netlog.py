@@ -224,3 +224,12 @@ def test_markers_are_kept_beside_the_entries():
     for i in range(10):
         log.append(entry(T0 + i))
     assert log.markers() == [m]
+
+
+def test_twisted_style_header_lists_are_flattened():
+    log = NetworkLog(3)
+    log.append(entry(T0), [(b"Accept", [b"*/*"]), (b"X-Two", [b"a", b"b"])], [(b"Server", [b"TwistedWeb"])])
+    full = log.entries(headers=True)[0]
+    assert full["request_headers"] == [{"name": "Accept", "value": "*/*"}, {"name": "X-Two", "value": "a"},
+                                       {"name": "X-Two", "value": "b"}]
+    assert full["response_headers"] == [{"name": "Server", "value": "TwistedWeb"}]

@@ -66,12 +66,14 @@ MARKERS_KEPT = 500
 
 
 def pack_headers(pairs: Iterable[tuple[Any, Any]]) -> str:
-    """``name: value`` lines of *pairs* (bytes or str), at most :data:`HEADER_CAP` chars."""
+    """``name: value`` lines of *pairs* (bytes or str; a value may be a list of values, as
+    in Twisted's ``getAllRawHeaders()``), at most :data:`HEADER_CAP` chars."""
     lines = []
     for name, value in pairs:
         n = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-        v = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-        lines.append(f"{n}: {v}".replace("\n", " "))
+        for one in value if isinstance(value, (list, tuple)) else (value,):
+            v = one.decode("latin-1") if isinstance(one, bytes) else str(one)
+            lines.append(f"{n}: {v}".replace("\n", " "))
     text = "\n".join(lines)
     return text[:HEADER_CAP]
 

@@ -15,6 +15,7 @@ import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
 import { link, setQuery } from "../js/app.js";
 import { SessionControls } from "../js/controls.js";
 import { statsTable } from "./playback.js";
+import { networkLog } from "./netlog.js";
 
 const FAULT_TYPES = [
   ["none", "none (disarmed)"],
@@ -34,7 +35,6 @@ const MODES = [["requests", "requests (C faults, then clean until F)"], ["second
   ["failures_per_seconds", "failures per seconds (C per F s window)"]];
 const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifest"], ["master_manifest", "Master"]];
 const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
-const GLYPHS = { http: "!", socket: "!✂", transfer_timeout: "!⏱", client_disconnect: "!↩", corruption: "!", transport: "!" };
 const CHART_SPAN_S = 120;
 
 function randomId() {
@@ -573,51 +573,8 @@ export async function mount(root, route) {
   let lastSampleAt = 0;
 
   // ------------------------------------------------------------------ network log
-  const netBody = h("tbody#netlog");
-  const netFilter = select("kind", [["", "all kinds"], ["segment", "segments"], ["manifest", "playlists"], ["master_manifest", "masters"], ["other", "other"]], "");
-  const faultsOnly = h("input", { type: "checkbox" });
-  const netCount = h("span.muted");
-  let entries = [];
-  let paintPending = false;
-  function glyph(e) {
-    if (!e.faulted && e.fault_category !== "client_disconnect") return "";
-    return GLYPHS[e.fault_category] || "!";
-  }
-  function paintNet() {
-    paintPending = false;
-    const shown = entries.filter((e) => (!netFilter.value || e.request_kind === netFilter.value)
-      && (!faultsOnly.checked || e.faulted || e.fault_category)).slice(-150);
-    const times = shown.map((e) => Date.parse(e.timestamp));
-    const t0 = Math.min(...times);
-    const t1 = Math.max(...shown.map((e, i) => times[i] + (e.total_ms || 0)));
-    const span = Math.max(1, t1 - t0);
-    netCount.textContent = `${entries.length} entries · ${entries.filter((e) => e.faulted).length} faulted`;
-    clear(netBody, shown.slice().reverse().map((e, ri) => {
-      const i = shown.length - 1 - ri;
-      const left = ((times[i] - t0) / span) * 100;
-      const ttfb = ((e.ttfb_ms || 0) / span) * 100;
-      const xfer = ((e.transfer_ms || 0) / span) * 100;
-      const g = glyph(e);
-      const name = (e.path || e.url || "").split("/go-live/").pop();
-      return h("tr" + (g ? ".faulted" : "") + (e.fault_category ? "." + e.fault_category : ""), { title: e.fault_type ? `${e.fault_type} · ${e.fault_action}` : "" },
-        h("td.glyph", g),
-        h("td.time", fmtClock(e.timestamp)),
-        h("td", e.request_kind),
-        h("td.status" + (e.status >= 400 || e.status === 0 ? ".bad" : ""), String(e.status)),
-        h("td.path", { title: e.url }, name),
-        h("td.num", fmtBytes(e.bytes_out)),
-        h("td.num", `${fmtNum(e.total_ms, 0)} ms`),
-        h("td.wf", h("div.wf-track",
-          h("span.wf-wait", { style: { left: `${left}%`, width: `${Math.max(0.3, ttfb)}%` } }),
-          h("span.wf-recv", { style: { left: `${left + ttfb}%`, width: `${Math.max(0.3, xfer)}%` } }))),
-        h("td.small", e.fault_type || ""));
-    }));
-  }
-  function schedulePaint() {
-    if (!paintPending) { paintPending = true; setTimeout(paintNet, 250); }
-  }
-  netFilter.addEventListener("change", paintNet);
-  faultsOnly.addEventListener("change", paintNet);
+  const netlog = networkLog(sid, FAULT_TYPES);
+  cleanups.push(() => netlog.close());
 
   // ------------------------------------------------------------------ layout
   const harLink = h("a.button.small", { href: `/api/session/${enc(sid)}/network.har`, download: `session-${sid}.har` }, "Download HAR");
@@ -640,12 +597,7 @@ export async function mount(root, route) {
     card("Faults", allBanner, tabBar, tabBody),
     h("div.cols", shapingCard, h("div", timeoutsCard, groupCard)),
     card("Live charts", chartBox),
-    card("Network log",
-      h("div.controls-row", netFilter, h("label.inline", faultsOnly, " faults only"), netCount,
-        h("span.legend", "! HTTP fault · !✂ socket fault · !⏱ transfer timeout · !↩ client gave up")),
-      h("div.table-scroll", h("table.grid.netlog",
-        h("thead", h("tr", ["", "Time", "Kind", "Status", "Path", "Bytes", "Total", "Waterfall (wait / receive)", "Fault"].map((c) => h("th", c)))),
-        netBody))));
+    netlog.el);
 
   ctl.onUpdate((s) => {
     renderCounters(s);
@@ -670,19 +622,11 @@ export async function mount(root, route) {
   });
   cleanups.push(() => feed.close());
 
-  // network log: what is there, then live entries
-  try {
-    const net = await get(`/api/session/${enc(sid)}/network`);
-    entries = net.entries || [];
-    paintNet();
-  } catch (err) { topMsg.show(err); }
+  // network log: what is there, then live entries and control-change markers
+  await netlog.load();
   const netFeed = sse(`/api/session/${enc(sid)}/network/stream`, {
-    entry(e) {
-      if (e.seq !== undefined && entries.length && entries[entries.length - 1].seq >= e.seq) return;
-      entries.push(e);
-      if (entries.length > 500) entries.splice(0, entries.length - 500);
-      schedulePaint();
-    },
+    entry(e) { netlog.add(e); },
+    marker(m) { netlog.addMarker(m); },
   });
   cleanups.push(() => netFeed.close());
 
