@@ -200,3 +200,76 @@ def screenshot_path(name: str) -> str:
 
     os.makedirs(SCREENSHOT_DIR, exist_ok=True)
     return os.path.join(SCREENSHOT_DIR, f"{name}.png")
+
+
+# --------------------------------------------------------------------------- sessions that do not vanish
+
+
+def life_of(page: Any, sid: str) -> str:
+    return page.inner_text(f"tr[data-session='{sid}'] .life")
+
+
+def test_idle_session_with_faults_counts_down_can_be_kept_and_ids_are_not_reused(
+        daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-armed", {"segment_failure_type": "404"})
+    sid, port = s["session_id"], s["x_forwarded_port"]
+    page.goto(url(daemon, "sessions"))
+    page.wait_for_selector(f"tr[data-session='{sid}']")
+    # idle past session_idle_timeout (6 s): the old code deleted it here; now a countdown shows
+    text = wait_for(lambda: (t := life_of(page, sid)).startswith("Expires in") and t, 20, "the countdown")
+    left = int(text.split()[2])
+    assert 0 < left <= 40
+    assert daemon.get(f"/api/session/{sid}").json()["session_state"] == "expiring"
+    screenshot(page, "tester_sessions_countdown")
+    page.click(f"tr[data-session='{sid}'] button.keep")
+    wait_for(lambda: life_of(page, sid).startswith("Kept"), 10, "kept")
+    assert page.inner_text(f"tr[data-session='{sid}'] button.keep") == "Release"
+    body = daemon.get(f"/api/session/{sid}").json()
+    assert body["session_keep"] is True and body["session_expires_at"] is None
+    page.click(f"tr[data-session='{sid}'] button.keep")
+    wait_for(lambda: life_of(page, sid).startswith("Expires in"), 10, "countdown again")
+    # ids are never reused; the released port waits out its quarantine
+    assert daemon.request("DELETE", f"/api/session/{sid}").status == 200
+    page.wait_for_selector(f"tr[data-session='{sid}']", state="detached")
+    again = create_session(daemon, "qa-armed")
+    assert again["session_id"] != sid and int(again["session_id"]) > int(sid)
+    assert again["x_forwarded_port"] != port
+    daemon.request("DELETE", f"/api/session/{again['session_id']}")
+    assert page.errors.items == []
+
+
+def test_a_watched_session_stays_and_says_so(daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-watched")
+    page.goto(url(daemon, "session/qa-watched?play=0"))
+    page.wait_for_selector("#session-life")
+    wait_for(lambda: "stays while this page is open" in page.inner_text("#session-life"), 25, "watched state")
+    assert daemon.get(f"/api/session/{s['session_id']}").status == 200
+    page.check("#session-keep")
+    wait_for(lambda: page.inner_text("#session-life").startswith("Kept"), 10, "kept")
+    assert daemon.get(f"/api/session/{s['session_id']}").json()["session_keep"] is True
+    screenshot(page, "tester_session_kept")
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []
+
+
+def test_test_in_a_session_opens_it_directly_and_reopening_plays_what_it_had(
+        daemon: Daemon, page: Any) -> None:
+    page.goto(url(daemon, "content"))
+    page.click(".item[data-content='testclip'] a.test-session")
+    page.wait_for_selector("#session-life")
+    route = page.evaluate("location.hash")
+    assert route.startswith("#/session/qa-") and "content=testclip" in route, route
+    pid = route.split("/")[2].split("?")[0]
+    opened = [x["session_id"] for x in daemon.get("/api/sessions").json() if x["player_id"] == pid]
+    assert len(opened) == 1
+    # a session that played DASH 2 s reopens on DASH 2 s
+    s = create_session(daemon, "qa-reopen")
+    assert get(int(s["x_forwarded_port"]), "/go-live/testclip/manifest_2s.mpd").status == 200
+    page.goto(url(daemon, "session/qa-reopen?play=0"))
+    page.wait_for_selector("#session-life")
+    daemon.request("DELETE", f"/api/session/{opened[0]}")
+    assert page.eval_on_selector("select[name=protocol]", "s => s.value") == "dash"
+    assert page.eval_on_selector("select[name=duration]", "s => s.value") == "2s"
+    assert page.eval_on_selector("select[name=content]", "s => s.value") == "testclip"
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []

@@ -1,7 +1,7 @@
 // Content: encoded items, their variants and ready-to-copy stream URLs.
 
 import { get, post, enc } from "../js/api.js";
-import { h, clear, card, errorLine, guarded, copyButton, pageHeader, fmtDuration, fmtNum, toast } from "../js/ui.js";
+import { h, clear, card, errorLine, guarded, copyButton, pageHeader, fmtDuration, fmtNum, toast, randomId } from "../js/ui.js";
 import { link } from "../js/app.js";
 
 const URL_ROWS = [
@@ -22,7 +22,7 @@ function itemCard(item) {
       h("h2", item.name),
       h("div.actions",
         h("a.button.small", { href: link("playback", { content: item.name }) }, "Play"),
-        h("a.button.small", { href: link("session", "", { content: item.name }) }, "Test in a session"),
+        h("a.button.small.test-session", { href: link("session", randomId(), { content: item.name }), title: "Opens a new testing session playing this item" }, "Test in a session"),
         rebuild)),
     h("p.muted",
       [item.codec, item.max_resolution, `segments ${fmtNum(item.segment_duration)} s`,

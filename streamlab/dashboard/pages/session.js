@@ -8,7 +8,7 @@
 
 import { get, post, enc } from "../js/api.js";
 import {
-  h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript,
+  h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript, randomId,
 } from "../js/ui.js";
 import { sse } from "../js/live.js";
 import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
@@ -37,8 +37,30 @@ const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifes
 const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
 const CHART_SPAN_S = 120;
 
-function randomId() {
-  return `qa-${Math.random().toString(36).slice(2, 7)}`;
+
+/** What a session last played, from its manifest URLs: {content, protocol, duration} or {}. */
+export function playedBy(s) {
+  const url = s.master_manifest_url || s.manifest_url || s.last_request_url || "";
+  const m = /\/go-live\/([^/?]+)\/(master(?:_(2s|6s))?\.m3u8|manifest(?:_(2s|6s))?\.mpd|playlist_(?:(2s|6s)_)?)/.exec(url);
+  if (!m) {
+    const any = /\/go-live\/([^/?]+)\//.exec(url);
+    return any ? { content: decodeURIComponent(any[1]) } : {};
+  }
+  const dash = m[2].startsWith("manifest");
+  return { content: decodeURIComponent(m[1]), protocol: dash ? "dash" : "hls", duration: m[3] || m[4] || m[5] || "ll" };
+}
+
+/** The words and the class of a session's lifetime (session_state from the API). */
+export function lifetimeText(s, watchedHere = false) {
+  const idle = s.session_idle_s !== undefined ? `idle ${Math.round(s.session_idle_s)} s` : "idle";
+  switch (s.session_state) {
+    case "idle_kept": return ["Kept: stays while idle until released", "ok"];
+    case "idle_watched": return [watchedHere ? `${idle[0].toUpperCase()}${idle.slice(1)} — stays while this page is open` : `${idle[0].toUpperCase()}${idle.slice(1)} — a page is watching it`, "info"];
+    case "expiring": return [`Expires in ${Math.ceil(s.session_expires_in_s)} s (idle with controls set)`, "error"];
+    default:
+      if (s.session_expires_in_s === null || s.session_expires_in_s === undefined) return ["Active", "ok"];
+      return [`Active · expires ${Math.ceil(s.session_expires_in_s)} s after its last request`, "muted"];
+  }
 }
 
 function picker(root, route) {
@@ -87,9 +109,12 @@ export async function mount(root, route) {
   let items = [];
   try { items = await get("/api/content"); } catch (err) { topMsg.show(err); }
   const names = items.map((i) => i.name);
-  const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || names[0]);
-  const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || "hls");
-  const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || "ll");
+  // reopening a session plays what it had (unless the link says otherwise)
+  const had = playedBy(session);
+  const hadContent = had.content && names.includes(had.content) ? had : {};
+  const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || hadContent.content || names[0]);
+  const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || hadContent.protocol || "hls");
+  const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || hadContent.duration || "ll");
   const engine = select("engine", ENGINES, q.get("engine") || "hls");
   const video = h("video#session-player", { controls: true, muted: true, playsinline: true, autoplay: true });
   const playerErrors = h("ul.player-errors");
@@ -586,8 +611,24 @@ export async function mount(root, route) {
     location.hash = "#/sessions";
   }));
 
+  const lifeLine = h("span.badge#session-life");
+  const keepBox = h("input#session-keep", { type: "checkbox" });
+  const keepMsg = errorLine();
+  keepBox.addEventListener("change", () => guarded(keepMsg, null, async () => {
+    const r = await post(`/api/session/${enc(sid)}/keep`, { keep: keepBox.checked });
+    ctl.update(r.session);
+  }));
+  const keepLabel = h("label.inline.keep", { title: "Keep this session (its port, faults and log) while no player uses it" }, keepBox, "Keep while idle");
+  ctl.onUpdate((s) => {
+    const [text, kind] = lifetimeText(s, true);
+    lifeLine.textContent = text;
+    lifeLine.className = `badge ${kind}`;
+    if (document.activeElement !== keepBox) keepBox.checked = !!s.session_keep;
+  });
+
   clear(root,
-    pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, harLink, delBtn),
+    pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, lifeLine, keepLabel, harLink, delBtn),
+    keepMsg,
     topMsg, goneBanner,
     h("div.session-top",
       h("div.video-col",
