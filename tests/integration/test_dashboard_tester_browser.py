@@ -39,7 +39,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator
     d = Daemon(str(tmp_path_factory.mktemp("tester")), session_ports=6, config={
         "sessions": {"socket_body_bytes": "4096", "session_idle_timeout": "6",
                      "session_expiry_grace": "40", "session_port_quarantine": "30"},
-        "live": {"worker_idle_timeout": "600"}})
+        "live": {"worker_idle_timeout": "600"}, "jobs": {"seed_duration": "4"}})
     install_test_item(d.media_dir, source=test_item)
     d.start()
     wait_item(d)
@@ -273,3 +273,43 @@ def test_test_in_a_session_opens_it_directly_and_reopening_plays_what_it_had(
     assert page.eval_on_selector("select[name=content]", "s => s.value") == "testclip"
     daemon.request("DELETE", f"/api/session/{s['session_id']}")
     assert page.errors.items == []
+
+
+# --------------------------------------------------------------------------- first run
+
+
+def test_startup_log_prints_the_dashboard_url(daemon: Daemon) -> None:
+    log = daemon.log()
+    assert "dashboard: http://" in log and f":{daemon.port}/dashboard/" in log, log[-2000:]
+    assert f"http://127.0.0.1:{daemon.port}/dashboard/" in log
+
+
+def test_first_run_demo_card_goes_live_from_preparing_to_play(daemon: Daemon, browser: Any) -> None:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    home, content = ctx.new_page(), ctx.new_page()
+    for pg in (home, content):
+        pg.set_default_timeout(20000)
+        pg.errors = ConsoleErrors(pg)
+    content.goto(url(daemon, "content"))
+    content.wait_for_selector(".item[data-content='testclip']")
+    home.goto(url(daemon, ""))
+    home.click("#seed-demo")
+    # the card says what is happening, and follows it without a reload
+    home.wait_for_selector("#demo-preparing")
+    assert "The demo is being prepared" in home.inner_text("#demo-card")
+    home.wait_for_selector("#demo-preparing:has-text('Step 2 of 2')", timeout=90000)
+    screenshot(home, "tester_home_preparing")
+    content.wait_for_selector("p.empty, .item", state="attached")
+    home.wait_for_selector("#play-demo", timeout=240000)
+    screenshot(home, "tester_home_ready")
+    assert home.query_selector("#seed-demo") is None
+    # Content picked the new item up by itself
+    content.wait_for_selector(".item[data-content^='streamlab_demo']", timeout=20000)
+    assert home.inner_text("#start-testing").startswith("Start testing")
+    href = home.get_attribute("#start-testing", "href")
+    assert href.startswith("#/session/qa-") and "content=streamlab_demo" in href
+    home.click("#play-demo")
+    home.wait_for_selector("video#player")
+    assert "content=streamlab_demo" in home.evaluate("location.hash")
+    assert home.errors.items == [] and content.errors.items == []
+    ctx.close()
