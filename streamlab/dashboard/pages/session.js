@@ -15,7 +15,7 @@ import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
 import { link, setQuery } from "../js/app.js";
 import { SessionControls } from "../js/controls.js";
 import { statsTable } from "./playback.js";
-import { networkLog } from "./netlog.js";
+import { networkLog } from "../js/netlog.js";
 
 const FAULT_TYPES = [
   ["none", "none (disarmed)"],

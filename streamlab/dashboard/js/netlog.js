@@ -9,8 +9,8 @@
 // column shows the label the tester chose.  Control changes ("markers") appear on the
 // ruler and as rows at the time they happened.
 
-import { get, enc } from "../js/api.js";
-import { h, clear, select, fmtBytes, fmtNum, fmtClock, errorLine } from "../js/ui.js";
+import { get, enc } from "./api.js";
+import { h, clear, select, fmtBytes, fmtNum, fmtClock, errorLine } from "./ui.js";
 
 const ZOOMS = [[5, "5 s"], [15, "15 s"], [30, "30 s"], [60, "1 min"], [120, "2 min"], [300, "5 min"], [600, "10 min"], [0, "all"]];
 const STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
