@@ -194,7 +194,15 @@ SCHEMA: tuple[Key, ...] = (
     # [sessions]
     Key("sessions", "session_idle_timeout", _float_range(1, 86400), "120",
         "expire a session after this long without media requests (s)"),
-    Key("sessions", "network_log_size", _int_range(1, 100000), "200", "entries kept per session"),
+    Key("sessions", "session_expiry_grace", _float_range(0, 86400), "120",
+        "idle session with controls set: expires only after this visible countdown (s); "
+        "never while kept or watched"),
+    Key("sessions", "session_port_quarantine", _float_range(0, 3600), "30",
+        "a released session port is not reused for this long (s)"),
+    Key("sessions", "network_log_size", _int_range(1, 1000000), "50000",
+        "entries kept per session (at most)"),
+    Key("sessions", "network_log_max_bytes", _int_range(65536, 1 << 32), str(8 * 1024 * 1024),
+        "memory bound of one session's log incl. headers (bytes; 8 MiB ~ 9 min of LL-HLS)"),
     Key("sessions", "socket_hang_seconds", _float_range(0, 3600), "90", "*_hang faults hold this long"),
     Key("sessions", "socket_delay_seconds", _float_range(0, 3600), "12", "*_delayed faults close after"),
     Key("sessions", "socket_body_bytes", _int_range(0, 1 << 30), "65536", "body_* faults send this much"),

@@ -47,7 +47,7 @@ from streamlab.uploads.request import api_body_rules, install_body_rules
 from streamlab.uploads.service import UploadService
 from streamlab.web import auth as authmod
 from streamlab.web import tls as tlsmod
-from streamlab.web.dashboard import dashboard_resource
+from streamlab.web.dashboard import DashboardAnnouncer, dashboard_resource
 from streamlab.web.debug import DebugPage
 from streamlab.web.root import MainRoot
 from streamlab.web.site import build_site
@@ -169,6 +169,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     site.requestFactory = counting_request_factory(site.requestFactory, metrics, inflight)
     main = tlsmod.listener_service(reactor, config.server.listen, site, tls, "main-listener")
     main.setServiceParent(svc)
+    DashboardAnnouncer(main, config, tls is not None).setServiceParent(svc)
     svc.add("graceful-stop", GracefulStop(reactor, inflight, config.server.shutdown_grace_seconds))
     return svc
 

@@ -138,3 +138,98 @@ def test_har_alternate_call_form():
     har = to_har([entry(T0)], session_id="3", host="session port 30181")
     assert har["log"]["entries"][0]["request"]["url"].startswith("http://localhost/")
     assert "3" in har["log"]["comment"]
+
+
+# --------------------------------------------------------------------------- history at bounded memory
+
+UA = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
+REQ_HEADERS = [(b"Host", b"192.168.1.20:30181"), (b"User-Agent", UA),
+               (b"Accept", b"*/*"), (b"Origin", b"http://192.168.1.20:30000"), (b"Connection", b"keep-alive")]
+RESP_HEADERS = [(b"Content-Type", b"video/mp4"), (b"Content-Length", b"48213"),
+                (b"Access-Control-Allow-Origin", b"*"), (b"Cache-Control", b"max-age=60"),
+                (b"Date", b"Thu, 03 Dec 2026 18:00:00 GMT"), (b"Server", b"streamlab")]
+
+
+def _llhls_minutes(log, minutes, rate=18):
+    """*minutes* of LL-HLS traffic: parts, blocking reloads, audio (about *rate* requests/s)."""
+    n = int(minutes * 60 * rate)
+    for i in range(n):
+        t = T0 + i / rate
+        kind, url = [("segment", f"/go-live/demo/video/720p/part_{i:06d}.2.m4s"),
+                     ("manifest", f"/go-live/demo/playlist_720p.m3u8?_HLS_msn={i // 10}&_HLS_part={i % 5}"),
+                     ("segment", f"/go-live/demo/audio/part_{i:06d}.1.m4s")][i % 3]
+        log.append(entry(t, url=url, path=url.split("?")[0], request_kind=kind, parsed=t,
+                         first_byte=t + 0.004, last_byte=t + 0.05), REQ_HEADERS,
+                   [(b"Content-Length", str(40000 + i).encode()), (b"Date", f"{int(t)}".encode())]
+                   + RESP_HEADERS[2:])
+    return n
+
+
+def test_minutes_of_history_within_the_memory_bound():
+    import tracemalloc
+
+    budget = 8 * 1024 * 1024
+    log = NetworkLog(1_000_000, budget)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    n = _llhls_minutes(log, 12)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    stats = log.stats()
+    assert stats["bytes"] <= budget and log.dropped == n - log.count
+    # about 10 minutes of 18 requests/s kept, not 11 s as with 200 entries
+    assert stats["span_s"] >= 8 * 60, stats
+    # the estimate is honest: what Python really holds is within 30 % of it
+    assert held == pytest.approx(stats["bytes"], rel=0.3), (held, stats["bytes"])
+    print(f"\n{log.count} entries over {stats['span_s']:.0f} s in {stats['bytes'] / 2**20:.2f} MiB "
+          f"(estimate), {held / 2**20:.2f} MiB measured, {stats['bytes'] / log.count:.0f} B/entry")
+
+
+def test_count_bound_still_applies_and_memory_is_returned():
+    log = NetworkLog(5, 1 << 20)
+    for i in range(20):
+        log.append(entry(T0 + i), REQ_HEADERS, RESP_HEADERS)
+    assert log.count == 5 and log.dropped == 15
+    per_entry = log.bytes_used / 5
+    log.clear()
+    assert log.bytes_used == 0 and per_entry > 200
+
+
+def test_headers_are_kept_and_exported_in_the_har():
+    log = NetworkLog(10)
+    stored = log.append(entry(T0, request_range="bytes=0-99"), REQ_HEADERS + [(b"Range", b"bytes=0-99")],
+                        RESP_HEADERS)
+    assert "request_headers" not in stored and "request_headers" not in log.entries()[0]
+    full = log.entries(headers=True)[0]
+    assert {"name": "User-Agent", "value": REQ_HEADERS[1][1].decode()} in full["request_headers"]
+    assert {"name": "Content-Length", "value": "48213"} in full["response_headers"]
+    assert log.entry(stored["seq"]) == full and log.entry(99) is None
+    har = to_har("1", log.entries(headers=True), "1", base_url="http://lab:30181")["log"]["entries"][0]
+    assert {"name": "Range", "value": "bytes=0-99"} in har["request"]["headers"]
+    assert {"name": "Access-Control-Allow-Origin", "value": "*"} in har["response"]["headers"]
+    assert len(har["request"]["headers"]) == 6 and len(har["response"]["headers"]) == 6
+
+
+def test_client_gave_up_is_not_an_injected_fault():
+    e = make_entry(timestamp=T0, status=0, fault_action="client_disconnect",
+                   fault_category="client_disconnect")
+    assert e["faulted"] is False and e["fault_category"] == "client_disconnect"
+
+
+def test_markers_are_kept_beside_the_entries():
+    log = NetworkLog(3)
+    m = log.mark(T0 + 1, "fault", "segment: 404 armed", ["segment_failure_type"])
+    assert m == {"timestamp": iso_ms(T0 + 1), "kind": "fault", "text": "segment: 404 armed",
+                 "fields": ["segment_failure_type"]}
+    for i in range(10):
+        log.append(entry(T0 + i))
+    assert log.markers() == [m]
+
+
+def test_twisted_style_header_lists_are_flattened():
+    log = NetworkLog(3)
+    log.append(entry(T0), [(b"Accept", [b"*/*"]), (b"X-Two", [b"a", b"b"])], [(b"Server", [b"TwistedWeb"])])
+    full = log.entries(headers=True)[0]
+    assert full["request_headers"] == [{"name": "Accept", "value": "*/*"}, {"name": "X-Two", "value": "a"},
+                                       {"name": "X-Two", "value": "b"}]
+    assert full["response_headers"] == [{"name": "Server", "value": "TwistedWeb"}]

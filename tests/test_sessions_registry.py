@@ -28,7 +28,7 @@ def _registry(ports: int = 3, **over: str) -> tuple[SessionRegistry, MemoryReact
     return SessionRegistry(cfg, reactor, bus), reactor, events
 
 
-def test_lowest_free_port_first_and_ids_are_slots():
+def test_lowest_free_port_first_and_ids_count_up():
     reg, reactor, _ = _registry()
     sessions = [reg.get_or_create(f"p{i}")[0] for i in range(3)]
     assert [s.port for s in sessions] == [LO, LO + 1, LO + 2]
@@ -66,7 +66,9 @@ def test_release_hooks_are_awaited_before_port_reuse_and_reuse_starts_clean():
         reg.get_or_create("newcomer")
     gate.callback(None)
     fresh, created = reg.get_or_create("newcomer")
-    assert created and fresh.port == LO + 1 and fresh.session_id == "2"
+    # the only free port (still in its quarantine, but no other is free) and a new id:
+    # "2" means the removed session forever
+    assert created and fresh.port == LO + 1 and fresh.session_id == "4"
     body = reg.to_json(fresh)
     assert body["player_id"] == "newcomer"
     assert body["segment_failure_type"] == "none"
@@ -334,3 +336,98 @@ def test_stop_releases_everything():
     assert fired and reg.all() == []
     assert len([e for e in events if e[0] == "removed"]) == 3
     assert not reactor.getDelayedCalls() or all(not c.active() for c in reactor.getDelayedCalls())
+
+
+# --------------------------------------------------------------------------- ids, quarantine, lifetime
+
+
+def test_ids_are_never_reused_and_ports_wait_out_their_quarantine():
+    reg, reactor, _ = _registry(ports=3, **{"session-port-quarantine": "30", "session-idle-timeout": "100"})
+    a, b = reg.get_or_create("a")[0], reg.get_or_create("b")[0]
+    reg.remove(a.session_id)
+    reactor.advance(1)
+    c = reg.get_or_create("c")[0]
+    assert (c.session_id, c.port) == ("3", LO + 2)  # LO is quarantined; LO+2 was never used
+    reg.remove(c.session_id)
+    reactor.advance(1)
+    d = reg.get_or_create("d")[0]  # both free ports quarantined: the one released longest ago
+    assert (d.session_id, d.port) == ("4", LO)
+    reactor.advance(31)
+    e = reg.get_or_create("e")[0]
+    assert (e.session_id, e.port) == ("5", LO + 2)
+    assert [s.session_id for s in reg.all()] == ["2", "4", "5"] and b.session_id == "2"
+
+
+def _state(reg, s):
+    body = reg.to_json(s)
+    return body["session_state"], body["session_expires_in_s"], body["session_keep"]
+
+
+def test_idle_session_with_controls_set_counts_down_visibly_then_expires():
+    reg, reactor, events = _registry(**{"session-expiry-grace": "20"})
+    s, _ = reg.get_or_create("p", set_={"segment_failure_type": "404"})
+    assert _state(reg, s) == ("active", None, False)
+    reactor.advance(5.5)  # idle timeout is 5 s
+    assert reg.all() == [s]
+    state, left, _ = _state(reg, s)
+    assert state == "expiring" and 14 <= left <= 20
+    reactor.advance(10)
+    assert _state(reg, s)[0] == "expiring" and _state(reg, s)[1] <= 10
+    reactor.advance(11)
+    assert reg.all() == [] and events[-1][0] == "removed"
+
+
+def test_a_request_cancels_the_countdown():
+    reg, reactor, _ = _registry(**{"session-expiry-grace": "20"})
+    s, _ = reg.get_or_create("p", set_={"nftables_bandwidth_mbps": 2})
+    reactor.advance(10)
+    assert _state(reg, s)[0] == "expiring"
+    s.last_activity = reactor.seconds()
+    assert _state(reg, s) == ("active", None, False)
+    reactor.advance(4)
+    assert _state(reg, s)[0] == "active"
+    reactor.advance(3)  # idle again: a fresh full countdown
+    assert _state(reg, s)[0] == "expiring" and _state(reg, s)[1] >= 17
+
+
+def test_kept_session_never_expires_and_release_lets_it_go():
+    reg, reactor, _ = _registry(**{"session-expiry-grace": "20"})
+    s, _ = reg.get_or_create("p", set_={"segment_failure_type": "404"})
+    reg.set_keep(s.session_id, True)
+    reactor.advance(3600)
+    assert reg.all() == [s] and _state(reg, s) == ("idle_kept", None, True)
+    reg.set_keep(s.session_id, False)
+    reactor.advance(1)
+    assert _state(reg, s)[0] == "expiring"
+    reactor.advance(25)
+    assert reg.all() == []
+
+
+def test_watched_session_stays_while_a_page_watches():
+    reg, reactor, _ = _registry(**{"session-expiry-grace": "20"})
+    s, _ = reg.get_or_create("p")
+    stream = reg.network_stream(s)
+    stream.clients.append(object())  # a Testing-session page holds the network stream
+    reactor.advance(600)
+    assert reg.all() == [s] and _state(reg, s)[0] == "idle_watched"
+    stream.clients.clear()
+    reactor.advance(3)  # no controls set: nothing to keep it
+    assert reg.all() == []
+
+
+def test_untouched_session_still_expires_at_the_idle_timeout():
+    reg, reactor, _ = _registry(**{"session-expiry-grace": "20"})
+    s, _ = reg.get_or_create("p")
+    assert reg.to_json(s)["session_expires_in_s"] == 5.0
+    reactor.advance(5.1)
+    assert reg.all() == []
+
+
+def test_control_changes_leave_markers_in_the_network_log():
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("p")
+    reg.patch(s.session_id, {"segment_failure_type": "404"})
+    reactor.advance(2)
+    reg.patch(s.session_id, {"nftables_bandwidth_mbps": 2})
+    texts = [(m["kind"], m["text"]) for m in s.netlog.markers()]
+    assert texts == [("fault", "segment: 404 armed"), ("shaping", "shaping: 2 Mbps")]

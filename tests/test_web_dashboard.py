@@ -108,3 +108,15 @@ def test_package_data_has_every_page() -> None:
         app = fh.read()
     for page in pages:
         assert f"../pages/{page}" in app
+
+
+def test_dashboard_urls_for_the_startup_log():
+    from streamlab.web.dashboard import dashboard_urls
+
+    assert dashboard_urls(30000, "0.0.0.0", "", False, "labbox") == [
+        "http://labbox:30000/dashboard/", "http://127.0.0.1:30000/dashboard/"]
+    assert dashboard_urls(30443, "", "lab.example", True, "labbox") == [
+        "https://lab.example:30443/dashboard/", "https://labbox:30443/dashboard/",
+        "https://127.0.0.1:30443/dashboard/"]
+    assert dashboard_urls(30000, "192.0.2.7", "", False, "labbox") == ["http://192.0.2.7:30000/dashboard/"]
+    assert dashboard_urls(30000, "::1", "", False, "labbox") == ["http://[::1]:30000/dashboard/"]

@@ -14,7 +14,7 @@ from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
 from streamlab.api.jsonio import query, read_json, read_object, respond
-from streamlab.errors import Invalid
+from streamlab.errors import Invalid, NotFound
 from streamlab.proxy.registry import SessionRegistry
 from streamlab.push.sse import SSEResource, encode_event
 
@@ -152,8 +152,29 @@ class SessionsApi:
         since = query(request, "since")
         limit = _int_arg(request, "limit", 1, 100000)
         netlog = session.netlog
-        entries = netlog.entries(since=since or None, limit=limit) if netlog is not None else []
-        return respond(request, {"session_id": session.session_id, "count": len(entries), "entries": entries})
+        headers = query(request, "headers") in ("1", "true", "yes")
+        entries = netlog.entries(since=since or None, limit=limit, headers=headers) \
+            if netlog is not None else []
+        return respond(request, {"session_id": session.session_id, "count": len(entries), "entries": entries,
+                                 "markers": netlog.markers() if netlog is not None else [],
+                                 "log": netlog.stats() if netlog is not None else {}})
+
+    @app.route("/session/<sid>/network/entry/<seq>", methods=["GET"])
+    def network_entry(self, request: IRequest, sid: str, seq: str) -> bytes:
+        """One network-log entry with its request and response headers (404 once dropped)."""
+        session = self.registry.get(sid)
+        entry = session.netlog.entry(int(seq)) if seq.isdigit() and session.netlog is not None else None
+        if entry is None:
+            raise NotFound("entry not found", detail=f"{seq} is not (or no longer) in the log")
+        return respond(request, entry)
+
+    @app.route("/session/<sid>/keep", methods=["POST"])
+    def keep(self, request: IRequest, sid: str) -> bytes:
+        """``{"keep": bool}``: keep the session while idle, or let it expire as usual."""
+        body = _session_body(request)
+        if not isinstance(body.get("keep"), bool):
+            raise Invalid("invalid", fields={"keep": "must be true or false"})
+        return respond(request, {"session": self.registry.set_keep(sid, body["keep"])})
 
     @app.route("/session/<sid>/network.har", methods=["GET"])
     def network_har(self, request: IRequest, sid: str) -> bytes:
@@ -161,7 +182,7 @@ class SessionsApi:
         from streamlab.proxy.netlog import to_har
 
         session = self.registry.get(sid)
-        entries = session.netlog.entries() if session.netlog is not None else []
+        entries = session.netlog.entries(headers=True) if session.netlog is not None else []
         request.setHeader(b"content-disposition",
                           f'attachment; filename="session-{session.session_id}.har"'.encode())
         host = self.registry.config.server.advertised_host or request.getRequestHostname().decode("latin-1")

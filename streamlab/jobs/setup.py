@@ -153,7 +153,20 @@ class SetupService(Service):
             "sources_count": int(sources_count), "content_count": len(disk["items"]),
             "queue_length": jobs.queue_length(),
             "issues": issues, "recommendations": recommendations,
+            "demo": self._demo_state(disk["items"]),
         }
+
+    def _demo_state(self, items: Any) -> dict[str, Any]:
+        """Where the demo stands, for a first-run card: ``absent``, ``synthesising`` (the
+        clip is being generated), ``encoding`` (its job, with progress), or ``ready``."""
+        ready = sorted(i for i in items if i.startswith(DEMO_NAME + "_"))
+        if ready:
+            return {"state": "ready", "content": ready[0]}
+        for job in self.jobs.list():
+            if job["name"] == DEMO_NAME and job["status"] in st.ACTIVE:
+                return {"state": "encoding", "job_id": job["job_id"], "progress": job["progress"],
+                        "eta_seconds": job.get("eta_seconds")}
+        return {"state": "synthesising"} if self._seeding is not None else {"state": "absent"}
 
     @defer.inlineCallbacks
     def initialize(self) -> Any:

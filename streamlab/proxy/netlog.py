@@ -22,7 +22,8 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ``ttfb_ms``               request parsed -> first response byte written (0 if none)
 ``transfer_ms``           first -> last response byte written
 ``total_ms``              ttfb + transfer; without any byte written, parsed -> end
-``faulted``               whether a fault touched this request
+``faulted``               whether an *injected* fault touched this request (a client that
+                          went away by itself, ``client_disconnect``, is not a fault)
 ``fault_type``            canonical fault type ("" when not faulted)
 ``fault_action``          what was done (``status``, ``connect_reset``, ``body_hang``,
                           ``corrupt``, ``active_timeout``, ``client_disconnect``, ...)
@@ -32,12 +33,21 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ========================  ==============================================================
 
 Durations are milliseconds rounded to 0.001.
+
+Memory bound: the ring keeps at most ``size`` entries *and* at most ``max_bytes`` of
+estimated memory (``sys.getsizeof`` of the stored row, its values and its packed header
+text); the oldest entries go first.  Entries are stored as compact tuples and expanded to
+dicts only when read.  Request and response headers are kept per entry (each header block
+capped at :data:`HEADER_CAP` characters) and returned by ``entries(headers=True)`` and in the
+HAR.  Control-change *markers* (fault armed, shaping changed, ...) are kept beside the
+entries (:meth:`NetworkLog.mark`) so a waterfall or chart can show when they happened.
 """
 
 from __future__ import annotations
 
 import datetime
 import http.client
+import sys
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -53,9 +63,56 @@ ENTRY_FIELDS: tuple[str, ...] = (
 )
 
 
+HEADER_CAP = 4096
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+MARKERS_KEPT = 500
+
+
+def pack_headers(pairs: Iterable[tuple[Any, Any]]) -> str:
+    """``name: value`` lines of *pairs* (bytes or str; a value may be a list of values, as
+    in Twisted's ``getAllRawHeaders()``), at most :data:`HEADER_CAP` chars."""
+    lines = []
+    for name, value in pairs:
+        n = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        for one in value if isinstance(value, (list, tuple)) else (value,):
+            v = one.decode("latin-1") if isinstance(one, bytes) else str(one)
+            lines.append(f"{n}: {v}".replace("\n", " "))
+    text = "\n".join(lines)
+    return text[:HEADER_CAP]
+
+
+def unpack_headers(text: str) -> list[dict[str, str]]:
+    """HAR-shaped ``[{"name", "value"}]`` of a :func:`pack_headers` text."""
+    out = []
+    for line in text.split("\n") if text else ():
+        name, _, value = line.partition(": ")
+        out.append({"name": name, "value": value})
+    return out
+
+
+# categorical string fields: interned, so every entry shares one object per value
+_SHARED = frozenset({"method", "request_kind", "content_type", "play_id", "fault_type", "fault_action",
+                     "fault_category"})
+_TS = 1  # "timestamp" is rebuilt from the stored milliseconds
+_PATH = 4  # "path" is stored as None when it equals the url without its query
+
+
+def _row_cost(row: tuple[Any, ...]) -> int:
+    size = sys.getsizeof(row)
+    for name, v in zip(ENTRY_FIELDS, row, strict=True):
+        if v is None or isinstance(v, bool) or name in _SHARED or (isinstance(v, int) and -5 <= v <= 256):
+            continue
+        size += sys.getsizeof(v)
+    return size
+
+
 def iso_ms(t: float) -> str:
     """Epoch seconds as ISO-8601 UTC with milliseconds (truncated) and ``Z``."""
-    ms = int(t * 1000 // 1)
+    return iso_of_ms(int(t * 1000 // 1))
+
+
+def iso_of_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds and ``Z``."""
     dt = datetime.datetime.fromtimestamp(ms // 1000, datetime.UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
@@ -144,7 +201,7 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
         "ttfb_ms": round(float(f_ms), 3),
         "transfer_ms": round(float(x_ms), 3),
         "total_ms": round(float(total_ms), 3),
-        "faulted": bool(fault_type or fault_category),
+        "faulted": bool(fault_type) or bool(fault_category and fault_category != "client_disconnect"),
         "fault_type": fault_type or "",
         "fault_action": fault_action or "",
         "fault_category": fault_category or "",
@@ -153,14 +210,24 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
 
 
 class NetworkLog:
-    """Ring of the last *size* entries of one session, newest last."""
+    """The last entries of one session, newest last, bounded by count (*size*) and by
+    estimated memory (*max_bytes*); plus the session's control-change markers."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if size < 1:
             raise ValueError("network log size must be at least 1")
+        if max_bytes < 1024:
+            raise ValueError("network log max_bytes must be at least 1024")
         self.size = size
-        self._ring: deque[tuple[int, dict[str, Any]]] = deque(maxlen=size)
+        self.max_bytes = max_bytes
+        # (timestamp ms, seq, cost, values in ENTRY_FIELDS order, request headers, response headers)
+        self._ring: deque[tuple[int, int, int, tuple[Any, ...], str, str]] = deque()
+        self._bytes = 0
         self._seq = 0
+        self.dropped = 0
+        self._markers: deque[dict[str, Any]] = deque(maxlen=MARKERS_KEPT)
+        self._last_req = ""
+        self._last_resp = ""
 
     @property
     def count(self) -> int:
@@ -172,46 +239,114 @@ class NetworkLog:
         """Entries ever appended (the ``seq`` of the newest one)."""
         return self._seq
 
+    @property
+    def bytes_used(self) -> int:
+        """Estimated memory held by the entries (at most :attr:`max_bytes`)."""
+        return self._bytes
+
     def __len__(self) -> int:
         return len(self._ring)
 
-    def append(self, entry: Mapping[str, Any]) -> dict[str, Any]:
-        """Add *entry* (as built by :func:`make_entry`), dropping the oldest when full.
-
-        Sets its ``seq`` and returns the stored entry.
-        """
+    def append(self, entry: Mapping[str, Any], request_headers: Iterable[tuple[Any, Any]] = (),
+               response_headers: Iterable[tuple[Any, Any]] = ()) -> dict[str, Any]:
+        """Add *entry* (as built by :func:`make_entry`) with its headers, dropping the oldest
+        entries while over the count or memory bound.  Sets ``seq``; returns the entry as
+        stored (without headers)."""
         self._seq += 1
-        stored = dict(entry)
+        stored = {k: entry.get(k) for k in ENTRY_FIELDS}
         stored["seq"] = self._seq
-        self._ring.append((parse_time_ms(stored["timestamp"]), stored))
+        ts = parse_time_ms(stored["timestamp"])
+        row = [sys.intern(v) if k in _SHARED and isinstance(v, str) else v for k, v in stored.items()]
+        row[_TS] = None
+        if row[_PATH] == str(stored.get("url") or "").split("?", 1)[0]:
+            row[_PATH] = None
+        values = tuple(row)
+        cost = _row_cost(values) + 120  # + the ring's own tuple and the boxed ints
+        # headers: a block equal to the previous one is shared, not stored again
+        req = pack_headers(request_headers)
+        if req == self._last_req:
+            req = self._last_req
+        else:
+            self._last_req = req
+            cost += sys.getsizeof(req)
+        resp = pack_headers(response_headers)
+        if resp == self._last_resp:
+            resp = self._last_resp
+        else:
+            self._last_resp = resp
+            cost += sys.getsizeof(resp)
+        self._ring.append((ts, self._seq, cost, values, req, resp))
+        self._bytes += cost
+        while len(self._ring) > 1 and (len(self._ring) > self.size or self._bytes > self.max_bytes):
+            self._bytes -= self._ring.popleft()[2]
+            self.dropped += 1
         return stored
 
     def entries(self, since: str | None = None, limit: int | None = None, *,
-                after_seq: int | None = None) -> list[dict[str, Any]]:
+                after_seq: int | None = None, headers: bool = False) -> list[dict[str, Any]]:
         """Entries oldest first; *since* (ISO timestamp, exclusive, millisecond
-        precision) and *after_seq* (exclusive) filter, *limit* keeps the newest N.
+        precision) and *after_seq* (exclusive) filter, *limit* keeps the newest N;
+        *headers* adds ``request_headers``/``response_headers`` (``[{"name","value"}]``).
 
         Raises ``Invalid`` for an unparseable *since* or a negative *limit*.
         """
-        items: Iterable[tuple[int, dict[str, Any]]] = self._ring
+        rows: Iterable[tuple[int, int, int, tuple[Any, ...], str, str]] = self._ring
         if since not in (None, ""):
             try:
                 since_ms = parse_time_ms(since)  # type: ignore[arg-type]
             except (ValueError, OverflowError):
                 raise Invalid("invalid", fields={"since": "must be an ISO-8601 timestamp"}) from None
-            items = [(t, e) for t, e in items if t > since_ms]
+            rows = [r for r in rows if r[0] > since_ms]
         if after_seq is not None:
-            items = [(t, e) for t, e in items if e["seq"] > after_seq]
-        out = [e for _t, e in items]
+            rows = [r for r in rows if r[1] > after_seq]
+        rows = list(rows)
         if limit is not None:
             if limit < 0:
                 raise Invalid("invalid", fields={"limit": "must be 0 or more"})
-            out = out[-limit:] if limit else []
+            rows = rows[-limit:] if limit else []
+        return [self._expand(r, headers) for r in rows]
+
+    def entry(self, seq: int) -> dict[str, Any] | None:
+        """One entry with its headers, or None when it is no longer (or not yet) held."""
+        for r in reversed(self._ring):
+            if r[1] == seq:
+                return self._expand(r, True)
+            if r[1] < seq:
+                break
+        return None
+
+    @staticmethod
+    def _expand(row: tuple[int, int, int, tuple[Any, ...], str, str], headers: bool) -> dict[str, Any]:
+        out = dict(zip(ENTRY_FIELDS, row[3], strict=True))
+        out["timestamp"] = iso_of_ms(row[0])
+        if out["path"] is None:
+            out["path"] = str(out["url"] or "").split("?", 1)[0]
+        if headers:
+            out["request_headers"] = unpack_headers(row[4])
+            out["response_headers"] = unpack_headers(row[5])
         return out
+
+    def mark(self, t: float, kind: str, text: str, fields: Sequence[str] = ()) -> dict[str, Any]:
+        """Record a control change at epoch *t* (``kind``: ``fault|shaping|transport|content|
+        timeout|other``; *text*: what a tester reads) and return the marker."""
+        marker = {"timestamp": iso_ms(t), "kind": kind, "text": text, "fields": list(fields)}
+        self._markers.append(marker)
+        return marker
+
+    def markers(self) -> list[dict[str, Any]]:
+        """Control-change markers, oldest first (the last :data:`MARKERS_KEPT`)."""
+        return list(self._markers)
+
+    def stats(self) -> dict[str, Any]:
+        """What the ring holds: count, bytes, bounds, dropped, and the time span covered."""
+        span = (self._ring[-1][0] - self._ring[0][0]) / 1000.0 if self._ring else 0.0
+        return {"count": len(self._ring), "bytes": self._bytes, "max_bytes": self.max_bytes,
+                "max_entries": self.size, "dropped": self.dropped, "span_s": round(span, 3)}
 
     def clear(self) -> None:
         """Drop every entry (``seq`` keeps counting)."""
         self._ring.clear()
+        self._bytes = 0
 
 
 # --------------------------------------------------------------------------- HAR 1.2
@@ -243,9 +378,12 @@ def _har_entry(entry: Mapping[str, Any], base_url: str) -> dict[str, Any]:
         "receive": round(receive, 3),
     }
     total = sum(v for k, v in timings.items() if k != "ssl" and v > 0)
-    req_headers = [{"name": "Range", "value": entry["request_range"]}] if entry.get("request_range") else []
-    resp_headers = [{"name": "Content-Type", "value": entry["content_type"]}] \
-        if entry.get("content_type") else []
+    req_headers = list(entry.get("request_headers") or ())
+    if not req_headers and entry.get("request_range"):
+        req_headers = [{"name": "Range", "value": entry["request_range"]}]
+    resp_headers = list(entry.get("response_headers") or ())
+    if not resp_headers and entry.get("content_type"):
+        resp_headers = [{"name": "Content-Type", "value": entry["content_type"]}]
     method = str(entry.get("method") or "GET")
     bytes_out = int(entry.get("bytes_out") or 0)
     return {

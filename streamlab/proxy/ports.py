@@ -1,9 +1,11 @@
 """Session port allocation (pure) and the ONE function that opens a session listener.
 
 :class:`PortPool` hands out the lowest free port of the configured range.  A released
-port is *quarantined* until its release work (listener closed, shaping removed) has
-finished; only then can it be handed out again.  Ports the OS refused (EADDRINUSE by
-another program) are skipped for a while.
+port is *quarantined*: first until its release work (listener closed, shaping removed)
+has finished, then for *quarantine* seconds more, so a late request of the old player
+never lands in a new session.  Only when no other port is free is the port released
+longest ago handed out early.  Ports the OS refused (EADDRINUSE by another program) are
+skipped for a while.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 class PortPool:
     """Lowest-free-first allocation over ``[lo, hi]``."""
 
-    def __init__(self, lo: int, hi: int) -> None:
+    def __init__(self, lo: int, hi: int, quarantine: float = 0.0) -> None:
         if lo > hi:
             raise ValueError("empty port range")
         self.lo = lo
         self.hi = hi
+        self.quarantine = quarantine
+        self._released_at: dict[int, float] = {}
         self._used: set[int] = set()
         self._releasing: set[int] = set()
         self._refused: dict[int, float] = {}
 
     def slot(self, port: int) -> int:
-        """1-based slot number of *port* (the session id)."""
+        """1-based slot number of *port* (no longer the session id: ids are a counter)."""
         return port - self.lo + 1
 
     def port_of_slot(self, slot: int) -> int:
@@ -38,17 +42,28 @@ class PortPool:
         return self.lo <= port <= self.hi
 
     def acquire(self, now: float = 0.0, refuse_ttl: float = 30.0) -> int | None:
-        """Take the lowest free port, or None when every port is busy."""
+        """Take the lowest free port out of quarantine; else the free port released longest
+        ago; None when every port is busy."""
+        early: int | None = None
         for port in range(self.lo, self.hi + 1):
             if port in self._used or port in self._releasing:
                 continue
             refused_at = self._refused.get(port)
             if refused_at is not None and now - refused_at < refuse_ttl:
                 continue
-            self._refused.pop(port, None)
-            self._used.add(port)
-            return port
-        return None
+            released = self._released_at.get(port)
+            if released is not None and now - released < self.quarantine:
+                if early is None or released < self._released_at[early]:
+                    early = port
+                continue
+            return self._take(port)
+        return self._take(early) if early is not None else None
+
+    def _take(self, port: int) -> int:
+        self._refused.pop(port, None)
+        self._released_at.pop(port, None)
+        self._used.add(port)
+        return port
 
     def refuse(self, port: int, now: float = 0.0) -> None:
         """The OS would not let us listen on *port*: give it back and skip it for a while."""
@@ -60,9 +75,12 @@ class PortPool:
         self._used.discard(port)
         self._releasing.add(port)
 
-    def end_release(self, port: int) -> None:
-        """Release work for *port* finished; it is free again."""
+    def end_release(self, port: int, now: float | None = None) -> None:
+        """Release work for *port* finished at *now*; it is free again after the
+        quarantine (at once when *now* is None)."""
         self._releasing.discard(port)
+        if now is not None and self.quarantine > 0:
+            self._released_at[port] = now
 
     @property
     def in_use(self) -> list[int]:

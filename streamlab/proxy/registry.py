@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from streamlab.errors import Conflict, Invalid, NotFound, TooMany, Unavailable
 from streamlab.proxy import classify as classify_mod
 from streamlab.proxy import fields as fields_mod
-from streamlab.proxy import rewrite
+from streamlab.proxy import lifetime, markers, rewrite
 from streamlab.proxy.bootstrap import client_ip as bootstrap_client_ip
 from streamlab.proxy.controls import ControlState
 from streamlab.proxy.faults import FaultEngine, counter_key
@@ -119,15 +119,20 @@ class SessionRegistry:
         self._listen_reactor = listen_reactor if listen_reactor is not None else clock
         self.pinger = pinger
         lo, hi = config.server.session_ports
-        self.pool = PortPool(lo, hi)
+        self.pool = PortPool(lo, hi, config.sessions.session_port_quarantine)
         self.settings = _Settings(config)
         self.idle_timeout = config.sessions.session_idle_timeout
+        self.expiry_grace = config.sessions.session_expiry_grace
+        self._sid_seq = 0  # session ids are a counter, never reused while the daemon runs
+        self._keep: set[str] = set()
+        self._countdown: dict[str, float] = {}
+        self._defaults = fields_mod.control_defaults(config.shaping.default_rate_mbps)
         self.factory_wrappers: list[Callable[[int, IProtocolFactory], IProtocolFactory]] = []
         self.release_hooks: list[Callable[[int], Any]] = []
         # read-only observers (metrics): every finished session-port request, every removal
         self.request_observers: list[Callable[[Session, dict[str, Any]], None]] = []
         self.removal_hooks: list[Callable[[Session], None]] = []
-        self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = []
+        self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = [self._lifetime_fields]
         # host-specific checks of the merged controls (e.g. packet-counted transport faults
         # need the kernel backend); each raises Invalid, called before anything is applied
         self.validators: list[Callable[[Mapping[str, Any], int], None]] = []
@@ -253,12 +258,13 @@ class SessionRegistry:
             if port is None:
                 raise Unavailable("no free session port",
                                   detail=f"all {self.pool.hi - self.pool.lo + 1} session ports are busy")
-            sid = str(self.pool.slot(port))
+            sid = str(self._sid_seq + 1)
             controls = ControlState(defaults, next_revision=self._next_rev)
             engine = FaultEngine(controls.values, now)
             session = Session(sid, port, port + self.config.server.advertised_port_offset, player_id,
                               controls=controls, engine=engine,
-                              netlog=NetworkLog(self.config.sessions.network_log_size), now=now)
+                              netlog=NetworkLog(self.config.sessions.network_log_size,
+                                                self.config.sessions.network_log_max_bytes), now=now)
             site = SessionSite(session, self.origin, self.clock, self, self.settings)
             factory: IProtocolFactory = site
             for wrap in self.factory_wrappers:
@@ -272,6 +278,7 @@ class SessionRegistry:
                 tried += 1
                 continue
             session.site = site
+            self._sid_seq += 1
             self._by_id[sid] = session
             self._by_player[player_id] = sid
             self._expiry[sid] = self.clock.callLater(self.idle_timeout, self._check_expiry, sid)
@@ -317,6 +324,7 @@ class SessionRegistry:
             self._schedule_disarm(member)
             if member is not session or publish_self:
                 self._publish_changed(member, names)
+            self._mark(member, names, now)
 
     def notify(self, session_id: str) -> None:
         """Runtime fields of *session_id* changed (no revision bump): schedule an SSE update."""
@@ -444,6 +452,8 @@ class SessionRegistry:
         self._by_id.pop(sid, None)
         if self._by_player.get(session.player_id) == sid:
             del self._by_player[session.player_id]
+        self._keep.discard(sid)
+        self._countdown.pop(sid, None)
         for timers in (self._expiry, self._disarm_timers):
             timer = timers.pop(sid, None)
             if timer is not None and timer.active():
@@ -475,7 +485,7 @@ class SessionRegistry:
             for ok, value in results:
                 if not ok:
                     log.failure("release of port {port} failed", value, port=port)
-            self.pool.end_release(port)
+            self.pool.end_release(port, self.clock.seconds())
             self._releasing.pop(port, None)
 
         d = defer.DeferredList(waits, consumeErrors=True)
@@ -489,6 +499,43 @@ class SessionRegistry:
         ds = [self.remove(sid, "cleared") for sid in ids]
         return len(ids), defer.DeferredList(ds)
 
+    def _lifetime(self, session: Session, now: float) -> lifetime.Lifetime:
+        defaults = self._defaults
+        stream = session.net_stream
+        return lifetime.decide(
+            now, session.last_activity, self.idle_timeout, self.expiry_grace,
+            keep=session.session_id in self._keep, watched=bool(stream is not None and stream.clients),
+            has_controls=bool(lifetime.controls_set(session.controls.values, defaults)),
+            in_flight=session.in_flight, countdown_from=self._countdown.get(session.session_id))
+
+    def _lifetime_fields(self, session: Session) -> dict[str, Any]:
+        now = self.clock.seconds()
+        verdict = self._lifetime(session, now)
+        return {"session_keep": session.session_id in self._keep, "session_state": verdict.state,
+                "session_idle_s": round(max(0.0, now - session.last_activity), 1),
+                "session_idle_timeout_s": self.idle_timeout,
+                "session_expires_at": iso(verdict.expires_at) if verdict.expires_at is not None else None,
+                "session_expires_in_s": round(max(0.0, verdict.expires_at - now), 1)
+                if verdict.expires_at is not None else None}
+
+    def set_keep(self, session_id: str, keep: bool) -> dict[str, Any]:
+        """Keep *session_id* while idle (``keep``), or let it expire by the usual rules."""
+        session = self.get(session_id)
+        if keep:
+            self._keep.add(session.session_id)
+        else:
+            self._keep.discard(session.session_id)
+        self._countdown.pop(session.session_id, None)
+        self._reschedule_expiry(session.session_id, 0.01)
+        self.feed.changed(urgent=True)
+        return self.to_json(session)
+
+    def _reschedule_expiry(self, sid: str, delay: float) -> None:
+        timer = self._expiry.pop(sid, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._expiry[sid] = self.clock.callLater(max(0.01, delay), self._check_expiry, sid)
+
     def _check_expiry(self, sid: str) -> None:
         self._expiry.pop(sid, None)
         session = self._by_id.get(sid)
@@ -496,12 +543,20 @@ class SessionRegistry:
             return
         try:
             now = self.clock.seconds()
-            due = session.last_activity + self.idle_timeout
-            if session.in_flight > 0 or now < due - 1e-6:
-                delay = max(due - now, 1.0 if session.in_flight > 0 else 0.01)
-                self._expiry[sid] = self.clock.callLater(delay, self._check_expiry, sid)
+            verdict = self._lifetime(session, now)
+            if verdict.state == lifetime.EXPIRED:
+                self.remove(sid, "expired")
                 return
-            self.remove(sid, "expired")
+            if verdict.countdown_from is not None:
+                if sid not in self._countdown:
+                    log.info("session {sid} idle with controls set: expires in {grace:g} s unless kept",
+                             sid=sid, grace=self.expiry_grace)
+                    self.feed.changed(urgent=True)
+                self._countdown[sid] = verdict.countdown_from
+            else:
+                self._countdown.pop(sid, None)
+            delay = max(0.01, verdict.recheck_at - now)
+            self._expiry[sid] = self.clock.callLater(delay, self._check_expiry, sid)
         except Exception:  # noqa: BLE001 - timers survive their errors
             log.failure("expiry check failed")
 
@@ -595,6 +650,7 @@ class SessionRegistry:
             session.controls.bump(names)
             session.engine.configure(session.controls.values, names, self.clock.seconds())
             self._publish_changed(session, names)
+            self._mark(session, names, self.clock.seconds(), " (one-shot)")
             self.feed.changed(urgent=True)
 
     def _schedule_disarm(self, session: Session) -> None:
@@ -661,9 +717,20 @@ class SessionRegistry:
             accepted=f["accepted"], parsed=f["arrived"], first_byte=f["first"], last_byte=f["last"],
             finished=now, fault_type=f["fault_type"], fault_action=f["fault_action"],
             fault_category=f["fault_category"], shaper_delay_ms=f.get("shaper_delay_ms", 0.0))
-        stored = session.netlog.append(entry)
+        stored = session.netlog.append(
+            entry, request.requestHeaders.getAllRawHeaders(),
+            request.responseHeaders.getAllRawHeaders() if f["status"] else ())
         if session.net_stream is not None and session.net_stream.clients:
             session.net_stream.publish("entry", stored, stored.get("seq"))
+
+    def _mark(self, session: Session, names: Sequence[str], now: float, suffix: str = "") -> None:
+        """A control-change marker in the session's network log (and on its SSE stream)."""
+        if session.netlog is None or not names:
+            return
+        kind, text = markers.describe(names, session.controls.values)
+        marker = session.netlog.mark(now, kind, text + suffix, names)
+        if session.net_stream is not None and session.net_stream.clients:
+            session.net_stream.publish("marker", marker)
 
     def network_stream(self, session: Session) -> EventStream:
         """The SSE stream of new network-log entries of *session* (created on demand)."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import socket
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -151,3 +153,49 @@ class DashboardResource(Resource):
 def dashboard_resource(reactor: Any = None) -> DashboardResource:
     """The resource to mount at ``/dashboard`` (files read on *reactor*'s thread pool)."""
     return DashboardResource(reactor=reactor)
+
+
+def dashboard_urls(port: int, interface: str, advertised_host: str, secure: bool,
+                   hostname: str) -> list[str]:
+    """The URLs a person can open the dashboard at (pure): the advertised host, or this
+    machine's name, and the loopback address when the listener takes every interface."""
+    scheme = "https" if secure else "http"
+    wildcard = interface in ("", "0.0.0.0", "::")
+    hosts: list[str] = []
+    if advertised_host:
+        hosts.append(advertised_host)
+    if wildcard:
+        if hostname and hostname not in hosts:
+            hosts.append(hostname)
+        hosts.append("127.0.0.1")
+    elif interface not in hosts:
+        hosts.append(f"[{interface}]" if ":" in interface else interface)
+    return [f"{scheme}://{host}:{port}/dashboard/" for host in hosts]
+
+
+class DashboardAnnouncer(Service):
+    """Logs the dashboard's URL once the main listener listens (item: the startup log
+    tells a new user where to go)."""
+
+    def __init__(self, listener: Any, config: Any, secure: bool) -> None:
+        self.listener = listener
+        self.config = config
+        self.secure = secure
+
+    def startService(self) -> None:  # noqa: N802 - twisted API
+        """Wait for the main listener's port, then log the URLs."""
+        super().startService()
+        waiting = getattr(self.listener, "_waitingForPort", None)
+        if waiting is None:
+            return
+        waiting.addCallback(self._announce)
+
+    def _announce(self, port: Any) -> Any:
+        try:
+            address = port.getHost()
+            urls = dashboard_urls(address.port, getattr(address, "host", ""),
+                                  self.config.server.advertised_host, self.secure, socket.gethostname())
+            log.info("dashboard: {urls}", urls=" or ".join(urls))
+        except Exception:  # noqa: BLE001 - a log line must never stop the daemon
+            log.failure("could not work out the dashboard URL")
+        return port

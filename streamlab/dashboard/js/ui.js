@@ -133,6 +133,11 @@ export function statusBadge(status) {
   return badge(status || "?", kind);
 }
 
+/** A fresh player id for a new testing session. */
+export function randomId() {
+  return `qa-${Math.random().toString(36).slice(2, 7)}`;
+}
+
 export function fmtBytes(n) {
   n = Number(n) || 0;
   const u = ["B", "KB", "MB", "GB", "TB"];

@@ -1,8 +1,9 @@
 // Content: encoded items, their variants and ready-to-copy stream URLs.
 
 import { get, post, enc } from "../js/api.js";
-import { h, clear, card, errorLine, guarded, copyButton, pageHeader, fmtDuration, fmtNum, toast } from "../js/ui.js";
+import { h, clear, card, errorLine, guarded, copyButton, pageHeader, fmtDuration, fmtNum, toast, randomId } from "../js/ui.js";
 import { link } from "../js/app.js";
+import { sse } from "../js/live.js";
 
 const URL_ROWS = [
   ["hls_ll", "HLS", "LL"], ["hls_2s", "HLS", "2 s"], ["hls_6s", "HLS", "6 s"],
@@ -22,7 +23,7 @@ function itemCard(item) {
       h("h2", item.name),
       h("div.actions",
         h("a.button.small", { href: link("playback", { content: item.name }) }, "Play"),
-        h("a.button.small", { href: link("session", "", { content: item.name }) }, "Test in a session"),
+        h("a.button.small.test-session", { href: link("session", randomId(), { content: item.name }), title: "Opens a new testing session playing this item" }, "Test in a session"),
         rebuild)),
     h("p.muted",
       [item.codec, item.max_resolution, `segments ${fmtNum(item.segment_duration)} s`,
@@ -42,12 +43,15 @@ export async function mount(root) {
   const filter = h("input", { type: "search", placeholder: "Filter by name or codec…" });
   const msg = errorLine();
   let items = [];
+  let preparing = "";
 
   function render() {
     const q = filter.value.trim().toLowerCase();
     const shown = items.filter((i) => !q || i.name.toLowerCase().includes(q) || String(i.codec).toLowerCase().includes(q));
     clear(list, shown.length ? shown.map(itemCard)
-      : h("p.empty", items.length ? "No item matches the filter." : "No encoded content yet. Seed the demo on Home or upload a clip."));
+      : h("p.empty", items.length ? "No item matches the filter." : preparing
+        ? ["The demo is being prepared (", preparing, ") — it appears here by itself when ready. ", h("a", { href: "#/" }, "See progress on Home")]
+        : ["No encoded content yet. ", h("a", { href: "#/" }, "Seed the demo on Home"), " or ", h("a", { href: "#/sources" }, "upload a clip"), "."]));
   }
 
   async function load() {
@@ -60,4 +64,19 @@ export async function mount(root) {
 
   clear(root, pageHeader("Content", "Encoded items served as looping live streams. Copy a URL into any player.", filter, refresh), msg, list);
   await guarded(msg, null, load);
+  // live: an encode that completes adds its item without a reload (jobs SSE, no timer)
+  let done = null;
+  const feed = sse("/api/jobs/stream", {
+    jobs(d) {
+      const jobs = d.jobs || [];
+      const complete = new Set(jobs.filter((j) => j.status === "complete").map((j) => j.job_id));
+      const active = jobs.filter((j) => ["uploading", "queued", "encoding"].includes(j.status));
+      const was = preparing;
+      preparing = active.length ? active.map((j) => `${j.name} ${fmtNum(j.progress, 0)} %`).join(", ") : "";
+      if (done !== null && [...complete].some((id) => !done.has(id))) guarded(msg, null, load);
+      else if (!items.length && was !== preparing) render();
+      done = complete;
+    },
+  });
+  return () => feed.close();
 }

@@ -2,8 +2,41 @@
 // what to do next.
 
 import { get, post, enc } from "../js/api.js";
-import { h, clear, card, errorLine, guarded, progressBar, setProgress, statusBadge, pageHeader, fmtNum } from "../js/ui.js";
-import { jsonSocket } from "../js/live.js";
+import { h, clear, card, errorLine, guarded, progressBar, setProgress, statusBadge, pageHeader, fmtNum, fmtDuration, randomId } from "../js/ui.js";
+import { jsonSocket, sse } from "../js/live.js";
+import { link } from "../js/app.js";
+
+const DEMO_NAME = "streamlab_demo";
+
+/** The first-run card's content for the setup status' ``demo`` (and the live demo job). */
+function demoView(demo, job, seedBtn) {
+  const state = demo.state;
+  if (state === "ready") {
+    const q = { content: demo.content };
+    return h("div.demo-ready",
+      h("p", h("strong", "The demo stream is ready. "), "It loops live as LL-HLS, HLS and DASH."),
+      h("div.row",
+        h("a.button.primary#play-demo", { href: link("playback", { ...q, protocol: "hls", duration: "6s", engine: "hls" }) }, "▶ Play the demo"),
+        h("a.button#start-testing", { href: link("session", randomId(), q) }, "Start testing — break it on purpose")),
+      h("p.muted.small", "Start testing opens a session: the player gets its own port, then you arm faults and shaping and watch the network log."));
+  }
+  if (state === "synthesising" || state === "encoding") {
+    const pct = job ? job.progress : demo.progress || 0;
+    const eta = job ? job.eta_seconds : demo.eta_seconds;
+    const bar = progressBar(state === "encoding" ? pct : 0, state === "encoding" ? `${fmtNum(pct, 0)} %` : "generating…");
+    return h("div.demo-preparing#demo-preparing",
+      h("p", h("strong", "The demo is being prepared. "),
+        state === "synthesising" ? "Step 1 of 2: generating a test-pattern clip with a frame counter…"
+          : ["Step 2 of 2: encoding the HLS/DASH ladder", job && job.stage ? ` (${job.stage})` : "", eta ? ` — about ${fmtDuration(eta)} left` : "", "."]),
+      bar,
+      h("p.muted.small", "This page updates by itself; the demo plays as soon as it is ready. ",
+        (job || demo).job_id ? h("a", { href: `#/jobs/${enc((job || demo).job_id)}` }, "Follow the encoder log") : null));
+  }
+  return h("div",
+    h("p", "No content yet. Generate a test-pattern clip with a frame counter and encode it into an HLS/DASH ladder, or ",
+      h("a", { href: "#/sources" }, "upload your own clip"), "."),
+    h("div.row", seedBtn));
+}
 
 export function watchJob(jobId, box, onEnd) {
   const bar = progressBar(0, "starting…");
@@ -33,6 +66,9 @@ export async function mount(root) {
   let sock = null;
 
   const seedBtn = h("button.primary#seed-demo", { type: "button" }, "Seed demo content");
+  const demoBox = h("div#demo-card");
+  let lastDemo = { state: "absent" };
+  let demoJob = null;
   const initBtn = h("button", { type: "button" }, "Initialize storage");
   const initMsg = errorLine();
 
@@ -52,6 +88,10 @@ export async function mount(root) {
       (s.issues || []).length ? h("div.msg.error", h("strong", "Issues: "), s.issues.join("; ")) : null,
       (s.recommendations || []).length ? h("ul.recs", s.recommendations.map((r) => h("li", r))) : null);
     initBtn.hidden = !!s.initialized;
+    lastDemo = s.demo || (s.content_count ? { state: "ready" } : { state: "absent" });
+    if (lastDemo.state === "ready" && !lastDemo.content) lastDemo.state = "absent";
+    if (lastDemo.state !== "encoding") demoJob = null;
+    clear(demoBox, demoView(lastDemo, demoJob, seedBtn));
     return s;
   }
 
@@ -62,15 +102,17 @@ export async function mount(root) {
   }));
 
   seedBtn.addEventListener("click", () => guarded(seedMsg, seedBtn, async () => {
-    const r = await post("/api/setup/seed");
+    const pending = post("/api/setup/seed");
+    setTimeout(() => load().catch(() => {}), 300); // shows "being prepared" while the clip is generated
+    const r = await pending;
     if (r.status === "exists") {
-      seedMsg.ok("The demo item already exists — see Content.");
+      await load();
+      seedMsg.ok("The demo already exists or is being prepared — see above.");
       return;
     }
-    seedMsg.info("Demo clip queued: synthesising and encoding…");
     if (sock) sock.close();
     sock = watchJob(r.job_id, seedBox, (end) => {
-      if (end.status === "complete") seedMsg.ok("Demo content is ready. Open Content or Playback.");
+      if (end.status === "complete") seedMsg.ok("Demo content is ready.");
       else seedMsg.show(`The demo encode ended: ${end.status}${end.error ? " — " + end.error : ""}`);
       load().catch(() => {});
     });
@@ -80,9 +122,7 @@ export async function mount(root) {
     pageHeader("Welcome to streamlab", "A looping-live origin with per-player fault injection, shaping and an encoder."),
     h("div.cols",
       card("Setup status", status, h("div.row", initBtn), initMsg),
-      card("Demo content",
-        h("p", "Generate a test-pattern clip with a frame counter and encode it into an HLS/DASH ladder."),
-        h("div.row", seedBtn), seedMsg, seedBox)),
+      card("Demo content", demoBox, seedMsg, seedBox)),
     card("What next",
       h("ol.steps",
         h("li", h("a", { href: "#/content" }, "Content"), " — copy LL / 2 s / 6 s HLS and DASH URLs for any player."),
@@ -97,5 +137,22 @@ export async function mount(root) {
     clear(status, errorLine());
     status.firstChild.show(err);
   }
-  return () => { if (sock) sock.close(); };
+  // live: the jobs feed moves the demo's progress bar and re-reads the setup status when a
+  // job appears or changes status (no timer)
+  let statuses = "";
+  let reloading = null;
+  const feed = sse("/api/jobs/stream", {
+    jobs(d) {
+      const jobs = d.jobs || [];
+      demoJob = jobs.find((j) => j.name === DEMO_NAME && ["uploading", "queued", "encoding"].includes(j.status)) || null;
+      const key = jobs.map((j) => `${j.job_id}:${j.status}`).join(",");
+      if (key !== statuses || (demoJob && lastDemo.state !== "encoding")) {
+        statuses = key;
+        if (!reloading) reloading = load().catch(() => {}).finally(() => { reloading = null; });
+      } else if (demoJob) {
+        clear(demoBox, demoView({ ...lastDemo, state: "encoding" }, demoJob, seedBtn));
+      }
+    },
+  });
+  return () => { if (sock) sock.close(); feed.close(); };
 }

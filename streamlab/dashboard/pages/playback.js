@@ -2,7 +2,7 @@
 // the URL (#/playback?content=x&protocol=hls&duration=ll&engine=hls) so it can be shared.
 
 import { get } from "../js/api.js";
-import { h, clear, card, errorLine, pageHeader, select, fmtNum, copyButton } from "../js/ui.js";
+import { h, clear, card, errorLine, pageHeader, select, fmtNum, copyButton, randomId } from "../js/ui.js";
 import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
 import { setQuery, link } from "../js/app.js";
 
@@ -48,7 +48,7 @@ export async function mount(root, route) {
     msg.clear();
     syncEngines();
     setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
-    sessionLink.href = link("session", "", { content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
+    sessionLink.href = link("session", randomId(), { content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
     if (!content.value) { msg.info("No content yet — seed the demo on Home."); return; }
     const url = `${location.origin}${streamPath(content.value, protocol.value, duration.value)}`;
     clear(urlLine, h("code", url), " ", copyButton(url));

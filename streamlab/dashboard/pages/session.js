@@ -8,13 +8,14 @@
 
 import { get, post, enc } from "../js/api.js";
 import {
-  h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript,
+  h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript, randomId,
 } from "../js/ui.js";
 import { sse } from "../js/live.js";
 import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
 import { link, setQuery } from "../js/app.js";
 import { SessionControls } from "../js/controls.js";
 import { statsTable } from "./playback.js";
+import { networkLog } from "../js/netlog.js";
 
 const FAULT_TYPES = [
   ["none", "none (disarmed)"],
@@ -34,11 +35,32 @@ const MODES = [["requests", "requests (C faults, then clean until F)"], ["second
   ["failures_per_seconds", "failures per seconds (C per F s window)"]];
 const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifest"], ["master_manifest", "Master"]];
 const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
-const GLYPHS = { http: "!", socket: "!✂", transfer_timeout: "!⏱", client_disconnect: "!↩", corruption: "!", transport: "!" };
 const CHART_SPAN_S = 120;
 
-function randomId() {
-  return `qa-${Math.random().toString(36).slice(2, 7)}`;
+
+/** What a session last played, from its manifest URLs: {content, protocol, duration} or {}. */
+export function playedBy(s) {
+  const url = s.master_manifest_url || s.manifest_url || s.last_request_url || "";
+  const m = /\/go-live\/([^/?]+)\/(master(?:_(2s|6s))?\.m3u8|manifest(?:_(2s|6s))?\.mpd|playlist_(?:(2s|6s)_)?)/.exec(url);
+  if (!m) {
+    const any = /\/go-live\/([^/?]+)\//.exec(url);
+    return any ? { content: decodeURIComponent(any[1]) } : {};
+  }
+  const dash = m[2].startsWith("manifest");
+  return { content: decodeURIComponent(m[1]), protocol: dash ? "dash" : "hls", duration: m[3] || m[4] || m[5] || "ll" };
+}
+
+/** The words and the class of a session's lifetime (session_state from the API). */
+export function lifetimeText(s, watchedHere = false) {
+  const idle = s.session_idle_s !== undefined ? `idle ${Math.round(s.session_idle_s)} s` : "idle";
+  switch (s.session_state) {
+    case "idle_kept": return ["Kept: stays while idle until released", "ok"];
+    case "idle_watched": return [watchedHere ? `${idle[0].toUpperCase()}${idle.slice(1)} — stays while this page is open` : `${idle[0].toUpperCase()}${idle.slice(1)} — a page is watching it`, "info"];
+    case "expiring": return [`Expires in ${Math.ceil(s.session_expires_in_s)} s (idle with controls set)`, "error"];
+    default:
+      if (s.session_expires_in_s === null || s.session_expires_in_s === undefined) return ["Active", "ok"];
+      return [`Active · expires ${Math.ceil(s.session_expires_in_s)} s after its last request`, "muted"];
+  }
 }
 
 function picker(root, route) {
@@ -87,9 +109,12 @@ export async function mount(root, route) {
   let items = [];
   try { items = await get("/api/content"); } catch (err) { topMsg.show(err); }
   const names = items.map((i) => i.name);
-  const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || names[0]);
-  const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || "hls");
-  const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || "ll");
+  // reopening a session plays what it had (unless the link says otherwise)
+  const had = playedBy(session);
+  const hadContent = had.content && names.includes(had.content) ? had : {};
+  const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || hadContent.content || names[0]);
+  const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || hadContent.protocol || "hls");
+  const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || hadContent.duration || "ll");
   const engine = select("engine", ENGINES, q.get("engine") || "hls");
   const video = h("video#session-player", { controls: true, muted: true, playsinline: true, autoplay: true });
   const playerErrors = h("ul.player-errors");
@@ -573,51 +598,8 @@ export async function mount(root, route) {
   let lastSampleAt = 0;
 
   // ------------------------------------------------------------------ network log
-  const netBody = h("tbody#netlog");
-  const netFilter = select("kind", [["", "all kinds"], ["segment", "segments"], ["manifest", "playlists"], ["master_manifest", "masters"], ["other", "other"]], "");
-  const faultsOnly = h("input", { type: "checkbox" });
-  const netCount = h("span.muted");
-  let entries = [];
-  let paintPending = false;
-  function glyph(e) {
-    if (!e.faulted && e.fault_category !== "client_disconnect") return "";
-    return GLYPHS[e.fault_category] || "!";
-  }
-  function paintNet() {
-    paintPending = false;
-    const shown = entries.filter((e) => (!netFilter.value || e.request_kind === netFilter.value)
-      && (!faultsOnly.checked || e.faulted || e.fault_category)).slice(-150);
-    const times = shown.map((e) => Date.parse(e.timestamp));
-    const t0 = Math.min(...times);
-    const t1 = Math.max(...shown.map((e, i) => times[i] + (e.total_ms || 0)));
-    const span = Math.max(1, t1 - t0);
-    netCount.textContent = `${entries.length} entries · ${entries.filter((e) => e.faulted).length} faulted`;
-    clear(netBody, shown.slice().reverse().map((e, ri) => {
-      const i = shown.length - 1 - ri;
-      const left = ((times[i] - t0) / span) * 100;
-      const ttfb = ((e.ttfb_ms || 0) / span) * 100;
-      const xfer = ((e.transfer_ms || 0) / span) * 100;
-      const g = glyph(e);
-      const name = (e.path || e.url || "").split("/go-live/").pop();
-      return h("tr" + (g ? ".faulted" : "") + (e.fault_category ? "." + e.fault_category : ""), { title: e.fault_type ? `${e.fault_type} · ${e.fault_action}` : "" },
-        h("td.glyph", g),
-        h("td.time", fmtClock(e.timestamp)),
-        h("td", e.request_kind),
-        h("td.status" + (e.status >= 400 || e.status === 0 ? ".bad" : ""), String(e.status)),
-        h("td.path", { title: e.url }, name),
-        h("td.num", fmtBytes(e.bytes_out)),
-        h("td.num", `${fmtNum(e.total_ms, 0)} ms`),
-        h("td.wf", h("div.wf-track",
-          h("span.wf-wait", { style: { left: `${left}%`, width: `${Math.max(0.3, ttfb)}%` } }),
-          h("span.wf-recv", { style: { left: `${left + ttfb}%`, width: `${Math.max(0.3, xfer)}%` } }))),
-        h("td.small", e.fault_type || ""));
-    }));
-  }
-  function schedulePaint() {
-    if (!paintPending) { paintPending = true; setTimeout(paintNet, 250); }
-  }
-  netFilter.addEventListener("change", paintNet);
-  faultsOnly.addEventListener("change", paintNet);
+  const netlog = networkLog(sid, FAULT_TYPES);
+  cleanups.push(() => netlog.close());
 
   // ------------------------------------------------------------------ layout
   const harLink = h("a.button.small", { href: `/api/session/${enc(sid)}/network.har`, download: `session-${sid}.har` }, "Download HAR");
@@ -629,8 +611,24 @@ export async function mount(root, route) {
     location.hash = "#/sessions";
   }));
 
+  const lifeLine = h("span.badge#session-life");
+  const keepBox = h("input#session-keep", { type: "checkbox" });
+  const keepMsg = errorLine();
+  keepBox.addEventListener("change", () => guarded(keepMsg, null, async () => {
+    const r = await post(`/api/session/${enc(sid)}/keep`, { keep: keepBox.checked });
+    ctl.update(r.session);
+  }));
+  const keepLabel = h("label.inline.keep", { title: "Keep this session (its port, faults and log) while no player uses it" }, keepBox, "Keep while idle");
+  ctl.onUpdate((s) => {
+    const [text, kind] = lifetimeText(s, true);
+    lifeLine.textContent = text;
+    lifeLine.className = `badge ${kind}`;
+    if (document.activeElement !== keepBox) keepBox.checked = !!s.session_keep;
+  });
+
   clear(root,
-    pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, harLink, delBtn),
+    pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, lifeLine, keepLabel, harLink, delBtn),
+    keepMsg,
     topMsg, goneBanner,
     h("div.session-top",
       h("div.video-col",
@@ -640,12 +638,7 @@ export async function mount(root, route) {
     card("Faults", allBanner, tabBar, tabBody),
     h("div.cols", shapingCard, h("div", timeoutsCard, groupCard)),
     card("Live charts", chartBox),
-    card("Network log",
-      h("div.controls-row", netFilter, h("label.inline", faultsOnly, " faults only"), netCount,
-        h("span.legend", "! HTTP fault · !✂ socket fault · !⏱ transfer timeout · !↩ client gave up")),
-      h("div.table-scroll", h("table.grid.netlog",
-        h("thead", h("tr", ["", "Time", "Kind", "Status", "Path", "Bytes", "Total", "Waterfall (wait / receive)", "Fault"].map((c) => h("th", c)))),
-        netBody))));
+    netlog.el);
 
   ctl.onUpdate((s) => {
     renderCounters(s);
@@ -670,19 +663,11 @@ export async function mount(root, route) {
   });
   cleanups.push(() => feed.close());
 
-  // network log: what is there, then live entries
-  try {
-    const net = await get(`/api/session/${enc(sid)}/network`);
-    entries = net.entries || [];
-    paintNet();
-  } catch (err) { topMsg.show(err); }
+  // network log: what is there, then live entries and control-change markers
+  await netlog.load();
   const netFeed = sse(`/api/session/${enc(sid)}/network/stream`, {
-    entry(e) {
-      if (e.seq !== undefined && entries.length && entries[entries.length - 1].seq >= e.seq) return;
-      entries.push(e);
-      if (entries.length > 500) entries.splice(0, entries.length - 500);
-      schedulePaint();
-    },
+    entry(e) { netlog.add(e); },
+    marker(m) { netlog.addMarker(m); },
   });
   cleanups.push(() => netFeed.close());
 

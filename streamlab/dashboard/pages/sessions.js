@@ -5,6 +5,7 @@ import { post, del, enc } from "../js/api.js";
 import { h, clear, errorLine, guarded, pageHeader, card, fmtNum, badge, fmtClock, toast } from "../js/ui.js";
 import { sse } from "../js/live.js";
 import { link } from "../js/app.js";
+import { lifetimeText } from "./session.js";
 
 const PREFIXES = [["all", "all"], ["segment", "seg"], ["manifest", "man"], ["master_manifest", "master"]];
 
@@ -67,7 +68,7 @@ export async function mount(root) {
       h("td.num", h("span" + (s.fault_count_total ? ".msg.error" : ""), String(s.fault_count_total))),
       h("td.num", `${fmtNum(s.mbps_transfer_rate)} Mbps`, h("div.muted.small", `rtt ${fmtNum(s.client_rtt_ms, 1)} ms`)),
       h("td", s.server_video_rendition || "–", h("div.muted.small", s.player_metrics_state || "")),
-      h("td", fmtClock(s.last_request)),
+      h("td", fmtClock(s.last_request), h("div", h(`span.badge.life.${lifetimeText(s)[1]}`, lifetimeText(s)[0]))),
     ];
   }
 
@@ -80,10 +81,17 @@ export async function mount(root) {
       rm.addEventListener("click", () => guarded(rowMsg, rm, async () => {
         await del(`/api/session/${enc(s.session_id)}`);
       }));
-      const actions = h("td", rm, rowMsg);
-      r = { tr: h("tr", { dataset: { session: s.session_id } }), actions };
+      const keep = h("button.small.keep", { type: "button", title: "Keep the session while idle / let it expire as usual" });
+      keep.addEventListener("click", () => guarded(rowMsg, keep, async () => {
+        await post(`/api/session/${enc(s.session_id)}/keep`, { keep: keep.dataset.kept !== "1" });
+      }));
+      const actions = h("td.actions", keep, " ", rm, rowMsg);
+      r = { tr: null, actions, keep };
+      r.tr = h("tr", { dataset: { session: s.session_id } });
       rows.set(key, r);
     }
+    r.keep.dataset.kept = s.session_keep ? "1" : "0";
+    r.keep.textContent = s.session_keep ? "Release" : "Keep";
     r.tr.replaceChildren(...cells(s), r.actions);
     return [key, r.tr];
   }
@@ -106,7 +114,7 @@ export async function mount(root) {
     pageHeader("Sessions", "Every player with its own port — updates live.", count, form, clearBtn),
     msg,
     card(null, h("table.grid.sessions",
-      h("thead", h("tr", ["Player", "Client", "Faults", "Shaping", "Requests", "Faults hit", "Throughput", "Rendition", "Last request", ""].map((c) => h("th", c)))),
+      h("thead", h("tr", ["Player", "Client", "Faults", "Shaping", "Requests", "Faults hit", "Throughput", "Rendition", "Last request · lifetime", ""].map((c) => h("th", c)))),
       body)));
   return () => feed.close();
 }

@@ -1,0 +1,315 @@
+"""What a tester sees in the Testing-session page (Debian's Chromium via Playwright): the
+network log as a DevTools-like waterfall, socket faults drawn as failures with the label
+the tester chose, control-change markers, headers in the details pane and the HAR;
+sessions that do not vanish (countdown, keep) and ids that are never reused.
+
+Traffic comes from raw HTTP requests on the session port (a real client on 127.0.0.1),
+so the rows are known exactly and nothing depends on this Chromium's codecs.  One daemon
+for the module.  Screenshots land in build/screenshots/tester_*.png (not committed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import m3u8
+import pytest
+
+from streamlab.testing.daemon import Daemon
+from streamlab.testing.fixtures import install_test_item
+from tests.integration.dashboard_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ConsoleErrors,
+    browser_marks,
+    screenshot,
+    wait_for,
+)
+from tests.integration.sessions_helpers import create_session, get, open_get, stable_seg, wait_item
+
+pytestmark = browser_marks()
+
+PLAYLIST = "/go-live/testclip/playlist_360p.m3u8"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator[Daemon]:
+    d = Daemon(str(tmp_path_factory.mktemp("tester")), session_ports=6, config={
+        "sessions": {"socket_body_bytes": "4096", "session_idle_timeout": "6",
+                     "session_expiry_grace": "40", "session_port_quarantine": "30"},
+        "live": {"worker_idle_timeout": "600"}, "jobs": {"seed_duration": "4"}})
+    install_test_item(d.media_dir, source=test_item)
+    d.start()
+    wait_item(d)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(20000)
+    pg.errors = ConsoleErrors(pg)
+    yield pg
+    ctx.close()
+
+
+def url(daemon: Daemon, route: str) -> str:
+    return f"http://127.0.0.1:{daemon.port}/dashboard/#/{route}"
+
+
+def traffic(port: int) -> None:
+    """A little LL-HLS player: master, playlist, a blocking reload, a ranged segment."""
+    assert get(port, "/go-live/testclip/master.m3u8").status == 200
+    pl = m3u8.loads(get(port, PLAYLIST).text)
+    msn = pl.media_sequence + len(pl.segments) - 1
+    assert get(port, f"{PLAYLIST}?_HLS_msn={msn}&_HLS_part=0").status == 200
+    seg = stable_seg()
+    assert get(port, seg, headers={"Range": "bytes=0-999"}).status == 206
+
+
+def rows(page: Any) -> list[dict[str, Any]]:
+    return page.eval_on_selector_all("#netlog tr[data-seq]", """trs => trs.map(tr => ({
+        seq: +tr.dataset.seq, cls: tr.className, time: tr.children[1].textContent,
+        status: tr.querySelector('td.status').textContent, name: tr.querySelector('td.path').textContent,
+        fault: tr.querySelector('td.fault').textContent,
+        bar: tr.querySelector('.wf-recv').getBoundingClientRect().width
+             + tr.querySelector('.wf-wait').getBoundingClientRect().width }))""")
+
+
+def test_network_log_is_a_waterfall_with_details_failures_and_markers(daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-netlog")
+    sid, port = s["session_id"], int(s["x_forwarded_port"])
+    page.goto(url(daemon, "session/qa-netlog?play=0"))
+    page.wait_for_selector("#net-ruler .tick")
+    traffic(port)
+    # the tester arms a socket fault by its label, then a 404
+    daemon.request("PATCH", f"/api/session/{sid}", {"set": {"segment_failure_type": "request_body_reset",
+                                                            "segment_consecutive_failures": 0}})
+    reset = open_get(port, stable_seg())
+    reset.settimeout(10)
+    try:
+        while reset.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    reset.close()
+    daemon.request("PATCH", f"/api/session/{sid}", {"set": {"segment_failure_type": "404"}})
+    assert get(port, stable_seg()).status == 404
+    # a player giving up on a blocking reload: not a fault
+    pl = m3u8.loads(get(port, PLAYLIST).text)
+    held = open_get(port, f"{PLAYLIST}?_HLS_msn={pl.media_sequence + len(pl.segments) + 1}")
+    time.sleep(0.3)
+    held.close()
+
+    page.uncheck("#net-hide-reloads")
+    got = wait_for(lambda: (r := rows(page)) and any("client_disconnect" in x["cls"] for x in r)
+                   and any("404" == x["status"] for x in r) and r, 20, "every row in the waterfall")
+    # sorted by start, newest first; every bar visible
+    times = [x["time"] for x in got]
+    assert times == sorted(times, reverse=True), times
+    assert all(x["bar"] >= 2 for x in got), got
+    # the Name column tells LL-HLS requests apart
+    names = " | ".join(x["name"] for x in got)
+    assert "msn " in names and "part 0" in names and "bytes 0-999" in names, names
+    # the socket reset is a failure, labelled as the tester chose it
+    reset_row = next(x for x in got if "socket" in x["cls"])
+    assert "failed" in reset_row["cls"].split() and reset_row["status"].startswith("(failed)")
+    assert reset_row["fault"] == "socket: reset mid-body"
+    assert page.eval_on_selector(f"#netlog tr[data-seq='{reset_row['seq']}'] td.status",
+                                 "td => getComputedStyle(td).color") == "rgb(185, 28, 28)"
+    # control changes are on the waterfall: rows and flags on the ruler
+    page.wait_for_selector("#netlog tr.marker:has-text('segment: request_body_reset armed')")
+    page.wait_for_selector("#netlog tr.marker:has-text('segment: 404 armed')")
+    assert page.eval_on_selector_all("#net-ruler .mark", "m => m.length") >= 2
+    assert page.eval_on_selector_all("#net-ruler .tick", "t => t.length") >= 3
+    # the legend's icons render (SVG, not a missing glyph box)
+    sizes = page.eval_on_selector_all(".legend svg.icon", "s => s.map(x => x.getBoundingClientRect().width)")
+    assert len(sizes) >= 4 and all(w >= 10 for w in sizes)
+    screenshot(page, "tester_netlog_1440")
+
+    # faults only: the injected 404 and the reset, not the player's cancellation
+    page.check("#net-faults-only")
+    only = wait_for(lambda: (r := rows(page)) and all("client_disconnect" not in x["cls"] for x in r) and r,
+                    10, "faults-only rows")
+    assert {x["fault"] for x in only} == {"socket: reset mid-body", "404 Not Found"}
+    page.uncheck("#net-faults-only")
+    # blocking reloads can be hidden
+    page.check("#net-hide-reloads")
+    wait_for(lambda: all("reload" not in x["cls"].split() for x in rows(page)), 10, "reloads hidden")
+    assert "blocking playlist reloads hidden" in page.inner_text("#net-hidden")
+
+    # zoom: a shorter window has finer ticks
+    before = page.eval_on_selector_all("#net-ruler .tick", "t => t.map(x => x.textContent)")
+    page.select_option("#net-zoom", "5")
+    after = page.eval_on_selector_all("#net-ruler .tick", "t => t.map(x => x.textContent)")
+    assert after != before and len(after) >= 2
+
+    # details pane: timing breakdown and the real headers
+    page.select_option("#net-zoom", "0")
+    page.click(f"#netlog tr[data-seq='{reset_row['seq']}'] td.path")
+    page.wait_for_selector("#net-details:has-text('Waiting for server response (TTFB)')")
+    page.wait_for_selector("#net-details dl.hdrs dt:has-text('Content-Type')")
+    page.wait_for_selector("#net-details dl.hdrs dt:has-text('Host')")
+    assert "socket: reset mid-body" in page.inner_text("#net-details")
+    ctype = page.inner_text("#net-details dl.hdrs dt:has-text('Content-Type') + dd")
+    assert ctype == "video/mp4", ctype
+    screenshot(page, "tester_netlog_details_1440")
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.locator("#network-log").scroll_into_view_if_needed()
+    page.screenshot(path=screenshot_path("tester_netlog_details_1280"), full_page=False)
+    page.click("#net-details button[title='Close']")
+    page.wait_for_selector("#net-details", state="hidden")
+    for w, hgt in ((1280, 720), (800, 900)):
+        page.set_viewport_size({"width": w, "height": hgt})
+        page.locator("#network-log").scroll_into_view_if_needed()
+        page.screenshot(path=screenshot_path(f"tester_netlog_{w}"), full_page=False)
+        # the waterfall is on screen without scrolling sideways, with a usable width
+        box = page.eval_on_selector("th.wf-head", "th => { const r = th.getBoundingClientRect();"
+                                    " return [r.left, r.width] }")
+        assert box[0] < w - 100 and box[1] >= 130, (w, box)
+        labels = page.eval_on_selector_all("#net-ruler .tick", "t => t.map(x => x.getBoundingClientRect())"
+                                           ".map(r => [r.left, r.width])")
+        assert all(a[0] + 40 <= b[0] for a, b in zip(labels, labels[1:], strict=False)), labels  # no overlap
+
+    # the HAR carries the headers
+    har = daemon.get(f"/api/session/{sid}/network.har").json()["log"]["entries"]
+    assert all(e["request"]["headers"] for e in har)
+    served = [h for e in har for h in e["response"]["headers"]]
+    assert {"name": "Content-Type", "value": "video/mp4"} in served
+    assert page.errors.items == []
+
+
+def screenshot_path(name: str) -> str:
+    import os
+
+    from tests.integration.dashboard_helpers import SCREENSHOT_DIR
+
+    os.makedirs(SCREENSHOT_DIR, exist_ok=True)
+    return os.path.join(SCREENSHOT_DIR, f"{name}.png")
+
+
+# --------------------------------------------------------------------------- sessions that do not vanish
+
+
+def life_of(page: Any, sid: str) -> str:
+    return page.inner_text(f"tr[data-session='{sid}'] .life")
+
+
+def test_idle_session_with_faults_counts_down_can_be_kept_and_ids_are_not_reused(
+        daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-armed", {"segment_failure_type": "404"})
+    sid, port = s["session_id"], s["x_forwarded_port"]
+    page.goto(url(daemon, "sessions"))
+    page.wait_for_selector(f"tr[data-session='{sid}']")
+    # idle past session_idle_timeout (6 s): the old code deleted it here; now a countdown shows
+    text = wait_for(lambda: (t := life_of(page, sid)).startswith("Expires in") and t, 20, "the countdown")
+    left = int(text.split()[2])
+    assert 0 < left <= 40
+    assert daemon.get(f"/api/session/{sid}").json()["session_state"] == "expiring"
+    screenshot(page, "tester_sessions_countdown")
+    page.click(f"tr[data-session='{sid}'] button.keep")
+    wait_for(lambda: life_of(page, sid).startswith("Kept"), 10, "kept")
+    assert page.inner_text(f"tr[data-session='{sid}'] button.keep") == "Release"
+    body = daemon.get(f"/api/session/{sid}").json()
+    assert body["session_keep"] is True and body["session_expires_at"] is None
+    page.click(f"tr[data-session='{sid}'] button.keep")
+    wait_for(lambda: life_of(page, sid).startswith("Expires in"), 10, "countdown again")
+    # ids are never reused; the released port waits out its quarantine
+    assert daemon.request("DELETE", f"/api/session/{sid}").status == 200
+    page.wait_for_selector(f"tr[data-session='{sid}']", state="detached")
+    again = create_session(daemon, "qa-armed")
+    assert again["session_id"] != sid and int(again["session_id"]) > int(sid)
+    assert again["x_forwarded_port"] != port
+    daemon.request("DELETE", f"/api/session/{again['session_id']}")
+    assert page.errors.items == []
+
+
+def test_a_watched_session_stays_and_says_so(daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-watched")
+    page.goto(url(daemon, "session/qa-watched?play=0"))
+    page.wait_for_selector("#session-life")
+    wait_for(lambda: "stays while this page is open" in page.inner_text("#session-life"), 25, "watched state")
+    assert daemon.get(f"/api/session/{s['session_id']}").status == 200
+    page.check("#session-keep")
+    wait_for(lambda: page.inner_text("#session-life").startswith("Kept"), 10, "kept")
+    assert daemon.get(f"/api/session/{s['session_id']}").json()["session_keep"] is True
+    screenshot(page, "tester_session_kept")
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []
+
+
+def test_test_in_a_session_opens_it_directly_and_reopening_plays_what_it_had(
+        daemon: Daemon, page: Any) -> None:
+    page.goto(url(daemon, "content"))
+    page.click(".item[data-content='testclip'] a.test-session")
+    page.wait_for_selector("#session-life")
+    route = page.evaluate("location.hash")
+    assert route.startswith("#/session/qa-") and "content=testclip" in route, route
+    pid = route.split("/")[2].split("?")[0]
+    opened = [x["session_id"] for x in daemon.get("/api/sessions").json() if x["player_id"] == pid]
+    assert len(opened) == 1
+    # a session that played DASH 2 s reopens on DASH 2 s
+    s = create_session(daemon, "qa-reopen")
+    assert get(int(s["x_forwarded_port"]), "/go-live/testclip/manifest_2s.mpd").status == 200
+    page.goto(url(daemon, "session/qa-reopen?play=0"))
+    page.wait_for_selector("#session-life")
+    daemon.request("DELETE", f"/api/session/{opened[0]}")
+    assert page.eval_on_selector("select[name=protocol]", "s => s.value") == "dash"
+    assert page.eval_on_selector("select[name=duration]", "s => s.value") == "2s"
+    assert page.eval_on_selector("select[name=content]", "s => s.value") == "testclip"
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []
+
+
+# --------------------------------------------------------------------------- first run
+
+
+def test_startup_log_prints_the_dashboard_url(daemon: Daemon) -> None:
+    log = daemon.log()
+    assert "dashboard: http://" in log and f":{daemon.port}/dashboard/" in log, log[-2000:]
+    assert f"http://127.0.0.1:{daemon.port}/dashboard/" in log
+
+
+def test_first_run_demo_card_goes_live_from_preparing_to_play(daemon: Daemon, browser: Any) -> None:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    home, content = ctx.new_page(), ctx.new_page()
+    for pg in (home, content):
+        pg.set_default_timeout(20000)
+        pg.errors = ConsoleErrors(pg)
+    content.goto(url(daemon, "content"))
+    content.wait_for_selector(".item[data-content='testclip']")
+    home.goto(url(daemon, ""))
+    home.click("#seed-demo")
+    # the card says what is happening, and follows it without a reload
+    home.wait_for_selector("#demo-preparing")
+    assert "The demo is being prepared" in home.inner_text("#demo-card")
+    home.wait_for_selector("#demo-preparing:has-text('Step 2 of 2')", timeout=90000)
+    screenshot(home, "tester_home_preparing")
+    content.wait_for_selector("p.empty, .item", state="attached")
+    home.wait_for_selector("#play-demo", timeout=240000)
+    screenshot(home, "tester_home_ready")
+    assert home.query_selector("#seed-demo") is None
+    # Content picked the new item up by itself
+    content.wait_for_selector(".item[data-content^='streamlab_demo']", timeout=20000)
+    assert home.inner_text("#start-testing").startswith("Start testing")
+    href = home.get_attribute("#start-testing", "href")
+    assert href.startswith("#/session/qa-") and "content=streamlab_demo" in href
+    home.click("#play-demo")
+    home.wait_for_selector("video#player")
+    assert "content=streamlab_demo" in home.evaluate("location.hash")
+    assert home.errors.items == [] and content.errors.items == []
+    ctx.close()
