@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_http import HttpError, Pool, Response  # noqa: E402
 from fleet_manifests import DashPeriod, MediaPlaylist, parse_master, parse_media, parse_mpd, pick_variant  # noqa: E402
 
+EARLY_TOLERANCE = 0.001  # publication times are exact to the millisecond
 KINDS = ("ll_hls", "hls_6s", "hls_2s", "dash_6s")
 MASTERS = {
     "ll_hls": "master.m3u8",
@@ -62,16 +63,26 @@ class Recorder:
         self.errors: Counter[str] = Counter()
         self.error_examples: dict[str, str] = {}
         self.bytes = 0
+        self.early: Counter[str] = Counter()
 
     def inside(self, t: float) -> bool:
         """Is *t* inside the measurement window?"""
         return self.window[0] <= t <= self.window[1]
 
     def sample(self, kind: str, arrived: float, published: float, asked: float) -> None:
-        """One delivered item: lateness and service (see module docstring)."""
+        """One delivered item: lateness and service (see module docstring).  An item whose
+        last byte arrived before its publication is counted in ``early`` instead (the
+        origin released bytes ahead of the live clock)."""
         if self.inside(arrived):
+            if arrived < published - EARLY_TOLERANCE:
+                self.early[kind] += 1
+                return
             self.samples.setdefault(kind, []).append(
-                (round(arrived - published, 5), round(arrived - max(published, asked), 5))
+                (
+                    round(arrived - published, 5),
+                    round(arrived - max(published, asked), 5),
+                    round(published, 3),
+                )
             )
 
     def request(self, kind: str, resp: Response) -> None:
@@ -110,6 +121,7 @@ class Player:
         self.base = ""  # directory of the master, e.g. /go-live/testclip/
         self.master_target = ""
         self.joined = False
+        self.stop_at = float("inf")
 
     async def bootstrap(self) -> None:
         """Optionally create the session with preset controls, then follow the bootstrap
@@ -170,10 +182,16 @@ class Player:
             return rel
         return (base or self.base) + rel
 
+    def alive(self) -> bool:
+        """Before the fleet's stop time (loops check it too: a cancellation that
+        ``asyncio.wait_for`` swallows must not keep a player running)."""
+        return time.time() < self.stop_at
+
     async def run(self, stop_at: float) -> None:
         """Bootstrap (retrying) and play until *stop_at*; every failure is recorded and
         followed by a re-sync, as a real player would retry."""
-        while time.time() < stop_at:
+        self.stop_at = stop_at
+        while self.alive():
             try:
                 if self.pool is None:
                     await self.bootstrap()
@@ -265,7 +283,7 @@ class LLHlsPlayer(Player):
 
     async def _follow(self, pl: MediaPlaylist) -> None:
         target = pl.target_duration or 6.0
-        while True:
+        while self.alive():
             self._hint(pl)
             msn, part = pl.next_part()
             resp = await self.get(
@@ -375,7 +393,7 @@ class HlsPlayer(Player):
         count_from = time.time()
         changed = True
         target = pl.target_duration or 6.0
-        while True:
+        while self.alive():
             await asyncio.sleep(target if changed else target / 2)
             resp = await self.get("playlist", playlist)
             pl = parse_media(resp.body.decode())
@@ -423,12 +441,12 @@ class DashPlayer(Player):
         await self.get("segment", self.url(period.url(k)), keep_body=False)
         count_from = time.time()
         next_refresh = time.time() + mpd.minimum_update_period
-        while True:
+        while self.alive():
             k += 1
             n = period.count()
             if n is not None and k >= n:
                 later = sorted((p for p in periods.values() if p.start > period.start), key=lambda p: p.start)
-                while not later:  # the next Period is not listed yet: refresh until it is
+                while not later and self.alive():  # the next Period is not listed yet: refresh
                     await asyncio.sleep(mpd.minimum_update_period)
                     mpd = parse_mpd(
                         (await self.get("mpd", mpd_target)).body.decode(),
@@ -438,6 +456,8 @@ class DashPlayer(Player):
                     later = sorted(
                         (p for p in periods.values() if p.start > period.start), key=lambda p: p.start
                     )
+                if not later:
+                    return
                 period, k = later[0], 0
             avail = period.available_at(k)
             while time.time() < avail:
@@ -486,10 +506,13 @@ async def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         await player.run(stop_at)
 
     tasks = [asyncio.ensure_future(one(p, rng.uniform(0, max(0.0, ramp_end - ramp_start)))) for p in players]
+    lags: list[float] = []
+    lag_task = asyncio.ensure_future(_loop_lag(rec, lags))
     await asyncio.sleep(max(0.0, stop_at - time.time()))
+    lag_task.cancel()
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait(tasks, timeout=10)
     for p in players:
         p.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -498,12 +521,25 @@ async def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         "requests": dict(rec.requests),
         "requests_total": rec.requests_total,
         "errors": dict(rec.errors),
+        "early": dict(rec.early),
         "error_examples": rec.error_examples,
         "bytes": rec.bytes,
         "players": len(players),
         "bootstrapped": sum(1 for p in players if p.pool is not None),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "loop_lag": lags,
     }
+
+
+async def _loop_lag(rec: Recorder, lags: list[float], period: float = 0.05) -> None:
+    """How late this worker's event loop wakes up (a starved load generator inflates
+    every lateness it measures: compare the two)."""
+    while True:
+        before = time.time()
+        await asyncio.sleep(period)
+        now = time.time()
+        if rec.inside(now):
+            lags.append(round(now - before - period, 5))
 
 
 def main() -> int:
