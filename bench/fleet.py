@@ -181,14 +181,22 @@ class Target:
         return len(mine)
 
     def log_problems(self) -> list[str]:
-        """Unhandled errors / tracebacks in the log of a daemon this fleet started."""
+        """Unhandled errors / tracebacks in the log of a daemon this fleet started: the
+        first few, each with the lines that follow it."""
         if self.daemon is None:
             return []
-        return [
-            line
-            for line in self.daemon.log().splitlines()
-            if "Unhandled error" in line or "Traceback" in line
-        ][:10]
+        lines = self.daemon.log().splitlines()
+        out = []
+        for i, line in enumerate(lines):
+            if (
+                "Unhandled error" in line
+                or "Traceback" in line
+                and (i == 0 or "Unhandled" not in lines[i - 1])
+            ):
+                out.append("\n".join(lines[i : i + 25]))
+                if len(out) >= 3:
+                    break
+        return out
 
     def close(self) -> None:
         """Stop the daemon this fleet started and remove its directory."""

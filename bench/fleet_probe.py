@@ -130,20 +130,13 @@ def kernel_state(ports: set[int] | None = None, device: str = "lo") -> dict[str,
     in the current network namespace (only those of *ports* when given)."""
     out: dict[str, Any] = {"tc_classes": None, "nft_rules": None}
     if shutil.which("tc"):
+        # text output: this iproute2 ignores -j for classes
         proc = subprocess.run(
-            ["tc", "-j", "class", "show", "dev", device],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
+            ["tc", "class", "show", "dev", device], capture_output=True, text=True, timeout=30, check=False
         )
         if proc.returncode == 0:
-            classes = [
-                c for c in json.loads(proc.stdout or "[]") if str(c.get("handle", "")).startswith("5eb:")
-            ]
-            if ports is not None:
-                classes = [c for c in classes if int(c["handle"].split(":")[1] or "0", 16) in ports]
-            out["tc_classes"] = len(classes)
+            minors = [int(m, 16) for m in re.findall(r"^class \S+ 5eb:([0-9a-f]+)", proc.stdout, re.M)]
+            out["tc_classes"] = len([p for p in minors if ports is None or p in ports])
     if shutil.which("nft"):
         proc = subprocess.run(
             ["nft", "-j", "list", "ruleset"], capture_output=True, text=True, timeout=30, check=False
