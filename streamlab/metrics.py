@@ -6,6 +6,8 @@ Families::
     streamlab_uptime_seconds
     streamlab_sessions                            live sessions (gauge)
     streamlab_sessions_created_total
+    streamlab_reactor_delayed_calls               pending reactor timers (gauge)
+    streamlab_network_log_entries                 network-log entries of live sessions (gauge)
     streamlab_requests_total{listener,kind,status}  main listener + session ports
     streamlab_requests_in_flight                  main listener
     streamlab_faults_total{type}                  faults injected on session ports
@@ -176,6 +178,12 @@ class Metrics:
         lines.append(f"streamlab_sessions {len(sessions)}")
         family("streamlab_sessions_created_total", "counter", "sessions created since start")
         lines.append(f"streamlab_sessions_created_total {self._retired_sessions + len(sessions)}")
+        # soak checks (bench/fleet.py --soak): neither may grow while the sessions stay the same
+        family("streamlab_reactor_delayed_calls", "gauge", "timers pending on the reactor")
+        lines.append(f"streamlab_reactor_delayed_calls {len(self.clock.getDelayedCalls())}")
+        family("streamlab_network_log_entries", "gauge", "network-log entries held by live sessions")
+        entries = sum(len(s.netlog) for s in sessions if getattr(s, "netlog", None) is not None)
+        lines.append(f"streamlab_network_log_entries {entries}")
 
         family("streamlab_requests_total", "counter", "HTTP requests answered, by listener, kind and status")
         for (listener, kind, status), n in sorted(self.requests.items()):

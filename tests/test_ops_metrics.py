@@ -210,3 +210,22 @@ def test_json_log_lines():
     assert first["time"].endswith("Z")
     assert second["level"] == LogLevel.critical.name and "ZeroDivisionError" in second["traceback"]
     assert callable(logs.json) and isinstance(logs.json(), logs.JsonLinesObserver)
+
+
+def test_timers_and_network_log_entries_are_gauges():
+    clock = Clock()
+    m = Metrics(clock)
+    reg = _Registry()
+    m.attach_sessions(reg)
+    reg.sessions.append(SimpleNamespace(fault_counts={}, bytes_out_total=0, netlog=[{}, {}, {}]))
+    reg.sessions.append(SimpleNamespace(fault_counts={}, bytes_out_total=0, netlog=None))
+    clock.callLater(5, lambda: None)
+    clock.callLater(9, lambda: None)
+    v = _samples(m.render())
+    assert v[("streamlab_reactor_delayed_calls", ())] == 2
+    assert v[("streamlab_network_log_entries", ())] == 3
+    clock.advance(10)
+    reg.sessions.clear()
+    v = _samples(m.render())
+    assert v[("streamlab_reactor_delayed_calls", ())] == 0
+    assert v[("streamlab_network_log_entries", ())] == 0
