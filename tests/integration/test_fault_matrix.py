@@ -24,9 +24,10 @@ from streamlab.testing.netns import network_namespace, run
 from tests.integration.matrix_wire import Client, Seen
 from tests.integration.sessions_helpers import stable_seg, wait_for
 
-DELAY, HANG, BODY = 2.0, 3.0, 65536
-ACTIVE, ACTIVE_RATE = 2.0, 0.5      # s, Mbps: a 300 KB segment needs ~5 s, cut at 2 s
-IDLE, IDLE_RATE = 2.0, 1.0          # s, Mbps
+# long enough that ±10 % absorbs a loaded machine's reactor latency (~0.2 s)
+DELAY, HANG, BODY = 3.0, 4.0, 65536
+ACTIVE, ACTIVE_RATE = 3.0, 0.5      # s, Mbps: a 300 KB segment needs ~5 s, cut at 3 s
+IDLE, IDLE_RATE = 3.0, 1.0          # s, Mbps
 SOCKET_RATE = 20.0                  # Mbps on the socket-fault sessions
 TOL = 0.10                          # timings within ±10 %
 INIT = "/go-live/testclip/video/360p/init.mp4"
