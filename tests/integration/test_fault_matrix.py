@@ -91,7 +91,9 @@ def _veth_pair(server_ns: str, client_ns: str) -> tuple[str, str, str]:
     return ip_s, ip_c, dev_s
 
 
-@pytest.fixture(scope="module", params=COMBOS, ids=lambda c: f"{c[0]}-{c[1]}")
+@pytest.fixture(scope="module", params=[
+    pytest.param(c, id=f"{c[0]}-{c[1]}", marks=[pytest.mark.kernel] if c[1] == "kernel" else [])
+    for c in COMBOS])
 def target(request, tmp_path_factory, test_item):
     protocol, backend = request.param
     work = str(tmp_path_factory.mktemp(f"matrix-{protocol}-{backend}"))
