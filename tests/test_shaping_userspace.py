@@ -4,6 +4,7 @@ stalls (seeded per port), DROP and REJECT."""
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -305,10 +306,12 @@ def _read_all(client):
     return data, closed
 
 
-def test_close_under_tls_sends_close_notify_and_fin_at_once(tmp_path):
-    """Issue 12 item 2: the shaper's buffer producer kept TLS from ever closing."""
+@pytest.mark.parametrize("shaped", [True, False])
+def test_close_under_tls_sends_close_notify_and_fin_at_once(tmp_path, shaped):
+    """Issue 12 item 2: the shaper's buffer producer kept TLS from ever closing, and TLS
+    itself waited for a close_notify reply the client never sends."""
     inner = Closer()
-    clock, server, wire, client, _, pump = _tls_pair(tmp_path, inner)
+    clock, server, wire, client, _, pump = _tls_pair(tmp_path, inner, shaped=shaped)
     client.write(b"GET / HTTP/1.0\r\n\r\n")
     pump()
     data, closed = _read_all(client)

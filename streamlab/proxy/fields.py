@@ -156,6 +156,7 @@ READ_ONLY_FIELDS: frozenset[str] = frozenset({
     "client_rtt_min_lifetime_ms", "client_rtt_var_ms", "client_rto_ms", "client_rtt_stale",
     "client_path_ping_rtt_ms", "server_video_rendition", "server_video_rendition_mbps",
     "loop_count_server", "server_received_at_ms",
+    "client_rtt_tcp_ms", "client_rtt_shaper_ms",  # RTT parts (docs/faults.md section 10)
 })
 """Session-object keys that exist but cannot be set (reason ``read-only``)."""
 

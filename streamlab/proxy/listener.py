@@ -425,15 +425,15 @@ class SessionRequest(server.Request):
 
     def _note_undelivered(self) -> None:
         """Before the connection is cut: how many body bytes will never reach the client
-        (still queued in user space — shaper, TLS, Twisted — or unacknowledged in the
-        kernel, which a reset discards)."""
+        (still queued in user space — shaper, TLS, Twisted — or not yet transmitted by
+        the kernel, which a reset discards; transmitted bytes still arrive)."""
         if self._undelivered is not None:
             return
         transport = self._transport_ref
         if transport is None:
             self._undelivered = 0
             return
-        waiting = sockets.pending_user_bytes(transport) + sockets.kernel_unsent_bytes(transport)
+        waiting = sockets.pending_user_bytes(transport) + sockets.kernel_not_sent_bytes(transport)
         self._undelivered = max(0, min(self._body_bytes, waiting))
 
     def _cancel_timers(self) -> None:

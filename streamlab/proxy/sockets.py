@@ -150,6 +150,22 @@ def pending_bytes(transport: Any) -> int:
     return pending_user_bytes(transport) + kernel_unsent_bytes(transport)
 
 
+def kernel_not_sent_bytes(transport: Any) -> int:
+    """Bytes in the kernel's send queue that TCP has not transmitted yet (TCP_INFO
+    ``tcpi_notsent_bytes``; SIOCOUTQ where that is unknown).  A reset discards them;
+    bytes already transmitted (in flight, or queued in a qdisc such as the kernel
+    shaper's htb class) still reach the client ahead of the reset."""
+    from streamlab.proxy.tcpinfo import read_tcp_info
+
+    sock = socket_of(transport)
+    if sock is None:
+        return 0
+    info = read_tcp_info(sock)
+    if info is None:
+        return kernel_unsent_bytes(transport)
+    return info.notsent_bytes
+
+
 def acked_bytes(transport: Any) -> int | None:
     """Bytes of this connection the client's TCP has acknowledged (TCP_INFO
     ``tcpi_bytes_acked``), or None where that is unknown (memory transports, not Linux).
