@@ -87,8 +87,17 @@ class SetupService(Service):
             self.first_start.callback(None)
             return
         d = self._first_start()
-        d.addErrback(lambda f: log.failure("seeding the demo item on first start failed", f))
+        d.addErrback(self._first_start_failed)
         d.chainDeferred(self.first_start)
+
+    def _first_start_failed(self, failure: Any) -> None:
+        """A seed that the daemon's own stop interrupted is not an error (the stop
+        terminated its ffmpeg); any other failure is logged with its traceback."""
+        if not self.running:
+            log.info("demo seed interrupted by the daemon stopping: {why}",
+                     why=failure.getErrorMessage())
+            return
+        log.failure("seeding the demo item on first start failed", failure)
 
     def stopService(self) -> defer.Deferred[Any] | None:
         """Stop a demo synthesis that is still running (its temp file is removed)."""

@@ -24,16 +24,7 @@ LOG_PROBLEM_MARKERS = ("Unhandled error", "Traceback")
 
 #: Known problems owned by another change in flight: (exact message, why it is tolerated).
 #: Keep each entry narrow (the exact text) and remove it with the fix.
-_SEED_STOPPED = ("SIGTERM during the first-start demo seed: jobs/setup.py logs the ffmpeg it "
-                 "stopped as a failure with a traceback (test_setup_api::"
-                 "test_stop_during_seed_synthesis_leaves_no_process_or_file); owner: the jobs "
-                 "setup code, not fixed in this change")
-KNOWN_LOG_PROBLEMS: list[tuple[str, str]] = [
-    # ffmpeg reports the SIGTERM either as the signal or as its own exit status
-    ("streamlab.jobs.process.ProcessFailed: ffmpeg failed (signal 15)", _SEED_STOPPED),
-    ("streamlab.jobs.process.ProcessFailed: ffmpeg failed (exit code 255): Exiting normally, "
-     "received signal 15.", _SEED_STOPPED),
-]
+KNOWN_LOG_PROBLEMS: list[tuple[str, str]] = []
 
 
 def log_problems(text: str, allow: Sequence[tuple[str, str]] | None = None, context: int = 60) -> list[str]:
