@@ -392,7 +392,12 @@ WINDOW_OVER_LOOP = ("issue #11 item 3 (live-urls): with a 36 s window over a 12 
                     "segment URL stands for two loops' files; the origin paces the complete one at "
                     "real time (6 s segments measured at 5.7-5.9 s), so players starve; the same "
                     "media plays clean with windows shorter than the loop")
-KNOWN = {("short", "shaka", "ll_hls"): SHAKA_LL_HLS, ("short", "shaka", "ll_dash"): SHAKA_LL_DASH}
+SHAKA_DASH_6S = ("origin pacing of 6 s DASH segments (streamlab/live, live-urls): on a loaded box "
+                 "shaka sometimes rebuffers at EVERY 6 s segment boundary, not only at the seams, "
+                 "while the origin serves those segments in 3+ s; clean in other runs and with "
+                 "dash.js on the same files")
+KNOWN = {("short", "shaka", "ll_hls"): SHAKA_LL_HLS, ("short", "shaka", "ll_dash"): SHAKA_LL_DASH,
+         ("short", "shaka", "dash_6s"): SHAKA_DASH_6S}
 
 
 def _params(setups: list[Setup], group: str) -> list:
