@@ -2,9 +2,11 @@
 in Debian's Chromium play every stream kind of a SHORT item through a session port across
 at least two loop boundaries, and must not notice the seams.
 
-The item loops every 12 s (2 x 6 s segments, one tiny 180p rung; 12 s is NOT a whole
-number of AAC frames: 562.5), so crossing two seams costs ~25 s of playback; all players
-of one window length run at once, one page each, in one browser.  Per page we record
+The items are made the way a job makes them from an uploaded clip (the job ladder's own
+ffmpeg commands, one 360p rung, then the packager): a 12 s loop (2 x 6 s segments; NOT a
+whole number of AAC frames: 562.5) and a 24 s loop (1125 frames, exact).  Crossing two
+seams of the 12 s item costs ~25 s of playback; every player runs at once, one page and
+one session port each, in one browser.  Per page we record
 (injected before the engine loads):
 
 * ``waiting`` events on the video element after startup (the first ``playing`` and one
@@ -27,13 +29,15 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 import pytest
 
 from streamlab.testing.daemon import Daemon
-from streamlab.testing.fixtures import build_test_item, install_test_item
+from streamlab.testing.fixtures import install_test_item
 from tests.integration.dashboard_helpers import CHROMIUM, CHROMIUM_ARGS, browser_marks
 
 pytestmark = browser_marks()
@@ -193,15 +197,42 @@ class Setup:
         return 2 * self.loop + 1.5
 
 
+def job_item(base: str, name: str, loop: float) -> str:
+    """An item made the way a job makes one from an uploaded clip (blocking): a *loop* s
+    640x360 30 fps H.264 + 44.1 kHz AAC clip, encoded by the job ladder's own ffmpeg
+    commands (360p rung, AAC 48 kHz) and packaged with TS renditions."""
+    from streamlab.jobs.ladder import SourceFacts, plan_encode
+    from streamlab.jobs.options import parse_encode_options
+
+    src = os.path.join(base, "upload.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size=640x360:rate=30:duration={loop:g}", "-f", "lavfi", "-i",
+                    f"sine=frequency=1000:sample_rate=44100:duration={loop:g}", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-c:a", "aac", src], check=True, capture_output=True, timeout=120)
+    facts = SourceFacts(path=src, width=640, height=360, fps=30.0, duration=loop, has_audio=True)
+    raw = {"codec_selection": "h264", "max_resolution": "360p", "hls_format": "both"}
+    opts = parse_encode_options(raw, source_name="upload.mp4", source_height=360, encoders={"libx264"})
+    work = os.path.join(base, "work")
+    os.makedirs(work)
+    steps = plan_encode(ffmpeg="ffmpeg", source=facts, options=opts, codecs=("h264",), encoders={"libx264"},
+                        work_dir=work, font=None)
+    for step in steps:
+        argv = [a for a in step.argv if a not in ("-progress", "pipe:1")]
+        subprocess.run(argv, check=True, capture_output=True, timeout=300)
+    out = os.path.join(base, "dynamic_content", name)
+    rungs = [f"--rung={s.rung}={s.output}" for s in steps if s.kind == "video"]
+    subprocess.run([sys.executable, "-m", "streamlab.media", "package", out, *rungs, "--audio",
+                    steps[0].output, "--name", name, "--ts", "--frame-rate", "30"],
+                   check=True, capture_output=True, timeout=120)
+    return out
+
+
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> dict[str, str]:
-    """The 12 s item (562.5 AAC frames) and a 24 s one (1125, exact), one tiny rung, with TS."""
-    out = {}
-    for name, loop in (("seam12", 12), ("seam24", 24)):
-        base = str(tmp_path_factory.mktemp(name))
-        out[name] = build_test_item(base, name=name, ts=True,
-                                    extra_args=["--duration", str(loop), "--rungs", "180p:320x180:200"])
-    return out
+    """A 12 s item (562.5 AAC frames: the last one is cut) and a 24 s one (1125: exact),
+    both made by the job encode path (as the issue's items were)."""
+    return {name: job_item(str(tmp_path_factory.mktemp(name)), name, loop)
+            for name, loop in (("seam12", 12.0), ("seam24", 24.0))}
 
 
 def _daemon(tmp_path_factory, setup: Setup, item: str) -> Daemon:
