@@ -4,6 +4,8 @@
   [--rungs 360p:640x360:600,180p:320x180:250] [--segment-duration 6] [--part-duration 0.2]
   [--gop-duration 1] [--ts] [--ffmpeg ffmpeg] [-v]`` writes
   ``MEDIA_DIR/dynamic_content/<name>/`` and prints its directory.
+* ``package OUT_DIR --rung ID=PATH [--rung ...] --audio PATH [--segment-duration 6] [--ts] ...``
+  packages already-encoded MP4s (e.g. a job's work files) into an item directory.
 * ``rebuild-index ITEM_DIR`` re-reads the boxes and rewrites ``content.json``.
 * ``inspect FILE [--init INIT]`` prints an init segment's tracks or a media segment's fragments.
 """
@@ -67,6 +69,35 @@ def _react(main: Any) -> None:
             raise
 
 
+def _package(args: argparse.Namespace) -> int:
+    from streamlab.media.packager import RungInput, package
+
+    rungs = []
+    for spec in args.rung:
+        rid, _, path = spec.partition("=")
+        if not rid or not path:
+            print(f"package: bad --rung {spec!r} (expected ID=PATH)", file=sys.stderr)
+            return 2
+        rungs.append(RungInput(rid, path, args.codec))
+    outcome: dict[str, Any] = {}
+
+    def main(reactor: Any) -> Any:
+        d = package(reactor, ffmpeg=args.ffmpeg, out_dir=args.out_dir, name=args.name or
+                    os.path.basename(os.path.normpath(args.out_dir)), source=args.source, codec=args.codec,
+                    rungs=rungs, audio_path=args.audio, segment_duration=args.segment_duration,
+                    part_duration=args.part_duration, gop_duration=args.gop_duration, ts=args.ts,
+                    frame_rate=args.frame_rate)
+        return d.addCallbacks(lambda index: outcome.update(index=index),
+                              lambda failure: outcome.update(error=failure.getErrorMessage()))
+
+    _react(main)
+    if "error" in outcome:
+        print(f"package: {outcome['error']}", file=sys.stderr)
+        return 1
+    print(args.out_dir)
+    return 0
+
+
 def _rebuild(args: argparse.Namespace) -> int:
     from streamlab.media.index import UnusableItem
     from streamlab.media.packager import rebuild_index
@@ -116,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ffmpeg", default="ffmpeg")
     p.add_argument("-v", "--verbose", action="store_true", help="print ffmpeg's stderr")
     p.set_defaults(func=_make_test_item)
+    p = sub.add_parser("package", help="package encoded rung MP4s + an AAC MP4 into an item directory")
+    p.add_argument("out_dir", help="<media_dir>/dynamic_content/<name>")
+    p.add_argument("--rung", action="append", required=True, help="ID=PATH, best first (repeatable)")
+    p.add_argument("--audio", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--source", default="")
+    p.add_argument("--codec", default="h264", choices=("h264", "hevc", "av1"))
+    p.add_argument("--segment-duration", type=float, default=6.0)
+    p.add_argument("--part-duration", type=float, default=0.2)
+    p.add_argument("--gop-duration", type=float, default=1.0)
+    p.add_argument("--frame-rate", type=float, default=None)
+    p.add_argument("--ts", action="store_true", help="also write MPEG-TS renditions")
+    p.add_argument("--ffmpeg", default="ffmpeg")
+    p.set_defaults(func=_package)
     p = sub.add_parser("rebuild-index", help="re-read the boxes of an item, rewrite content.json")
     p.add_argument("item_dir")
     p.set_defaults(func=_rebuild)
