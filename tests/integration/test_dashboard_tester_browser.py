@@ -10,6 +10,7 @@ for the module.  Screenshots land in build/screenshots/tester_*.png (not committ
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -140,6 +141,23 @@ def test_network_log_is_a_waterfall_with_details_failures_and_markers(daemon: Da
     sizes = page.eval_on_selector_all(".legend svg.icon", "s => s.map(x => x.getBoundingClientRect().width)")
     assert len(sizes) >= 4 and all(w >= 10 for w in sizes)
     screenshot(page, "tester_netlog_1440")
+
+    # charts: full card width, markers on every time axis, buffer from 0, clock labels
+    charts = page.eval_on_selector(".charts", """box => {
+        const c = box.charts, now = Date.now() / 1000;
+        return { width: box.clientWidth, widths: Object.values(c).map(u => u.width),
+                 markers: [...box.querySelectorAll('.uplot')].map(e => +(e.dataset.markers || 0)),
+                 bufferMin: c.buffer.scales.y.min,
+                 label: c.bitrate.axes[0].values(c.bitrate, [now])[0] } }""")
+    assert all(w >= charts["width"] - 10 for w in charts["widths"]) and charts["width"] > 1000, charts
+    assert all(n >= 2 for n in charts["markers"]), charts
+    assert charts["bufferMin"] == 0 and re.fullmatch(r"\d\d:\d\d:\d\d", charts["label"]), charts
+    top = page.evaluate("""async () => { const m = await import('/dashboard/js/charts.js');
+        return m.bitrateTop([0.8, 0.9, 0.7, 0.8, 0.9, 0.8, 0.7, 0.9, 0.8, 0.8, 0.9, 0.7, 0.8, 0.9, 0.8, 0.7,
+                             0.9, 0.8, 0.8, 0.9, 12.8], [[null], [2.65], [0.9]]) }""")
+    assert 3 < top < 5, top  # one 12.8 Mbps spike does not rescale the chart
+    page.locator(".charts").scroll_into_view_if_needed()
+    page.screenshot(path=screenshot_path("tester_charts_1440"), full_page=False)
 
     # faults only: the injected 404 and the reset, not the player's cancellation
     page.check("#net-faults-only")

@@ -11,11 +11,12 @@ import {
   h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript, randomId,
 } from "../js/ui.js";
 import { sse } from "../js/live.js";
-import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
+import { createPlayer, ENGINES, enginesFor, streamPath, liveControls } from "../js/player.js";
 import { link, setQuery } from "../js/app.js";
 import { SessionControls } from "../js/controls.js";
 import { statsTable } from "./playback.js";
 import { networkLog } from "../js/netlog.js";
+import { sessionCharts } from "../js/charts.js";
 
 const FAULT_TYPES = [
   ["none", "none (disarmed)"],
@@ -35,7 +36,6 @@ const MODES = [["requests", "requests (C faults, then clean until F)"], ["second
   ["failures_per_seconds", "failures per seconds (C per F s window)"]];
 const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifest"], ["master_manifest", "Master"]];
 const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
-const CHART_SPAN_S = 120;
 
 
 /** What a session last played, from its manifest URLs: {content, protocol, duration} or {}. */
@@ -116,7 +116,8 @@ export async function mount(root, route) {
   const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || hadContent.protocol || "hls");
   const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || hadContent.duration || "ll");
   const engine = select("engine", ENGINES, q.get("engine") || "hls");
-  const video = h("video#session-player", { controls: true, muted: true, playsinline: true, autoplay: true });
+  const video = h("video#session-player", { muted: true, playsinline: true, autoplay: true });
+  const vControls = liveControls(video);
   const playerErrors = h("ul.player-errors");
   const stats = statsTable();
   const urlLine = h("div.url-line");
@@ -539,66 +540,29 @@ export async function mount(root, route) {
   })();
 
   // ------------------------------------------------------------------ charts
-  const chartBox = h("div.charts");
-  const chartData = { t: [], rate: [], limit: [], player: [], rendition: [], buffer: [], rtt: [], rttMax: [], rttMin: [] };
-  let charts = null;
-  async function makeCharts() {
-    try {
-      await loadScript("vendor/uPlot.iife.min.js");
-    } catch (err) {
-      chartBox.append(h("p.msg.error", err.message));
-      return;
-    }
-    const width = Math.max(300, Math.min(chartBox.clientWidth || 600, 900));
-    const mk = (title, series, unit) => {
-      const el = h("div.chart");
-      chartBox.append(el);
-      return new window.uPlot({
-        title, width, height: 170,
-        scales: { x: { time: true } },
-        axes: [{}, { label: unit, size: 50 }],
-        series: [{}, ...series],
-      }, [[], ...series.map(() => [])], el);
-    };
-    charts = {
-      bitrate: mk("Bitrate (Mbps)", [
-        { label: "transfer", stroke: "#2563eb", width: 2 },
-        { label: "shaping limit", stroke: "#dc2626", dash: [6, 4], width: 2 },
-        { label: "player", stroke: "#16a34a", width: 2 },
-        { label: "rendition", stroke: "#9333ea", width: 1 },
-      ], "Mbps"),
-      buffer: mk("Player buffer (s)", [{ label: "buffer", stroke: "#0891b2", width: 2, fill: "rgba(8,145,178,0.1)" }], "s"),
-      rtt: mk("RTT (ms)", [
-        { label: "rtt", stroke: "#ea580c", width: 2 },
-        { label: "max", stroke: "#f59e0b", width: 1 },
-        { label: "min", stroke: "#84cc16", width: 1 },
-      ], "ms"),
-    };
-  }
+  let netlogRef = null; // the network log (created below) holds the control-change markers
+  const charts = sessionCharts(() => (netlogRef ? netlogRef.markers() : []));
+  cleanups.push(() => charts.close());
   function pushSample(s) {
-    const t = Date.now() / 1000;
-    const d = chartData;
     const limit = s.nftables_pattern_enabled ? s.nftables_pattern_rate_runtime_mbps : s.nftables_bandwidth_mbps;
-    d.t.push(t);
-    d.rate.push(s.mbps_transfer_rate ?? null);
-    d.limit.push(limit ? limit : null);
-    d.player.push(lastStats && lastStats.bitrate_mbps !== null ? lastStats.bitrate_mbps : (s.player_metrics_bitrate_mbps ?? null));
-    d.rendition.push(s.server_video_rendition_mbps || null);
-    d.buffer.push(lastStats ? lastStats.buffer_s : (s.player_metrics_buffer_s ?? null));
-    d.rtt.push(s.client_rtt_stale ? null : s.client_rtt_ms);
-    d.rttMax.push(s.client_rtt_stale ? null : s.client_rtt_max_ms);
-    d.rttMin.push(s.client_rtt_stale ? null : s.client_rtt_min_ms);
-    while (d.t.length && d.t[0] < t - CHART_SPAN_S) for (const k of Object.keys(d)) d[k].shift();
-    if (charts) {
-      charts.bitrate.setData([d.t, d.rate, d.limit, d.player, d.rendition]);
-      charts.buffer.setData([d.t, d.buffer]);
-      charts.rtt.setData([d.t, d.rtt, d.rttMax, d.rttMin]);
-    }
+    charts.push({
+      t: Date.now() / 1000,
+      rate: s.mbps_transfer_rate ?? null,
+      limit: limit || null,
+      player: lastStats && lastStats.bitrate_mbps !== null ? lastStats.bitrate_mbps : (s.player_metrics_bitrate_mbps ?? null),
+      rendition: s.server_video_rendition_mbps || null,
+      buffer: lastStats ? lastStats.buffer_s : (s.player_metrics_buffer_s ?? null),
+      rtt: s.client_rtt_stale ? null : s.client_rtt_ms,
+      rttMax: s.client_rtt_stale ? null : s.client_rtt_max_ms,
+      rttMin: s.client_rtt_stale ? null : s.client_rtt_min_ms,
+    });
   }
   let lastSampleAt = 0;
 
   // ------------------------------------------------------------------ network log
   const netlog = networkLog(sid, FAULT_TYPES);
+  netlogRef = netlog;
+  netlog.onMarkers(() => charts.redraw());
   cleanups.push(() => netlog.close());
 
   // ------------------------------------------------------------------ layout
@@ -633,11 +597,11 @@ export async function mount(root, route) {
     h("div.session-top",
       h("div.video-col",
         h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", engine), restart, stopBtn),
-        h("div.video-wrap", video), urlLine, stats, playerErrors),
+        h("div.video-wrap", video), vControls, urlLine, stats, playerErrors),
       card("Counters", counters, faultCounts)),
     card("Faults", allBanner, tabBar, tabBody),
     h("div.cols", shapingCard, h("div", timeoutsCard, groupCard)),
-    card("Live charts", chartBox),
+    card("Live charts", charts.el),
     netlog.el);
 
   ctl.onUpdate((s) => {
@@ -650,7 +614,7 @@ export async function mount(root, route) {
   });
   showTab(q.get("tab") && tabs.has(q.get("tab")) ? q.get("tab") : "segment");
   ctl.update(session);
-  await makeCharts();
+  await charts.ready;
 
   // live session state
   const feed = sse("/api/sessions/stream", {
@@ -665,6 +629,7 @@ export async function mount(root, route) {
 
   // network log: what is there, then live entries and control-change markers
   await netlog.load();
+  charts.backfill(netlog.entries());
   const netFeed = sse(`/api/session/${enc(sid)}/network/stream`, {
     entry(e) { netlog.add(e); },
     marker(m) { netlog.addMarker(m); },
