@@ -331,3 +331,29 @@ def test_first_run_demo_card_goes_live_from_preparing_to_play(daemon: Daemon, br
     assert "content=streamlab_demo" in home.evaluate("location.hash")
     assert home.errors.items == [] and content.errors.items == []
     ctx.close()
+
+
+# --------------------------------------------------------------------------- playback stats
+
+
+def test_dash_playhead_is_a_position_in_the_live_window_and_start_up_is_not_a_stall(
+        daemon: Daemon, page: Any) -> None:
+    page.goto(url(daemon, ""))
+    if not page.evaluate("() => window.MediaSource !== undefined && "
+                         "MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01E\"')"):
+        pytest.skip("this Chromium build has no H.264 in MediaSource (proprietary codecs missing)")
+    page.goto(url(daemon, "playback?content=testclip&protocol=dash&duration=2s&engine=dash"))
+    page.wait_for_selector("video#player[data-engine='dash']", state="attached")
+    wait_for(lambda: page.evaluate("() => { const v = document.querySelector('video#player');"
+                                   " return v.currentTime > 0 && !v.paused }"), 40, "DASH to play")
+    # the media time of a DASH live stream is seconds since 2020 (~2e8): never shown as such
+    playhead = wait_for(lambda: (t := page.inner_text("[data-stat='playhead']")) and "window" in t and t,
+                        10, "the playhead as a position in the live window")
+    pattern = r"\d\d:\d\d:\d\d · [\d.]+ s into the \d+ s window, [\d.]+ s behind the live edge"
+    assert re.search(pattern, playhead), playhead
+    assert "Live window" in page.inner_text(".live-controls .live-pos")
+    assert page.evaluate("document.querySelector('video#player').currentTime") > 1e8
+    # start-up buffering is not a stall
+    assert page.inner_text("[data-stat='stalls']") == "0"
+    page.screenshot(path=screenshot_path("tester_playback_dash_1440"), full_page=False)
+    assert page.errors.items == []
