@@ -10,6 +10,7 @@ for the module.  Screenshots land in build/screenshots/tester_*.png (not committ
 
 from __future__ import annotations
 
+import http.client
 import re
 import time
 from collections.abc import Iterator
@@ -357,3 +358,27 @@ def test_dash_playhead_is_a_position_in_the_live_window_and_start_up_is_not_a_st
     assert page.inner_text("[data-stat='stalls']") == "0"
     page.screenshot(path=screenshot_path("tester_playback_dash_1440"), full_page=False)
     assert page.errors.items == []
+
+
+def test_an_early_fault_is_still_found_after_many_requests(daemon: Daemon, page: Any) -> None:
+    """The old ring kept 200 entries (~11 s of LL-HLS): a fault from before was gone."""
+    s = create_session(daemon, "qa-history", {"master_manifest_failure_type": "503",
+                                              "master_manifest_failure_frequency": 0})
+    sid, port = s["session_id"], int(s["x_forwarded_port"])
+    assert get(port, "/go-live/testclip/master.m3u8").status == 503  # one shot
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(700):
+        conn.request("GET", PLAYLIST)
+        assert conn.getresponse().read()
+    conn.close()
+    net = daemon.get(f"/api/session/{sid}/network").json()
+    assert net["count"] == 701 and net["entries"][0]["status"] == 503
+    har = daemon.get(f"/api/session/{sid}/network.har").json()["log"]["entries"]
+    assert len(har) == 701 and har[0]["response"]["status"] == 503 and har[0]["request"]["headers"]
+    page.goto(url(daemon, "session/qa-history?play=0"))
+    page.wait_for_selector("#net-ruler .tick")
+    page.select_option("#net-zoom", "0")
+    page.check("#net-faults-only")
+    page.wait_for_selector("#netlog tr.faulted td.status:has-text('503')")
+    assert "701 entries" in page.inner_text("#net-info")
+    daemon.request("DELETE", f"/api/session/{sid}")
