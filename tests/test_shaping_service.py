@@ -125,6 +125,7 @@ def test_release_clears_the_port_and_reuse_starts_uncapped(world):
     registry.patch(s.session_id, {"nftables_bandwidth_mbps": 2, "transport_failure_type": "drop"})
     registry.remove(s.session_id)
     assert port not in svc.ports and clock.getDelayedCalls() is not None
+    clock.advance(31)  # past the released port's quarantine (session_port_quarantine)
     s2, _ = registry.get_or_create("p6")
     assert s2.port == port
     sh = svc.userspace.shaper(port)
