@@ -382,3 +382,29 @@ def test_an_early_fault_is_still_found_after_many_requests(daemon: Daemon, page:
     page.wait_for_selector("#netlog tr.faulted td.status:has-text('503')")
     assert "701 entries" in page.inner_text("#net-info")
     daemon.request("DELETE", f"/api/session/{sid}")
+
+
+def test_fault_rule_says_how_often_it_will_fire_on_this_stream(daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-rate")
+    port = int(s["x_forwarded_port"])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    seg = stable_seg()
+    for _ in range(120):  # 120 segment requests just now
+        conn.request("GET", seg, headers={"Range": "bytes=0-99"})
+        conn.getresponse().read()
+    conn.close()
+    page.goto(url(daemon, "session/qa-rate?play=0&tab=segment"))
+    page.wait_for_selector("[data-expect='segment']")
+    page.select_option("[data-field='segment_failure_type']", "404")
+    page.fill("[data-field='segment_consecutive_failures']", "1")
+    page.fill("[data-field='segment_failure_frequency']", "10")
+    text = wait_for(lambda: (t := page.inner_text("[data-expect='segment']")) and "fires about" in t and t,
+                    10, "the expected rate")
+    assert "Now ~120 segment requests/min" in text and "fires about 12 times a minute" in text, text
+    page.select_option("[data-field='segment_failure_mode']", "seconds")
+    page.fill("[data-field='segment_consecutive_failures']", "2")
+    wait_for(lambda: "fires about 24 times" in page.inner_text("[data-expect='segment']"), 10, "seconds mode")
+    page.locator("[data-expect='segment']").scroll_into_view_if_needed()
+    page.screenshot(path=screenshot_path("tester_fault_rate_1440"), full_page=False)
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []

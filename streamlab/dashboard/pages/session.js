@@ -38,6 +38,40 @@ const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifes
 const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
 
 
+const KIND_OF_PREFIX = { segment: "segment", manifest: "manifest", master_manifest: "master_manifest" };
+const KIND_WORDS = { all: "requests", segment: "segment requests", manifest: "playlist requests", master_manifest: "master requests" };
+
+/**
+ * "Now ~600 segment requests/min (every LL-HLS part, audio and video, counts) → this rule
+ * fires about 60 times a minute": the rate is measured over the last minute of the log.
+ */
+export function expectedFaults(prefix, rule, entries, now) {
+  const kind = KIND_OF_PREFIX[prefix];
+  const since = now - 60000;
+  let n = 0;
+  let parts = 0;
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const e = entries[i];
+    const t = Date.parse(e.timestamp);
+    if (t < since) break;
+    if (kind && e.request_kind !== kind) continue;
+    n += 1;
+    if (/part|_HLS_msn/.test(e.url || "")) parts += 1;
+  }
+  const what = KIND_WORDS[prefix];
+  if (!n) return `No ${what} in the last minute: the rate of faults depends on the player (an LL-HLS player makes about 10 segment requests a second — every part counts).`;
+  const rate = `Now ~${n} ${what}/min${parts > n / 2 ? " (LL-HLS: every part, audio and video, is a request)" : ""}`;
+  if (!rule.type || rule.type === "none") return `${rate}.`;
+  const c = Math.max(0, rule.c || 0);
+  const f = Math.max(0, rule.f || 0);
+  let perMin;
+  if (f === 0) return `${rate} → one shot: ${c || "every"} ${rule.mode === "seconds" ? "s" : "request(s)"} then it disarms.`;
+  if (rule.mode === "seconds") perMin = c === 0 ? n : n * Math.min(1, c / f);
+  else if (rule.mode === "failures_per_seconds") perMin = c === 0 ? n : Math.min(n, (60 / f) * c);
+  else perMin = c === 0 ? n : n * (c / (c + Math.max(f - c, 1)));
+  return `${rate} → with these numbers this rule fires about ${Math.round(perMin)} times a minute (if every request is in scope).`;
+}
+
 /** What a session last played, from its manifest URLs: {content, protocol, duration} or {}. */
 export function playedBy(s) {
   const url = s.master_manifest_url || s.manifest_url || s.last_request_url || "";
@@ -104,6 +138,7 @@ export async function mount(root, route) {
   const ctl = new SessionControls(sid);
   const cleanups = [];
   let liveSessions = [];
+  let netlogRef = null; // the network log (created below) holds the entries and the markers
 
   // ------------------------------------------------------------------ player
   let items = [];
@@ -247,6 +282,7 @@ export async function mount(root, route) {
     const apply = h("button.primary", { type: "button", id: `apply-${p}` }, "Apply");
     const disarm = h("button", { type: "button" }, "Disarm");
     const count = h("span.muted");
+    const expect = h("p.small.expect", { dataset: { expect: p } });
     const f = (lbl, ctlEl, name, hint) => h("label.field", lbl instanceof Node ? lbl : h("span.label", lbl), ctlEl, ctl.bind(name, ctlEl, name.endsWith("_urls") ? "list" : ctlEl.type === "number" ? "number" : "text"), hint ? h("small.hint", hint) : null);
     const panel = h("div.tab-panel", { dataset: { panel: p } },
       p !== "all" ? h("div.banner.warn.all-note", { hidden: true }) : h("p.muted", "The All rule applies to every request of the session and, while armed, overrides the Segment / Manifest / Master rules."),
@@ -256,7 +292,20 @@ export async function mount(root, route) {
         f(cLabel, cons, `${p}_consecutive_failures`, "0 = every matching request"),
         f(fLabel, freq, `${p}_failure_frequency`, "0 = one shot, then disarm"),
         h("label.field.wide", h("span.label", "Scope (URLs)"), urls, ctl.bind(`${p}_failure_urls`, urls, "list"), variants)),
+      expect,
       h("div.row", apply, disarm, count), msg);
+    // what the numbers mean for the stream as it is now (a "request" is every part, every
+    // audio and video request and every blocking reload)
+    let expectAt = 0;
+    const paintExpect = (force) => {
+      const now = Date.now();
+      if (!force && now - expectAt < 1000) return;
+      expectAt = now;
+      expect.textContent = expectedFaults(p, {
+        type: type.value, mode: mode.value, c: Number(cons.value), f: Number(freq.value),
+      }, netlogRef ? netlogRef.entries() : [], now);
+    };
+    for (const el of [type, mode, cons, freq]) el.addEventListener("input", () => paintExpect(true));
     // Re-binding the same field twice would register duplicates; f() above already bound
     // every control except urls, which is bound in the wide label.
     mode.addEventListener("change", () => unitLabels(p, cLabel, fLabel));
@@ -264,6 +313,7 @@ export async function mount(root, route) {
     disarm.addEventListener("click", () => guarded(null, disarm, () => ctl.send([`${p}_failure_type`], msg, { values: { [`${p}_failure_type`]: "none" }, label: "Disarm" })));
     ctl.onUpdate((s) => {
       unitLabels(p, cLabel, fLabel);
+      paintExpect(false);
       const armed = s[`${p}_failure_type`] && s[`${p}_failure_type`] !== "none";
       panel.classList.toggle("armed", !!armed);
       tabs.get(p).button.classList.toggle("armed", !!armed);
@@ -540,7 +590,6 @@ export async function mount(root, route) {
   })();
 
   // ------------------------------------------------------------------ charts
-  let netlogRef = null; // the network log (created below) holds the control-change markers
   const charts = sessionCharts(() => (netlogRef ? netlogRef.markers() : []));
   cleanups.push(() => charts.close());
   function pushSample(s) {
