@@ -408,3 +408,27 @@ def test_fault_rule_says_how_often_it_will_fire_on_this_stream(daemon: Daemon, p
     page.screenshot(path=screenshot_path("tester_fault_rate_1440"), full_page=False)
     daemon.request("DELETE", f"/api/session/{s['session_id']}")
     assert page.errors.items == []
+
+
+def test_session_page_layout_fault_controls_above_the_fold(daemon: Daemon, browser: Any) -> None:
+    s = create_session(daemon, "qa-layout")
+    for w, hgt in ((1440, 900), (1280, 720)):
+        ctx = browser.new_context(viewport={"width": w, "height": hgt})
+        pg = ctx.new_page()
+        pg.set_default_timeout(20000)
+        pg.errors = ConsoleErrors(pg)
+        pg.goto(url(daemon, "session/qa-layout?play=0"))
+        pg.wait_for_selector("#apply-segment")
+        # the fault type and Apply are visible without scrolling
+        for sel in ("[data-field='segment_failure_type']", "#apply-segment"):
+            box = pg.eval_on_selector(sel, "e => e.getBoundingClientRect().bottom")
+            assert box <= hgt, (w, sel, box)
+        # the player-error box has a heading, the counters are not cut with "…"
+        assert pg.is_visible("h3:has-text('Player errors')")
+        clipped = pg.eval_on_selector_all("dl.counters dd",
+                                          "dds => dds.filter(d => d.scrollWidth > d.clientWidth + 1).length")
+        assert clipped == 0
+        pg.screenshot(path=screenshot_path(f"tester_session_top_{w}"), full_page=False)
+        assert pg.errors.items == []
+        ctx.close()
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")

@@ -153,7 +153,7 @@ export async function mount(root, route) {
   const engine = select("engine", ENGINES, q.get("engine") || "hls");
   const video = h("video#session-player", { muted: true, playsinline: true, autoplay: true });
   const vControls = liveControls(video);
-  const playerErrors = h("ul.player-errors");
+  const playerErrors = h("ul.player-errors", h("li.none.muted", "none so far"));
   const stats = statsTable();
   const urlLine = h("div.url-line");
   const restart = h("button.small", { type: "button" }, "Restart player");
@@ -167,7 +167,7 @@ export async function mount(root, route) {
 
   async function startPlayer() {
     if (player) { player.destroy(); player = null; }
-    clear(playerErrors);
+    clear(playerErrors, h("li.none", "none so far"));
     const ok = enginesFor(protocol.value);
     if (!ok.includes(engine.value)) engine.value = ok[0];
     setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
@@ -178,11 +178,13 @@ export async function mount(root, route) {
       player = await createPlayer(video, url, {
         engine: engine.value, lowLatency: duration.value === "ll", muted: true,
         onError(text, fatal) {
+          playerErrors.querySelector(".none")?.remove();
           playerErrors.prepend(h("li" + (fatal ? ".fatal" : ""), `${new Date().toLocaleTimeString()} ${text}`));
           while (playerErrors.children.length > 15) playerErrors.lastChild.remove();
         },
       });
     } catch (err) {
+      playerErrors.querySelector(".none")?.remove();
       playerErrors.prepend(h("li.fatal", String(err.message || err)));
     }
   }
@@ -643,12 +645,15 @@ export async function mount(root, route) {
     pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, lifeLine, keepLabel, harLink, delBtn),
     keepMsg,
     topMsg, goneBanner,
+    // the fault controls sit beside the player, above the fold at 1280x720
     h("div.session-top",
       h("div.video-col",
         h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", engine), restart, stopBtn),
-        h("div.video-wrap", video), vControls, urlLine, stats, playerErrors),
-      card("Counters", counters, faultCounts)),
-    card("Faults", allBanner, tabBar, tabBody),
+        h("div.video-wrap", video), vControls, urlLine),
+      h("section.card#faults-card", h("h2", "Faults"), allBanner, tabBar, tabBody)),
+    h("div.cols.session-info",
+      card("Counters", counters, faultCounts),
+      card("Player", stats, h("h3", "Player errors"), playerErrors)),
     h("div.cols", shapingCard, h("div", timeoutsCard, groupCard)),
     card("Live charts", charts.el),
     netlog.el);
