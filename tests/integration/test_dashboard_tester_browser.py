@@ -432,3 +432,28 @@ def test_session_page_layout_fault_controls_above_the_fold(daemon: Daemon, brows
         assert pg.errors.items == []
         ctx.close()
     daemon.request("DELETE", f"/api/session/{s['session_id']}")
+
+
+def test_usable_at_800_px(daemon: Daemon, browser: Any) -> None:
+    s = create_session(daemon, "qa-narrow", {"segment_failure_type": "404"})
+    ctx = browser.new_context(viewport={"width": 800, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(20000)
+    pg.errors = ConsoleErrors(pg)
+    pg.goto(url(daemon, "sessions"))
+    pg.wait_for_selector(f"tr[data-session='{s['session_id']}']")
+    # every page of the navigation and the connection state are on screen
+    links = pg.eval_on_selector_all("#nav a", "as => as.map(a => { const r = a.getBoundingClientRect();"
+                                    " return [a.textContent, r.left, r.right,"
+                                    " a.scrollWidth <= a.clientWidth + 1] })")
+    assert [x[0] for x in links][-3:] == ["Sessions", "Monitor", "Server"]
+    assert all(0 <= x[1] and x[2] <= 800 and x[3] for x in links), links
+    conn = pg.eval_on_selector("#conn", "c => c.getBoundingClientRect().right")
+    assert conn <= 800
+    # the sessions table fits: no sideways scrolling of the page or the table
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 800
+    assert pg.eval_on_selector("table.sessions", "t => t.getBoundingClientRect().right") <= 800
+    pg.screenshot(path=screenshot_path("tester_sessions_800"), full_page=False)
+    assert pg.errors.items == []
+    ctx.close()
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")

@@ -30,7 +30,7 @@ export async function mount(root, route) {
   const names = items.map((i) => i.name);
   const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || names[0]);
   const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || "hls");
-  const duration = select("duration", [["ll", "Low latency"], ["2s", "2 s segments"], ["6s", "6 s segments"]], q.get("duration") || "ll");
+  const duration = select("duration", [["ll", "Low latency"], ["2s", "2 s segments"], ["6s", "6 s segments"]], q.get("duration") || "6s"); // the same default as Mosaic and "Play the demo"
   const engine = select("engine", ENGINES, q.get("engine") || (q.get("protocol") === "dash" ? "dash" : "hls"));
   const video = h("video#player", { muted: true, playsinline: true, autoplay: true });
   const controls = liveControls(video);
