@@ -47,6 +47,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator
     wait_item(d)
     yield d
     d.stop()
+    log = d.log()
+    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
 
 
 @pytest.fixture(scope="module")
