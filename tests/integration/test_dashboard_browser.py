@@ -315,6 +315,14 @@ def test_upload_through_the_page_appears_in_content(daemon: Daemon, page: Any, t
     page.fill("[name='output_name']", "uploaded_tiny")
     page.select_option("[name='codec_selection']", "h264")
     page.set_input_files("#upload-file", tiny_clip)
+    # nothing starts before the tester confirms; the loop length is said first
+    page.wait_for_selector("#upload-ready .loop-note:has-text('2.0 s clip')")
+    note = page.inner_text("#upload-ready .loop-note")
+    assert "shorter than one 6 s segment: it becomes a 6 s loop" in note, note
+    page.fill("[name='segment_duration']", "1")
+    page.wait_for_selector("#upload-ready .loop-note:has-text('loops as it is')")
+    page.fill("[name='segment_duration']", "6")
+    page.click("#upload-start")
     box = page.wait_for_selector(".upload-job", timeout=20000)
     wait_for(lambda: box.get_attribute("data-status"), 90, "the encode job to end")
     assert box.get_attribute("data-status") == "complete", box.inner_text()
@@ -356,5 +364,9 @@ def test_seed_button_runs_the_demo_job_to_completion(daemon: Daemon, page: Any) 
     page.wait_for_selector("#job-log")
     wait_for(lambda: "[end: complete]" in page.inner_text("#job-log"), 10, "the job log with its end")
     assert len(page.inner_text("#job-log").splitlines()) > 3
+    # the job says what it encoded in words: the source's name, the options (no raw JSON)
+    page.wait_for_selector("dd a:has-text('streamlab_demo.mp4')")
+    opts = page.inner_text("dl.options")
+    assert "Codecs" in opts and "{" not in opts, opts
     screenshot(page, "dashboard_job_view")
     assert page.errors.items == [], page.errors.items

@@ -10,6 +10,8 @@ for the module.  Screenshots land in build/screenshots/tester_*.png (not committ
 
 from __future__ import annotations
 
+import http.client
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +47,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator
     wait_item(d)
     yield d
     d.stop()
+    log = d.log()
+    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +144,23 @@ def test_network_log_is_a_waterfall_with_details_failures_and_markers(daemon: Da
     sizes = page.eval_on_selector_all(".legend svg.icon", "s => s.map(x => x.getBoundingClientRect().width)")
     assert len(sizes) >= 4 and all(w >= 10 for w in sizes)
     screenshot(page, "tester_netlog_1440")
+
+    # charts: full card width, markers on every time axis, buffer from 0, clock labels
+    charts = page.eval_on_selector(".charts", """box => {
+        const c = box.charts, now = Date.now() / 1000;
+        return { width: box.clientWidth, widths: Object.values(c).map(u => u.width),
+                 markers: [...box.querySelectorAll('.uplot')].map(e => +(e.dataset.markers || 0)),
+                 bufferMin: c.buffer.scales.y.min,
+                 label: c.bitrate.axes[0].values(c.bitrate, [now])[0] } }""")
+    assert all(w >= charts["width"] - 10 for w in charts["widths"]) and charts["width"] > 1000, charts
+    assert all(n >= 2 for n in charts["markers"]), charts
+    assert charts["bufferMin"] == 0 and re.fullmatch(r"\d\d:\d\d:\d\d", charts["label"]), charts
+    top = page.evaluate("""async () => { const m = await import('/dashboard/js/charts.js');
+        return m.bitrateTop([0.8, 0.9, 0.7, 0.8, 0.9, 0.8, 0.7, 0.9, 0.8, 0.8, 0.9, 0.7, 0.8, 0.9, 0.8, 0.7,
+                             0.9, 0.8, 0.8, 0.9, 12.8], [[null], [2.65], [0.9]]) }""")
+    assert 3 < top < 5, top  # one 12.8 Mbps spike does not rescale the chart
+    page.locator(".charts").scroll_into_view_if_needed()
+    page.screenshot(path=screenshot_path("tester_charts_1440"), full_page=False)
 
     # faults only: the injected 404 and the reset, not the player's cancellation
     page.check("#net-faults-only")
@@ -313,3 +334,128 @@ def test_first_run_demo_card_goes_live_from_preparing_to_play(daemon: Daemon, br
     assert "content=streamlab_demo" in home.evaluate("location.hash")
     assert home.errors.items == [] and content.errors.items == []
     ctx.close()
+
+
+# --------------------------------------------------------------------------- playback stats
+
+
+def test_dash_playhead_is_a_position_in_the_live_window_and_start_up_is_not_a_stall(
+        daemon: Daemon, page: Any) -> None:
+    page.goto(url(daemon, ""))
+    if not page.evaluate("() => window.MediaSource !== undefined && "
+                         "MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01E\"')"):
+        pytest.skip("this Chromium build has no H.264 in MediaSource (proprietary codecs missing)")
+    page.goto(url(daemon, "playback?content=testclip&protocol=dash&duration=2s&engine=dash"))
+    page.wait_for_selector("video#player[data-engine='dash']", state="attached")
+    wait_for(lambda: page.evaluate("() => { const v = document.querySelector('video#player');"
+                                   " return v.currentTime > 0 && !v.paused }"), 40, "DASH to play")
+    # the media time of a DASH live stream is seconds since 2020 (~2e8): never shown as such
+    playhead = wait_for(lambda: (t := page.inner_text("[data-stat='playhead']")) and "window" in t and t,
+                        10, "the playhead as a position in the live window")
+    pattern = r"\d\d:\d\d:\d\d · [\d.]+ s into the \d+ s window, [\d.]+ s behind the live edge"
+    assert re.search(pattern, playhead), playhead
+    assert "Live window" in page.inner_text(".live-controls .live-pos")
+    assert page.evaluate("document.querySelector('video#player').currentTime") > 1e8
+    # start-up buffering is not a stall
+    assert page.inner_text("[data-stat='stalls']") == "0"
+    page.screenshot(path=screenshot_path("tester_playback_dash_1440"), full_page=False)
+    assert page.errors.items == []
+
+
+def test_an_early_fault_is_still_found_after_many_requests(daemon: Daemon, page: Any) -> None:
+    """The old ring kept 200 entries (~11 s of LL-HLS): a fault from before was gone."""
+    s = create_session(daemon, "qa-history", {"master_manifest_failure_type": "503",
+                                              "master_manifest_failure_frequency": 0})
+    sid, port = s["session_id"], int(s["x_forwarded_port"])
+    assert get(port, "/go-live/testclip/master.m3u8").status == 503  # one shot
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(700):
+        conn.request("GET", PLAYLIST)
+        assert conn.getresponse().read()
+    conn.close()
+    net = daemon.get(f"/api/session/{sid}/network").json()
+    assert net["count"] == 701 and net["entries"][0]["status"] == 503
+    har = daemon.get(f"/api/session/{sid}/network.har").json()["log"]["entries"]
+    assert len(har) == 701 and har[0]["response"]["status"] == 503 and har[0]["request"]["headers"]
+    page.goto(url(daemon, "session/qa-history?play=0"))
+    page.wait_for_selector("#net-ruler .tick")
+    page.select_option("#net-zoom", "0")
+    page.check("#net-faults-only")
+    page.wait_for_selector("#netlog tr.faulted td.status:has-text('503')")
+    assert "701 entries" in page.inner_text("#net-info")
+    daemon.request("DELETE", f"/api/session/{sid}")
+
+
+def test_fault_rule_says_how_often_it_will_fire_on_this_stream(daemon: Daemon, page: Any) -> None:
+    s = create_session(daemon, "qa-rate")
+    port = int(s["x_forwarded_port"])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    seg = stable_seg()
+    for _ in range(120):  # 120 segment requests just now
+        conn.request("GET", seg, headers={"Range": "bytes=0-99"})
+        conn.getresponse().read()
+    conn.close()
+    page.goto(url(daemon, "session/qa-rate?play=0&tab=segment"))
+    page.wait_for_selector("[data-expect='segment']")
+    page.select_option("[data-field='segment_failure_type']", "404")
+    page.fill("[data-field='segment_consecutive_failures']", "1")
+    page.fill("[data-field='segment_failure_frequency']", "10")
+    text = wait_for(lambda: (t := page.inner_text("[data-expect='segment']")) and "fires about" in t and t,
+                    10, "the expected rate")
+    assert "Now ~120 segment requests/min" in text and "fires about 12 times a minute" in text, text
+    page.select_option("[data-field='segment_failure_mode']", "seconds")
+    page.fill("[data-field='segment_consecutive_failures']", "2")
+    wait_for(lambda: "fires about 24 times" in page.inner_text("[data-expect='segment']"), 10, "seconds mode")
+    page.locator("[data-expect='segment']").scroll_into_view_if_needed()
+    page.screenshot(path=screenshot_path("tester_fault_rate_1440"), full_page=False)
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []
+
+
+def test_session_page_layout_fault_controls_above_the_fold(daemon: Daemon, browser: Any) -> None:
+    s = create_session(daemon, "qa-layout")
+    for w, hgt in ((1440, 900), (1280, 720)):
+        ctx = browser.new_context(viewport={"width": w, "height": hgt})
+        pg = ctx.new_page()
+        pg.set_default_timeout(20000)
+        pg.errors = ConsoleErrors(pg)
+        pg.goto(url(daemon, "session/qa-layout?play=0"))
+        pg.wait_for_selector("#apply-segment")
+        # the fault type and Apply are visible without scrolling
+        for sel in ("[data-field='segment_failure_type']", "#apply-segment"):
+            box = pg.eval_on_selector(sel, "e => e.getBoundingClientRect().bottom")
+            assert box <= hgt, (w, sel, box)
+        # the player-error box has a heading, the counters are not cut with "…"
+        assert pg.is_visible("h3:has-text('Player errors')")
+        clipped = pg.eval_on_selector_all("dl.counters dd",
+                                          "dds => dds.filter(d => d.scrollWidth > d.clientWidth + 1).length")
+        assert clipped == 0
+        pg.screenshot(path=screenshot_path(f"tester_session_top_{w}"), full_page=False)
+        assert pg.errors.items == []
+        ctx.close()
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+
+
+def test_usable_at_800_px(daemon: Daemon, browser: Any) -> None:
+    s = create_session(daemon, "qa-narrow", {"segment_failure_type": "404"})
+    ctx = browser.new_context(viewport={"width": 800, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(20000)
+    pg.errors = ConsoleErrors(pg)
+    pg.goto(url(daemon, "sessions"))
+    pg.wait_for_selector(f"tr[data-session='{s['session_id']}']")
+    # every page of the navigation and the connection state are on screen
+    links = pg.eval_on_selector_all("#nav a", "as => as.map(a => { const r = a.getBoundingClientRect();"
+                                    " return [a.textContent, r.left, r.right,"
+                                    " a.scrollWidth <= a.clientWidth + 1] })")
+    assert [x[0] for x in links][-3:] == ["Sessions", "Monitor", "Server"]
+    assert all(0 <= x[1] and x[2] <= 800 and x[3] for x in links), links
+    conn = pg.eval_on_selector("#conn", "c => c.getBoundingClientRect().right")
+    assert conn <= 800
+    # the sessions table fits: no sideways scrolling of the page or the table
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 800
+    assert pg.eval_on_selector("table.sessions", "t => t.getBoundingClientRect().right") <= 800
+    pg.screenshot(path=screenshot_path("tester_sessions_800"), full_page=False)
+    assert pg.errors.items == []
+    ctx.close()
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")

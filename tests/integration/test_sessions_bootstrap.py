@@ -64,13 +64,14 @@ def test_bootstrap_lifecycle(d):
     r = d.request("POST", "/api/sessions", {"player_id": "tv1"})
     assert r.status == 200 and r.json()["session_id"] == "1"
 
-    # delete frees the lowest port, which the next player gets, clean
+    # delete frees the lowest port, which the next player gets (the only free one, even in
+    # its quarantine), clean and with a new id: ids are never reused
     assert d.request("DELETE", "/api/session/1").json() == {"deleted": "1"}
     assert d.request("DELETE", "/api/session/1").status == 404
     r = d.request("POST", "/api/sessions", {"player_id": "script", "set": {"segment_failure_type": 404}})
     assert r.status == 201
     body = r.json()
-    assert body["session_id"] == "1" and body["x_forwarded_port"] == str(lo)
+    assert body["session_id"] == "4" and body["x_forwarded_port"] == str(lo)
     assert body["segment_failure_type"] == "404" and body["all_requests_count"] == 0
     assert get(lo, "/go-live/testclip/video/360p/init.mp4").status == 404  # armed before the first request
 

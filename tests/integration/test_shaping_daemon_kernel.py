@@ -44,6 +44,8 @@ state_dir = {workdir}/state
 [shaping]
 backend = auto
 interface = lo
+[sessions]
+session_port_quarantine = 0
 """)
         self.log = os.path.join(workdir, "twistd.log")
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")

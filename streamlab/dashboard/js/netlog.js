@@ -332,6 +332,7 @@ export function networkLog(sid, faultTypes) {
       schedule();
     },
     markers: () => markers,
+    entries: () => entries,
     onMarkers(fn) { markerListeners.push(fn); },
     close() { clearInterval(ticker); },
   };

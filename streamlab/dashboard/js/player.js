@@ -1,7 +1,7 @@
 // One player abstraction over hls.js, dash.js, shaka-player and the browser's native HLS.
 // The libraries are loaded on first use from vendor/ (installed by `make assets`).
 
-import { loadScript } from "./ui.js";
+import { h, loadScript } from "./ui.js";
 
 export const ENGINES = [
   ["hls", "hls.js"],
@@ -33,6 +33,55 @@ export function enginesFor(protocol) {
   return protocol === "dash" ? ["dash", "shaka"] : ["hls", "shaka", "native"];
 }
 
+/** The seekable live window: {length, position (playhead from its start), behind (to its end)}. */
+export function liveWindow(video) {
+  const r = video.seekable;
+  if (!r || !r.length) return null;
+  const start = r.start(0);
+  const end = r.end(r.length - 1);
+  if (!Number.isFinite(end) || end - start < 1) return null;
+  const t = video.currentTime;
+  return { length: end - start, position: Math.max(0, t - start), behind: Math.max(0, end - t) };
+}
+
+/** "18:04:12 · 28.3 s into the 36 s window, 4.1 s behind the live edge" (or the plain time). */
+export function describePlayhead(s) {
+  const parts = [];
+  if (s.playhead_wallclock_ms) parts.push(new Date(s.playhead_wallclock_ms).toLocaleTimeString([], { hour12: false }));
+  if (s.window_s) {
+    parts.push(`${s.position_in_window_s.toFixed(1)} s into the ${Math.round(s.window_s)} s window, ${s.behind_live_edge_s.toFixed(1)} s behind the live edge`);
+  }
+  if (!parts.length && typeof s.playhead_s === "number") parts.push(`${s.playhead_s.toFixed(1)} s`);
+  return parts.join(" · ") || "–";
+}
+
+/**
+ * Player controls for live streams (the native bar shows media time, which for DASH is
+ * seconds since the availability start: "60688:39:59").  Returns an element with play /
+ * pause, mute, "go live" and the position in the live window; call .update() to refresh.
+ */
+export function liveControls(video) {
+  const play = h("button.small", { type: "button" }, "Pause");
+  const mute = h("button.small", { type: "button" }, "Unmute");
+  const live = h("button.small", { type: "button", title: "Jump to the live edge" }, "Go live");
+  const pos = h("span.live-pos.muted.small");
+  play.addEventListener("click", () => { if (video.paused) video.play().catch(() => {}); else video.pause(); });
+  mute.addEventListener("click", () => { video.muted = !video.muted; });
+  live.addEventListener("click", () => {
+    const r = video.seekable;
+    if (r && r.length) video.currentTime = Math.max(r.start(0), r.end(r.length - 1) - 3);
+  });
+  const el = h("div.live-controls", play, mute, live, pos);
+  el.update = () => {
+    play.textContent = video.paused ? "Play" : "Pause";
+    mute.textContent = video.muted ? "Unmute" : "Mute";
+    const w = liveWindow(video);
+    pos.textContent = w ? `Live window ${Math.round(w.length)} s · at ${w.position.toFixed(1)} s · ${w.behind.toFixed(1)} s behind the edge` : "";
+  };
+  for (const ev of ["play", "pause", "volumechange", "timeupdate"]) video.addEventListener(ev, el.update);
+  return el;
+}
+
 function bufferAhead(video) {
   const t = video.currentTime;
   const b = video.buffered;
@@ -53,11 +102,13 @@ export async function createPlayer(video, url, options = {}) {
   const onError = options.onError || (() => {});
   const lowLatency = options.lowLatency !== false;
   let stalls = 0;
+  let started = false; // the first "playing": buffering before it is start-up, not a stall
   let lastError = "";
   let destroyed = false;
   const listeners = [];
   const on = (name, fn) => { video.addEventListener(name, fn); listeners.push([name, fn]); };
-  on("waiting", () => { stalls += 1; });
+  on("playing", () => { started = true; });
+  on("waiting", () => { if (started && !video.seeking) stalls += 1; });
   on("error", () => {
     const e = video.error;
     if (e && !destroyed) {
@@ -165,7 +216,11 @@ export async function createPlayer(video, url, options = {}) {
       else if (video.readyState < 3) state = "buffering";
       else state = "playing";
       const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+      const win = liveWindow(video);
       return {
+        window_s: win ? +win.length.toFixed(3) : null,
+        position_in_window_s: win ? +win.position.toFixed(3) : null,
+        behind_live_edge_s: win ? +win.behind.toFixed(3) : null,
         bitrate_mbps: impl.bitrate(),
         buffer_s: +bufferAhead(video).toFixed(3),
         playhead_s: +video.currentTime.toFixed(3),

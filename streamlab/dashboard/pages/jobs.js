@@ -109,6 +109,22 @@ async function listView(root, route) {
   return () => feed.close();
 }
 
+const OPTION_WORDS = {
+  codec_selection: "Codecs", output_name: "Output name", max_resolution: "Largest rung",
+  segment_duration: "Segment (s)", part_duration: "Part (s)", partial_durations: "Other segment lengths",
+  gop_seconds: "GOP (s)", audio_bitrate_kbps: "Audio (kbps)", preset: "Preset",
+};
+
+/** The job's encode options in words (not raw JSON). */
+function optionList(config, source) {
+  const rows = Object.entries(config || {}).filter(([, v]) => v !== null && v !== undefined && v !== "" && !(Array.isArray(v) && !v.length));
+  return h("dl.kv.options", rows.map(([k, v]) => {
+    let text = Array.isArray(v) ? v.join(", ") : typeof v === "object" ? JSON.stringify(v) : String(v);
+    if (k === "max_resolution" && source && source.resolution) text += ` (the ladder stops at the source's ${source.resolution.split("x")[1]}p)`;
+    return [h("dt", OPTION_WORDS[k] || k.replace(/_/g, " ")), h("dd", text)];
+  }));
+}
+
 async function jobView(root, jobId) {
   const msg = errorLine();
   const head = h("div");
@@ -120,6 +136,8 @@ async function jobView(root, jobId) {
 
   async function loadJob() {
     const job = await get(`/api/jobs/${enc(jobId)}`);
+    let source = null;
+    if (job.source_id) { try { source = await get(`/api/sources/${enc(job.source_id)}`); } catch (e) { /* deleted */ } }
     const actMsg = errorLine();
     clear(head,
       pageHeader(job.name || jobId, `Job ${jobId}`, jobActions(job, actMsg, (deleted) => {
@@ -128,14 +146,16 @@ async function jobView(root, jobId) {
       actMsg,
       h("dl.kv",
         h("dt", "Status"), h("dd", statusBadge(job.status), job.error ? h("span.msg.error", " ", job.error) : null),
-        h("dt", "Source"), h("dd", h("code", job.source_id || "–")),
+        h("dt", "Source"), h("dd", source ? h("a", { href: "#/sources", title: job.source_id }, source.original_filename || source.file_path)
+          : h("span.muted", { title: job.source_id || "" }, job.source_id ? "deleted source" : "–"),
+        source && source.duration ? h("span.muted", ` · ${fmtDuration(source.duration)}${source.resolution ? ` · ${source.resolution}` : ""}`) : null),
         h("dt", "Outputs"), h("dd", (job.output_paths || []).map((p) => h("a", { href: link("playback", { content: p }) }, p, " "))),
         h("dt", "Created"), h("dd", fmtTime(job.created_at)),
         h("dt", "Started"), h("dd", fmtTime(job.started_at)),
         h("dt", "Completed"), h("dd", fmtTime(job.completed_at)),
-        h("dt", "Options"), h("dd", h("code.small", JSON.stringify(job.config || {})))));
+        h("dt", "Options"), h("dd", optionList(job.config, source))));
     setProgress(bar, job.progress);
-    stage.textContent = job.stage || "";
+    stage.textContent = [job.stage || "", job.eta_seconds ? `about ${fmtDuration(job.eta_seconds)} left` : ""].filter(Boolean).join(" · ");
     return job;
   }
 
@@ -158,7 +178,7 @@ async function jobView(root, jobId) {
     if (f.type === "log") appendLog(f.line);
     else if (f.type === "progress") {
       setProgress(bar, f.progress);
-      stage.textContent = `${f.status || ""} · ${f.stage || ""}`;
+      stage.textContent = [f.status, f.stage, f.eta_seconds ? `about ${fmtDuration(f.eta_seconds)} left` : ""].filter(Boolean).join(" · ");
     } else if (f.type === "end") {
       appendLog(`[end: ${f.status}${f.error ? " — " + f.error : ""}]`);
       loadJob().catch(() => {});

@@ -11,6 +11,9 @@ import { api } from "../js/api.js";
 import { sse } from "../js/live.js";
 
 const TICKS_MS = 2000;
+// one name per stream flavour in both tables (the API says ll_hls, hls_6s, dash_ll, ...)
+const FLAVOURS = { ll_hls: "LL-HLS", hls_ll: "LL-HLS", hls_2s: "HLS 2 s", hls_6s: "HLS 6 s", dash_ll: "LL-DASH", ll_dash: "LL-DASH", dash_2s: "DASH 2 s", dash_6s: "DASH 6 s" };
+const flavour = (k) => FLAVOURS[k] || k;
 
 export async function mount(root) {
   const msg = errorLine();
@@ -42,14 +45,15 @@ export async function mount(root) {
       await api("DELETE", `/go-live/api/stop/${enc(w.id)}`);
       toast(`Stopped ${w.content}`); // the stream pushes the removal
     }));
-    const tickRows = Object.entries(ticks).filter(([, v]) => v).map(([k, v]) => ({ k, ...v }));
+    // a flavour nobody is watching has no ticks: leave it out instead of a row of "–"
+    const tickRows = Object.entries(ticks).filter(([, v]) => v && v.last_tick_at).map(([k, v]) => ({ k, ...v }));
     return card(null,
       h("div.item-head", h("h2", w.content), h("div.actions", stop)),
       h("p.muted", `worker ${w.id} · started ${fmtClock(w.started_at)} · last request ${fmtClock(w.last_request_at)} · idle timeout ${w.idle_timeout_s} s`),
       wmsg,
       h("div.variants", Object.entries(w.requests || {}).map(([k, v]) => h("span.chip", `${k}: ${v}`))),
       table([
-        { label: "Stream", render: (s) => s.name },
+        { label: "Stream", render: (s) => flavour(s.name) },
         { label: "Variants", render: (s) => Array.isArray(s.variants) ? s.variants.length : String(s.variants ?? "–") },
         { label: "Audio", render: (s) => Array.isArray(s.audio) ? s.audio.length : String(s.audio ?? "–") },
         { label: "Last tick", render: (s) => fmtClock(s.last_tick_at) },
@@ -57,14 +61,14 @@ export async function mount(root) {
       ], w.streams || [], "No streams yet."),
       h("h3", "Tick stats"),
       table([
-        { label: "Window", render: (t) => t.k },
+        { label: "Stream", render: (t) => flavour(t.k) },
         { label: "Last tick", render: (t) => fmtClock(t.last_tick_at) },
         { label: "Interval", render: (t) => `${fmtNum(t.tick_interval_ms, 0)} ms` },
         { label: "Avg interval (5 min)", render: (t) => `${fmtNum(t.avg_tick_interval_ms_5m, 1)} ms` },
         { label: "Last render", render: (t) => `${fmtNum(t.last_render_ms, 3)} ms` },
         { label: "Avg render (5 min)", render: (t) => `${fmtNum(t.avg_render_ms_5m, 3)} ms` },
         { label: "Variants / audio", render: (t) => `${t.variant_count ?? "–"} / ${t.audio_count ?? "–"}` },
-      ], tickRows, "No tick stats (nobody is watching this item)."));
+      ], tickRows, "No tick stats yet (nobody is watching a live flavour of this item)."));
   }
 
   async function paint(st) {

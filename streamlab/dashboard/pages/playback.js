@@ -3,17 +3,20 @@
 
 import { get } from "../js/api.js";
 import { h, clear, card, errorLine, pageHeader, select, fmtNum, copyButton, randomId } from "../js/ui.js";
-import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
+import { createPlayer, ENGINES, enginesFor, streamPath, describePlayhead, liveControls } from "../js/player.js";
 import { setQuery, link } from "../js/app.js";
 
 export function statsTable() {
   const cells = {};
-  const names = [["state", "State"], ["playhead_s", "Playhead (s)"], ["buffer_s", "Buffer (s)"],
+  const names = [["state", "State"], ["playhead", "Playhead"], ["buffer_s", "Buffer (s)"],
     ["bitrate_mbps", "Bitrate (Mbps)"], ["resolution", "Resolution"], ["latency_s", "Live latency (s)"],
-    ["stalls", "Stalls"], ["dropped_frames", "Dropped frames"]];
+    ["stalls", "Stalls (after start-up)"], ["dropped_frames", "Dropped frames"]];
   const el = h("dl.kv.stats", names.map(([k, label]) => [h("dt", label), cells[k] = h("dd", { dataset: { stat: k } }, "–")]));
   el.update = (s) => {
-    for (const [k] of names) cells[k].textContent = typeof s[k] === "number" ? fmtNum(s[k], 2) : (s[k] || "–");
+    for (const [k] of names) {
+      const v = k === "playhead" ? describePlayhead(s) : s[k];
+      cells[k].textContent = typeof v === "number" ? fmtNum(v, 2) : (v || (v === 0 ? "0" : "–"));
+    }
   };
   return el;
 }
@@ -27,9 +30,10 @@ export async function mount(root, route) {
   const names = items.map((i) => i.name);
   const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || names[0]);
   const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || "hls");
-  const duration = select("duration", [["ll", "Low latency"], ["2s", "2 s segments"], ["6s", "6 s segments"]], q.get("duration") || "ll");
+  const duration = select("duration", [["ll", "Low latency"], ["2s", "2 s segments"], ["6s", "6 s segments"]], q.get("duration") || "6s"); // the same default as Mosaic and "Play the demo"
   const engine = select("engine", ENGINES, q.get("engine") || (q.get("protocol") === "dash" ? "dash" : "hls"));
-  const video = h("video#player", { controls: true, muted: true, playsinline: true, autoplay: true });
+  const video = h("video#player", { muted: true, playsinline: true, autoplay: true });
+  const controls = liveControls(video);
   const urlLine = h("div.url-line");
   const stats = statsTable();
   const sessionLink = h("a.button.small", { href: "#/session" }, "Open in a testing session");
@@ -79,7 +83,7 @@ export async function mount(root, route) {
       h("label.inline", "Content ", content), h("label.inline", "Protocol ", protocol),
       h("label.inline", "Segments ", duration), h("label.inline", "Engine ", engine)), urlLine, msg),
     h("div.player-layout",
-      h("div.video-wrap", video),
+      h("div", h("div.video-wrap", video), controls),
       card("Player", stats, h("h3", "Player errors"), errors)));
   timer = setInterval(() => { if (player) stats.update(player.stats()); }, 500);
   await start();

@@ -11,11 +11,12 @@ import {
   h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript, randomId,
 } from "../js/ui.js";
 import { sse } from "../js/live.js";
-import { createPlayer, ENGINES, enginesFor, streamPath } from "../js/player.js";
+import { createPlayer, ENGINES, enginesFor, streamPath, liveControls } from "../js/player.js";
 import { link, setQuery } from "../js/app.js";
 import { SessionControls } from "../js/controls.js";
 import { statsTable } from "./playback.js";
 import { networkLog } from "../js/netlog.js";
+import { sessionCharts } from "../js/charts.js";
 
 const FAULT_TYPES = [
   ["none", "none (disarmed)"],
@@ -35,8 +36,41 @@ const MODES = [["requests", "requests (C faults, then clean until F)"], ["second
   ["failures_per_seconds", "failures per seconds (C per F s window)"]];
 const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifest"], ["master_manifest", "Master"]];
 const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
-const CHART_SPAN_S = 120;
 
+
+const KIND_OF_PREFIX = { segment: "segment", manifest: "manifest", master_manifest: "master_manifest" };
+const KIND_WORDS = { all: "requests", segment: "segment requests", manifest: "playlist requests", master_manifest: "master requests" };
+
+/**
+ * "Now ~600 segment requests/min (every LL-HLS part, audio and video, counts) → this rule
+ * fires about 60 times a minute": the rate is measured over the last minute of the log.
+ */
+export function expectedFaults(prefix, rule, entries, now) {
+  const kind = KIND_OF_PREFIX[prefix];
+  const since = now - 60000;
+  let n = 0;
+  let parts = 0;
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const e = entries[i];
+    const t = Date.parse(e.timestamp);
+    if (t < since) break;
+    if (kind && e.request_kind !== kind) continue;
+    n += 1;
+    if (/part|_HLS_msn/.test(e.url || "")) parts += 1;
+  }
+  const what = KIND_WORDS[prefix];
+  if (!n) return `No ${what} in the last minute: the rate of faults depends on the player (an LL-HLS player makes about 10 segment requests a second — every part counts).`;
+  const rate = `Now ~${n} ${what}/min${parts > n / 2 ? " (LL-HLS: every part, audio and video, is a request)" : ""}`;
+  if (!rule.type || rule.type === "none") return `${rate}.`;
+  const c = Math.max(0, rule.c || 0);
+  const f = Math.max(0, rule.f || 0);
+  let perMin;
+  if (f === 0) return `${rate} → one shot: ${c || "every"} ${rule.mode === "seconds" ? "s" : "request(s)"} then it disarms.`;
+  if (rule.mode === "seconds") perMin = c === 0 ? n : n * Math.min(1, c / f);
+  else if (rule.mode === "failures_per_seconds") perMin = c === 0 ? n : Math.min(n, (60 / f) * c);
+  else perMin = c === 0 ? n : n * (c / (c + Math.max(f - c, 1)));
+  return `${rate} → with these numbers this rule fires about ${Math.round(perMin)} times a minute (if every request is in scope).`;
+}
 
 /** What a session last played, from its manifest URLs: {content, protocol, duration} or {}. */
 export function playedBy(s) {
@@ -104,6 +138,7 @@ export async function mount(root, route) {
   const ctl = new SessionControls(sid);
   const cleanups = [];
   let liveSessions = [];
+  let netlogRef = null; // the network log (created below) holds the entries and the markers
 
   // ------------------------------------------------------------------ player
   let items = [];
@@ -116,8 +151,9 @@ export async function mount(root, route) {
   const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || hadContent.protocol || "hls");
   const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || hadContent.duration || "ll");
   const engine = select("engine", ENGINES, q.get("engine") || "hls");
-  const video = h("video#session-player", { controls: true, muted: true, playsinline: true, autoplay: true });
-  const playerErrors = h("ul.player-errors");
+  const video = h("video#session-player", { muted: true, playsinline: true, autoplay: true });
+  const vControls = liveControls(video);
+  const playerErrors = h("ul.player-errors", h("li.none.muted", "none so far"));
   const stats = statsTable();
   const urlLine = h("div.url-line");
   const restart = h("button.small", { type: "button" }, "Restart player");
@@ -131,7 +167,7 @@ export async function mount(root, route) {
 
   async function startPlayer() {
     if (player) { player.destroy(); player = null; }
-    clear(playerErrors);
+    clear(playerErrors, h("li.none", "none so far"));
     const ok = enginesFor(protocol.value);
     if (!ok.includes(engine.value)) engine.value = ok[0];
     setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
@@ -142,11 +178,13 @@ export async function mount(root, route) {
       player = await createPlayer(video, url, {
         engine: engine.value, lowLatency: duration.value === "ll", muted: true,
         onError(text, fatal) {
+          playerErrors.querySelector(".none")?.remove();
           playerErrors.prepend(h("li" + (fatal ? ".fatal" : ""), `${new Date().toLocaleTimeString()} ${text}`));
           while (playerErrors.children.length > 15) playerErrors.lastChild.remove();
         },
       });
     } catch (err) {
+      playerErrors.querySelector(".none")?.remove();
       playerErrors.prepend(h("li.fatal", String(err.message || err)));
     }
   }
@@ -246,6 +284,7 @@ export async function mount(root, route) {
     const apply = h("button.primary", { type: "button", id: `apply-${p}` }, "Apply");
     const disarm = h("button", { type: "button" }, "Disarm");
     const count = h("span.muted");
+    const expect = h("p.small.expect", { dataset: { expect: p } });
     const f = (lbl, ctlEl, name, hint) => h("label.field", lbl instanceof Node ? lbl : h("span.label", lbl), ctlEl, ctl.bind(name, ctlEl, name.endsWith("_urls") ? "list" : ctlEl.type === "number" ? "number" : "text"), hint ? h("small.hint", hint) : null);
     const panel = h("div.tab-panel", { dataset: { panel: p } },
       p !== "all" ? h("div.banner.warn.all-note", { hidden: true }) : h("p.muted", "The All rule applies to every request of the session and, while armed, overrides the Segment / Manifest / Master rules."),
@@ -255,7 +294,20 @@ export async function mount(root, route) {
         f(cLabel, cons, `${p}_consecutive_failures`, "0 = every matching request"),
         f(fLabel, freq, `${p}_failure_frequency`, "0 = one shot, then disarm"),
         h("label.field.wide", h("span.label", "Scope (URLs)"), urls, ctl.bind(`${p}_failure_urls`, urls, "list"), variants)),
+      expect,
       h("div.row", apply, disarm, count), msg);
+    // what the numbers mean for the stream as it is now (a "request" is every part, every
+    // audio and video request and every blocking reload)
+    let expectAt = 0;
+    const paintExpect = (force) => {
+      const now = Date.now();
+      if (!force && now - expectAt < 1000) return;
+      expectAt = now;
+      expect.textContent = expectedFaults(p, {
+        type: type.value, mode: mode.value, c: Number(cons.value), f: Number(freq.value),
+      }, netlogRef ? netlogRef.entries() : [], now);
+    };
+    for (const el of [type, mode, cons, freq]) el.addEventListener("input", () => paintExpect(true));
     // Re-binding the same field twice would register duplicates; f() above already bound
     // every control except urls, which is bound in the wide label.
     mode.addEventListener("change", () => unitLabels(p, cLabel, fLabel));
@@ -263,6 +315,7 @@ export async function mount(root, route) {
     disarm.addEventListener("click", () => guarded(null, disarm, () => ctl.send([`${p}_failure_type`], msg, { values: { [`${p}_failure_type`]: "none" }, label: "Disarm" })));
     ctl.onUpdate((s) => {
       unitLabels(p, cLabel, fLabel);
+      paintExpect(false);
       const armed = s[`${p}_failure_type`] && s[`${p}_failure_type`] !== "none";
       panel.classList.toggle("armed", !!armed);
       tabs.get(p).button.classList.toggle("armed", !!armed);
@@ -539,66 +592,28 @@ export async function mount(root, route) {
   })();
 
   // ------------------------------------------------------------------ charts
-  const chartBox = h("div.charts");
-  const chartData = { t: [], rate: [], limit: [], player: [], rendition: [], buffer: [], rtt: [], rttMax: [], rttMin: [] };
-  let charts = null;
-  async function makeCharts() {
-    try {
-      await loadScript("vendor/uPlot.iife.min.js");
-    } catch (err) {
-      chartBox.append(h("p.msg.error", err.message));
-      return;
-    }
-    const width = Math.max(300, Math.min(chartBox.clientWidth || 600, 900));
-    const mk = (title, series, unit) => {
-      const el = h("div.chart");
-      chartBox.append(el);
-      return new window.uPlot({
-        title, width, height: 170,
-        scales: { x: { time: true } },
-        axes: [{}, { label: unit, size: 50 }],
-        series: [{}, ...series],
-      }, [[], ...series.map(() => [])], el);
-    };
-    charts = {
-      bitrate: mk("Bitrate (Mbps)", [
-        { label: "transfer", stroke: "#2563eb", width: 2 },
-        { label: "shaping limit", stroke: "#dc2626", dash: [6, 4], width: 2 },
-        { label: "player", stroke: "#16a34a", width: 2 },
-        { label: "rendition", stroke: "#9333ea", width: 1 },
-      ], "Mbps"),
-      buffer: mk("Player buffer (s)", [{ label: "buffer", stroke: "#0891b2", width: 2, fill: "rgba(8,145,178,0.1)" }], "s"),
-      rtt: mk("RTT (ms)", [
-        { label: "rtt", stroke: "#ea580c", width: 2 },
-        { label: "max", stroke: "#f59e0b", width: 1 },
-        { label: "min", stroke: "#84cc16", width: 1 },
-      ], "ms"),
-    };
-  }
+  const charts = sessionCharts(() => (netlogRef ? netlogRef.markers() : []));
+  cleanups.push(() => charts.close());
   function pushSample(s) {
-    const t = Date.now() / 1000;
-    const d = chartData;
     const limit = s.nftables_pattern_enabled ? s.nftables_pattern_rate_runtime_mbps : s.nftables_bandwidth_mbps;
-    d.t.push(t);
-    d.rate.push(s.mbps_transfer_rate ?? null);
-    d.limit.push(limit ? limit : null);
-    d.player.push(lastStats && lastStats.bitrate_mbps !== null ? lastStats.bitrate_mbps : (s.player_metrics_bitrate_mbps ?? null));
-    d.rendition.push(s.server_video_rendition_mbps || null);
-    d.buffer.push(lastStats ? lastStats.buffer_s : (s.player_metrics_buffer_s ?? null));
-    d.rtt.push(s.client_rtt_stale ? null : s.client_rtt_ms);
-    d.rttMax.push(s.client_rtt_stale ? null : s.client_rtt_max_ms);
-    d.rttMin.push(s.client_rtt_stale ? null : s.client_rtt_min_ms);
-    while (d.t.length && d.t[0] < t - CHART_SPAN_S) for (const k of Object.keys(d)) d[k].shift();
-    if (charts) {
-      charts.bitrate.setData([d.t, d.rate, d.limit, d.player, d.rendition]);
-      charts.buffer.setData([d.t, d.buffer]);
-      charts.rtt.setData([d.t, d.rtt, d.rttMax, d.rttMin]);
-    }
+    charts.push({
+      t: Date.now() / 1000,
+      rate: s.mbps_transfer_rate ?? null,
+      limit: limit || null,
+      player: lastStats && lastStats.bitrate_mbps !== null ? lastStats.bitrate_mbps : (s.player_metrics_bitrate_mbps ?? null),
+      rendition: s.server_video_rendition_mbps || null,
+      buffer: lastStats ? lastStats.buffer_s : (s.player_metrics_buffer_s ?? null),
+      rtt: s.client_rtt_stale ? null : s.client_rtt_ms,
+      rttMax: s.client_rtt_stale ? null : s.client_rtt_max_ms,
+      rttMin: s.client_rtt_stale ? null : s.client_rtt_min_ms,
+    });
   }
   let lastSampleAt = 0;
 
   // ------------------------------------------------------------------ network log
   const netlog = networkLog(sid, FAULT_TYPES);
+  netlogRef = netlog;
+  netlog.onMarkers(() => charts.redraw());
   cleanups.push(() => netlog.close());
 
   // ------------------------------------------------------------------ layout
@@ -630,14 +645,17 @@ export async function mount(root, route) {
     pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, lifeLine, keepLabel, harLink, delBtn),
     keepMsg,
     topMsg, goneBanner,
+    // the fault controls sit beside the player, above the fold at 1280x720
     h("div.session-top",
       h("div.video-col",
         h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", engine), restart, stopBtn),
-        h("div.video-wrap", video), urlLine, stats, playerErrors),
-      card("Counters", counters, faultCounts)),
-    card("Faults", allBanner, tabBar, tabBody),
+        h("div.video-wrap", video), vControls, urlLine),
+      h("section.card#faults-card", h("h2", "Faults"), allBanner, tabBar, tabBody)),
+    h("div.cols.session-info",
+      card("Counters", counters, faultCounts),
+      card("Player", stats, h("h3", "Player errors"), playerErrors)),
     h("div.cols", shapingCard, h("div", timeoutsCard, groupCard)),
-    card("Live charts", chartBox),
+    card("Live charts", charts.el),
     netlog.el);
 
   ctl.onUpdate((s) => {
@@ -650,7 +668,7 @@ export async function mount(root, route) {
   });
   showTab(q.get("tab") && tabs.has(q.get("tab")) ? q.get("tab") : "segment");
   ctl.update(session);
-  await makeCharts();
+  await charts.ready;
 
   // live session state
   const feed = sse("/api/sessions/stream", {
@@ -665,6 +683,7 @@ export async function mount(root, route) {
 
   // network log: what is there, then live entries and control-change markers
   await netlog.load();
+  charts.backfill(netlog.entries());
   const netFeed = sse(`/api/session/${enc(sid)}/network/stream`, {
     entry(e) { netlog.add(e); },
     marker(m) { netlog.addMarker(m); },

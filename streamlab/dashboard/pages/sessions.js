@@ -113,8 +113,8 @@ export async function mount(root) {
   clear(root,
     pageHeader("Sessions", "Every player with its own port — updates live.", count, form, clearBtn),
     msg,
-    card(null, h("table.grid.sessions",
+    card(null, h("div.sessions-scroll", h("table.grid.sessions",
       h("thead", h("tr", ["Player", "Client", "Faults", "Shaping", "Requests", "Faults hit", "Throughput", "Rendition", "Last request · lifetime", ""].map((c) => h("th", c)))),
-      body)));
+      body))));
   return () => feed.close();
 }

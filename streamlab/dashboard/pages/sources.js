@@ -178,6 +178,41 @@ export async function mount(root, route) {
   const pauseBtn = h("button.small", { type: "button", hidden: true }, "Pause");
   const sockets = [];
   let current = null;
+  let chosen = null;
+  // choosing a file does not start anything: the tester sees what will happen first
+  const readyBox = h("div.upload-ready#upload-ready", { hidden: true });
+  const startBtn = h("button.primary#upload-start", { type: "button" }, "Upload and encode");
+  const cancelChoice = h("button", { type: "button" }, "Choose another file");
+
+  /** What the encode will make of a clip of *duration* s (the loop is whole segments). */
+  function loopNote(duration) {
+    const seg = opts.values().segment_duration || 6;
+    if (!duration || !Number.isFinite(duration)) return "The loop is a whole number of segments of the length chosen above.";
+    // the encoder's rule (jobs/ladder.py output_duration): whole segments, at least one
+    const loop = Math.max(1, Math.floor(duration / seg + 1e-3)) * seg;
+    if (loop > duration + 0.05) return `This ${duration.toFixed(1)} s clip is shorter than one ${seg} s segment: it becomes a ${seg} s loop (the end is padded). Shorter segments avoid the padding.`;
+    if (duration - loop < 0.05) return `This ${duration.toFixed(1)} s clip loops as it is (${loop / seg} segments of ${seg} s).`;
+    return `This ${duration.toFixed(1)} s clip becomes a ${loop} s loop: a live loop is a whole number of ${seg} s segments, so the last ${(duration - loop).toFixed(1)} s are left out. Shorter segments keep more of it.`;
+  }
+  function choose(file) {
+    chosen = { file, duration: null };
+    const note = h("p.loop-note", loopNote(null));
+    clear(readyBox, h("p", h("strong", file.name), ` · ${fmtBytes(file.size)}`), note, h("div.row", startBtn, cancelChoice));
+    readyBox.hidden = false;
+    // the clip's duration, read by the browser (nothing is uploaded yet)
+    const probe = document.createElement("video");
+    probe.preload = "metadata";
+    const src = URL.createObjectURL(file);
+    probe.onloadedmetadata = () => {
+      if (chosen && chosen.file === file) { chosen.duration = probe.duration; note.textContent = loopNote(probe.duration); }
+      URL.revokeObjectURL(src);
+    };
+    probe.onerror = () => URL.revokeObjectURL(src);
+    probe.src = src;
+  }
+  startBtn.addEventListener("click", () => { if (chosen) { const f = chosen.file; readyBox.hidden = true; chosen = null; upload(f); } });
+  cancelChoice.addEventListener("click", () => { chosen = null; readyBox.hidden = true; });
+  opts.addEventListener("input", () => { if (chosen) readyBox.querySelector(".loop-note").textContent = loopNote(chosen.duration); });
 
   async function loadSources() {
     const sources = await get("/api/sources");
@@ -256,14 +291,14 @@ export async function mount(root, route) {
   }
 
   pauseBtn.addEventListener("click", () => { if (current) current.aborted = true; });
-  fileInput.addEventListener("change", () => { if (fileInput.files[0]) upload(fileInput.files[0]); fileInput.value = ""; });
+  fileInput.addEventListener("change", () => { if (fileInput.files[0]) choose(fileInput.files[0]); fileInput.value = ""; });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
     const f = e.dataTransfer.files[0];
-    if (f) upload(f);
+    if (f) choose(f);
   });
 
   const scanBtn = h("button", { type: "button" }, "Scan originals folder");
@@ -277,7 +312,7 @@ export async function mount(root, route) {
 
   clear(root,
     pageHeader("Sources & Upload", "Upload clips (chunked and resumable) and encode them into HLS/DASH ladders."),
-    card("Upload", drop, h("h3", "Encode options"), opts, h("div.row", bar, pauseBtn), upLog, upMsg, jobsBox),
+    card("Upload", h("h3", "1. Encode options"), opts, h("h3", "2. The clip"), drop, readyBox, h("div.row", bar, pauseBtn), upLog, upMsg, jobsBox),
     card("Source library", h("div.row", scanBtn, refresh), listMsg, sourcesBox));
   await guarded(listMsg, null, loadSources);
   return () => {
