@@ -168,19 +168,6 @@ def _session_change() -> dict[str, Any]:
     return _obj({"session": session_schema(), "control_revision": S}, ("session", "control_revision"))
 
 
-_STEPS = {
-    "type": "array",
-    "maxItems": 100,
-    "items": _obj(
-        {
-            "rate_mbps": {"type": "number", "minimum": 0, "maximum": 10000},
-            "duration_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-            "enabled": B,
-        },
-        ("rate_mbps", "duration_seconds"),
-        closed=True,
-    ),
-}
 _RATE = {"type": "number", "minimum": 0, "maximum": 10000}
 _DELAY = {"type": "number", "minimum": 0, "maximum": 10000}
 _LOSS = {"type": "number", "minimum": 0, "maximum": 100}
@@ -233,6 +220,12 @@ _TICKS = _obj(
 _FEATURES = {"type": "object", "additionalProperties": {"type": ["string", "boolean"]}}
 
 
+def _steps_schema() -> dict[str, Any]:
+    from streamlab.proxy.fields import STEPS_SCHEMA
+
+    return dict(STEPS_SCHEMA, type="array")
+
+
 def request_bodies() -> dict[str, dict[str, Any]]:
     """JSON request body schema of every operation that takes one."""
     from streamlab.proxy.fields import control_set_schema
@@ -274,7 +267,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
             {"rate_mbps": _RATE, "delay_ms": _DELAY, "loss_pct": _LOSS}, closed=True
         ),
         "POST /api/nftables/pattern/{port}": _obj(
-            {"steps": _STEPS, "delay_ms": _DELAY, "loss_pct": _LOSS}, closed=True
+            {"steps": _steps_schema(), "delay_ms": _DELAY, "loss_pct": _LOSS}, closed=True
         ),
         "POST /api/upload/init": dict(UPLOAD_INIT, additionalProperties=False),
         "POST /api/upload/complete/{job_id}": dict(UPLOAD_COMPLETE, additionalProperties=False),

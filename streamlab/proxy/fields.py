@@ -79,6 +79,9 @@ MAX_URLS = 100
 MAX_URL_CHARS = 1024
 MAX_STEPS = 100
 MAX_STEP_SECONDS = 86400.0
+MIN_STEP_SECONDS = 0.1
+"""Shortest pattern step: shorter ones would make the pattern timer spin (and a cycle of
+1e-300 s overflowed the step arithmetic)."""
 MAX_TIMEOUT_SECONDS = 86400.0
 MAX_LIVE_OFFSET = 86400.0
 MAX_METRIC_KEYS = 200
@@ -334,8 +337,8 @@ def _steps(value: Any, coerce: bool = False) -> list[dict[str, Any]]:
             duration = _number(step["duration_seconds"], 0, MAX_STEP_SECONDS, coerce)
         except _Bad as exc:
             raise _Bad(f"step {i}: duration_seconds {exc}") from None
-        if duration <= 0:
-            raise _Bad(f"step {i}: duration_seconds must be greater than 0")
+        if duration < MIN_STEP_SECONDS:
+            raise _Bad(f"step {i}: duration_seconds must be at least {MIN_STEP_SECONDS:g}")
         try:
             enabled = _boolean(step.get("enabled", True), coerce)
         except _Bad as exc:
@@ -357,11 +360,11 @@ def _enum_schema(choices: Sequence[Any]) -> dict[str, Any]:
 
 _LIST_SCHEMA: dict[str, Any] = {"type": ["array", "null"], "maxItems": MAX_URLS,
                                 "items": {"type": "string", "maxLength": MAX_URL_CHARS}}
-_STEPS_SCHEMA: dict[str, Any] = {
+STEPS_SCHEMA: dict[str, Any] = {
     "type": ["array", "null"], "maxItems": MAX_STEPS,
     "items": {"type": "object", "additionalProperties": False, "required": ["rate_mbps", "duration_seconds"],
               "properties": {"rate_mbps": _num_schema(0, 10000),
-                             "duration_seconds": _num_schema(0, MAX_STEP_SECONDS, exclusive_lo=True),
+                             "duration_seconds": _num_schema(MIN_STEP_SECONDS, MAX_STEP_SECONDS),
                              "enabled": {"type": "boolean"}}}}
 
 
@@ -398,7 +401,7 @@ def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat tabl
     if name == "nftables_packet_loss":
         return (lambda v, c: _number(v, 0, 100, c)), _num_schema(0, 100)
     if name == "nftables_pattern_steps":
-        return _steps, _STEPS_SCHEMA
+        return _steps, STEPS_SCHEMA
     if name == "nftables_pattern_template_mode":
         return (lambda v, c: _choice(v, TEMPLATE_MODES, c)), _enum_schema(TEMPLATE_MODES)
     if name == "nftables_pattern_margin_pct":
