@@ -170,6 +170,14 @@ def test_a_patch_that_changes_nothing_keeps_the_revision(d):
         r = d.request("PATCH", f"/api/session/{sid}", {"set": {"segment_failure_type": "404"}})
         assert r.status == 200
         assert r.json()["control_revision"] == rev
+    for path in (f"/api/session/{sid}/update", f"/api/failure-settings/{sid}"):  # the legacy doors
+        assert d.request("POST", path, {"segment_failure_type": "404"}).json()["control_revision"] == rev
+    port = d.get(f"/api/session/{sid}").json()["x_forwarded_port"]
+    assert d.request("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 5}).status == 200
+    rev = d.get(f"/api/session/{sid}").json()["control_revision"]
+    for _ in range(2):
+        assert d.request("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 5}).status == 200
+        assert d.get(f"/api/session/{sid}").json()["control_revision"] == rev
     r = d.request("PATCH", f"/api/session/{sid}", {"set": {"segment_failure_type": "none"}})
     assert r.json()["control_revision"] != rev
 
