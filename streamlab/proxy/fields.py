@@ -79,6 +79,9 @@ MAX_URLS = 100
 MAX_URL_CHARS = 1024
 MAX_STEPS = 100
 MAX_STEP_SECONDS = 86400.0
+MIN_STEP_SECONDS = 0.1
+"""Shortest pattern step: shorter ones would make the pattern timer spin (and a cycle of
+1e-300 s overflowed the step arithmetic)."""
 MAX_TIMEOUT_SECONDS = 86400.0
 MAX_LIVE_OFFSET = 86400.0
 MAX_METRIC_KEYS = 200
@@ -335,8 +338,8 @@ def _steps(value: Any, coerce: bool = False) -> list[dict[str, Any]]:
             duration = _number(step["duration_seconds"], 0, MAX_STEP_SECONDS, coerce)
         except _Bad as exc:
             raise _Bad(f"step {i}: duration_seconds {exc}") from None
-        if duration <= 0:
-            raise _Bad(f"step {i}: duration_seconds must be greater than 0")
+        if duration < MIN_STEP_SECONDS:
+            raise _Bad(f"step {i}: duration_seconds must be at least {MIN_STEP_SECONDS:g}")
         try:
             enabled = _boolean(step.get("enabled", True), coerce)
         except _Bad as exc:
@@ -345,49 +348,88 @@ def _steps(value: Any, coerce: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def _parser(name: str):  # noqa: C901 - a flat table
-    """The value parser of control field *name* (``(value, coerce) -> normalised``)."""
+def _num_schema(lo: float, hi: float, *, exclusive_lo: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "number", "maximum": _num_out(hi)}
+    out["exclusiveMinimum" if exclusive_lo else "minimum"] = _num_out(lo)
+    return out
+
+
+def _enum_schema(choices: Sequence[Any]) -> dict[str, Any]:
+    kind = "integer" if all(isinstance(c, int) for c in choices) else "string"
+    return {"type": kind, "enum": list(choices)}
+
+
+_LIST_SCHEMA: dict[str, Any] = {"type": ["array", "null"], "maxItems": MAX_URLS,
+                                "items": {"type": "string", "maxLength": MAX_URL_CHARS}}
+STEPS_SCHEMA: dict[str, Any] = {
+    "type": ["array", "null"], "maxItems": MAX_STEPS,
+    "items": {"type": "object", "additionalProperties": False, "required": ["rate_mbps", "duration_seconds"],
+              "properties": {"rate_mbps": _num_schema(0, 10000),
+                             "duration_seconds": _num_schema(MIN_STEP_SECONDS, MAX_STEP_SECONDS),
+                             "enabled": {"type": "boolean"}}}}
+
+
+def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat table
+    """The value parser (``(value, coerce) -> normalised``) and JSON Schema of control
+    field *name*: one table for both, so the validator and the OpenAPI document agree."""
     if name.endswith("_failure_type"):
         if name == "transport_failure_type":
-            return lambda v, c: normalise_transport_type(v)
-        return lambda v, c: normalise_fault_type(v)
+            return (lambda v, c: normalise_transport_type(v)), {"type": ["string", "null"],
+                                                                "enum": [*TRANSPORT_TYPES, "", None]}
+        return (lambda v, c: normalise_fault_type(v)), {
+            "anyOf": [{"type": "string", "enum": sorted(NAMED_FAULT_TYPES | set(LEGACY_FAULT_ALIASES))},
+                      {"type": "string", "pattern": "^[45][0-9][0-9]$"},
+                      {"type": "integer", "minimum": 400, "maximum": 599}, {"type": "null"}]}
     if name.endswith("_failure_mode"):
         modes = TRANSPORT_MODES if name.startswith("transport") else HTTP_MODES
-        return lambda v, c: _choice(v, tuple(modes), c)
+        return (lambda v, c: _choice(v, tuple(modes), c)), _enum_schema(tuple(modes))
     if name.endswith("_consecutive_units"):
         choices = ("seconds", "packets") if name.startswith("transport") else ("requests", "seconds")
-        return lambda v, c: _choice(v, choices, c)
+        return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
     if name.endswith("_frequency_units"):
         choices = ("seconds",) if name.startswith("transport") else ("requests", "seconds")
-        return lambda v, c: _choice(v, choices, c)
+        return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
     if name.endswith(("_consecutive_failures", "_failure_frequency")):
-        return lambda v, c: _number(v, 0, MAX_COUNT, c)
+        return (lambda v, c: _number(v, 0, MAX_COUNT, c)), _num_schema(0, MAX_COUNT)
     if name.endswith("_failure_urls") or name == "content_allowed_variants":
-        return _string_list
+        return _string_list, _LIST_SCHEMA
     if name in ("transfer_active_timeout_seconds", "transfer_idle_timeout_seconds"):
-        return lambda v, c: _number(v, 0, MAX_TIMEOUT_SECONDS, c)
+        return (lambda v, c: _number(v, 0, MAX_TIMEOUT_SECONDS, c)), _num_schema(0, MAX_TIMEOUT_SECONDS)
     if name == "nftables_bandwidth_mbps":
-        return lambda v, c: _number(v, 0, 10000, c)
+        return (lambda v, c: _number(v, 0, 10000, c)), _num_schema(0, 10000)
     if name == "nftables_delay_ms":
-        return lambda v, c: _number(v, 0, 10000, c)
+        return (lambda v, c: _number(v, 0, 10000, c)), _num_schema(0, 10000)
     if name == "nftables_packet_loss":
-        return lambda v, c: _number(v, 0, 100, c)
+        return (lambda v, c: _number(v, 0, 100, c)), _num_schema(0, 100)
     if name == "nftables_pattern_steps":
-        return _steps
+        return _steps, STEPS_SCHEMA
     if name == "nftables_pattern_template_mode":
-        return lambda v, c: _choice(v, TEMPLATE_MODES, c)
+        return (lambda v, c: _choice(v, TEMPLATE_MODES, c)), _enum_schema(TEMPLATE_MODES)
     if name == "nftables_pattern_margin_pct":
-        return lambda v, c: _choice(v, MARGIN_PCTS, c)
+        return (lambda v, c: _choice(v, MARGIN_PCTS, c)), _enum_schema(MARGIN_PCTS)
     if name == "nftables_pattern_step_seconds":
-        return lambda v, c: _choice(v, STEP_SECONDS, c)
+        return (lambda v, c: _choice(v, STEP_SECONDS, c)), _enum_schema(STEP_SECONDS)
     if name == "content_live_offset":
-        return lambda v, c: _number(v, 0, MAX_LIVE_OFFSET, c)
+        return (lambda v, c: _number(v, 0, MAX_LIVE_OFFSET, c)), _num_schema(0, MAX_LIVE_OFFSET)
     if name in CONTROL_DEFAULTS and isinstance(CONTROL_DEFAULTS[name], bool):
-        return _boolean
+        return _boolean, {"type": "boolean"}
     raise KeyError(name)
 
 
-_PARSERS = {name: _parser(name) for name in CONTROL_DEFAULTS}
+_FIELDS = {name: _field(name) for name in CONTROL_DEFAULTS}
+_PARSERS = {name: parser for name, (parser, _schema) in _FIELDS.items()}
+
+FIELD_SCHEMAS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {name: schema for name, (_parser, schema) in _FIELDS.items()})
+"""JSON Schema of every control field (what :func:`parse_value` accepts from JSON)."""
+
+
+def control_set_schema() -> dict[str, Any]:
+    """JSON Schema of a ``set`` object: every control field and input alias, nothing else."""
+    props = {name: dict(schema) for name, schema in FIELD_SCHEMAS.items()}
+    for alias, canonical in FIELD_ALIASES.items():
+        props[alias] = dict(FIELD_SCHEMAS[canonical])
+    return {"type": "object", "additionalProperties": False, "properties": props}
 
 
 def parse_value(name: str, value: Any, *, coerce_strings: bool = False) -> Any:

@@ -102,6 +102,21 @@ def test_venv_holds_no_compiled_file(root: Path) -> None:
     assert "include-system-site-packages = true" in cfg
 
 
+def test_venv_ships_the_runtime_pins_only(root: Path) -> None:
+    """Exactly the pins above constraints.txt's test-only marker (and streamlab) are in
+    the venv; the API fuzzer's pins below it are not shipped."""
+    from packaging.utils import canonicalize_name
+
+    text = (TOP / "constraints.txt").read_text()
+    runtime, _, test_only = text.partition("# ---- test-only pins")
+    pins = lambda part: {canonicalize_name(line.split("==")[0])  # noqa: E731
+                         for line in part.splitlines() if "==" in line and not line.startswith("#")}
+    site = root / VENV.lstrip("/") / "lib/python3.11/site-packages"
+    shipped = {canonicalize_name(p.name.split("-")[0]) for p in site.glob("*.dist-info")}
+    assert shipped == pins(runtime) | {"streamlab"}
+    assert "schemathesis" in pins(test_only) and not pins(test_only) & shipped
+
+
 def test_compiled_modules_come_from_debian(root: Path) -> None:
     """The relocated venv imports Twisted from itself and cryptography/pyOpenSSL/bcrypt/
     zope.interface from Debian's dist-packages."""

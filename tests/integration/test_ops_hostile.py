@@ -170,6 +170,14 @@ def test_a_patch_that_changes_nothing_keeps_the_revision(d):
         r = d.request("PATCH", f"/api/session/{sid}", {"set": {"segment_failure_type": "404"}})
         assert r.status == 200
         assert r.json()["control_revision"] == rev
+    for path in (f"/api/session/{sid}/update", f"/api/failure-settings/{sid}"):  # the legacy doors
+        assert d.request("POST", path, {"segment_failure_type": "404"}).json()["control_revision"] == rev
+    port = d.get(f"/api/session/{sid}").json()["x_forwarded_port"]
+    assert d.request("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 5}).status == 200
+    rev = d.get(f"/api/session/{sid}").json()["control_revision"]
+    for _ in range(2):
+        assert d.request("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 5}).status == 200
+        assert d.get(f"/api/session/{sid}").json()["control_revision"] == rev
     r = d.request("PATCH", f"/api/session/{sid}", {"set": {"segment_failure_type": "none"}})
     assert r.json()["control_revision"] != rev
 
@@ -236,3 +244,16 @@ def test_connections_per_client_address_are_capped_on_the_main_port(d):
     while d.get("/api/health").status != 200:  # the slots free up as the held ones close
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_vanishingly_short_pattern_step_is_refused(d):
+    """Found by the API fuzzer: a step of 1e-300 s overflowed the pattern arithmetic (a
+    traceback per change, the pattern timer spinning)."""
+    sid = d.request("POST", "/api/sessions", {"player_id": "tiny-steps"}).json()["session_id"]
+    steps = [{"rate_mbps": 1, "duration_seconds": 1e-300}]
+    r = d.request("PATCH", f"/api/session/{sid}", {"set": {"nftables_pattern_enabled": True,
+                                                          "nftables_pattern_steps": steps}})
+    assert r.status == 400 and "nftables_pattern_steps" in r.json()["fields"]
+    port = d.get(f"/api/session/{sid}").json()["x_forwarded_port"]
+    assert d.request("POST", f"/api/nftables/pattern/{port}", {"steps": steps}).status == 400
+    assert _tracebacks(d) == []

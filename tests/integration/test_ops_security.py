@@ -237,6 +237,31 @@ def test_player_paths_and_reads_stay_open(d):
     assert _https(d.ctx, loc.port, "GET", f"{loc.path}?{loc.query}").status == 200
 
 
+def test_stopping_an_origin_worker_needs_auth_and_session_ports_refuse_control_calls(d):
+    """Issue #17: ``DELETE /go-live/api/stop/{id}`` worked without credentials, on the
+    main port and on every session port."""
+    assert d.get("/go-live/testclip/master.m3u8").status == 200  # a worker exists
+    anon = d.request("DELETE", "/go-live/api/stop/testclip")
+    assert anon.status == 401
+    workers = d.get("/go-live/api/status").json()["workers"]
+    assert "testclip" in [w.get("content", w.get("id")) for w in workers]
+    r = _https(d.ctx, d.bootstrap_port, "GET", "/go-live/testclip/master.m3u8?player_id=control-player")
+    port = urlsplit(r.headers["location"]).port
+    for method, path, status in (("DELETE", "/go-live/api/stop/testclip", 405),
+                                 ("POST", "/go-live/testclip/master.m3u8", 405),
+                                 ("PATCH", "/api/session/1", 405),
+                                 ("GET", "/go-live/api/status", 404),
+                                 ("GET", "/api/sessions", 404)):
+        answer = _https(d.ctx, port, method, path)
+        assert answer.status == status, (method, path, answer.status)
+        assert answer.headers["content-type"] == "application/json"
+        if status == 405:
+            assert answer.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert _https(d.ctx, port, "GET", "/go-live/testclip/master.m3u8").status == 200  # media still flows
+    ok = d.request("DELETE", "/go-live/api/stop/testclip", headers=_basic("bob", USERS["bob"]))
+    assert ok.status == 200 and ok.json() == {"stopped": "testclip"}
+
+
 def test_certificate_is_reused_after_a_restart(d):
     before = Path(d.cert_path).read_bytes()
     assert d.stop() == 0
