@@ -403,7 +403,7 @@ class ShapingService(Service):
     def settled(self, port: int) -> defer.Deferred[Any]:
         """Fires when the last change of *port* reached its backends (or fell back)."""
         rt = self.ports.get(port)
-        if rt is None or rt.last_apply is None or rt.last_apply.called:
+        if rt is None or rt.last_apply is None:  # (``called`` is True while a chain is paused)
             return defer.succeed(None)
         out: defer.Deferred[Any] = defer.Deferred()
 
@@ -660,6 +660,13 @@ class ShapingService(Service):
             return self._kernel_refused(rt, str(f.value), features, iface)
 
         d.addCallbacks(ok, failed)
+
+        def finished(result: Any) -> Any:
+            if rt.last_apply is d:
+                rt.last_apply = None
+            return result
+
+        d.addBoth(finished)
         rt.last_apply = d
         return d
 
