@@ -511,6 +511,12 @@ def test_a_cap_that_does_not_hold_raises_a_warning_and_moves_to_userspace(tmp_pa
     j = session_json(registry, s.session_id)
     assert "cap 2 Mbps not holding" in j["shaping_warning"] and j["shaping_goodput_mbps"] > 15
     assert svc.warnings_total == 1 and svc.warnings_active == 1
+    from streamlab.metrics import Metrics
+
+    metrics = Metrics(clock)
+    metrics.shaping = svc
+    text = metrics.render()
+    assert "streamlab_shaping_cap_exceeded_total 1\n" in text and "streamlab_shaping_cap_exceeded 1\n" in text
     assert j["shaping_backend"] == "userspace" and "not effective" in j["shaping_carriers"]["rate"]["reason"]
     assert svc.userspace.shaper(s.port).rate_mbps == 2
     for _ in range(40):  # userspace holds it: 2 Mbps
