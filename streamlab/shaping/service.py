@@ -626,7 +626,8 @@ class ShapingService(Service):
         kernel = self.kernel
         if kernel is None or (not placement.uses_kernel and port not in kernel.applied):
             self._apply_userspace(port, eff, placement, relaxed=False)
-            rt.error = ""
+            if not rt.refused:  # a standing refusal stays visible
+                rt.error = ""
             rt.last_apply = None
             return defer.succeed(None)
         desired = kernel_desired(eff, placement)
@@ -640,7 +641,8 @@ class ShapingService(Service):
         d = kernel.reconcile({port: desired}, ports={port})
 
         def ok(result: Any) -> Any:
-            rt.error = ""
+            if not rt.refused:
+                rt.error = ""
             if self.ports.get(port) is rt and rt.effective == eff and rt.placement == placement:
                 self._apply_userspace(port, eff, placement, relaxed=True)
             return result
