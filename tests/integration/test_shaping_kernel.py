@@ -279,3 +279,23 @@ async def test_service_routes_features_and_cleans_up(netns, servers, backend, tm
         await svc.stopService()
     assert not [c for c in await _t(_tc_classes, netns) if c["handle"].startswith("5eb:")]
     await backend.start()  # leave the module fixture usable for its teardown
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_scratch_class_is_not_claimed(netns, backend):
+    """An interface whose root qdisc is someone else's htb cannot take our scratch class:
+    the proof says so (with the reason) and the interface is left exactly as it was."""
+    ns = ("ip", "netns", "exec", netns)
+    await _t(run, *ns, "ip", "link", "add", "slfor0", "type", "veth", "peer", "name", "slfor1")
+    try:
+        await _t(run, *ns, "ip", "link", "set", "slfor0", "up")
+        await _t(run, *ns, "tc", "qdisc", "replace", "dev", "slfor0", "root", "handle", "1:", "htb")
+        proof = await backend.prove("slfor0")
+        print(f"proof on an interface with a foreign htb root: {proof}")
+        assert not proof.htb and not proof.netem and "foreign htb root" in proof.reason
+        out = await _t(run, *ns, "tc", "-j", "qdisc", "show", "dev", "slfor0")
+        assert [(q["kind"], q["handle"]) for q in json.loads(out.stdout) if q.get("root")] == [("htb", "1:")]
+        ok = await backend.prove("lo")
+        assert ok.htb  # another interface is unaffected
+    finally:
+        await _t(run, *ns, "ip", "link", "del", "slfor0", check=False)
