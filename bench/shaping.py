@@ -135,9 +135,10 @@ def kernel(reactor, rates: list[float], seconds: float, path: str) -> tuple[list
                 return [], "http.server did not start"
             time.sleep(0.05)
         kb = KernelBackend(reactor, "lo", netns=name)
-        support = blockingCallFromThread(reactor, kb.start)
-        if not support.htb:
-            return [], f"no htb: {support.reason}"
+        blockingCallFromThread(reactor, kb.start)
+        proof = kb.proofs.get("lo")
+        if proof is None or not proof.htb:
+            return [], f"no htb: {proof}"
         results = []
         for rate in rates:
             blockingCallFromThread(reactor, kb.reconcile, {port: KernelPort(rate_bps=int(rate * 1e6))})

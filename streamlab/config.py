@@ -208,7 +208,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("sessions", "socket_body_bytes", _int_range(0, 1 << 30), "65536", "body_* faults send this much"),
     # [shaping]
     Key("shaping", "backend", _choice("auto", "kernel", "userspace"), "auto", "auto | kernel | userspace"),
-    Key("shaping", "interface", _str, "", "interface carrying player traffic ('' = default route's)"),
+    Key("shaping", "interface", _str, "",
+        "limit kernel shaping to this interface ('' = whichever interface the player's route uses)"),
     Key("shaping", "default_rate_mbps", _float_range(0, 10000), "0", "cap of a new session (0 = none)"),
     # [jobs]
     Key("jobs", "encode_workers", _int_range(1, 64), "1", "concurrent encodes"),

@@ -53,7 +53,9 @@ def session_json(registry, sid):
 def test_listener_is_wrapped_and_session_fields_drive_the_shaper(world):
     svc, registry, clock, listeners = world
     s, _ = registry.get_or_create("p1")
-    assert type(listeners[s.port].factory).__name__ == "ShapingFactory"
+    from streamlab.shaping.userspace import ShapingFactory
+
+    assert isinstance(listeners[s.port].factory, ShapingFactory)
     registry.patch(s.session_id, {"nftables_bandwidth_mbps": 6, "nftables_delay_ms": 40,
                                   "nftables_packet_loss": 2})
     sh = svc.userspace.shaper(s.port)
@@ -183,7 +185,8 @@ def test_capabilities_tell_the_truth(api):
     assert body == {"status": "enabled", "platform": "linux", "backend": "userspace",
                     "features": {"rate": "userspace", "delay": "userspace", "loss": "userspace",
                                  "transport_drop": "userspace", "transport_reject": "userspace",
-                                 "packet_counters": False}, "reason": ""}
+                                 "packet_counters": False}, "reason": "", "interfaces": {},
+                    "per_session": False}
 
 
 def test_endpoints_write_session_fields(api):
@@ -191,13 +194,16 @@ def test_endpoints_write_session_fields(api):
     s, _ = registry.get_or_create("api1")
     rev0 = session_json(registry, s.session_id)["control_revision"]
     code, body = call(stub, "POST", f"/nftables/bandwidth/{s.port}", {"rate": 7.5})
-    assert (code, body) == (200, {"success": True, "port": s.port, "rate_mbps": 7.5})
+    assert (code, body["success"], body["port"], body["rate_mbps"]) == (200, True, s.port, 7.5)
+    assert body["carriers"]["rate"] == {"backend": "userspace", "interface": "",
+                                        "reason": "backend = userspace"}
     j = session_json(registry, s.session_id)
     assert j["nftables_bandwidth_mbps"] == 7.5 and j["control_revision"] != rev0
     assert call(stub, "POST", f"/nftables/loss/{s.port}", {"loss_pct": 3})[1]["loss_pct"] == 3
     code, body = call(stub, "POST", f"/nftables/shape/{s.port}", {"rate_mbps": 4, "delay_ms": 100,
                                                                   "loss_pct": 0})
-    assert body == {"success": True, "port": s.port, "rate_mbps": 4, "delay_ms": 100, "loss_pct": 0}
+    assert {k: body[k] for k in ("success", "port", "rate_mbps", "delay_ms", "loss_pct")} == \
+        {"success": True, "port": s.port, "rate_mbps": 4, "delay_ms": 100, "loss_pct": 0}
     assert svc.userspace.shaper(s.port).rate_mbps == 4
     code, body = call(stub, "POST", f"/nftables/pattern/{s.port}",
                       {"steps": [{"rate_mbps": 2, "duration_seconds": 6, "enabled": True}]})
@@ -272,41 +278,83 @@ def test_default_rate_caps_a_new_session(tmp_path):
     assert svc.debug_info()["ports"][str(s.port)]["rate_mbps"] == 6
 
 
-class FailingKernel:
-    """A kernel backend whose tc refuses every change (collaborator fake)."""
+class FakeKernel:
+    """The kernel backend as a collaborator fake: routes and proofs are given, reconcile
+    follows the real reconciler (``plan``/``after``) unless an action is made to fail, and
+    nft counters are whatever the test says the kernel counted."""
 
-    interface = "lo"
+    interface = ""
 
-    def __init__(self):
-        from streamlab.shaping.model import KernelSupport
+    def __init__(self, routes=None, proofs=None, nft=None, fail=()):
+        from streamlab.shaping.route import NftProof
 
+        self.routes = dict(routes or {})
+        self.available = dict(proofs or {})
+        self.proofs = {}
+        self.nft_proof = nft if nft is not None else NftProof(drop=True, reject=True, counters=True)
+        self.fail = dict(fail)  # action -> error text
         self.applied = {}
         self.handles = {}
-        self.support = KernelSupport(htb=True, netem=False, nft=True, nft_reject=True)
+        self.drop_base = {}
+        self.reject_base = {}
+        self.packets = {}  # port -> packets the kernel counted on its rule
+        self.counter_reads = 0
+        self.refused = {}
 
     def start(self):
         from twisted.internet import defer
 
-        return defer.succeed(self.support)
+        return defer.succeed(self.nft_proof)
 
     def stop(self):
         from twisted.internet import defer
 
         return defer.succeed(None)
 
+    def route(self, dest):
+        from twisted.internet import defer
+
+        from streamlab.shaping.route import Route
+
+        return defer.succeed(self.routes.get(dest, Route(dest, "none", reason="no route")))
+
+    def prove(self, interface):
+        from twisted.internet import defer
+
+        from streamlab.shaping.route import TcProof
+
+        self.proofs[interface] = self.available.get(interface, TcProof(interface, reason="no htb here"))
+        return defer.succeed(self.proofs[interface])
+
+    def refuse(self, interface, reason):
+        from streamlab.shaping.route import TcProof
+
+        self.refused[interface] = reason
+        self.proofs[interface] = TcProof(interface, reason=f"refused after proof: {reason}")
+
     def reconcile(self, desired, ports=None):
         from twisted.internet import defer
 
         from streamlab.shaping.kernel import KernelError
+        from streamlab.shaping.model import after, plan
 
-        if all(s.empty for s in desired.values()):
-            return defer.succeed([])
-        return defer.fail(KernelError("add_class port 31000: Operation not permitted"))
+        applied = {p: st for p, st in self.applied.items() if ports is None or p in ports}
+        want = {p: st for p, st in desired.items() if ports is None or p in ports}
+        for op in plan(want, applied):
+            if op.action in self.fail:
+                return defer.fail(KernelError(f"{op.describe()}: {self.fail[op.action]}", op))
+            if op.action == "add_rule":
+                self.handles[op.port] = 100 + op.port
+            elif op.action == "del_rule":
+                self.handles.pop(op.port, None)
+            self.applied = after(op, self.applied)
+        return defer.succeed([])
 
     def counters(self):
         from twisted.internet import defer
 
-        return defer.succeed({})
+        self.counter_reads += 1
+        return defer.succeed({p: {"drop": 0, "reject": n} for p, n in self.packets.items()})
 
     def class_bytes(self):
         from twisted.internet import defer
@@ -317,30 +365,188 @@ class FailingKernel:
         pass
 
 
-def test_backend_failure_is_503_and_keeps_the_previous_state(tmp_path):
-    cfg = configmod.load(None, {"shaping-backend": "auto", "session-ports": "31000-31009",
+def kernel_world(tmp_path, kernel, backend="auto"):
+    cfg = configmod.load(None, {"shaping-backend": backend, "session-ports": "31000-31009",
                                 "media-dir": str(tmp_path / "m"), "state-dir": str(tmp_path / "s")})
     clock = Clock()
+    clock.advance(1_700_000_000)
     bus = EventBus()
-    registry = SessionRegistry(cfg, clock, bus, listen=lambda r, p, f, i: FakeListener(p, f))
-    svc = ShapingService(cfg, clock, clock=clock, kernel=FailingKernel())
+    listeners = {}
+
+    def listen(reactor, port, factory, interface):
+        listeners[port] = FakeListener(port, factory)
+        return listeners[port]
+
+    registry = SessionRegistry(cfg, clock, bus, listen=listen)
+    svc = ShapingService(cfg, clock, clock=clock, kernel=kernel)
     svc.attach(registry, bus)
     svc.startService()
-    assert svc.caps.kernel("rate") and svc.caps.as_dict()["status"] == "enabled"
-    s, _ = registry.get_or_create("k")
-    before = session_json(registry, s.session_id)
-    stub = StubTreq(ShapingApi(svc, registry).app.resource())
-    code, body = call(stub, "POST", f"/nftables/bandwidth/{s.port}", {"rate_mbps": 3})
-    assert code == 503 and "Operation not permitted" in body["detail"]
-    after = session_json(registry, s.session_id)
-    assert after["nftables_bandwidth_mbps"] == before["nftables_bandwidth_mbps"]
-    assert after["control_revision"] == before["control_revision"]
-    assert svc.userspace.shaper(s.port).rate_mbps is None  # nothing half-applied
-    # A PATCH the kernel cannot apply is still enforced in userspace (honest fallback).
-    registry.patch(s.session_id, {"nftables_bandwidth_mbps": 4})
-    assert svc.userspace.shaper(s.port).rate_mbps == 4
-    assert "not permitted" in svc.port_status(s.port)["error"]
+    return svc, registry, clock, listeners
+
+
+def connect(listeners, port, host):
+    """A connection from *host* reaches the session port (the listener builds its protocol)."""
+    from twisted.internet.address import IPv4Address
+
+    listeners[port].factory.buildProtocol(IPv4Address("TCP", host, 40000))
+
+
+def veth_kernel(**kw):
+    from streamlab.shaping.route import Route, TcProof
+
+    return FakeKernel(routes={"127.0.0.1": Route("127.0.0.1", "loopback", "lo"),
+                              "10.9.0.2": Route("10.9.0.2", "device", "veth0")},
+                      proofs={"veth0": TcProof("veth0", htb=True, netem=False, reason="kernel lacks netem"),
+                              "lo": TcProof("lo", htb=True)}, **kw)
+
+
+def test_auto_shapes_a_loopback_player_in_userspace_and_says_so(tmp_path):
+    kernel = veth_kernel()
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("loop")
+    registry.patch(s.session_id, {"nftables_bandwidth_mbps": 2})
+    connect(listeners, s.port, "127.0.0.1")
+    j = session_json(registry, s.session_id)
+    assert (j["shaping_backend"], j["shaping_interface"]) == ("userspace", "lo")
+    assert "loopback" in j["shaping_carriers"]["rate"]["reason"]
+    assert j["shaping_route"]["kind"] == "loopback" and j["shaping_cap_mbps"] == 2
+    assert svc.userspace.shaper(s.port).rate_mbps == 2  # userspace really holds the cap
+    assert kernel.applied == {} and "lo" not in kernel.proofs  # nothing went to the kernel
     svc.stopService()
+
+
+def test_a_player_routed_via_a_veth_is_shaped_by_the_kernel_on_that_veth(tmp_path):
+    kernel = veth_kernel()
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("far")
+    registry.patch(s.session_id, {"nftables_bandwidth_mbps": 2, "nftables_delay_ms": 30})
+    assert svc.userspace.shaper(s.port).rate_mbps == 2  # before any connection: userspace
+    reason = session_json(registry, s.session_id)["shaping_carriers"]["rate"]["reason"]
+    assert reason.startswith("no connection")
+    connect(listeners, s.port, "10.9.0.2")
+    j = session_json(registry, s.session_id)
+    assert (j["shaping_backend"], j["shaping_interface"]) == ("kernel", "veth0")
+    assert j["shaping_carriers"]["delay"] == {"backend": "userspace", "interface": "veth0",
+                                              "reason": "kernel lacks netem"}
+    assert kernel.applied[s.port].interface == "veth0" and kernel.applied[s.port].rate_bps == 2_000_000
+    sh = svc.userspace.shaper(s.port)
+    assert sh.rate_mbps is None and round(sh.delay, 3) == 0.03  # the kernel holds the rate
+    caps = svc.caps.as_dict()
+    assert caps["features"]["rate"] == "kernel" and caps["interfaces"]["veth0"]["rate"] == "kernel"
+    svc.stopService()
+
+
+def test_kernel_refusal_falls_back_to_userspace_for_rate_and_patterns(tmp_path):
+    enoent = "(2, 'No such file or directory')"
+    kernel = veth_kernel(fail={"add_class": enoent})
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("refused")
+    connect(listeners, s.port, "10.9.0.2")
+    stub = StubTreq(ShapingApi(svc, registry).app.resource())
+    code, body = call(stub, "POST", f"/nftables/pattern/{s.port}",
+                      {"steps": [{"rate_mbps": 2.5, "duration_seconds": 6}, {"rate_mbps": 0.8,
+                                                                             "duration_seconds": 6}]})
+    assert code == 200, body  # Start pattern: taken by userspace, not a 503
+    assert body["pattern_enabled"] is True and body["carriers"]["rate"]["backend"] == "userspace"
+    reason = body["carriers"]["rate"]["reason"]
+    assert "kernel refused" in reason and enoent in reason
+    assert svc.userspace.shaper(s.port).rate_mbps == 2.5
+    j = session_json(registry, s.session_id)
+    assert j["shaping_backend"] == "userspace" and enoent in j["shaping_error"]
+    # the refused interface is not claimed any more
+    assert svc.caps.as_dict()["interfaces"]["veth0"]["rate"] == "userspace"
+    clock.advance(6)
+    assert svc.userspace.shaper(s.port).rate_mbps == 0.8
+    code, body = call(stub, "POST", f"/nftables/pattern/{s.port}", {"steps": []})  # Stop pattern
+    assert code == 200 and body["pattern_enabled"] is False
+    code, body = call(stub, "POST", f"/nftables/bandwidth/{s.port}", {"rate_mbps": 3})
+    assert code == 200 and body["shaping_backend"] == "userspace"
+    assert svc.userspace.shaper(s.port).rate_mbps == 3
+    svc.stopService()
+
+
+def test_a_refused_nft_drop_is_a_userspace_freeze_not_a_claim(tmp_path):
+    kernel = veth_kernel(fail={"add_rule": "Error: Could not process rule: No such file or directory"})
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("nodrop")
+    connect(listeners, s.port, "10.9.0.2")
+    registry.patch(s.session_id, {"transport_failure_type": "drop"})
+    j = session_json(registry, s.session_id)
+    assert j["transport_fault_active"] is True
+    assert j["shaping_carriers"]["transport_drop"]["backend"] == "userspace"
+    assert "kernel refused" in j["shaping_carriers"]["transport_drop"]["reason"]
+    assert svc.userspace.shaper(s.port).fault == "drop"  # the port really freezes
+    svc.stopService()
+
+
+def test_kernel_counters_are_read_when_asked(tmp_path):
+    kernel = veth_kernel()
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("count")
+    connect(listeners, s.port, "10.9.0.2")
+    registry.patch(s.session_id, {"transport_failure_type": "reject"})
+    assert kernel.applied[s.port].rule_kind == "reject"
+    assert svc.userspace.shaper(s.port).fault == "none"  # the kernel rejects
+    kernel.packets[s.port] = 1  # a SYN hit the rule just now; no clock tick since
+    stub = StubTreq(ShapingApi(svc, registry).app.resource())
+    code, body = call(stub, "GET", f"/nftables/port/{s.port}")
+    assert code == 200 and body["transport_fault_reject_packets"] == 1
+    kernel.packets[s.port] = 3
+    d = registry.refresh(s)  # what GET /api/session/{id} awaits before answering
+    assert d.called and session_json(registry, s.session_id)["transport_fault_reject_packets"] == 3
+    svc.stopService()
+
+
+def test_a_cap_that_does_not_hold_raises_a_warning_and_moves_to_userspace(tmp_path):
+    kernel = veth_kernel()
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("leaky")
+    connect(listeners, s.port, "10.9.0.2")
+    registry.patch(s.session_id, {"nftables_bandwidth_mbps": 2})
+    assert session_json(registry, s.session_id)["shaping_backend"] == "kernel"
+    acked = [0]
+    svc.acked_bytes = lambda port: acked[0]
+    for _ in range(50):  # 5 s at 20 Mbps: the kernel class is not on this player's path
+        acked[0] += 250_000
+        clock.advance(0.1)
+    j = session_json(registry, s.session_id)
+    assert "cap 2 Mbps not holding" in j["shaping_warning"] and j["shaping_goodput_mbps"] > 15
+    assert svc.warnings_total == 1 and svc.warnings_active == 1
+    from streamlab.metrics import Metrics
+
+    metrics = Metrics(clock)
+    metrics.shaping = svc
+    text = metrics.render()
+    assert "streamlab_shaping_cap_exceeded_total 1\n" in text and "streamlab_shaping_cap_exceeded 1\n" in text
+    assert j["shaping_backend"] == "userspace" and "not effective" in j["shaping_carriers"]["rate"]["reason"]
+    assert svc.userspace.shaper(s.port).rate_mbps == 2
+    for _ in range(50):  # userspace holds it: 2 Mbps
+        acked[0] += 25_000
+        clock.advance(0.1)
+    j = session_json(registry, s.session_id)
+    assert j["shaping_warning"] == "" and j["shaping_goodput_mbps"] == pytest.approx(2, rel=0.05)
+    assert svc.warnings_total == 1 and svc.warnings_active == 0
+    svc.stopService()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"steps": [{"rate_mbps": 2, "duration_seconds": 6}], "template_mode": "pyramid"}, "steps"),
+    ({"steps": None, "template_mode": "pyramid"}, "steps"),
+    ({"steps": None}, "steps"),
+    ({}, "steps"),
+    ({"steps": [], "margin_pct": 10}, "margin_pct"),
+])
+def test_conflicting_pattern_input_is_400_and_changes_nothing(api, body, field):
+    stub, svc, registry, clock = api
+    s, _ = registry.get_or_create("pat400")
+    s.manifest_variants = [{"url": "v1.m3u8", "bandwidth": 1_000_000},
+                           {"url": "v2.m3u8", "bandwidth": 3_000_000}]
+    before = session_json(registry, s.session_id)
+    code, answer = call(stub, "POST", f"/nftables/pattern/{s.port}", body)
+    assert code == 400 and field in answer["fields"], answer
+    after = session_json(registry, s.session_id)
+    assert after["control_revision"] == before["control_revision"]
+    assert after["nftables_pattern_enabled"] is False
 
 
 def test_patch_refuses_packet_units_on_a_userspace_host_and_applies_nothing(world):

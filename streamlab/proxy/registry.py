@@ -196,10 +196,13 @@ class SessionRegistry:
 
     def refresh(self, session: Session) -> defer.Deferred:
         """Fires once every refresher has read *session*'s counters (errors are logged)."""
-        ds = [defer.maybeDeferred(r, session) for r in self.refreshers]
-        d = defer.DeferredList(ds, consumeErrors=True)
-        d.addCallback(lambda results: [log.warn("session refresher failed: {e}", e=f.getErrorMessage())
-                                       for ok, f in results if not ok] and None)
+        def report(results: list[Any]) -> None:
+            for ok, failure in results:
+                if not ok:
+                    log.warn("session refresher failed: {e}", e=failure.getErrorMessage())
+
+        d = defer.DeferredList([defer.maybeDeferred(r, session) for r in self.refreshers], consumeErrors=True)
+        d.addCallback(report)
         return d
 
     def snapshot(self) -> list[dict[str, Any]]:

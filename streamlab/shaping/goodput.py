@@ -17,19 +17,25 @@ WINDOW = 3.0
 TOLERANCE = 0.10
 #: Bytes a window may carry beyond the cap (bucket bursts, one in-flight block).
 SLACK_BYTES = 64 * 1024
+#: After a cap change, what was queued under the previous cap (socket buffers) drains
+#: first: the window starts this much later.
+GRACE = 1.0
 
 
 class CapWatch:
     """Goodput over the last :data:`WINDOW` seconds and the cap-exceeded warning.
 
-    The window restarts whenever the cap in force changes (pattern steps included), so a
-    warning always compares a full window against one cap.  ``warning`` is ``""`` while
+    The window restarts :data:`GRACE` seconds after the cap in force changes (pattern steps
+    included), so a warning always compares a full window against one cap, never the drain
+    of what the previous cap let into the socket buffers.  ``warning`` is ``""`` while
     the cap holds; :meth:`sample` answers ``"raised"``/``"cleared"`` on an edge.
     """
 
     def __init__(self, window: float = WINDOW, tolerance: float = TOLERANCE,
-                 slack_bytes: int = SLACK_BYTES) -> None:
+                 slack_bytes: int = SLACK_BYTES, grace: float = GRACE) -> None:
         self.window = window
+        self.grace = grace
+        self.changed_at: float | None = None
         self.tolerance = tolerance
         self.slack_bytes = slack_bytes
         self.samples: deque[tuple[float, int]] = deque()
@@ -41,11 +47,14 @@ class CapWatch:
     def sample(self, now: float, total_bytes: int, cap_mbps: float | None, where: str = "") -> str | None:
         """Record the acknowledged-bytes counter at *now* under *cap_mbps* (``None`` = no cap,
         0 = stalled); *where* names the carrier in the warning text."""
-        if cap_mbps != self.cap:
+        if cap_mbps != self.cap or self.changed_at is None:
             self.cap = cap_mbps
+            self.changed_at = now
             self.samples.clear()
         if self.samples and total_bytes < self.samples[-1][1]:
             self.samples.clear()
+        if now - self.changed_at < self.grace - 1e-9:
+            self.samples.clear()  # still draining what the previous cap let through
         self.samples.append((now, total_bytes))
         while len(self.samples) > 2 and now - self.samples[1][0] >= self.window - 1e-9:
             self.samples.popleft()

@@ -547,6 +547,11 @@ class KernelBackend:
                 yield self._in_thread(self._nl_close)
                 self.pool.stop()
                 self._pool_started = False
+                # a stopped ThreadPool cannot start again: a later start() gets a new one
+                self.pool = ThreadPool(1, 1, name="streamlab-netlink")
+            self._links.clear()
+            self._roots.clear()
+            self.proofs.clear()
 
     def reconcile(self, desired: Mapping[int, KernelPort],
                   ports: set[int] | None = None) -> defer.Deferred[list[Op]]:

@@ -276,40 +276,42 @@ class ShapingService(Service):
 
     # ------------------------------------------------------------------ per-session backend choice
 
-    def peer_seen(self, port: int, addr: Any) -> None:
+    def peer_seen(self, port: int, addr: Any) -> defer.Deferred[Any]:
         """A connection from *addr* arrived on *port*: (re)decide the port's backends for
-        that address (route lookup on the netlink thread, never here)."""
+        that address (route lookup on the netlink thread, never here).  Fires when the
+        port's placement was applied."""
         rt = self.ports.get(port)
         host = _host(addr)
         if rt is None or not host or host == rt.peer:
-            return
+            return defer.succeed(None)
         rt.peer = host
         if self.kernel is None or self.backend_mode == "userspace":
             rt.route = Route(host, "unknown", "", "", "backend = userspace: no route lookup")
-            self._place(port)
-            return
+            return self._place(port)
         d = self.kernel.route(host)
+        d.addErrback(lambda f: Route(host, "none", "", "", f"route lookup failed: {f.getErrorMessage()}"))
         d.addCallback(lambda route: self._route_found(port, host, route))
-        d.addErrback(lambda f: self._route_found(
-            port, host, Route(host, "none", "", "", f"route lookup failed: {f.getErrorMessage()}")))
+        d.addErrback(lambda f: log.failure("shaping port {port}: placing", f, port=port))
+        return d
 
-    def _route_found(self, port: int, host: str, route: Route) -> None:
+    def _route_found(self, port: int, host: str, route: Route) -> defer.Deferred[Any]:
         rt = self.ports.get(port)
         if rt is None or rt.peer != host:
-            return
+            return defer.succeed(None)
         rt.route = route
         eligible = route.kind == "device" or (route.kind == "loopback" and self.backend_mode == "kernel")
         if self.kernel is not None and eligible and route.interface not in self.kernel.proofs and \
                 (not self.only_interface or route.interface == self.only_interface):
+            self._place(port)  # userspace (named "not proven yet") while the proof runs
             d = self.kernel.prove(route.interface)
 
-            def proven(_: Any) -> None:
+            def proven(_: Any) -> defer.Deferred[Any]:
                 self._refresh_caps()
-                self._place(port)
+                return self._place(port)
 
             d.addCallback(proven)
-            d.addErrback(lambda f: log.failure("proving {i}", f, i=route.interface))
-        self._place(port)
+            return d
+        return self._place(port)
 
     def _placement_for(self, rt: PortRuntime) -> Placement:
         proofs = self.kernel.proofs if self.kernel is not None else {}
@@ -401,7 +403,7 @@ class ShapingService(Service):
     def settled(self, port: int) -> defer.Deferred[Any]:
         """Fires when the last change of *port* reached its backends (or fell back)."""
         rt = self.ports.get(port)
-        if rt is None or rt.last_apply is None or rt.last_apply.called:
+        if rt is None or rt.last_apply is None:  # (``called`` is True while a chain is paused)
             return defer.succeed(None)
         out: defer.Deferred[Any] = defer.Deferred()
 
@@ -624,7 +626,8 @@ class ShapingService(Service):
         kernel = self.kernel
         if kernel is None or (not placement.uses_kernel and port not in kernel.applied):
             self._apply_userspace(port, eff, placement, relaxed=False)
-            rt.error = ""
+            if not rt.refused:  # a standing refusal stays visible
+                rt.error = ""
             rt.last_apply = None
             return defer.succeed(None)
         desired = kernel_desired(eff, placement)
@@ -638,7 +641,8 @@ class ShapingService(Service):
         d = kernel.reconcile({port: desired}, ports={port})
 
         def ok(result: Any) -> Any:
-            rt.error = ""
+            if not rt.refused:
+                rt.error = ""
             if self.ports.get(port) is rt and rt.effective == eff and rt.placement == placement:
                 self._apply_userspace(port, eff, placement, relaxed=True)
             return result
@@ -658,6 +662,13 @@ class ShapingService(Service):
             return self._kernel_refused(rt, str(f.value), features, iface)
 
         d.addCallbacks(ok, failed)
+
+        def finished(result: Any) -> Any:
+            if rt.last_apply is d:
+                rt.last_apply = None
+            return result
+
+        d.addBoth(finished)
         rt.last_apply = d
         return d
 

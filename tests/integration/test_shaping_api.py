@@ -42,7 +42,9 @@ def test_endpoints_and_patch_are_one_model(daemon, session):
     sid, port = session["session_id"], int(session["x_forwarded_port"])
     rev = _session(daemon, sid)["control_revision"]
     r = daemon.request("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 12})
-    assert r.status == 200 and r.json() == {"success": True, "port": port, "rate_mbps": 12}
+    assert r.status == 200 and {k: r.json()[k] for k in ("success", "port", "rate_mbps")} == \
+        {"success": True, "port": port, "rate_mbps": 12}
+    assert r.json()["carriers"]["rate"]["backend"] == "userspace"
     s = _session(daemon, sid)
     assert s["nftables_bandwidth_mbps"] == 12 and s["control_revision"] != rev
     daemon.request("PATCH", f"/api/session/{sid}", {"set": {"nftables_delay_ms": 25}})
@@ -109,3 +111,15 @@ def test_transport_drop_and_reject_on_the_session_port(daemon, session):
     daemon.request("PATCH", f"/api/session/{sid}", {"set": {"transport_failure_type": "none"}})
     assert _session(daemon, sid)["transport_fault_active"] is False
     assert request(port, "GET", "/nope", timeout=5).status == 404
+
+
+def test_conflicting_pattern_input_is_refused_and_changes_nothing(daemon, session):
+    sid, port = session["session_id"], int(session["x_forwarded_port"])
+    before = _session(daemon, sid)
+    for body in ({"steps": [{"rate_mbps": 2, "duration_seconds": 6}], "template_mode": "pyramid"},
+                 {"steps": None, "template_mode": "pyramid"}, {"steps": None}):
+        r = daemon.request("POST", f"/api/nftables/pattern/{port}", body)
+        assert r.status == 400 and "steps" in r.json()["fields"], (body, r.json())
+    after = _session(daemon, sid)
+    assert after["control_revision"] == before["control_revision"]
+    assert after["nftables_pattern_enabled"] is False

@@ -1,7 +1,20 @@
-"""The real daemon with ``backend = auto`` inside a network namespace this test creates:
-the API drives htb classes and nftables rules, a removed session leaves nothing, a reused
-port starts uncapped, and SIGTERM removes the root qdisc and the table.  Skips with the
-reason printed without root / network namespaces / htb / nftables."""
+"""The real daemon with ``backend = auto`` in namespaces this test creates: per-session truth.
+
+Topology (:func:`streamlab.testing.netns.linked_namespaces`): the daemon runs in namespace
+``a`` whose default route leaves by a veth; players are either on ``a``'s loopback or in
+namespace ``b`` behind the veth.  Every rate is measured from the client side through the
+session port, and the session JSON must name the backend and interface that carried it:
+
+* a loopback player: userspace on ``lo`` (the old code put the htb class on the default
+  route's veth and the player got the full line rate);
+* a player behind the veth: the kernel's htb class on that veth;
+* kernel counters are read when asked (a REJECT is counted in the very next answer);
+* a kernel that refuses the class after its proof: Start pattern still answers 200,
+  userspace carries the steps and the session says so;
+* SIGTERM removes every qdisc and table the daemon made.
+
+Skips with the reason printed without root / namespaces / veth / htb / nftables.
+"""
 
 from __future__ import annotations
 
@@ -14,39 +27,60 @@ import time
 
 import pytest
 
-from streamlab.testing.netns import network_namespace, run
+from streamlab.testing.fixtures import install_test_item
+from streamlab.testing.netns import linked_namespaces, run
+from tests.integration.sessions_helpers import stable_seg
 
 pytestmark = pytest.mark.kernel
 
-
-
-
-@pytest.fixture(scope="module")
-def netns():
-    with network_namespace("sldmn", ("ip", "nft", "curl")) as name:
-        yield name
+#: A player: pipelined GETs of one complete segment; prints the sustained goodput.
+CLIENT = r"""
+import json, socket, sys, time
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+warm, seconds = float(sys.argv[4]), float(sys.argv[5])
+s = socket.create_connection((host, port), timeout=15)
+req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+s.sendall((req + b"\r\n") * 39 + req + b"Connection: close\r\n\r\n")  # the last one closes
+t0 = time.monotonic()
+total = 0
+mark = None
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    total += len(data)
+    now = time.monotonic() - t0
+    if mark is None and now >= warm:
+        mark = (now, total)
+    if mark is not None and now >= warm + seconds:
+        break
+s.close()
+t1, b1 = mark if mark is not None else (0.0, 0)  # all of it came before the warm-up ended
+print(json.dumps({"mbps": (total - b1) * 8 / (now - t1) / 1e6, "bytes": total, "seconds": now - t1}))
+"""
 
 
 class NsDaemon:
-    def __init__(self, netns, workdir):
-        self.netns = netns
-        self.ns = ["ip", "netns", "exec", netns]
+    """twistd inside namespace ``a``; HTTP through curl inside the namespaces."""
+
+    def __init__(self, link, workdir):
+        self.link = link
+        self.ns = ["ip", "netns", "exec", link.ns_a]
         self.conf = os.path.join(workdir, "streamlab.conf")
+        self.media_dir = os.path.join(workdir, "media")
         with open(self.conf, "w") as fh:
             fh.write(f"""[server]
 listen = tcp:30000:interface=127.0.0.1
 bootstrap_listen = tcp:30081:interface=127.0.0.1
-session_ports = 30181-30183
-session_interface = 127.0.0.1
+session_ports = 30181-30186
+session_interface =
 [paths]
-media_dir = {workdir}/media
+media_dir = {self.media_dir}
 state_dir = {workdir}/state
 [shaping]
 backend = auto
-interface = lo
-[sessions]
-session_port_quarantine = 0
 """)
+        install_test_item(self.media_dir)
         self.log = os.path.join(workdir, "twistd.log")
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         with open(self.log, "ab") as log:
@@ -65,15 +99,24 @@ session_port_quarantine = 0
     def wait(self, pred, timeout=20.0):
         deadline = time.monotonic() + timeout
         while True:
-            assert self.proc.poll() is None, open(self.log).read()[-3000:]
+            assert self.proc.poll() is None, self.tail()
             try:
                 value = pred()
             except (ValueError, KeyError, TypeError):
                 value = None
             if value:
                 return value
-            assert time.monotonic() < deadline, open(self.log).read()[-3000:]
+            assert time.monotonic() < deadline, self.tail()
             time.sleep(0.1)
+
+    def tail(self):
+        with open(self.log, encoding="utf-8", errors="replace") as fh:
+            return fh.read()[-4000:]
+
+    def session(self, player):
+        code, s = self.http("POST", "/api/sessions", {"player_id": player})
+        assert code == 201, s
+        return s["session_id"], int(s["x_forwarded_port"])
 
     def stop(self):
         if self.proc.poll() is None:
@@ -86,20 +129,30 @@ session_port_quarantine = 0
         return self.proc.returncode
 
 
-def _classes(d):
+def goodput(ns, host, port, warm=1.5, seconds=6.0):
+    """Client-side goodput (Mbps) of a bulk transfer from the session port."""
+    out = run("ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, host, str(port), stable_seg(),
+              str(warm), str(seconds), timeout=warm + seconds + 30)
+    return json.loads(out.stdout)["mbps"]
+
+
+def _classes(ns, ifname):
     from pyroute2 import IPRoute
 
-    with IPRoute(netns=d.netns) as ipr:
-        idx = ipr.link_lookup(ifname="lo")[0]
-        return {c["handle"] & 0xFFFF: c for c in ipr.get_classes(index=idx) if c["handle"] >> 16 == 0x5EB}
+    with IPRoute(netns=ns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        out = {}
+        for c in ipr.get_classes(index=idx):
+            if c["handle"] >> 16 == 0x5EB:
+                basic = c.get_attr("TCA_STATS2").get_attr("TCA_STATS_BASIC")
+                out[c["handle"] & 0xFFFF] = int(basic["bytes"])
+        return out
 
 
-def _root_kind(d):
-    from pyroute2 import IPRoute
-
-    with IPRoute(netns=d.netns) as ipr:
-        idx = ipr.link_lookup(ifname="lo")[0]
-        return [q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index=idx) if q["parent"] == 0xFFFFFFFF]
+def _root_kinds(ns):
+    out = run("ip", "netns", "exec", ns, "tc", "-j", "qdisc", "show")
+    return [(q.get("dev"), q.get("kind"), q.get("handle")) for q in json.loads(out.stdout or "[]")
+            if q.get("root")]
 
 
 def _rules(d):
@@ -107,39 +160,109 @@ def _rules(d):
     return [i["rule"] for i in json.loads(out.stdout)["nftables"] if "rule" in i]
 
 
-def test_daemon_drives_the_kernel_and_cleans_up(netns, tmp_path):
-    d = NsDaemon(netns, str(tmp_path))
+@pytest.fixture(scope="module")
+def d(tmp_path_factory, test_item):
+    with linked_namespaces("sldk", ("ip", "nft", "curl", "tc")) as link:
+        daemon = NsDaemon(link, str(tmp_path_factory.mktemp("nsdaemon")))
+        try:
+            daemon.wait(lambda: daemon.http("GET", "/api/health")[0] == 200)
+            caps = daemon.wait(lambda: (lambda c: c if c["status"] != "starting" else None)(
+                daemon.http("GET", "/api/nftables/capabilities")[1]))
+            print(f"capabilities: {caps}")
+            if caps["features"]["rate"] != "kernel" or caps["features"]["transport_reject"] != "kernel":
+                pytest.skip(f"kernel backend not usable here: {caps['reason']}")
+            daemon.wait(lambda: daemon.http("GET", "/go-live/testclip/master.m3u8")[0] == 200, 30)
+            yield daemon
+        finally:
+            rc = daemon.stop()
+            log = daemon.tail()
+            assert rc in (0, -signal.SIGTERM), log  # twistd re-raises SIGTERM
+            assert "Unhandled error" not in log and "Traceback" not in log, log
+            # everything the daemon made is gone
+            assert (link.if_a, "htb", "5eb:") not in _root_kinds(link.ns_a)
+            assert "streamlab" not in run("ip", "netns", "exec", link.ns_a, "nft", "list", "tables").stdout
+
+
+def test_loopback_player_is_capped_in_userspace_and_the_session_says_so(d):
+    sid, port = d.session("loop-player")
+    code, body = d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 2})
+    assert code == 200, body
+    mbps = goodput(d.link.ns_a, "127.0.0.1", port)
+    print(f"auto, loopback player, cap 2 Mbps -> {mbps:.3f} Mbps ({mbps / 2 * 100:.1f} %)")
+    assert 0.90 * 2 <= mbps <= 1.02 * 2
+    s = d.http("GET", f"/api/session/{sid}")[1]
+    assert (s["shaping_backend"], s["shaping_interface"]) == ("userspace", "lo"), s["shaping_carriers"]
+    assert s["shaping_route"]["kind"] == "loopback"
+    assert port not in _classes(d.link.ns_a, d.link.if_a)  # no class on the default route's veth
+    assert 0.9 * 2 <= s["shaping_goodput_mbps"] <= 1.1 * 2 and s["shaping_warning"] == ""
+
+
+@pytest.mark.parametrize("cap", [2.0, 8.0])
+def test_veth_player_is_capped_by_the_kernel_on_its_veth(d, cap):
+    caps = d.http("GET", "/api/nftables/capabilities")[1]
+    assert caps["interfaces"][d.link.if_a]["rate"] == "kernel"  # proven at start (default route)
+    sid, port = d.session(f"veth-player-{cap:g}")
+    code, body = d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": cap})
+    assert code == 200, body
+    mbps = goodput(d.link.ns_b, d.link.addr_a, port)
+    print(f"auto, player behind {d.link.if_a}, cap {cap:g} Mbps -> {mbps:.3f} Mbps "
+          f"({mbps / cap * 100:.1f} %)")
+    s = d.http("GET", f"/api/session/{sid}")[1]
+    assert (s["shaping_backend"], s["shaping_interface"]) == ("kernel", d.link.if_a), s["shaping_carriers"]
+    assert s["shaping_route"] == {"peer": d.link.addr_b, "kind": "device", "interface": d.link.if_a,
+                                  "gateway": "", "reason": ""}
+    assert 0.90 * cap <= mbps <= 1.02 * cap
+    assert _classes(d.link.ns_a, d.link.if_a)[port] > 1_000_000  # the bytes went through our class
+    assert s["shaping_warning"] == ""
+    p = d.http("GET", f"/api/nftables/port/{port}")[1]
+    assert p["applied"]["kernel"]["interface"] == d.link.if_a
+    assert p["applied"]["userspace"]["rate_mbps"] is None  # the kernel holds the cap
+    assert d.http("DELETE", f"/api/session/{sid}")[0] == 200
+    d.wait(lambda: port not in _classes(d.link.ns_a, d.link.if_a))
+
+
+def test_a_reject_is_counted_in_the_very_next_answer(d):
+    sid, port = d.session("reject-count")
+    # the player connects once, so the session knows its route (behind the veth)
+    assert run("ip", "netns", "exec", d.link.ns_b, "curl", "-s", "-o", "/dev/null", "--max-time", "5",
+               f"http://{d.link.addr_a}:{port}/go-live/testclip/master.m3u8", check=False).returncode == 0
+    code, _ = d.http("PATCH", f"/api/session/{sid}", {"set": {"transport_failure_type": "reject"}})
+    assert code == 200
+    d.wait(lambda: any(f"port={port}" in r.get("comment", "") for r in _rules(d)))
+    s = d.http("GET", f"/api/session/{sid}")[1]
+    assert s["shaping_carriers"]["transport_reject"]["backend"] == "kernel"
+    before = s["transport_fault_reject_packets"]
+    out = run("ip", "netns", "exec", d.link.ns_b, "curl", "-s", "--max-time", "3",
+              f"http://{d.link.addr_a}:{port}/go-live/testclip/master.m3u8", check=False)
+    assert out.returncode == 7  # connection refused: the kernel answered the SYN with a reset
+    s = d.http("GET", f"/api/session/{sid}")[1]  # right away: no poll interval to wait for
+    assert s["transport_fault_reject_packets"] > before
+    p = d.http("GET", f"/api/nftables/port/{port}")[1]
+    assert p["transport_fault_reject_packets"] >= s["transport_fault_reject_packets"]
+    assert d.http("DELETE", f"/api/session/{sid}")[0] == 200
+    d.wait(lambda: not any(f"port={port}" in r.get("comment", "") for r in _rules(d)))
+
+
+def test_a_kernel_refusal_after_the_proof_falls_back_visibly(d):
+    """A foreign htb root appears on the veth after the daemon proved it: the next class is
+    refused by the kernel; Start/Stop pattern still answer 200 and userspace holds the steps."""
+    ns = ("ip", "netns", "exec", d.link.ns_a)
+    sid, port = d.session("refused")
+    assert run("ip", "netns", "exec", d.link.ns_b, "curl", "-s", "-o", "/dev/null", "--max-time", "5",
+               f"http://{d.link.addr_a}:{port}/go-live/testclip/master.m3u8", check=False).returncode == 0
+    run(*ns, "tc", "qdisc", "replace", "dev", d.link.if_a, "root", "handle", "1:", "htb")
     try:
-        d.wait(lambda: d.http("GET", "/api/health")[0] == 200)
-        caps = d.wait(lambda: (lambda c: c if c["status"] != "starting" else None)(
-            d.http("GET", "/api/nftables/capabilities")[1]))
-        print(f"capabilities: {caps}")
-        if caps["features"]["rate"] != "kernel" or caps["features"]["transport_drop"] != "kernel":
-            pytest.skip(f"kernel backend not usable here: {caps['reason']}")
-        code, s = d.http("POST", "/api/sessions", {"player_id": "kernel-e2e"})
-        assert code == 201
-        sid, port = s["session_id"], int(s["x_forwarded_port"])
-        assert d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 5})[0] == 200
-        cls = _classes(d)
-        assert port in cls
-        assert cls[port].get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")["rate"] == 5_000_000 // 8
-        assert d.http("GET", f"/api/nftables/port/{port}")[1]["kernel_rate_mbps"] == 5
-
-        code, _ = d.http("PATCH", f"/api/session/{sid}", {"set": {"transport_failure_type": "drop"}})
-        assert code == 200
-        d.wait(lambda: any(f"port={port}" in r.get("comment", "") for r in _rules(d)))
-        code, _ = d.http("GET", "/x", port=port, max_time=1)
-        assert code == 0  # dropped in the kernel: no answer
-        d.wait(lambda: d.http("GET", f"/api/session/{sid}")[1]["transport_fault_drop_packets"] > 0, 5)
-
-        assert d.http("DELETE", f"/api/session/{sid}")[0] == 200
-        d.wait(lambda: port not in _classes(d) and not _rules(d))
-
-        code, s2 = d.http("POST", "/api/sessions", {"player_id": "kernel-e2e-2"})
-        assert int(s2["x_forwarded_port"]) == port and port not in _classes(d)  # reused port: uncapped
-        assert s2["transport_fault_active"] is False
+        code, body = d.http("POST", f"/api/nftables/pattern/{port}",
+                            {"steps": [{"rate_mbps": 2, "duration_seconds": 30}]})
+        assert code == 200, body
+        assert body["carriers"]["rate"]["backend"] == "userspace", body
+        assert "kernel refused" in body["carriers"]["rate"]["reason"], body["carriers"]
+        mbps = goodput(d.link.ns_b, d.link.addr_a, port)
+        print(f"kernel refused, userspace fallback, cap 2 Mbps -> {mbps:.3f} Mbps ({mbps / 2 * 100:.1f} %)")
+        assert 0.90 * 2 <= mbps <= 1.02 * 2
+        caps = d.http("GET", "/api/nftables/capabilities")[1]
+        assert caps["interfaces"][d.link.if_a]["rate"] == "userspace", caps  # not claimed any more
+        code, body = d.http("POST", f"/api/nftables/pattern/{port}", {"steps": []})
+        assert code == 200 and body["pattern_enabled"] is False
     finally:
-        rc = d.stop()
-    assert rc in (0, -signal.SIGTERM), open(d.log).read()[-3000:]  # twistd re-raises SIGTERM
-    assert _root_kind(d) != ["htb"]
-    assert "streamlab" not in run(*d.ns, "nft", "list", "tables").stdout
+        run(*ns, "tc", "qdisc", "del", "dev", d.link.if_a, "root", check=False)

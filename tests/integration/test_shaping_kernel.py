@@ -136,9 +136,9 @@ async def backend(netns, servers):
 
     kb = KernelBackend(reactor, "lo", netns=netns)
     support = await kb.start()
-    print(f"kernel support in {netns}: {support}")
-    if not support.htb or not support.nft:
-        reason = f"kernel lacks htb or nftables here: {support.reason}"
+    print(f"kernel support in {netns}: {support} {kb.proofs}")
+    if not kb.proofs.get("lo") or not kb.proofs["lo"].htb or not support.drop:
+        reason = f"kernel lacks htb or nftables here: {support.reason} {kb.proofs}"
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     yield kb
@@ -229,22 +229,24 @@ async def test_start_removes_leftovers(netns, servers, backend):
     await _t(run, *ns, "tc", "class", "add", "dev", "lo", "parent", "5eb:", "classid",
              f"5eb:{classid(9999) & 0xffff:x}", "htb", "rate", "1mbit")
     support = await (backend.start())
-    assert support.htb and support.nft
+    assert backend.proofs["lo"].htb and support.drop and support.reject
     assert (await _t(_nft_rules, netns)) == []
     assert not [c for c in (await _t(_tc_classes, netns)) if c.get("handle", "").startswith("5eb:")]
 
 
 @pytest_twisted.ensureDeferred
 async def test_service_routes_features_and_cleans_up(netns, servers, backend, tmp_path):
-    """ShapingService in auto mode on this kernel: rate and transport in the kernel, delay
-    and loss in userspace (no netem here), release removes exactly the port's objects."""
+    """ShapingService with ``backend = kernel`` (lo may be shaped when asked for) on this
+    kernel: once a player connects, rate and transport in the kernel, delay and loss in
+    userspace (no netem here), release removes exactly the port's objects."""
     from twisted.internet import reactor
+    from twisted.internet.address import IPv4Address
 
     from streamlab import config as configmod
     from streamlab.shaping.service import ShapingService
 
     await backend.stop()  # the service owns its own backend instance
-    cfg = configmod.load(None, {"shaping-backend": "auto", "media-dir": str(tmp_path / "m"),
+    cfg = configmod.load(None, {"shaping-backend": "kernel", "media-dir": str(tmp_path / "m"),
                                 "state-dir": str(tmp_path / "s")})
     svc = ShapingService(cfg, reactor, kernel=KernelBackend(reactor, "lo", netns=netns))
     await svc.startService()
@@ -252,9 +254,13 @@ async def test_service_routes_features_and_cleans_up(netns, servers, backend, tm
         caps = svc.caps.as_dict()
         print(f"capabilities in {netns}: {caps}")
         assert caps["features"]["rate"] == "kernel" and caps["features"]["transport_drop"] == "kernel"
-        netem = svc.support.netem
+        netem = svc.kernel.proofs["lo"].netem
         assert caps["features"]["delay"] == ("kernel" if netem else "userspace")
         a, b = servers
+        for port in (a, b):
+            svc.wrap_factory(port, None)
+            await svc.peer_seen(port, IPv4Address("TCP", "127.0.0.1", 40000))
+            assert svc.ports[port].placement.carrier("rate").interface == "lo"
         await svc.configure(a, {"nftables_bandwidth_mbps": 4, "nftables_delay_ms": 30,
                                 "transport_failure_type": "drop"})
         await svc.configure(b, {"nftables_bandwidth_mbps": 9})
@@ -273,3 +279,23 @@ async def test_service_routes_features_and_cleans_up(netns, servers, backend, tm
         await svc.stopService()
     assert not [c for c in await _t(_tc_classes, netns) if c["handle"].startswith("5eb:")]
     await backend.start()  # leave the module fixture usable for its teardown
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_scratch_class_is_not_claimed(netns, backend):
+    """An interface whose root qdisc is someone else's htb cannot take our scratch class:
+    the proof says so (with the reason) and the interface is left exactly as it was."""
+    ns = ("ip", "netns", "exec", netns)
+    await _t(run, *ns, "ip", "link", "add", "slfor0", "type", "veth", "peer", "name", "slfor1")
+    try:
+        await _t(run, *ns, "ip", "link", "set", "slfor0", "up")
+        await _t(run, *ns, "tc", "qdisc", "replace", "dev", "slfor0", "root", "handle", "1:", "htb")
+        proof = await backend.prove("slfor0")
+        print(f"proof on an interface with a foreign htb root: {proof}")
+        assert not proof.htb and not proof.netem and "foreign htb root" in proof.reason
+        out = await _t(run, *ns, "tc", "-j", "qdisc", "show", "dev", "slfor0")
+        assert [(q["kind"], q["handle"]) for q in json.loads(out.stdout) if q.get("root")] == [("htb", "1:")]
+        ok = await backend.prove("lo")
+        assert ok.htb  # another interface is unaffected
+    finally:
+        await _t(run, *ns, "ip", "link", "del", "slfor0", check=False)

@@ -31,7 +31,15 @@ export async function mount(root) {
         table([
           { label: "Feature", render: (r) => r[0] },
           { label: "Carried out by", render: (r) => r[1] === false || r[1] === "none" || r[1] === "" ? badge("unavailable", "warn") : badge(String(r[1]), r[1] === true ? "ok" : "info") },
-        ], Object.entries(c.features || {})));
+        ], Object.entries(c.features || {})),
+        // -- shaping-truth: what scratch rules proved per interface (each session says its own carrier)
+        table([
+          { label: "Interface", render: (r) => r[0] },
+          { label: "Rate", render: (r) => badge(r[1].rate, r[1].rate === "kernel" ? "ok" : "info") },
+          { label: "Delay / loss", render: (r) => badge(r[1].delay, r[1].delay === "kernel" ? "ok" : "info") },
+          { label: "Proof", render: (r) => r[1].reason || "proven" },
+        ], Object.entries(c.interfaces || {}), "No interface proven (players are shaped in userspace)."));
+        // -- end shaping-truth
     }),
     section("Pairing rendezvous", async (body, msg) => {
       const r = await get("/api/rendezvous");

@@ -545,7 +545,21 @@ export async function mount(root, route) {
         ? `Running: step ${s.nftables_pattern_step} of ${(s.nftables_pattern_steps || []).length} at ${fmtNum(s.nftables_pattern_rate_runtime_mbps)} Mbps`
         : "No pattern running.";
     });
+    // -- shaping-truth: which backend/interface carries each control, goodput vs cap, warning
+    const carrier = h("div.muted#shaping-carrier");
+    ctl.onUpdate((s) => {
+      const where = (c) => (c ? `${c.backend}${c.interface ? "/" + c.interface : ""}` : "–");
+      const cs = s.shaping_carriers || {};
+      const cap = s.shaping_cap_mbps === null || s.shaping_cap_mbps === undefined ? "no cap" : `cap ${fmtNum(s.shaping_cap_mbps)} Mbps`;
+      clear(carrier,
+        `Carried by: rate ${where(cs.rate)} · delay ${where(cs.delay)} · loss ${where(cs.loss)} · drop ${where(cs.transport_drop)} · reject ${where(cs.transport_reject)}`,
+        h("br"), `${cap} · goodput ${fmtNum(s.shaping_goodput_mbps)} Mbps`,
+        (cs.rate && cs.rate.reason) ? ` · ${cs.rate.reason}` : "",
+        s.shaping_warning ? h("div.banner.error#shaping-warning", s.shaping_warning) : "");
+    });
+    // -- end shaping-truth
     return card("Network shaping",
+      carrier,
       h("div.sliders",
         h("label.field", h("span.label", "Throughput (Mbps)"), slider("nftables_bandwidth_mbps", 50, 0.1, "Mbps", "unlimited")),
         h("label.field", h("span.label", "Added delay (ms)"), slider("nftables_delay_ms", 2000, 10, "ms", "none")),
