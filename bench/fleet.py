@@ -713,10 +713,12 @@ def _finish_profiler(spy: dict[str, Any]) -> dict[str, Any]:
 
 
 def profile_summary(lines: list[str], top: int = 20) -> dict[str, Any]:
-    """Collapsed stacks (``f1;f2;f3 count``) -> the functions with the most self and
-    inclusive samples, as shares of all samples."""
+    """Collapsed stacks (``f1;f2;f3 count``) -> shares of all samples: the functions with
+    the most self time, the most inclusive time (the reactor's trunk left out), the
+    inclusive time of each source file, and the streamlab functions alone."""
     self_c: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    files: Counter[str] = Counter()
     total = 0
     for line in lines:
         stack, _, count = line.rpartition(" ")
@@ -728,16 +730,23 @@ def profile_summary(lines: list[str], top: int = 20) -> dict[str, Any]:
         self_c[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
+        for f in {f.rpartition(" (")[2].rstrip(")") for f in frames}:
+            files[f] += n
     if not total:
         return {"samples": 0}
+
+    def share(counter: Counter[str], keep: Any, k: int = top) -> list[list[Any]]:
+        return [[f, round(c / total, 3)] for f, c in counter.most_common() if keep(f, c)][:k]
+
+    def branch(f: str, c: int) -> bool:
+        return c < 0.9 * total  # the trunk (twistd, runReactor, mainLoop) is in every sample
+
     return {
         "samples": total,
-        "self": [[f, round(c / total, 3)] for f, c in self_c.most_common(top)],
-        "inclusive": [
-            [f, round(c / total, 3)]
-            for f, c in incl.most_common(top * 2)
-            if not f.startswith(("<module>", "run ", "main ", "mainLoop", "doPoll", "runUntilCurrent"))
-        ][:top],
+        "self": share(self_c, lambda f, c: True),
+        "inclusive": share(incl, branch),
+        "files": share(files, branch, 25),
+        "streamlab": share(incl, lambda f, c: "(streamlab/" in f and branch(f, c), 25),
     }
 
 
@@ -746,7 +755,12 @@ def _short(frame: str) -> str:
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
     parts = path.split("/")
-    short = "/".join(parts[-2:]) if "site-packages" in path or "streamlab" in path else parts[-1]
+    if "site-packages" in path:
+        short = "site-packages/" + "/".join(parts[parts.index("site-packages") + 1 :][-2:])
+    elif "streamlab" in parts:
+        short = "/".join(parts[parts.index("streamlab") :])
+    else:
+        short = parts[-1]
     return f"{name} ({short})"
 
 
