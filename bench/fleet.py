@@ -756,7 +756,7 @@ def _short(frame: str) -> str:
     path = where.rstrip(")").rsplit(":", 1)[0]
     parts = path.split("/")
     if "site-packages" in path:
-        short = "site-packages/" + "/".join(parts[parts.index("site-packages") + 1 :][-2:])
+        short = "/".join(parts[parts.index("site-packages") + 1 :])
     elif "streamlab" in parts:
         short = "/".join(parts[parts.index("streamlab") :])
     else:
