@@ -22,6 +22,7 @@ Never fails on speed; ``--soak`` exits 1 only on a leak.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -79,6 +80,15 @@ def assign(n: int, mix: dict[str, float]) -> list[str]:
                 out.append(k)
                 left[k] -= 1
     return out
+
+
+def parse_pin(text: str) -> tuple[set[int], set[int]]:
+    """``0:1`` or ``0:1,2`` -> (CPUs of the daemon, CPUs of the load generator)."""
+    daemon, _, gen = text.partition(":")
+    cpus = ({int(c) for c in daemon.split(",") if c}, {int(c) for c in gen.split(",") if c})
+    if not cpus[0] or not cpus[1]:
+        raise ValueError("--pin wants DAEMON_CPUS:GENERATOR_CPUS, e.g. 0:1")
+    return cpus
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -152,6 +162,8 @@ class Target:
                 self.daemon.bootstrap_port,
             )
             self.pid = self.daemon.proc.pid
+            if args.pin:
+                os.sched_setaffinity(self.pid, parse_pin(args.pin)[0])
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         """JSON API call on the main listener (None on a non-2xx answer)."""
@@ -263,6 +275,9 @@ class Run:
             }
             proc = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "fleet_players.py")],
+                preexec_fn=functools.partial(os.sched_setaffinity, 0, parse_pin(args.pin)[1])
+                if args.pin
+                else None,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -830,6 +845,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--settle", type=float, default=3.0, help="seconds after the ramp before measuring")
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
+    p.add_argument(
+        "--pin",
+        help="DAEMON_CPUS:GENERATOR_CPUS, e.g. 0:1: keep the players off the daemon's core (own daemon only)",
+    )
     p.add_argument("--rendition", default="highest", help="highest | lowest | a rung id such as 180p")
     p.add_argument("--content", default="testclip", help="content item (own daemon: the cached test item)")
     p.add_argument(
