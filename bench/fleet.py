@@ -41,7 +41,15 @@ sys.path.insert(0, HERE)
 
 from fleet_manifests import parse_master, parse_media  # noqa: E402
 from fleet_players import KINDS  # noqa: E402
-from fleet_probe import cpu_seconds, daemon_gauges, find_listener_pid, host_cpu, kernel_state, process_sample  # noqa: E402
+from fleet_probe import (  # noqa: E402
+    cpu_seconds,
+    daemon_gauges,
+    find_listener_pid,
+    host_cpu,
+    kernel_state,
+    process_sample,
+    runqueue_wait,
+)
 
 from streamlab.testing.daemon import Daemon, request  # noqa: E402
 
@@ -292,7 +300,7 @@ class Run:
         """Sample the daemon over the window, collect the workers, return the figures."""
         pid = self.target.pid
         _sleep_until(self.window[0])
-        cpu0, host0, t0 = cpu_seconds(pid), host_cpu(), time.time()
+        cpu0, host0, t0, wait0 = cpu_seconds(pid), host_cpu(), time.time(), runqueue_wait(pid)
         rss_max = 0.0
         samples = []
         while time.time() < self.window[1]:
@@ -301,8 +309,10 @@ class Run:
             if on_sample is not None:
                 samples.append(on_sample())
             _sleep_until(min(self.window[1], time.time() + sample_every))
-        cpu1, host1, t1 = cpu_seconds(pid), host_cpu(), time.time()
+        cpu1, host1, t1, wait1 = cpu_seconds(pid), host_cpu(), time.time(), runqueue_wait(pid)
         proc_end = process_sample(pid)
+        # ready to run but not running: the share of the window a busy box kept it waiting
+        proc_end["runqueue_wait_share"] = round((wait1 - wait0) / (t1 - t0), 3)
         gauges = daemon_gauges(self.target.host, self.target.port)
         results = []
         for proc in self.procs:
