@@ -120,7 +120,6 @@ class Player:
         self.pool: Pool | None = None
         self.base = ""  # directory of the master, e.g. /go-live/testclip/
         self.master_target = ""
-        self.joined = False
         self.stop_at = float("inf")
 
     async def bootstrap(self) -> None:
@@ -291,13 +290,13 @@ class LLHlsPlayer(Player):
             )
             pl = parse_media(resp.body.decode())
             asked = resp.sent_at
-            for seg in pl.segments:
-                if seg.msn == msn and part < len(seg.parts):
-                    pub = seg.parts[part].published_at
-                    if pub >= self.count_from:
-                        self.rec.sample("ll_hls.playlist", resp.done_at, pub, asked)
-                elif seg.msn == msn - 1 and part == 0 and seg.complete and seg.parts:
-                    pass  # the request was for the first part of a segment not listed yet
+            for seg in pl.segments:  # the wake-up: the part asked for, after its publication
+                if (
+                    seg.msn == msn
+                    and part < len(seg.parts)
+                    and seg.parts[part].published_at >= self.count_from
+                ):
+                    self.rec.sample("ll_hls.playlist", resp.done_at, seg.parts[part].published_at, asked)
             self._resolve(pl, asked)
 
     def _hint(self, pl: MediaPlaylist) -> None:
