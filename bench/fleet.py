@@ -261,6 +261,7 @@ class Run:
         args = self.args
         ramp = args.ramp if args.ramp is not None else min(10.0, 1.0 + self.n * 0.02)
         t0 = time.time() + 0.5
+        self.started = t0
         self.ramp_until = t0 + ramp
         self.window = (self.ramp_until + args.settle, self.ramp_until + args.settle + self.duration)
         self.stop_at = self.window[1] + 0.5
@@ -367,7 +368,7 @@ class Run:
             worker_cpu += r.get("cpu_seconds", 0.0)
             bootstrapped += r.get("bootstrapped", 0)
         busy = (host[1][0] - host[0][0]) / max(1, host[1][1] - host[0][1])
-        run_wall = self.stop_at - (self.ramp_until - (self.args.ramp or 0))
+        run_wall = self.stop_at - self.started
         out = {
             "players": self.n,
             "bootstrapped": bootstrapped,
