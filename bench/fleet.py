@@ -720,7 +720,7 @@ def _start_profiler(pid: int, run: Run) -> dict[str, Any] | None:
         f"--nonblocking --output {out}"
     )
     proc = subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return {"proc": proc, "out": out}
+    return {"proc": proc, "out": out, "keep": run.args.profile_raw}
 
 
 def _finish_profiler(spy: dict[str, Any]) -> dict[str, Any]:
@@ -733,6 +733,8 @@ def _finish_profiler(spy: dict[str, Any]) -> dict[str, Any]:
     except OSError:
         return {"error": f"py-spy wrote nothing: {err[-300:]}"}
     finally:
+        if spy.get("keep"):
+            shutil.copyfile(spy["out"], spy["keep"])
         if os.path.exists(spy["out"]):
             os.unlink(spy["out"])
     return profile_summary(lines)
@@ -883,6 +885,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-limit", type=float, default=0.70, help="daemon CPU share bound for --search (0.70)")
     p.add_argument(
         "--profile", action="store_true", help="py-spy the daemon during the window (summary in JSON)"
+    )
+    p.add_argument(
+        "--profile-raw", metavar="FILE", help="with --profile: also keep py-spy's collapsed stacks in FILE"
     )
     p.add_argument("--soak", type=float, default=None, metavar="SECONDS", help="leak check for SECONDS")
     p.add_argument("--sample-every", type=float, default=10.0, help="soak sampling period (s)")
