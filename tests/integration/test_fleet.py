@@ -100,7 +100,8 @@ def test_short_soak_finds_no_leak_and_deletes_everything(target):
     names = {c["check"] for c in r["checks"]}
     assert {"rss_mb during run", "fds during run", "reactor timers during run", "network-log entries bounded",
             "fleet sessions deleted", "fds back to idle", "network log dropped"} <= names
-    assert r["start"]["sessions"] >= 20 and r["start"]["timers"] is not None
+    assert r["fleet"]["bootstrapped"] == 20 and r["end"]["sessions"] >= 20  # sessions alive until deleted
+    assert r["start"]["timers"] is not None and r["start"]["network_log_entries"] > 0
     assert r["after_delete"]["fleet_sessions"] == 0 and r["after_delete"]["network_log_entries"] == 0
     assert r["fleet"]["errors"]["total"] == 0, r["fleet"]["errors"]
     _no_fleet_sessions(target)
