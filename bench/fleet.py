@@ -900,7 +900,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-tolerance", type=float, default=0.10, help="soak: RSS may grow by this share ...")
     p.add_argument("--rss-slack-mb", type=float, default=20.0, help="... plus this many MB (default 20)")
     p.add_argument(
-        "--fd-tolerance", type=int, default=8, help="soak: extra fds tolerated (plus 10%% during the run)"
+        "--fd-tolerance",
+        type=int,
+        default=8,
+        help="soak: extra fds tolerated (during the run: at least one per player, plus 10%%)",
     )
     p.add_argument("--network-log-size", type=int, default=200, help="the daemon's network_log_size")
     p.add_argument(
