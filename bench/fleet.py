@@ -351,6 +351,7 @@ class Run:
         worker_cpu = 0.0
         bootstrapped = 0
         early: Counter[str] = Counter()
+        behind = 0
         lags: list[float] = []
         published: dict[str, list[tuple[float, float]]] = {}
         for r in results:
@@ -362,6 +363,7 @@ class Run:
             requests.update(r.get("requests", {}))
             errors.update(r.get("errors", {}))
             early.update(r.get("early", {}))
+            behind += r.get("parts_skipped_behind_live", 0)
             for k, v in r.get("error_examples", {}).items():
                 examples.setdefault(k, v)
             total_bytes += r.get("bytes", 0)
@@ -388,6 +390,7 @@ class Run:
             },
             "mbit_per_s": round(total_bytes * 8 / wall / 1e6, 2),
             "delivered_before_publication": dict(sorted(early.items())),
+            "ll_hls_parts_skipped_behind_live": behind,
             "daemon": {
                 "pid": self.target.pid,
                 "cpu_share": round(cpu / wall, 3),
@@ -436,6 +439,10 @@ def verdict(result: dict[str, Any], part_bound: float, segment_bound: float, cpu
             why.append(f"no {key} delivered")
         elif lat["p99"] > bound * 1000:
             why.append(f"{key} p99 {lat['p99']} ms > {bound * 1000:g} ms")
+    if result.get("ll_hls_parts_skipped_behind_live"):
+        why.append(
+            f"LL-HLS players fell behind live ({result['ll_hls_parts_skipped_behind_live']} parts skipped)"
+        )
     if result["daemon"]["cpu_share"] > cpu_limit:
         why.append(f"daemon CPU {result['daemon']['cpu_share']:.0%} > {cpu_limit:.0%}")
     lag = result["load_generator"]["loop_lag_ms"]["p99"]
