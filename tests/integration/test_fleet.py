@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FLEET = os.path.join(ROOT, "bench", "fleet.py")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-import fleet  # noqa: E402
+import fleet_run  # noqa: E402
+import fleet_soak  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +152,10 @@ def test_soak_checks_flag_growth_and_leftovers():
     idle = _sample(0, fds=20, timers=4, entries=0, sessions=0)
     gone = {**_sample(100, fds=20, timers=5, entries=0, sessions=0), "fleet_sessions": 0}
     steady = [_sample(t) for t in (10, 20, 30)]
-    assert all(c["ok"] for c in fleet._soak_checks(_args(), idle, steady, steady[-1], gone))
+    assert all(c["ok"] for c in fleet_soak.soak_checks(_args(), idle, steady, steady[-1], gone))
 
     def failing(samples, after=gone):
-        checks = fleet._soak_checks(_args(), idle, samples, samples[-1], after)
+        checks = fleet_soak.soak_checks(_args(), idle, samples, samples[-1], after)
         return {c["check"] for c in checks if not c["ok"]}
 
     assert failing([_sample(10), _sample(20, rss=200.0)]) == {"rss_mb during run"}
@@ -168,12 +169,13 @@ def test_soak_checks_flag_growth_and_leftovers():
 
 
 def test_mix_assignment_and_percentiles():
-    assert fleet.parse_mix("ll_hls=7,hls_6s=2,dash_6s=1") == {"ll_hls": 0.7, "hls_6s": 0.2, "dash_6s": 0.1}
-    kinds = fleet.assign(10, fleet.parse_mix("ll_hls=0.7,hls_6s=0.2,dash_6s=0.1"))
+    mix = fleet_run.parse_mix("ll_hls=7,hls_6s=2,dash_6s=1")
+    assert mix == {"ll_hls": 0.7, "hls_6s": 0.2, "dash_6s": 0.1}
+    kinds = fleet_run.assign(10, fleet_run.parse_mix("ll_hls=0.7,hls_6s=0.2,dash_6s=0.1"))
     assert sorted(kinds) == sorted(["ll_hls"] * 7 + ["hls_6s"] * 2 + ["dash_6s"])
     assert set(kinds[:3]) == {"ll_hls", "hls_6s", "dash_6s"}  # interleaved across workers
     with pytest.raises(ValueError):
-        fleet.parse_mix("firefox=1")
-    s = fleet.summary([i / 1000 for i in range(1, 101)])
+        fleet_run.parse_mix("firefox=1")
+    s = fleet_run.summary([i / 1000 for i in range(1, 101)])
     assert (s["count"], s["p50"], s["p99"], s["max"]) == (100, 50.0, 99.0, 100.0)
-    assert fleet.summary([])["p99"] is None
+    assert fleet_run.summary([])["p99"] is None
