@@ -24,7 +24,7 @@ help:
 	@echo "make run    - set up and start the daemon in the foreground on :30000"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make lint   - ruff"
-	@echo "make bench  - benchmarks (print figures, never fail on speed)"
+	@echo "make bench  - benchmarks (print figures, never fail on speed; ONLY=fleet for the player fleet)"
 	@echo "make deb    - build the Debian package (dist/streamlab_<version>_all.deb)"
 
 system:
@@ -83,7 +83,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(if $(ONLY),--only $(ONLY))
 
 # Debian package with a self-contained venv under /opt/streamlab/venv (docs/operations.md);
 # cached in build/deb/<hash of the packaged sources>, copied to dist/.

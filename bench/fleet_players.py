@@ -42,6 +42,7 @@ from fleet_http import HttpError, Pool, Response  # noqa: E402
 from fleet_manifests import DashPeriod, MediaPlaylist, parse_master, parse_media, parse_mpd, pick_variant  # noqa: E402
 
 EARLY_TOLERANCE = 0.001  # publication times are exact to the millisecond
+BEHIND_LIVE = 3.0  # an LL-HLS player skips listed parts published longer ago than this
 KINDS = ("ll_hls", "hls_6s", "hls_2s", "dash_6s")
 MASTERS = {
     "ll_hls": "master.m3u8",
@@ -64,6 +65,7 @@ class Recorder:
         self.error_examples: dict[str, str] = {}
         self.bytes = 0
         self.early: Counter[str] = Counter()
+        self.behind = 0
 
     def inside(self, t: float) -> bool:
         """Is *t* inside the measurement window?"""
@@ -84,6 +86,11 @@ class Recorder:
                     round(published, 3),
                 )
             )
+
+    def skipped(self, published: float) -> None:
+        """A listed LL-HLS part the player gave up on: it was too far behind live."""
+        if self.window[0] <= published <= self.window[1]:
+            self.behind += 1
 
     def request(self, kind: str, resp: Response) -> None:
         """One answered request."""
@@ -120,7 +127,6 @@ class Player:
         self.pool: Pool | None = None
         self.base = ""  # directory of the master, e.g. /go-live/testclip/
         self.master_target = ""
-        self.joined = False
         self.stop_at = float("inf")
 
     async def bootstrap(self) -> None:
@@ -291,13 +297,13 @@ class LLHlsPlayer(Player):
             )
             pl = parse_media(resp.body.decode())
             asked = resp.sent_at
-            for seg in pl.segments:
-                if seg.msn == msn and part < len(seg.parts):
-                    pub = seg.parts[part].published_at
-                    if pub >= self.count_from:
-                        self.rec.sample("ll_hls.playlist", resp.done_at, pub, asked)
-                elif seg.msn == msn - 1 and part == 0 and seg.complete and seg.parts:
-                    pass  # the request was for the first part of a segment not listed yet
+            for seg in pl.segments:  # the wake-up: the part asked for, after its publication
+                if (
+                    seg.msn == msn
+                    and part < len(seg.parts)
+                    and seg.parts[part].published_at >= self.count_from
+                ):
+                    self.rec.sample("ll_hls.playlist", resp.done_at, seg.parts[part].published_at, asked)
             self._resolve(pl, asked)
 
     def _hint(self, pl: MediaPlaylist) -> None:
@@ -344,6 +350,12 @@ class LLHlsPlayer(Player):
                         self.done.add(key)
                         self.rec.sample("ll_hls.part", arrived, p.published_at, stream.sent_at)
                     continue  # still streaming: resolved by a later playlist
+                if time.time() - p.published_at > BEHIND_LIVE:
+                    # a real player this far behind jumps to the live edge instead of
+                    # fetching every missed part (which would only push it further behind)
+                    self.done.add(key)
+                    self.rec.skipped(p.published_at)
+                    continue
                 self.fetching.add(key)
                 self._spawn(self._fetch_part(seg.msn, p, count=True))
         low = pl.segments[-1].msn - 4
@@ -522,6 +534,7 @@ async def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         "requests_total": rec.requests_total,
         "errors": dict(rec.errors),
         "early": dict(rec.early),
+        "parts_skipped_behind_live": rec.behind,
         "error_examples": rec.error_examples,
         "bytes": rec.bytes,
         "players": len(players),

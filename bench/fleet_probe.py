@@ -24,6 +24,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the main thread of *pid* spent runnable but waiting for a CPU
+    (/proc/<pid>/schedstat, second field)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of *pid*."""
     with open(f"/proc/{pid}/status") as fh:

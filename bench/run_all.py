@@ -1,7 +1,8 @@
 """Run every benchmark under bench/ one after another and print their figures.
 
-``make bench`` calls this.  Benchmarks print figures and never fail on speed; a bench
-that crashes is reported and the others still run.  ``--only render,proxy`` picks some.
+``make bench`` calls this (``make bench ONLY=fleet`` runs just the player fleet).
+Benchmarks print figures and never fail on speed; a bench that crashes is reported and
+the others still run.  ``--only render,proxy`` picks some.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-# Quick ones first; encode and media_index take minutes on 2 cores.
-ORDER = ["render", "proxy_cores", "blocking", "proxy", "shaping", "uploads", "media_index", "encode"]
+# Quick ones first; encode and media_index take minutes on 2 cores.  The fleet comes
+# first at a small N (its JSON is the capacity figure people look for, docs/capacity.md).
+ORDER = ["fleet", "render", "proxy_cores", "blocking", "proxy", "shaping", "uploads", "media_index", "encode"]
+# arguments per bench when run from here (the fleet's own defaults are a small run too)
+ARGS = {"fleet": ["--players", "20", "--duration", "10"]}
 
 
 def main() -> int:
@@ -27,7 +31,7 @@ def main() -> int:
         script = HERE / f"{name}.py"
         print(f"\n=== bench/{name}.py", flush=True)
         started = time.monotonic()
-        code = subprocess.call([sys.executable, str(script)], cwd=HERE.parent)
+        code = subprocess.call([sys.executable, str(script), *ARGS.get(name, [])], cwd=HERE.parent)
         print(f"=== bench/{name}.py: exit {code} in {time.monotonic() - started:.1f} s", flush=True)
         if code != 0:
             failed.append(name)
