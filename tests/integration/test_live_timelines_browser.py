@@ -1,0 +1,225 @@
+"""LL-HLS latency and seamless loops in both timelines, with real players (#11 items 4, 5).
+
+A 12 s item (two 6 s files) loops on a daemon whose window (24 s) is longer than the
+loop.  Through a session port, in headless Chromium, with the dashboard's vendored
+players, at the same time:
+
+* hls.js (``lowLatencyMode``) on ``master.m3u8`` in the discontinuity and the continuous
+  timeline,
+* shaka (``streaming.lowLatencyMode``) on the same two LL-HLS masters,
+* dash.js on the continuous LL-DASH MPD (one Period).
+
+Each page is watched (polling with a deadline) until its playhead has crossed two loop
+boundaries; then every player must have played without a stall after startup, kept up
+with the wall clock, and (LL-HLS) settled near the live edge: the latency measured from
+``EXT-X-PROGRAM-DATE-TIME`` (``now - playhead date``) within PART-HOLD-BACK + one part
+plus a margin for this loaded test machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import pytest
+
+from streamlab.testing.daemon import Daemon
+from streamlab.testing.fixtures import build_test_item, install_test_item
+
+pytestmark = pytest.mark.browser
+
+LOOP = 12.0
+VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--autoplay-policy=no-user-gesture-required"]
+DEADLINE = 75.0
+#: how long after the first ``playing`` event a player may still settle (seek to the edge,
+#: adjust its rate) before stalls count
+STARTUP = 3.0
+
+PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
+<script src="/__players/%LIB%"></script>
+<script>
+const EPOCH = %EPOCH%, LOOP = %LOOP%;
+const v = document.getElementById('v');
+const rec = window.rec = {errors: [], loops: [], playingAt: null, t0: null, stalls: [], lat: [], holes: []};
+v.addEventListener('playing', () => {
+  if (rec.playingAt === null) { rec.playingAt = performance.now(); rec.t0 = v.currentTime; }
+});
+v.addEventListener('waiting', () => {
+  if (rec.playingAt !== null) rec.stalls.push([(performance.now() - rec.playingAt) / 1000, v.currentTime]);
+});
+let dateOf = null;  // playhead -> Date (ms), per engine
+function sample() {
+  if (rec.playingAt === null || !dateOf) return;
+  const d = dateOf();
+  if (d === null || !isFinite(d)) return;
+  const loop = Math.floor((d / 1000 - EPOCH) / LOOP);
+  if (!rec.loops.includes(loop)) rec.loops.push(loop);
+  rec.lat.push([(performance.now() - rec.playingAt) / 1000, Date.now() / 1000 - d / 1000]);
+  const b = v.buffered;
+  if (b.length > 1) rec.holes.push([(performance.now() - rec.playingAt) / 1000, b.length]);
+}
+setInterval(sample, 250);
+%INIT%
+window.snap = () => ({t: v.currentTime, now: performance.now(), err: v.error && v.error.message,
+                      extra: window.extra ? window.extra() : null});
+</script></body></html>"""
+
+HLS_INIT = """
+const hls = new Hls({lowLatencyMode: true});
+hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) rec.errors.push(d.type + ':' + d.details); });
+dateOf = () => { const d = hls.playingDate; return d ? d.getTime() : null; };
+window.extra = () => ({target: hls.targetLatency, latency: hls.latency, drift: hls.drift});
+hls.loadSource('{src}'); hls.attachMedia(v);
+"""
+
+SHAKA_INIT = """
+shaka.polyfill.installAll();
+const player = new shaka.Player();
+player.configure({streaming: {lowLatencyMode: true}});
+player.addEventListener('error', e => rec.errors.push('shaka ' + (e.detail && e.detail.code)));
+dateOf = () => { const d = player.getPlayheadTimeAsDate(); return d ? d.getTime() : null; };
+window.extra = () => { const s = player.getStats(), r = player.seekRange();
+  return {live: s.liveLatency, ll: player.getConfiguration().streaming.lowLatencyMode,
+          edge: r.end - v.currentTime, buf: player.getBufferedInfo().total.length}; };
+player.attach(v).then(() => player.load('{src}')).catch(e => rec.errors.push('load ' + e.code));
+"""
+
+DASH_INIT = """
+const p = dashjs.MediaPlayer().create();
+p.on(dashjs.MediaPlayer.events.ERROR, e => rec.errors.push(JSON.stringify(e.error || e).slice(0, 200)));
+p.on(dashjs.MediaPlayer.events.PERIOD_SWITCH_COMPLETED, e => {
+  if (rec.playingAt !== null) rec.errors.push('period switch');
+});
+// one Period starting at the epoch: the presentation time is seconds since the epoch
+dateOf = () => (EPOCH + v.currentTime) * 1000;
+p.initialize(v, '{src}', true);
+"""
+
+PLAYERS = {
+    "hlsjs_disc": ("hls.min.js", HLS_INIT, "master.m3u8"),
+    "hlsjs_cont": ("hls.min.js", HLS_INIT, "master.m3u8?timeline=continuous"),
+    "shaka_disc": ("shaka-player.compiled.js", SHAKA_INIT, "master.m3u8"),
+    "shaka_cont": ("shaka-player.compiled.js", SHAKA_INIT, "master.m3u8?timeline=continuous"),
+    "dashjs_cont": ("dash.all.min.js", DASH_INIT, "manifest.mpd?timeline=continuous"),
+}
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def short_item(tmp_path_factory) -> str:
+    media = str(tmp_path_factory.mktemp("short-item"))
+    return build_test_item(media, name="short", extra_args=["--duration", str(int(LOOP))])
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, short_item):
+    epoch = float(int(time.time() - 1000 * LOOP))
+    d = Daemon(str(tmp_path_factory.mktemp("timelines")),
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": 24}})
+    install_test_item(d.media_dir, "short", source=short_item)
+    d.start()
+    deadline = time.monotonic() + 30
+    while d.get("/go-live/short/master.m3u8").status != 200:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    d.epoch = epoch
+    yield d
+    d.stop()
+    log = d.log()
+    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
+
+
+def _page(name: str, epoch: float) -> str:
+    lib, init, src = PLAYERS[name]
+    return (PAGE.replace("%LIB%", lib).replace("%EPOCH%", repr(epoch)).replace("%LOOP%", repr(LOOP))
+            .replace("%INIT%", init.replace("{src}", "/go-live/short/" + src)))
+
+
+def _done(r: dict) -> bool:
+    rec = r["rec"]
+    return (rec["playingAt"] is not None and len(rec["loops"]) >= 3) or bool(rec["errors"])
+
+
+def _play(origin, names) -> dict[str, dict]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    for lib in {PLAYERS[n][0] for n in names}:
+        if not os.path.isfile(os.path.join(VENDOR, lib)):
+            pytest.skip(f"vendored {lib} not present (make assets)")
+    r = origin.request("POST", "/api/sessions", {"player_id": "timelines", "set": {}})
+    assert r.status in (200, 201), r.text
+    port = int(r.json()["x_forwarded_port"])
+    base = f"http://127.0.0.1:{port}"
+    with sync_api.sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # noqa: BLE001 - no browser on this machine
+            pytest.skip(f"cannot launch chromium: {exc}")
+        ctx = browser.new_context()
+
+        def serve(route):
+            name = route.request.url.rsplit("/", 1)[1]
+            if name.endswith(".js"):
+                with open(os.path.join(VENDOR, name), "rb") as fh:
+                    route.fulfill(body=fh.read(), content_type="application/javascript")
+            else:
+                route.fulfill(body=_page(name.split(".")[0], origin.epoch), content_type="text/html")
+
+        ctx.route(f"{base}/__players/**", serve)
+        pages = {}
+        for name in names:
+            pg = ctx.new_page()
+            pg.goto(f"{base}/__players/{name}.html")
+            pages[name] = pg
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            next(iter(pages.values())).wait_for_timeout(500)
+            results = {n: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
+                       for n, pg in pages.items()}
+            if all(_done(x) for x in results.values()) or time.monotonic() > deadline:
+                break
+        browser.close()
+    return results
+
+
+def _settled(lat: list[list[float]]) -> list[float]:
+    """Latency samples once the player has settled (after the first 10 s of playback)."""
+    return [x for t, x in lat if t >= 10.0]
+
+
+def test_ll_hls_and_continuous_dash_play_across_two_loop_boundaries(origin):
+    only = os.environ.get("TIMELINE_PLAYERS")
+    results = _play(origin, tuple(only.split(",")) if only else tuple(PLAYERS))
+    part_hold_back = 0.6  # PART-HOLD-BACK of the test item (3 x 0.2 s parts)
+    problems, table = [], []
+    for name, r in results.items():
+        rec, snap = r["rec"], r["snap"]
+        settled = _settled(rec["lat"])
+        table.append(f"{name}: loops {rec['loops']} stalls {rec['stalls']} errors {rec['errors']} "
+                     f"latency settled {min(settled, default=-1):.2f}..{max(settled, default=-1):.2f} s"
+                     f" {snap.get('extra')}")
+        if rec["errors"] or snap["err"]:
+            problems.append(f"{name}: errors {rec['errors']} {snap['err']}")
+            continue
+        if rec["playingAt"] is None:
+            problems.append(f"{name}: never started playing")
+            continue
+        if len(rec["loops"]) < 3:
+            problems.append(f"{name}: crossed {len(rec['loops']) - 1} loop boundaries, not 2")
+        late = [s for s in rec["stalls"] if s[0] > STARTUP]
+        if late:
+            problems.append(f"{name}: stalled after startup at {late}")
+        played = snap["t"] - rec["t0"]
+        wall = (snap["now"] - rec["playingAt"]) / 1000
+        if played < 0.9 * wall - 1.0:
+            problems.append(f"{name}: played {played:.1f} s of media in {wall:.1f} s")
+        if name.startswith("hlsjs") and settled and max(settled) > part_hold_back + 0.2 + 0.8:
+            problems.append(f"{name}: latency {max(settled):.2f} s, PART-HOLD-BACK is {part_hold_back}")
+    print("\n".join(table))
+    assert not problems, "\n".join(problems) + "\n" + "\n".join(table)
