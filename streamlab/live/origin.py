@@ -324,16 +324,17 @@ class OriginResource(Resource):
                            detail=times if isinstance(times, str) else "the item has no decode-time index")
         return times
 
-    def _check_continuous(self, content: str, index: ContentIndex, container: str, loop: int) -> None:
-        """400 for MPEG-TS (no PES timestamp rewriting), 409 when the item cannot be
-        rewritten for *loop* (no index, or a 32-bit tfdt that would overflow)."""
+    def _check_continuous(self, content: str, index: ContentIndex, container: str, loop: int,
+                          tracks: tuple[Track, ...] | None = None) -> None:
+        """400 for MPEG-TS (no PES timestamp rewriting), 409 when the item (or *tracks*)
+        cannot be rewritten for *loop* (no index, or a 32-bit tfdt that would overflow)."""
         if container == "ts":
             raise Invalid("continuous timeline not available for MPEG-TS",
                           detail="timeline=continuous rewrites fMP4 decode times only; "
                                  "use the fMP4 streams or timeline=discontinuity with format=ts",
                           fields={"timeline": "discontinuity with format=ts"})
         times = self._times(content)
-        for t in index.video + index.audio:
+        for t in tracks if tracks is not None else index.video + index.audio:
             tt = times.track(t)
             if tt is None or not tt.fits(loop):
                 raise Conflict("continuous timeline unavailable",
@@ -604,7 +605,7 @@ class OriginResource(Resource):
             raise Invalid("continuous timeline needs a sequence-addressed URL",
                           detail="request the n<N> URL the continuous manifests list")
         loop = ref.seq // index.segment_count
-        self._check_continuous(content, index, container, loop)
+        self._check_continuous(content, index, container, loop, (ref.track,))
         tt = self._times(content).track(ref.track)
         if tt is None or ref.file_number > len(tt.files):
             raise Conflict("continuous timeline unavailable",
