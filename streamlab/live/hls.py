@@ -23,6 +23,11 @@ from streamlab.media.index import ContentIndex, Track, target_duration
 
 KINDS = ("ll", "2s", "6s")
 
+#: Floor of PART-HOLD-BACK (seconds).  Three 0.2 s parts (0.6 s) left shaka 5 starving
+#: at the live edge on a loaded machine (a mid-segment stall once its latency fell to
+#: ~1 s); 1 s gives players that hold exactly PART-HOLD-BACK back five parts of margin.
+MIN_PART_HOLD_BACK = 1.0
+
 #: EXT-X-VERSION of LL media playlists (EXT-X-SKIP needs 9) and of non-LL ones.
 LL_VERSION = 9
 VERSION = 6
@@ -208,8 +213,10 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
     if kind == "ll":
         part_target = _part_target(index, track)
         # RFC 8216bis: with different part targets across renditions, PART-HOLD-BACK should
-        # be at least three times the largest one
-        hold_back = 3 * max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
+        # be at least three times the largest one; and at least MIN_PART_HOLD_BACK, so a
+        # player holding exactly that far back has a few parts of margin (docs/origin.md)
+        largest = max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
+        hold_back = max(MIN_PART_HOLD_BACK, 3 * largest)
         skip_until = 6.0 * target
         top = (f"#EXTM3U\n#EXT-X-VERSION:{LL_VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
                f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={compact_number(hold_back)},"

@@ -40,18 +40,24 @@ chunked delivery of the segment being produced) uses one shared
 a single reactor timer for all of them; a client that disconnects is removed through
 ``notifyFinish``'s errback.
 
-Media timing rules (a file number is ambiguous: every loop plays the same files):
+Media timing rules.  Manifests list *sequence-addressed* URLs (``video/<rung>/n<N>.m4s``,
+:mod:`streamlab.live.urls`): ``N`` is the absolute segment, so the answer is exact:
 
-* ``Range: bytes=N-`` (open-ended, what a blocking preload hint asks) on the file of the
-  segment in progress, starting in a part not yet published: 206 with the full
-  ``Content-Range``/``Content-Length`` up to the end of the file, headers and each part's
-  bytes written as the part is published.  Closed ranges are always served at once.
-* A whole-file GET (no Range) of the file of the segment in progress: 200 without
-  ``Content-Length`` (chunked), the published parts at once, then one chunk per part at
-  its publish time, finished when the segment is complete (LL-DASH chunked CMAF).  A
-  player fetching the same file number from an earlier loop (only possible when the window
-  is longer than the loop) gets the same paced answer.
-* Anything else: the bytes at once (200/206/416), from a push producer.
+* segment ``N`` complete: the bytes at once (200/206/416), from a push producer, whatever
+  the window;
+* segment ``N`` in production (or the next one): paced, each part's bytes released at its
+  publish time: a whole-file GET is 200 chunked (LL-DASH chunked CMAF), a range is 206
+  with its full ``Content-Length`` (a blocking preload hint asks ``bytes=N-``); a range
+  whose bytes are all published already (a listed part, a 2 s piece) goes out at once;
+* ``N`` more than one segment ahead: 404.
+
+Old-style file URLs (``seg_00005.m4s``) keep their old meaning, "this file in the current
+loop": whole-file GET and open-ended ranges of the file in production are paced, closed
+ranges and other files are served at once.
+
+``?timeline=continuous`` on an ``n<N>`` URL serves the file with every ``tfdt`` raised by
+``loop(N) x loop length`` (:mod:`streamlab.media.decode_times`, offsets indexed at load);
+MPEG-TS answers 400 in that mode, an item without a decode-time index 409.
 """
 
 from __future__ import annotations

@@ -202,9 +202,9 @@ def _settled(lat: list[list[float]]) -> list[float]:
     return [x for t, x in lat if t >= STARTUP]
 
 
-#: PART-HOLD-BACK of the test item's LL playlists (3 x the 0.2 s part target), its part
+#: PART-HOLD-BACK of the test item's LL playlists (the 1 s floor > 3 x 0.2 s), its part
 #: and target durations
-PART_HOLD_BACK = 0.6
+PART_HOLD_BACK = 1.0
 PART = 0.2
 TARGET = 6.0
 
