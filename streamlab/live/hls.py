@@ -509,7 +509,7 @@ def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, wind
         # the pieces of segment m inside [a, last], as one cached block (key j = its first
         # piece, -1 - j when it stops before the segment's end)
         stop = min(last, (m + 1) * k - 1) - m * k
-        key = (m, j if stop == k - 1 else -1 - j)
+        key = (m, j if stop == k - 1 else -1 - (j * 64 + stop))
         text = blocks.get(key)
         if text is None:
             uri = f"{pre}{m}{post}\n"
