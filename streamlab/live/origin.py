@@ -203,6 +203,19 @@ class OriginResource(Resource):
         self.status_feed.stop()
         self.status_stream.close()
 
+    def loop_of_path(self, path: str) -> int | None:
+        """The loop a sequence-addressed media path (``/go-live/<c>/video/<r>/n<N>.m4s``,
+        query allowed) belongs to; None for anything else (the session proxy counts loops
+        with it)."""
+        parts = path.split("?", 1)[0].split("/")
+        if len(parts) < 5 or parts[1] != "go-live":
+            return None
+        index = self.library.get(parts[2])
+        if index is None:
+            return None
+        ref = parse_media(index, "/".join(parts[3:]))
+        return None if ref is None or ref.seq is None else ref.seq // index.segment_count
+
     # -- entry -------------------------------------------------------------
 
     def render(self, request: IRequest) -> bytes | int:
