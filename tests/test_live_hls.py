@@ -118,10 +118,14 @@ def test_ll_playlist_shape():
     m = m3u8.loads(text)
     assert m.version == 9 and m.target_duration == 6
     assert m.server_control.can_block_reload == "YES"
-    # 3 x the largest part target of the master's renditions (audio parts run 0.214 s)
-    assert m.server_control.part_hold_back == pytest.approx(0.642)
+    # 3 x the largest part target of the master's renditions (audio parts run 0.214 s),
+    # but at least MIN_PART_HOLD_BACK (1 s)
+    assert m.server_control.part_hold_back == pytest.approx(1.0)
     assert m3u8.loads(hls.render_media(make_index(), "audio", "ll", now, EPOCH, 36)) \
-        .server_control.part_hold_back == pytest.approx(0.642)
+        .server_control.part_hold_back == pytest.approx(1.0)
+    big = make_index(seg_dur=6.0, part_dur=0.5)  # 3 x 0.5 s parts is above the floor
+    assert m3u8.loads(hls.render_media(big, "720p", "ll", now, EPOCH, 36)).server_control.part_hold_back \
+        == pytest.approx(1.5)
     assert m.server_control.can_skip_until == 36
     assert m.part_inf.part_target == pytest.approx(0.2)
     assert m.media_sequence == n - 6

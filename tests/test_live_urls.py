@@ -170,3 +170,23 @@ def test_dash_numbers_are_sequence_numbers():
     for url in root.iter("{urn:mpeg:dash:schema:mpd:2011}SegmentURL"):
         ref = parse_media(IDX, url.get("media"))
         assert ref is not None and ref.seq is not None
+
+
+@pytest.mark.parametrize("timeline", ["discontinuity", CONTINUOUS])
+def test_cached_entry_texts_equal_a_cold_render(timeline):
+    """The renderers keep each listed entry's text by (n, piece): a warm index renders
+    exactly what a fresh copy (cold caches) renders, at every step of a minute."""
+    from streamlab.media.index import index_to_json, parse_index
+
+    warm = make_index(with_ts=True)
+    t0 = EPOCH + 10_000 * 6
+    for i in range(150):
+        now = t0 + i * 0.4
+        cold = parse_index(index_to_json(warm))
+        for kind in ("ll", "2s", "6s"):
+            for track in ("720p", "audio"):
+                assert hls.render_media(warm, track, kind, now, EPOCH, 30, timeline=timeline) == \
+                    hls.render_media(cold, track, kind, now, EPOCH, 30, timeline=timeline), (kind, track, i)
+        for kind in ("ll", "2s", "6s"):
+            assert dash.render_mpd(warm, kind, now, EPOCH, 30, timeline=timeline) == \
+                dash.render_mpd(cold, kind, now, EPOCH, 30, timeline=timeline), (kind, i)

@@ -103,7 +103,7 @@ def test_v0_overflow_is_refused_not_wrapped(tmp_path):
     path = tmp_path / "seg.m4s"
     path.write_bytes(data)
     times = decode_times.file_fields(str(path))
-    track = decode_times.TrackTimes(48000, 5000, (times,))
+    track = decode_times.TrackTimes(48000, 5000, (times,), max(times.values))
     assert track.fits(0) and track.fits(1) and not track.fits(2)
     with pytest.raises(OverflowError):
         decode_times.patch(data, 0, times, track.delta(2))

@@ -198,3 +198,27 @@ def test_continuous_ts_is_400(test_item_ts):
     r = env.get(f"ts/360p/n{env.n_live - 1}.ts?timeline=continuous")
     assert r.status == 400
     assert env.get(f"ts/360p/n{env.n_live - 1}.ts").status == 200
+
+
+def test_loop_of_path_names_the_loop_of_sequence_urls(env):
+    count = env.index.segment_count
+    assert env.origin.loop_of_path(f"/go-live/clip/video/360p/n{10 * count + 1}.m4s") == 10
+    assert env.origin.loop_of_path(f"/go-live/clip/video/360p/n{11 * count}.m4s?timeline=continuous") == 11
+    for path in ("/go-live/clip/video/360p/seg_00001.m4s", "/go-live/clip/video/360p/init.mp4",
+                 "/go-live/other/video/360p/n5.m4s", "/go-live/clip/master.m3u8", "/api/x"):
+        assert env.origin.loop_of_path(path) is None
+
+
+def test_session_counts_loops_from_sequence_urls():
+    """The session's loop_count_server used to come from decreasing seg_NNNNN numbers;
+    sequence-addressed URLs never decrease, so the loop the origin names is used."""
+    from streamlab.proxy.session import Session
+
+    s = Session("1", 30181, 30181, "p", controls=None, engine=None, netlog=None, now=0.0)
+    for loop in (10, 10, 11, 11, 12):
+        s.on_video_segment("360p", "/go-live/clip/video/360p/nX.m4s", loop)
+    assert s.loop_count_server == 2
+    s2 = Session("2", 30182, 30182, "p", controls=None, engine=None, netlog=None, now=0.0)
+    for n in (3, 4, 1, 2, 3, 4, 1):
+        s2.on_video_segment("360p", f"/go-live/clip/video/360p/seg_{n:05d}.m4s")
+    assert s2.loop_count_server == 2

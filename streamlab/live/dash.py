@@ -187,6 +187,18 @@ def _template_body(index: ContentIndex, kind: str, timeline: str = DISCONTINUITY
     return got
 
 
+def _period_body(index: ContentIndex, kind: str, timeline: str, start_number: int) -> str:
+    """:func:`_template_body` with its startNumber, kept for the few Periods in use."""
+    recent = index_cache(index).setdefault("dash-periods", {})
+    key = (kind, timeline, start_number)
+    got = recent.get(key)
+    if got is None:
+        if len(recent) >= 16:
+            recent.clear()
+        got = recent[key] = _template_body(index, kind, timeline).replace(_START, str(start_number))
+    return got
+
+
 @dataclass(frozen=True)
 class _ListData:
     ts: int
@@ -313,13 +325,12 @@ def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window:
                 recent.clear()
             recent[(first, last, timeline)] = periods
     elif cont:
-        periods = [(0, _template_body(index, kind, timeline).replace(_START, "0"))]
+        periods = [(0, _period_body(index, kind, timeline, 0))]
     else:
-        body = _template_body(index, kind, timeline)
         n = tl.in_progress(now)
         k_first = math.floor(max(0.0, rel - window) / loop_t + EPS)
         k_last = tl.loop_of(n)
-        periods = [(k, body.replace(_START, str(k * tl.count))) for k in range(k_first, k_last + 1)]
+        periods = [(k, _period_body(index, kind, timeline, k * tl.count)) for k in range(k_first, k_last + 1)]
     if cont:
         # one Period for ever: no duration, times since the epoch
         for _k, body in periods:

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamlab.live.timeline import EPS, LiveTimeline, index_cache, part_ends
 from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, seq_prefix, timeline_query
 from streamlab.media.index import ContentIndex, Track, target_duration
 
 KINDS = ("ll", "2s", "6s")
+
+#: Floor of PART-HOLD-BACK (seconds).  Three 0.2 s parts (0.6 s) left shaka 5 starving
+#: at the live edge on a loaded machine (a mid-segment stall once its latency fell to
+#: ~1 s); 1 s gives players that hold exactly PART-HOLD-BACK back five parts of margin.
+MIN_PART_HOLD_BACK = 1.0
 
 #: EXT-X-VERSION of LL media playlists (EXT-X-SKIP needs 9) and of non-LL ones.
 LL_VERSION = 9
@@ -165,6 +170,13 @@ class _Lines:
     hints: tuple[tuple[tuple[str, str], ...], ...]  # ll only: per file, per part, (head, tail) of the hint
     part_target: float
     skip_until: float
+    uri_pre: str = ""                    # sequence-addressed URI before N ("video/720p/n")
+    uri_post: tuple[str, str] = ("", "")  # after N: discontinuity, continuous timeline
+    #: per timeline (discontinuity, continuous): the text of one listed entry, keyed by
+    #: (segment n, piece or parts-listed flag); it only depends on that key, so every
+    #: render while the entry stays in the window reuses it (bounded, cleared when full)
+    blocks: tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]] = field(
+        default_factory=lambda: ({}, {}), compare=False)
 
 
 def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
@@ -201,8 +213,10 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
     if kind == "ll":
         part_target = _part_target(index, track)
         # RFC 8216bis: with different part targets across renditions, PART-HOLD-BACK should
-        # be at least three times the largest one
-        hold_back = 3 * max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
+        # be at least three times the largest one; and at least MIN_PART_HOLD_BACK, so a
+        # player holding exactly that far back has a few parts of margin (docs/origin.md)
+        largest = max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
+        hold_back = max(MIN_PART_HOLD_BACK, 3 * largest)
         skip_until = 6.0 * target
         top = (f"#EXTM3U\n#EXT-X-VERSION:{LL_VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
                f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={compact_number(hold_back)},"
@@ -211,8 +225,10 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
         skip_until = 0.0
         top = (f"#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
                f"#EXT-X-SERVER-CONTROL:HOLD-BACK={compact_number(3.0 * target)}\n")
+    pre, ext = seq_prefix(track)
     got = _Lines(target, "#EXT-X-INDEPENDENT-SEGMENTS\n" + map_line, top, map_line, tuple(entries),
-                 tuple(part_glue), tuple(part_tails), tuple(hints), part_target, skip_until)
+                 tuple(part_glue), tuple(part_tails), tuple(hints), part_target, skip_until,
+                 pre, (ext, ext + timeline_query(CONTINUOUS)))
     cache[key] = got
     return got
 
@@ -350,12 +366,6 @@ def _head(lines: _Lines, msn: int, dseq: int) -> list[str]:
             lines.header_tail]
 
 
-def _uri_parts(track: Track, cont: bool) -> tuple[str, str]:
-    """(before N, after N) of *track*'s sequence-addressed URIs in this timeline."""
-    pre, ext = seq_prefix(track)
-    return pre, ext + (timeline_query(CONTINUOUS) if cont else "")
-
-
 def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, window: float,
                skip: str | None, cont: bool) -> str:
     tl = LiveTimeline(index, epoch)
@@ -366,7 +376,7 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
     first = max(0, n - window_segments(index, window))
     epoch_ms = round(epoch * 1000)
     sd_ms = round(sd * 1000)
-    pre, post = _uri_parts(track, cont)
+    pre, post = lines.uri_pre, lines.uri_post[cont]
     # parts are listed for the in-progress segment and the complete segments in the last
     # 3 target durations
     parts_from = n - max(1, math.ceil(3 * lines.target / sd - EPS))
@@ -383,27 +393,31 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
         out.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}\n")
         start = first + skipped
     entries, glue = lines.entries, lines.part_glue
+    blocks = lines.blocks[cont]
     for m in range(start, n):
         f = m % count
-        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
-        uri = f"{pre}{m}{post}"
-        if m >= parts_from:
-            out.append(uri.join(glue[f]))
-        out.append(entries[f][0])
-        out.append(uri)
-        out.append("\n")
-    # the in-progress segment: its published parts, then the hint for the next part
+        if m == first or f == 0:
+            out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
+        key = (m, m >= parts_from)
+        text = blocks.get(key)
+        if text is None:
+            uri = f"{pre}{m}{post}"
+            text = (uri.join(glue[f]) if key[1] else "") + f"{entries[f][0]}{uri}\n"
+            _remember(blocks, key, text)
+        out.append(text)
+    # the in-progress segment: its published parts, then the hint for the next part (the
+    # same text for every render until the next part is out: kept under key (n, -2 - p))
     f = n % count
-    uri = f"{pre}{n}{post}"
     out.append(_boundary(lines, n, first, count, epoch_ms, sd_ms, cont))
-    if p >= 0:
-        out.append(uri.join(glue[f][:p + 1]))
-        out.append(uri)
-        out.append(lines.part_tails[f][p])
-    head, tail = lines.hints[f][p + 1]
-    out.append(head)
-    out.append(uri)
-    out.append(tail)
+    key = (n, -2 - p)
+    text = blocks.get(key)
+    if text is None:
+        uri = f"{pre}{n}{post}"
+        head, tail = lines.hints[f][p + 1]
+        text = (f"{uri.join(glue[f][:p + 1])}{uri}{lines.part_tails[f][p]}" if p >= 0 else "") + \
+            f"{head}{uri}{tail}"
+        _remember(blocks, key, text)
+    out.append(text)
     report_timeline = CONTINUOUS if cont else DISCONTINUITY
     for other in _ll_tracks(index):
         if other is track:
@@ -422,14 +436,27 @@ def _render_6s(index: ContentIndex, track: Track, now: float, epoch: float, wind
     n = tl.in_progress(now)
     first = max(0, n - window_segments(index, window))
     epoch_ms, sd_ms = round(epoch * 1000), round(tl.sd * 1000)
-    pre, post = _uri_parts(track, cont)
+    pre, post = lines.uri_pre, lines.uri_post[cont]
     out = _head(lines, first, 0 if cont else first // count)
     entries = lines.entries
+    blocks = lines.blocks[cont]
     for m in range(first, n):
-        out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
-        out.append(entries[m % count][0])
-        out.append(f"{pre}{m}{post}\n")
+        f = m % count
+        if m == first or f == 0:
+            out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
+        text = blocks.get((m, 0))
+        if text is None:
+            text = f"{entries[f][0]}{pre}{m}{post}\n"
+            _remember(blocks, (m, 0), text)
+        out.append(text)
     return "".join(out)
+
+
+def _remember(blocks: dict[tuple[int, int], str], key: tuple[int, int], text: str) -> None:
+    """Keep *text* for *key*; the window moves forward, so a full dict is simply emptied."""
+    if len(blocks) >= 256:
+        blocks.clear()
+    blocks[key] = text
 
 
 def _boundary(lines: _Lines, m: int, first: int, count: int, epoch_ms: int, sd_ms: int,
@@ -465,10 +492,12 @@ def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, wind
     last = last_complete_piece(index, track, now, epoch)
     first = max(0, last - max(1, round(window * k / tl.sd)) + 1)
     epoch_ms, sd_ms = round(epoch * 1000), round(tl.sd * 1000)
-    pre, post = _uri_parts(track, cont)
+    pre, post = lines.uri_pre, lines.uri_post[cont]
     out = _head(lines, first, 0 if cont else (first // k) // count)
     entries = lines.entries
-    for a in range(first, last + 1):
+    blocks = lines.blocks[cont]
+    a = first
+    while a <= last:
         m, j = divmod(a, k)
         f = m % count
         if a == first:
@@ -477,6 +506,15 @@ def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, wind
         elif f == 0 and j == 0 and not cont:
             out.append(f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
                        f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
-        out.append(entries[f][j])
-        out.append(f"{pre}{m}{post}\n")
+        # the pieces of segment m inside [a, last], as one cached block (key j = its first
+        # piece, -1 - j when it stops before the segment's end)
+        stop = min(last, (m + 1) * k - 1) - m * k
+        key = (m, j if stop == k - 1 else -1 - (j * 64 + stop))
+        text = blocks.get(key)
+        if text is None:
+            uri = f"{pre}{m}{post}\n"
+            text = "".join(f"{entries[f][i]}{uri}" for i in range(j, stop + 1))
+            _remember(blocks, key, text)
+        out.append(text)
+        a = m * k + stop + 1
     return "".join(out)

@@ -40,18 +40,24 @@ chunked delivery of the segment being produced) uses one shared
 a single reactor timer for all of them; a client that disconnects is removed through
 ``notifyFinish``'s errback.
 
-Media timing rules (a file number is ambiguous: every loop plays the same files):
+Media timing rules.  Manifests list *sequence-addressed* URLs (``video/<rung>/n<N>.m4s``,
+:mod:`streamlab.live.urls`): ``N`` is the absolute segment, so the answer is exact:
 
-* ``Range: bytes=N-`` (open-ended, what a blocking preload hint asks) on the file of the
-  segment in progress, starting in a part not yet published: 206 with the full
-  ``Content-Range``/``Content-Length`` up to the end of the file, headers and each part's
-  bytes written as the part is published.  Closed ranges are always served at once.
-* A whole-file GET (no Range) of the file of the segment in progress: 200 without
-  ``Content-Length`` (chunked), the published parts at once, then one chunk per part at
-  its publish time, finished when the segment is complete (LL-DASH chunked CMAF).  A
-  player fetching the same file number from an earlier loop (only possible when the window
-  is longer than the loop) gets the same paced answer.
-* Anything else: the bytes at once (200/206/416), from a push producer.
+* segment ``N`` complete: the bytes at once (200/206/416), from a push producer, whatever
+  the window;
+* segment ``N`` in production (or the next one): paced, each part's bytes released at its
+  publish time: a whole-file GET is 200 chunked (LL-DASH chunked CMAF), a range is 206
+  with its full ``Content-Length`` (a blocking preload hint asks ``bytes=N-``); a range
+  whose bytes are all published already (a listed part, a 2 s piece) goes out at once;
+* ``N`` more than one segment ahead: 404.
+
+Old-style file URLs (``seg_00005.m4s``) keep their old meaning, "this file in the current
+loop": whole-file GET and open-ended ranges of the file in production are paced, closed
+ranges and other files are served at once.
+
+``?timeline=continuous`` on an ``n<N>`` URL serves the file with every ``tfdt`` raised by
+``loop(N) x loop length`` (:mod:`streamlab.media.decode_times`, offsets indexed at load);
+MPEG-TS answers 400 in that mode, an item without a decode-time index 409.
 """
 
 from __future__ import annotations
@@ -197,6 +203,19 @@ class OriginResource(Resource):
         self.status_feed.stop()
         self.status_stream.close()
 
+    def loop_of_path(self, path: str) -> int | None:
+        """The loop a sequence-addressed media path (``/go-live/<c>/video/<r>/n<N>.m4s``,
+        query allowed) belongs to; None for anything else (the session proxy counts loops
+        with it)."""
+        parts = path.split("?", 1)[0].split("/")
+        if len(parts) < 5 or parts[1] != "go-live":
+            return None
+        index = self.library.get(parts[2])
+        if index is None:
+            return None
+        ref = parse_media(index, "/".join(parts[3:]))
+        return None if ref is None or ref.seq is None else ref.seq // index.segment_count
+
     # -- entry -------------------------------------------------------------
 
     def render(self, request: IRequest) -> bytes | int:
@@ -324,16 +343,17 @@ class OriginResource(Resource):
                            detail=times if isinstance(times, str) else "the item has no decode-time index")
         return times
 
-    def _check_continuous(self, content: str, index: ContentIndex, container: str, loop: int) -> None:
-        """400 for MPEG-TS (no PES timestamp rewriting), 409 when the item cannot be
-        rewritten for *loop* (no index, or a 32-bit tfdt that would overflow)."""
+    def _check_continuous(self, content: str, index: ContentIndex, container: str, loop: int,
+                          tracks: tuple[Track, ...] | None = None) -> None:
+        """400 for MPEG-TS (no PES timestamp rewriting), 409 when the item (or *tracks*)
+        cannot be rewritten for *loop* (no index, or a 32-bit tfdt that would overflow)."""
         if container == "ts":
             raise Invalid("continuous timeline not available for MPEG-TS",
                           detail="timeline=continuous rewrites fMP4 decode times only; "
                                  "use the fMP4 streams or timeline=discontinuity with format=ts",
                           fields={"timeline": "discontinuity with format=ts"})
         times = self._times(content)
-        for t in index.video + index.audio:
+        for t in tracks if tracks is not None else index.video + index.audio:
             tt = times.track(t)
             if tt is None or not tt.fits(loop):
                 raise Conflict("continuous timeline unavailable",
@@ -604,7 +624,7 @@ class OriginResource(Resource):
             raise Invalid("continuous timeline needs a sequence-addressed URL",
                           detail="request the n<N> URL the continuous manifests list")
         loop = ref.seq // index.segment_count
-        self._check_continuous(content, index, container, loop)
+        self._check_continuous(content, index, container, loop, (ref.track,))
         tt = self._times(content).track(ref.track)
         if tt is None or ref.file_number > len(tt.files):
             raise Conflict("continuous timeline unavailable",

@@ -44,6 +44,7 @@ class TrackTimes:
     timescale: int
     loop_ticks: int
     files: tuple[FileTimes, ...]
+    max32: int = -1  # the largest value held in a 32-bit (version 0) field, -1 when none
 
     def delta(self, loop: int) -> int:
         """What loop *loop* adds to every decode time (ticks)."""
@@ -51,8 +52,7 @@ class TrackTimes:
 
     def fits(self, loop: int) -> bool:
         """Whether every 32-bit (version 0) field still fits once shifted for *loop*."""
-        d = self.delta(loop)
-        return all(v + d < _U32 for f in self.files for v, s in zip(f.values, f.sizes, strict=True) if s == 4)
+        return self.max32 < 0 or self.max32 + self.delta(loop) < _U32
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,9 @@ def build(item_dir: str, index: ContentIndex) -> DecodeTimes:
             timescale = read_init(os.path.join(item_dir, t.init)).track().timescale or timescale
         files = tuple(file_fields(os.path.join(item_dir, t.segment_path(i)))
                       for i in range(1, len(t.segments) + 1))
-        tracks[(t.id, t.container)] = TrackTimes(timescale, round(index.loop_duration * timescale), files)
+        max32 = max((v for f in files for v, s in zip(f.values, f.sizes, strict=True) if s == 4), default=-1)
+        loop_ticks = round(index.loop_duration * timescale)
+        tracks[(t.id, t.container)] = TrackTimes(timescale, loop_ticks, files, max32)
     return DecodeTimes(tracks)
 
 
@@ -127,12 +129,18 @@ def patch(data: bytes, pos: int, times: FileTimes, delta: int) -> bytes:
     i = bisect_left(offsets, pos - 7)
     if i >= len(offsets) or offsets[i] >= end:
         return data
-    out = bytearray(data)
+    # one copy: the untouched spans are memoryview slices, joined with the new values
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = []
+    done = 0  # relative to pos
     while i < len(offsets) and offsets[i] < end:
         off, size = offsets[i], times.sizes[i]
         if off + size > pos:
             new = (times.values[i] + delta).to_bytes(size, "big")
             a, b = max(off, pos), min(off + size, end)
-            out[a - pos:b - pos] = new[a - off:b - off]
+            pieces.append(view[done:a - pos])
+            pieces.append(new[a - off:b - off])
+            done = b - pos
         i += 1
-    return bytes(out)
+    pieces.append(view[done:])
+    return b"".join(pieces)

@@ -628,7 +628,9 @@ class SessionRegistry:
         if kind == "segment":
             rung = classify_mod.variant_of(path)
             if rung and not classify_mod.is_audio(path, kind):
-                session.on_video_segment(rung, path)
+                origin = self.origin() if callable(self.origin) else self.origin
+                loop_of = getattr(origin, "loop_of_path", None)  # n<N> URLs name their loop
+                session.on_video_segment(rung, path, loop_of(path) if loop_of is not None else None)
         self.feed.changed()
 
     def after_decide(self, session: Session, faulted: bool = True) -> None:

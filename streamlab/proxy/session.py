@@ -79,6 +79,7 @@ class Session:
         self.server_video_rendition_mbps = 0.0
         self.loop_count_server = 0
         self._last_seg_number: int | None = None
+        self._last_loop: int | None = None
         # player metrics
         self.player_metrics: dict[str, Any] = {}
         self.server_received_at_ms: int | None = None
@@ -111,14 +112,20 @@ class Session:
             self.counters["master_manifest_requests_count"] += 1
             self.master_manifest_url = url
 
-    def on_video_segment(self, rung: str, path: str) -> None:
-        """A video segment of *rung* is being served: rendition + loop inference."""
+    def on_video_segment(self, rung: str, path: str, loop: int | None = None) -> None:
+        """A video segment of *rung* is being served: rendition + loop inference (*loop*:
+        the loop a sequence-addressed ``n<N>`` URL names, from the origin)."""
         self.server_video_rendition = rung
         for v in self.manifest_variants:
             url = str(v.get("url", ""))
             if url.endswith(f"_{rung}.m3u8") or f"/{rung}/" in url or url == rung or v.get("id") == rung:
                 self.server_video_rendition_mbps = round((v.get("bandwidth") or 0) / 1e6, 3)
                 break
+        if loop is not None:
+            if self._last_loop is not None and loop > self._last_loop:
+                self.loop_count_server += 1
+            self._last_loop = loop
+            return
         match = _SEG_NUMBER.search(path)
         if match:
             number = int(match.group(1))

@@ -343,3 +343,105 @@ def test_ll_dash_segment_in_progress_is_streamed_chunked_until_complete(live):
         conn.close()
     assert body == on_disk
     assert seg_end - 0.01 <= done < seg_end + 0.5, done - seg_end
+
+
+# ------------------------------------------------------------------ one URL, one segment (#11)
+
+
+@pytest.fixture(scope="module")
+def long_window(tmp_path_factory, test_item):
+    """A daemon whose window (48 s) is twice the 24 s loop: every file is listed twice."""
+    epoch = _epoch_for_boundary_in(BOUNDARY_AFTER)
+    d = Daemon(str(tmp_path_factory.mktemp("origin-long")),
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": 48}})
+    install_test_item(d.media_dir)
+    d.start()
+    d.index = load_item(os.path.join(d.media_dir, "dynamic_content", "testclip"))
+    d.timeline = LiveTimeline(d.index, epoch)
+    deadline = time.monotonic() + 30
+    while d.get("/go-live/testclip/master.m3u8").status != 200:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    yield d
+    d.stop()
+    log = d.log()
+    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
+
+
+def _timed_get(port: int, path: str) -> tuple[int, bytes, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        t0 = time.monotonic()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body, time.monotonic() - t0
+    finally:
+        conn.close()
+
+
+def test_listed_previous_loop_segment_arrives_at_full_speed_while_the_live_one_is_paced(long_window):
+    d = long_window
+    pl = m3u8.loads(d.get("/go-live/testclip/playlist_360p.m3u8").text)
+    live_uri = pl.preload_hint.uri
+    n_live = int(live_uri.rsplit("/n", 1)[1].split(".")[0])
+    if d.timeline.segment_start(n_live + 1) - time.time() < 2.0:  # keep the live one live
+        assert d.get(f"/go-live/testclip/playlist_360p.m3u8?_HLS_msn={n_live + 1}&_HLS_part=0").status == 200
+        n_live += 1
+        live_uri = f"video/360p/n{n_live}.m4s"
+    old_uri = f"video/360p/n{n_live - d.index.segment_count}.m4s"  # the same file, a loop ago
+    listed = {s.uri for s in m3u8.loads(d.get("/go-live/testclip/playlist_360p.m3u8").text).segments}
+    assert old_uri in listed
+    number = d.timeline.file_number(n_live)
+    with open(os.path.join(d.media_dir, "dynamic_content", "testclip", f"video/360p/seg_{number:05d}.m4s"),
+              "rb") as fh:
+        on_disk = fh.read()
+    status, body, took = _timed_get(d.port, "/go-live/testclip/" + old_uri)
+    assert status == 200 and body == on_disk
+    assert took < 1.0, took  # complete: full speed (it used to be paced for seconds)
+    status, body, took = _timed_get(d.port, "/go-live/testclip/" + live_uri)
+    done = time.time()
+    assert status == 200 and body == on_disk
+    end = d.timeline.segment_start(n_live + 1)
+    assert end - 0.05 <= done < end + 1.0, done - end  # paced until the segment is complete
+
+
+def test_client_leaving_a_paced_segment_leaves_no_traceback_in_the_log(long_window):
+    """#12 item 4: read 64 KiB of the segment in production, close the socket."""
+    import socket
+
+    d = long_window
+    before = d.log()
+    for _ in range(3):
+        pl = m3u8.loads(d.get("/go-live/testclip/playlist_360p.m3u8").text)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(f"GET /go-live/testclip/{pl.preload_hint.uri} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = b""
+        while len(got) < 65536:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+    # the daemon noticed the closes (a request after them is answered) and logged nothing bad
+    assert d.get("/go-live/healthz").status == 200
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        new = d.log()[len(before):]
+        assert "Unhandled error" not in new and "unregisterProducer" not in new, new
+        time.sleep(0.2)
+
+
+def test_ffprobe_reads_the_continuous_6s_mpd(long_window):
+    """One Period, $Number$ = n from 0: ffmpeg's DASH reader follows it (it cannot follow the
+    per-loop Periods of the discontinuity timeline)."""
+    base = f"http://127.0.0.1:{long_window.port}/go-live/testclip"
+    out = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "15000000", "-show_entries",
+                          "stream=codec_type,codec_name,height,start_time", "-of", "json",
+                          base + "/manifest_6s.mpd?timeline=continuous"],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    streams = json.loads(out.stdout)["streams"]
+    assert {s["codec_type"] for s in streams} == {"video", "audio"}
+    # timestamps keep rising across loops: the start is seconds since the epoch (> 1000 loops)
+    assert min(float(s["start_time"]) for s in streams) > 1000 * LOOP - 60

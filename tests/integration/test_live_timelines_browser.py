@@ -1,0 +1,277 @@
+"""LL-HLS latency and seamless loops in both timelines, with real players (#11 items 4, 5).
+
+A 12 s item (two 6 s files) loops on a daemon whose window (24 s) is longer than the
+loop.  Through a session port, in headless Chromium, with the dashboard's vendored
+players, at the same time:
+
+* hls.js (``lowLatencyMode``) on ``master.m3u8`` in the discontinuity and the continuous
+  timeline,
+* shaka (``streaming.lowLatencyMode``) on the same two LL-HLS masters (a non-strict xfail:
+  see docs/origin.md for what it does),
+* dash.js on the continuous LL-DASH MPD (one Period).
+
+Each page is watched (polling with a deadline) until its playhead has crossed two loop
+boundaries; then every player must have played without a stall after startup, kept up
+with the wall clock, and (LL-HLS) settled near the live edge: the latency measured from
+``EXT-X-PROGRAM-DATE-TIME`` (``now - playhead date``) within PART-HOLD-BACK + one part
+plus a margin for this loaded test machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import pytest
+
+from streamlab.testing.daemon import Daemon
+from streamlab.testing.fixtures import build_test_item, install_test_item
+
+pytestmark = pytest.mark.browser
+
+LOOP = 12.0
+VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--autoplay-policy=no-user-gesture-required"]
+DEADLINE = 75.0
+#: how long after the first ``playing`` event a player may still settle (seek to the edge,
+#: adjust its rate) before stalls count; the two loop boundaries must be crossed after it
+STARTUP = 8.0
+
+PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
+<script src="/__players/%LIB%"></script>
+<script>
+const EPOCH = %EPOCH%, LOOP = %LOOP%, STARTUP = %STARTUP%;
+const v = document.getElementById('v');
+const rec = window.rec = {errors: [], loops: [], playingAt: null, t0: null, stalls: [], lat: [], holes: []};
+v.addEventListener('playing', () => {
+  if (rec.playingAt === null) { rec.playingAt = performance.now(); rec.t0 = v.currentTime; }
+});
+v.addEventListener('waiting', () => {
+  if (rec.playingAt !== null) rec.stalls.push([(performance.now() - rec.playingAt) / 1000, v.currentTime]);
+});
+let dateOf = null;  // playhead -> Date (ms), per engine
+function sample() {
+  if (rec.playingAt === null || !dateOf) return;
+  const d = dateOf();
+  if (d === null || !isFinite(d)) return;
+  const loop = Math.floor((d / 1000 - EPOCH) / LOOP);
+  const t = (performance.now() - rec.playingAt) / 1000;
+  if (t >= STARTUP && !rec.loops.includes(loop)) rec.loops.push(loop);
+  rec.lat.push([t, Date.now() / 1000 - d / 1000]);
+  const b = v.buffered;
+  if (b.length > 1) rec.holes.push([(performance.now() - rec.playingAt) / 1000, b.length]);
+}
+setInterval(sample, 250);
+%INIT%
+window.snap = () => ({t: v.currentTime, now: performance.now(), err: v.error && v.error.message,
+                      extra: window.extra ? window.extra() : null});
+</script></body></html>"""
+
+HLS_INIT = """
+const hls = new Hls({lowLatencyMode: true});
+hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) rec.errors.push(d.type + ':' + d.details); });
+dateOf = () => { const d = hls.playingDate; return d ? d.getTime() : null; };
+window.extra = () => ({target: hls.targetLatency, latency: hls.latency, drift: hls.drift});
+hls.loadSource('{src}'); hls.attachMedia(v);
+"""
+
+SHAKA_INIT = """
+shaka.polyfill.installAll();
+const player = new shaka.Player();
+player.configure({streaming: {lowLatencyMode: true}});
+player.addEventListener('error', e => rec.errors.push('shaka ' + (e.detail && e.detail.code)));
+dateOf = () => { const d = player.getPlayheadTimeAsDate(); return d ? d.getTime() : null; };
+window.extra = () => { const s = player.getStats(), r = player.seekRange();
+  const tl = player.getManifest() && player.getManifest().presentationTimeline;
+  const b = v.buffered;
+  return {live: s.liveLatency, ll: player.getConfiguration().streaming.lowLatencyMode,
+          edge: r.end - v.currentTime, ahead: b.length ? b.end(b.length - 1) - v.currentTime : null,
+          delay: tl && tl.getDelay(), avail: tl && (tl.getSegmentAvailabilityEnd() - v.currentTime),
+          start: window.startAt}; };
+v.addEventListener('playing', () => {
+  if (window.startAt === undefined) window.startAt = [v.currentTime, player.seekRange().end];
+});
+player.attach(v).then(() => player.load('{src}')).catch(e => rec.errors.push('load ' + e.code));
+"""
+
+DASH_INIT = """
+const p = dashjs.MediaPlayer().create();
+p.on(dashjs.MediaPlayer.events.ERROR, e => rec.errors.push(JSON.stringify(e.error || e).slice(0, 200)));
+p.on(dashjs.MediaPlayer.events.PERIOD_SWITCH_COMPLETED, e => {
+  if (rec.playingAt !== null) rec.errors.push('period switch');
+});
+// one Period starting at the epoch: the presentation time is seconds since the epoch
+dateOf = () => (EPOCH + v.currentTime) * 1000;
+p.initialize(v, '{src}', true);
+"""
+
+PLAYERS = {
+    "hlsjs_disc": ("hls.min.js", HLS_INIT, "master.m3u8"),
+    "hlsjs_cont": ("hls.min.js", HLS_INIT, "master.m3u8?timeline=continuous"),
+    "shaka_disc": ("shaka-player.compiled.js", SHAKA_INIT, "master.m3u8"),
+    "shaka_cont": ("shaka-player.compiled.js", SHAKA_INIT, "master.m3u8?timeline=continuous"),
+    "dashjs_cont": ("dash.all.min.js", DASH_INIT, "manifest.mpd?timeline=continuous"),
+}
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def short_item(tmp_path_factory) -> str:
+    media = str(tmp_path_factory.mktemp("short-item"))
+    return build_test_item(media, name="short", extra_args=["--duration", str(int(LOOP))])
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory, short_item):
+    epoch = float(int(time.time() - 1000 * LOOP))
+    d = Daemon(str(tmp_path_factory.mktemp("timelines")),
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": 24}})
+    install_test_item(d.media_dir, "short", source=short_item)
+    d.start()
+    deadline = time.monotonic() + 30
+    while d.get("/go-live/short/master.m3u8").status != 200:
+        assert time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    d.epoch = epoch
+    yield d
+    d.stop()
+    log = d.log()
+    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
+
+
+def _page(name: str, epoch: float) -> str:
+    lib, init, src = PLAYERS[name]
+    return (PAGE.replace("%LIB%", lib).replace("%EPOCH%", repr(epoch)).replace("%LOOP%", repr(LOOP))
+            .replace("%STARTUP%", repr(STARTUP))
+            .replace("%INIT%", init.replace("{src}", "/go-live/short/" + src)))
+
+
+def _done(r: dict) -> bool:
+    rec = r["rec"]
+    return (rec["playingAt"] is not None and len(rec["loops"]) >= 3) or bool(rec["errors"])
+
+
+def _play(origin, names) -> dict[str, dict]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    for lib in {PLAYERS[n][0] for n in names}:
+        if not os.path.isfile(os.path.join(VENDOR, lib)):
+            pytest.skip(f"vendored {lib} not present (make assets)")
+    r = origin.request("POST", "/api/sessions", {"player_id": "timelines", "set": {}})
+    assert r.status in (200, 201), r.text
+    port = int(r.json()["x_forwarded_port"])
+    base = f"http://127.0.0.1:{port}"
+    with sync_api.sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:  # noqa: BLE001 - no browser on this machine
+            pytest.skip(f"cannot launch chromium: {exc}")
+        ctx = browser.new_context()
+
+        def serve(route):
+            name = route.request.url.rsplit("/", 1)[1]
+            if name.endswith(".js"):
+                with open(os.path.join(VENDOR, name), "rb") as fh:
+                    route.fulfill(body=fh.read(), content_type="application/javascript")
+            else:
+                route.fulfill(body=_page(name.split(".")[0], origin.epoch), content_type="text/html")
+
+        ctx.route(f"{base}/__players/**", serve)
+        pages = {}
+        for name in names:
+            pg = ctx.new_page()
+            pg.goto(f"{base}/__players/{name}.html")
+            pages[name] = pg
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            next(iter(pages.values())).wait_for_timeout(500)
+            results = {n: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
+                       for n, pg in pages.items()}
+            if all(_done(x) for x in results.values()) or time.monotonic() > deadline:
+                break
+        browser.close()
+    return results
+
+
+def _settled(lat: list[list[float]]) -> list[float]:
+    """Latency samples once the player has settled (after the startup window)."""
+    return [x for t, x in lat if t >= STARTUP]
+
+
+#: PART-HOLD-BACK of the test item's LL playlists (the 1 s floor > 3 x 0.2 s), its part
+#: and target durations
+PART_HOLD_BACK = 1.0
+PART = 0.2
+TARGET = 6.0
+
+
+def _check(results: dict[str, dict], latency_bound: dict[str, float]) -> None:
+    problems, table = [], []
+    for name, r in results.items():
+        rec, snap = r["rec"], r["snap"]
+        settled = _settled(rec["lat"])
+        table.append(f"{name}: loops {rec['loops']} stalls {rec['stalls']} errors {rec['errors']} "
+                     f"latency {min(settled, default=-1):.2f}..{max(settled, default=-1):.2f} s "
+                     f"{snap.get('extra')}")
+        if rec["errors"] or snap["err"]:
+            problems.append(f"{name}: errors {rec['errors']} {snap['err']}")
+            continue
+        if rec["playingAt"] is None:
+            problems.append(f"{name}: never started playing")
+            continue
+        if len(rec["loops"]) < 3:
+            crossed = max(0, len(rec["loops"]) - 1)
+            problems.append(f"{name}: crossed {crossed} loop boundaries after startup, not 2")
+        late = [s for s in rec["stalls"] if s[0] > STARTUP]
+        if late:
+            problems.append(f"{name}: stalled after startup at (s after start, position) {late}")
+        played = snap["t"] - rec["t0"]
+        wall = (snap["now"] - rec["playingAt"]) / 1000
+        if played < 0.9 * wall - 1.0:
+            problems.append(f"{name}: played {played:.1f} s of media in {wall:.1f} s")
+        bound = latency_bound.get(name)
+        if bound is not None and settled:
+            if max(settled) > bound:
+                problems.append(f"{name}: live latency up to {max(settled):.2f} s, bound {bound:.2f} s")
+            if max(settled) - min(settled) > 1.5:  # no climb at the boundaries (a loaded box drifts a little)
+                problems.append(f"{name}: latency did not settle ({min(settled):.2f}..{max(settled):.2f} s)")
+    print("\n".join(table))
+    assert not problems, "\n".join(problems) + "\n" + "\n".join(table)
+
+
+def _names(default: tuple[str, ...]) -> tuple[str, ...]:
+    only = os.environ.get("TIMELINE_PLAYERS")
+    return tuple(n for n in only.split(",") if n in default) if only else default
+
+
+def test_hls_js_ll_hls_is_live_and_seamless_in_both_timelines(origin):
+    """hls.js (lowLatencyMode, defaults otherwise) never stalls across two loop boundaries,
+    with EXT-X-DISCONTINUITY and with the continuous timeline, and its latency settles (does
+    not climb by more than 1.5 s across the boundaries) inside one segment of the edge.
+
+    Where it settles depends on its start: hls.js begins at the independent part (GOP
+    start) before ``edge - PART-HOLD-BACK`` and, with its default maxLiveSyncPlaybackRate
+    of 1, never speeds up to win back that and the start-up fetches: 1.5-1.9 s on an idle
+    machine, more on a loaded one (docs/origin.md has the figures)."""
+    bound = TARGET + PART_HOLD_BACK
+    names = _names(("hlsjs_disc", "hlsjs_cont"))
+    _check(_play(origin, names), {n: bound for n in names})
+
+
+def test_dash_js_plays_the_continuous_ll_dash_mpd_without_a_period_switch(origin):
+    """dash.js on the continuous LL-DASH MPD (one Period: no Period switch at the loop
+    boundaries, timestamps rising): no stall, real time, across two loop boundaries."""
+    _check(_play(origin, _names(("dashjs_cont",))), {})
+
+
+@pytest.mark.xfail(strict=False, reason="shaka 5.2 LL-HLS: stall-free in most runs, but under load it "
+                   "sometimes stalls just before a segment boundary (both timelines) and often at each "
+                   "EXT-X-DISCONTINUITY; see docs/origin.md 'LL-HLS players'")
+def test_shaka_ll_hls_in_both_timelines(origin):
+    """shaka (lowLatencyMode) on LL-HLS, continuous and discontinuity timelines."""
+    _check(_play(origin, _names(("shaka_cont", "shaka_disc"))), {})
