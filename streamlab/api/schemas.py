@@ -243,6 +243,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
         ),
         "POST /api/session/{sid}/update": flat,
         "POST /api/failure-settings/{sid}": flat,
+        "POST /api/session/{sid}/keep": _obj({"keep": B}, ("keep",), closed=True),
         "POST /api/session/{sid}/metrics": _obj(
             {
                 "set": {
@@ -339,9 +340,16 @@ def response_bodies() -> dict[str, dict[str, Any]]:
         "POST /api/failure-settings/{sid}": _session_change(),
         "POST /api/session/{sid}/metrics": _obj({"status": S}, ("status",)),
         "GET /api/session/{sid}/network": _obj(
-            {"session_id": S, "count": INT, "entries": {"type": "array", "items": OBJ}},
+            {"session_id": S, "count": INT, "entries": {"type": "array", "items": OBJ},
+             "markers": {"type": "array", "items": OBJ}, "log": OBJ},
             ("session_id", "count", "entries"),
         ),
+        "GET /api/session/{sid}/network/entry/{seq}": _obj(
+            {"seq": INT, "path": S, "status": INT, "request_headers": {"type": "array"},
+             "response_headers": {"type": "array"}},
+            ("seq",),
+        ),
+        "POST /api/session/{sid}/keep": _obj({"session": session}, ("session",)),
         "GET /api/session/{sid}/network.har": _obj({"log": OBJ}, ("log",)),
         "POST /api/session-group/link": _obj(
             {"group_id": S, "session_ids": STRS}, ("group_id", "session_ids")
