@@ -72,7 +72,11 @@ window.snap = () => ({t: v.currentTime, now: performance.now(), err: v.error && 
 
 HLS_INIT = """
 const hls = new Hls({lowLatencyMode: true});
-hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) rec.errors.push(d.type + ':' + d.details); });
+hls.on(Hls.Events.ERROR, (e, d) => {
+  if (d.fatal) rec.errors.push(d.type + ':' + d.details);
+  else (rec.notes = rec.notes || []).push([Math.round(v.currentTime * 1000) / 1000, d.details,
+    d.frag ? d.frag.relurl + '#' + (d.part ? d.part.index : '') : '', d.response ? d.response.code : '']);
+});
 dateOf = () => { const d = hls.playingDate; return d ? d.getTime() : null; };
 window.extra = () => ({target: hls.targetLatency, latency: hls.latency, drift: hls.drift});
 hls.loadSource('{src}'); hls.attachMedia(v);
@@ -216,6 +220,7 @@ def _check(results: dict[str, dict], latency_bound: dict[str, float]) -> None:
         rec, snap = r["rec"], r["snap"]
         settled = _settled(rec["lat"])
         table.append(f"{name}: loops {rec['loops']} stalls {rec['stalls']} errors {rec['errors']} "
+                     f"notes {(rec.get('notes') or [])[:12]} "
                      f"latency {min(settled, default=-1):.2f}..{max(settled, default=-1):.2f} s "
                      f"{snap.get('extra')}")
         if rec["errors"] or snap["err"]:
