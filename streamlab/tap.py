@@ -163,7 +163,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
 
     site = build_site(authmod.protect(svc.root, config, reactor), reactor,
                       head_timeout=config.server.request_head_timeout,
-                      max_connections_per_client=config.server.max_connections_per_client_ip)
+                      max_connections_per_client=config.server.max_connections_per_client_ip,
+                      uncapped=tuple(config.server.trusted_proxies))
     install_body_rules(site, api_body_rules(config.jobs.max_upload_bytes,
                                            spool_dir=os.path.join(config.paths.state_dir, "uploads")))
     site.requestFactory = counting_request_factory(site.requestFactory, metrics, inflight)

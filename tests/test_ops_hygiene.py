@@ -131,6 +131,16 @@ def test_connections_per_client_address_are_capped():
     assert site.client_slots.open == {"10.0.0.7": 2, "10.0.0.8": 1}
 
 
+def test_trusted_proxies_are_not_capped():
+    site = build_site(_Get(), Clock(), max_connections_per_client=1, uncapped=("10.9.0.0/16",))
+    _connect(site, "10.9.0.1")
+    _proto, transport = _connect(site, "10.9.0.1")  # every client behind the proxy shares it
+    assert transport.value() == b""
+    _connect(site, "10.0.0.7")
+    _proto, transport = _connect(site, "10.0.0.7")
+    assert _status(transport) == 429
+
+
 # --------------------------------------------------------------------------- 405
 
 

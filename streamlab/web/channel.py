@@ -20,8 +20,10 @@ The timers come from the Site's reactor (``self.callLater``), so tests drive the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -46,15 +48,27 @@ def error_response(status: int, detail: str) -> bytes:
 
 
 class ClientSlots:
-    """Open connections per client address, capped at *limit* (0 = unlimited)."""
+    """Open connections per client address, capped at *limit* (0 = unlimited).  Peers in
+    *exempt* (networks, e.g. ``trusted_proxies``: every client behind a reverse proxy
+    shares its address) are counted but never refused."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, exempt: Sequence[str] = ()) -> None:
         self.limit = int(limit)
         self.open: Counter[str] = Counter()
+        self._exempt = [ipaddress.ip_network(n, strict=False) for n in exempt]
+
+    def _is_exempt(self, host: str) -> bool:
+        if not self._exempt:
+            return False
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr.version == net.version and addr in net for net in self._exempt)
 
     def take(self, host: str) -> bool:
         """Count a new connection from *host*; False (nothing counted) when over the cap."""
-        if self.limit and self.open[host] >= self.limit:
+        if self.limit and self.open[host] >= self.limit and not self._is_exempt(host):
             return False
         self.open[host] += 1
         return True

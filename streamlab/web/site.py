@@ -71,13 +71,14 @@ class QuietSite(Site):
 
 
 def build_site(root: IResource, reactor: object | None = None, *, head_timeout: float | None = None,
-               max_connections_per_client: int = 0) -> Site:
+               max_connections_per_client: int = 0, uncapped: tuple[str, ...] = ()) -> Site:
     """A Site serving *root*: heads must arrive within *head_timeout* seconds, at most
-    *max_connections_per_client* connections per client address (0 = no cap)."""
+    *max_connections_per_client* connections per client address (0 = no cap; peers in the
+    *uncapped* networks, e.g. trusted proxies, are never refused)."""
     site = QuietSite(root, reactor=reactor) if reactor is not None else QuietSite(root)
     site.displayTracebacks = False
     if head_timeout is not None:
         site.head_timeout = float(head_timeout)
     if max_connections_per_client:
-        site.client_slots = ClientSlots(max_connections_per_client)
+        site.client_slots = ClientSlots(max_connections_per_client, uncapped)
     return site
