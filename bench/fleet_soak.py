@@ -211,11 +211,11 @@ def soak_checks(
         )
     if args.kernel:
         check(
-            "tc classes during run (one per capped session)",
+            "tc classes during run (at most one per capped session)",
             base.get("tc_classes"),
             last.get("tc_classes"),
             args.players,
-            bool(last.get("tc_classes")) and last["tc_classes"] <= args.players,
+            last.get("tc_classes") is not None and last["tc_classes"] <= args.players,
         )
         check(
             "tc classes after delete",
