@@ -17,6 +17,13 @@ and service (arrival - max(publication, when the player asked)) p50/p99 per item
 errors by kind, requests/s, the daemon's CPU (utime+stime from /proc as a share of one
 core over the measured window), RSS, open fds, threads and the gauges it exposes.
 Never fails on speed; ``--soak`` exits 1 only on a leak.
+
+This file is the command line and ``--search``; the rest lives beside it:
+``fleet_run`` (the daemon under test, one measured run, its verdict), ``fleet_players``
+(the players and the worker process), ``fleet_http`` (the keep-alive client),
+``fleet_manifests`` (playlist / MPD parsing with live-clock times), ``fleet_probe``
+(/proc, /metrics, /debug, tc, nft), ``fleet_soak`` (leak checks), ``fleet_profile``
+(py-spy).
 """
 
 from __future__ import annotations

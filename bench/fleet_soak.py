@@ -63,7 +63,7 @@ def soak(target: Target, args: argparse.Namespace) -> tuple[dict[str, Any], bool
             for s in samples
         ],
         "series_columns": ["t_s", "rss_mb", "fds", "timers", "network_log_entries"],
-        "rss_mb_per_hour_after_warmup": rss_slope(samples, args.warmup),
+        "rss_mb_per_hour_after_baseline": rss_slope(samples, baseline_index(samples, args.warmup)),
         "end": end,
         "after_delete": after,
         "sessions_deleted": deleted,
@@ -86,9 +86,22 @@ def _soak_sample(target: Target, args: argparse.Namespace, ports: set[int] | Non
     return out
 
 
-def rss_slope(samples: list[dict[str, Any]], warmup: float) -> float | None:
-    """Least-squares RSS trend (MB per hour) over the samples after the warm-up."""
-    pts = [(s["t"], s["rss_mb"]) for s in samples if samples and s["t"] >= samples[0]["t"] + warmup]
+def baseline_index(samples: list[dict[str, Any]], warmup: float) -> int:
+    """The first sample after *warmup* seconds at which the network-log rings have stopped
+    filling (entries unchanged since the previous sample): before that, RSS grows by
+    design.  Falls back to the first sample after the warm-up."""
+    if not samples:
+        return 0
+    after = [i for i, s in enumerate(samples) if s["t"] >= samples[0]["t"] + warmup] or [0]
+    for i in after:
+        if i > 0 and samples[i].get("network_log_entries") == samples[i - 1].get("network_log_entries"):
+            return i
+    return after[0]
+
+
+def rss_slope(samples: list[dict[str, Any]], start: int) -> float | None:
+    """Least-squares RSS trend (MB per hour) over ``samples[start:]``."""
+    pts = [(s["t"], s["rss_mb"]) for s in samples[start:]]
     if len(pts) < 3:
         return None
     mt = sum(t for t, _ in pts) / len(pts)
@@ -148,8 +161,7 @@ def soak_checks(
 
     # the baseline is the first sample after the warm-up (players joined, buffers sized);
     # growth is judged on the last sample taken while the players were still playing
-    warm = [s for s in samples if s["t"] >= samples[0]["t"] + args.warmup] if samples else []
-    base = warm[0] if warm else (samples[0] if samples else end)
+    base = samples[baseline_index(samples, args.warmup)] if samples else end
     last = samples[-1] if samples else end
     rss_limit = round(base["rss_mb"] * (1 + args.rss_tolerance) + args.rss_slack_mb, 1)
     check("rss_mb during run", base["rss_mb"], last["rss_mb"], rss_limit, last["rss_mb"] <= rss_limit)
@@ -199,11 +211,11 @@ def soak_checks(
         )
     if args.kernel:
         check(
-            "tc classes during run (one per capped session)",
+            "tc classes during run (at most one per capped session)",
             base.get("tc_classes"),
             last.get("tc_classes"),
             args.players,
-            bool(last.get("tc_classes")) and last["tc_classes"] <= args.players,
+            last.get("tc_classes") is not None and last["tc_classes"] <= args.players,
         )
         check(
             "tc classes after delete",
