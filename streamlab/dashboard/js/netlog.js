@@ -14,7 +14,7 @@ import { h, clear, select, fmtBytes, fmtNum, fmtClock, errorLine } from "./ui.js
 
 const ZOOMS = [[5, "5 s"], [15, "15 s"], [30, "30 s"], [60, "1 min"], [120, "2 min"], [300, "5 min"], [600, "10 min"], [0, "all"]];
 const STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
-const MAX_ROWS = 400;
+const MAX_ROWS = 300;
 const KEEP = 30000;
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -177,6 +177,7 @@ export function networkLog(sid, faultTypes) {
 
   function paint() {
     paintPending = false;
+    if (slowTimer) { clearTimeout(slowTimer); slowTimer = null; }
     live.classList.toggle("active", follow);
     const all = shownEntries();
     const spanS = Number(zoom.value);
@@ -191,7 +192,7 @@ export function networkLog(sid, faultTypes) {
     const span = Math.max(1, t1 - t0);
     let rows = all.filter((e) => e._t1 >= t0 && e._t0 <= t1);
     const reloads = rows.filter((e) => isBlockingReload(e) && !e.faulted);
-    if (hideReloads.checked) rows = rows.filter((e) => !reloads.includes(e));
+    if (hideReloads.checked) { const hidden = new Set(reloads); rows = rows.filter((e) => !hidden.has(e)); }
     hiddenNote.textContent = hideReloads.checked && reloads.length ? `${reloads.length} blocking playlist reloads hidden` : "";
     rows.sort((a, b) => a._t0 - b._t0 || a.seq - b.seq);
     let cut = 0;
@@ -241,8 +242,15 @@ export function networkLog(sid, faultTypes) {
     }));
   }
 
+  // Painting rebuilds the visible rows: a playing LL-HLS player adds ~20 entries a second,
+  // so the log repaints every 0.4 s while on screen and only every 3 s while scrolled away.
+  let visible = true;
+  let slowTimer = null;
   function schedule() {
-    if (!paintPending) { paintPending = true; setTimeout(paint, 250); }
+    if (paintPending) return;
+    paintPending = true;
+    if (visible) setTimeout(paint, 400);
+    else slowTimer = setTimeout(paint, 3000);
   }
   // the window follows the clock even without new entries
   const ticker = setInterval(() => { if (follow) schedule(); }, 1000);
@@ -308,6 +316,12 @@ export function networkLog(sid, faultTypes) {
       details),
     msg);
 
+  const seen = new IntersectionObserver((items) => {
+    visible = items.some((x) => x.isIntersecting);
+    if (visible && slowTimer) { clearTimeout(slowTimer); slowTimer = null; paint(); }
+  });
+  seen.observe(el);
+
   return {
     el,
     async load() {
@@ -334,6 +348,6 @@ export function networkLog(sid, faultTypes) {
     markers: () => markers,
     entries: () => entries,
     onMarkers(fn) { markerListeners.push(fn); },
-    close() { clearInterval(ticker); },
+    close() { clearInterval(ticker); seen.disconnect(); },
   };
 }

@@ -115,7 +115,7 @@ function picker(root, route) {
     },
   });
   clear(root, pageHeader("Testing session", "Give a player its own port, then break it on purpose."),
-    card("Open a session", h("p", "A session is identified by its player id. The same id always gets the same session."), form, msg),
+    card("Open a session", h("p", "A session is identified by its player id: the same id gets the same session (port, faults, log) for as long as it lives. Sessions are kept while a page watches them or \"keep\" is on; one with faults or shaping set counts down visibly before it expires."), form, msg),
     card("Live sessions", list));
   return () => feed.close();
 }
