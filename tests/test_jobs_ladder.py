@@ -116,6 +116,8 @@ def test_labels_and_counter_and_missing_font():
     graph = arg(plan({"codec_selection": "h264"}, source(360))[1].argv, "-filter_complex")
     assert graph.count("drawtext=") == 2 and "fontfile=/fonts/mono.ttf" in graph
     assert "%{pts\\:hms}" in graph and "%{frame_num}" in graph
+    # the rung label sits top right, clear of a title the source carries top left (the demo's)
+    assert "x=w-tw-16:y=16:text='360p" in graph
     bare = arg(plan({"codec_selection": "h264"}, source(360), font=None)[1].argv, "-filter_complex")
     assert "drawtext" not in bare and "scale=640:360" in bare
 

@@ -142,7 +142,8 @@ def video_filter(*, rung: str, codec: str, kbps: int, size: tuple[int, int], fps
         big = max(16, height // 10)
         common = f"fontfile={font}:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=6"
         label = _escape_text(f"{rung} {codec} {kbps}k")
-        chain.append(f"drawtext={common}:fontsize={small}:x=16:y=16:text='{label}'")
+        # top right: sources often carry their own title top left (the demo does)
+        chain.append(f"drawtext={common}:fontsize={small}:x=w-tw-16:y=16:text='{label}'")
         counter = "%{pts\\:hms}  #%{frame_num}"
         chain.append(f"drawtext={common}:fontsize={big}:x=(w-tw)/2:y=h-th-24:text='{counter}'")
     return "[0:v:0]" + ",".join(chain) + "[v]"
