@@ -17,15 +17,9 @@ import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
-from streamlab.testing.netns import run
+from streamlab.testing.netns import linked_namespaces, run
 from tests.integration.sessions_helpers import create_session, network, open_get, stable_seg
-from tests.integration.test_shaping_daemon_kernel import (
-    NsDaemon,
-    _classes,
-    _root_kind,
-    _rules,
-    netns,  # noqa: F401 - fixture
-)
+from tests.integration.test_shaping_daemon_kernel import NsDaemon, _classes, _root_kinds, _rules
 
 
 def _wait(pred, timeout: float, what: str):
@@ -162,47 +156,57 @@ def test_open_event_stream_does_not_delay_the_stop(tmp_path):
     sock.close()
 
 
-def test_sigterm_during_a_shaped_download_cleans_the_kernel(netns, tmp_path):  # noqa: F811
-    install_test_item(str(tmp_path / "media"))
-    d = NsDaemon(netns, str(tmp_path))
-    try:
-        d.wait(lambda: d.http("GET", "/api/health")[0] == 200)
-        d.wait(lambda: d.http("GET", "/go-live/testclip/master.m3u8")[0] == 200, 30)
-        caps = d.wait(lambda: (lambda c: c if c["status"] != "starting" else None)(
-            d.http("GET", "/api/nftables/capabilities")[1]))
-        kernel = caps["features"]["rate"] == "kernel" and caps["features"]["transport_drop"] == "kernel"
-        print(f"shaping: {'kernel' if kernel else 'userspace'} ({caps.get('reason')})")
-        code, s = d.http("POST", "/api/sessions", {"player_id": "shutdown-shaped"})
-        assert code == 201
-        port = int(s["x_forwarded_port"])
-        assert d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 0.5})[0] == 200
-        if kernel:
-            d.wait(lambda: port in _classes(d))
-        n = int((time.time() - 1577836800) // 6.0)
-        seg = f"/go-live/testclip/video/360p/seg_{(n + 3) % 4 + 1:05d}.m4s"
-        result: dict = {}
+def _in_flight(d: NsDaemon) -> float:
+    """``streamlab_requests_in_flight`` from /metrics (session-port requests included)."""
+    text = d.http("GET", "/metrics")[1]
+    for line in str(text).splitlines():
+        if line.startswith("streamlab_requests_in_flight"):
+            return float(line.split()[-1])
+    return 0.0
 
-        def download() -> None:
-            out = run(*d.ns, "curl", "-s", "-o", "/dev/null", "--max-time", "60", "-w", "%{size_download}",
-                       f"http://127.0.0.1:{port}{seg}", check=False, timeout=90)
-            result["bytes"] = out.stdout
 
-        t = threading.Thread(target=download)
-        t.start()
-        time.sleep(1.0)  # the download is under way (0.5 Mbps: several seconds for a segment)
-        assert t.is_alive()
-    except BaseException:
-        d.stop()
-        raise
-    t0 = time.monotonic()
-    rc = d.stop()
-    t.join(30)
-    assert rc == 0, open(d.log).read()[-3000:]
-    assert time.monotonic() - t0 < 20
-    assert not t.is_alive()
-    if kernel:
-        assert port not in _classes(d)
-        assert _root_kind(d) != ["htb"]
-    assert _rules(d) == []
-    assert "streamlab" not in run(*d.ns, "nft", "list", "tables").stdout
-    assert "bytes" in result  # the client saw its connection end (cut or finished)
+def test_sigterm_during_a_shaped_download_cleans_the_kernel(tmp_path):
+    """A player behind a veth (so ``backend = auto`` shapes it with htb on that veth) is
+    mid-download when the daemon gets SIGTERM: the daemon exits 0 in time, the player's
+    connection ends, and no class, qdisc, nft rule or table of ours is left."""
+    with linked_namespaces("slsd", ("ip", "nft", "curl", "tc")) as link:
+        d = NsDaemon(link, str(tmp_path))
+        try:
+            d.wait(lambda: d.http("GET", "/api/health")[0] == 200)
+            d.wait(lambda: d.http("GET", "/go-live/testclip/master.m3u8")[0] == 200, 30)
+            caps = d.wait(lambda: (lambda c: c if c["status"] != "starting" else None)(
+                d.http("GET", "/api/nftables/capabilities")[1]))
+            kernel = caps.get("interfaces", {}).get(link.if_a, {}).get("rate") == "kernel"
+            print(f"shaping on {link.if_a}: {'kernel' if kernel else 'userspace'} ({caps.get('reason')})")
+            _sid, port = d.session("shutdown-shaped")
+            assert d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 0.5})[0] == 200
+            n = int((time.time() - 1577836800) // 6.0)
+            seg = f"/go-live/testclip/video/360p/seg_{(n + 3) % 4 + 1:05d}.m4s"
+            result: dict = {}
+
+            def download() -> None:
+                out = run("ip", "netns", "exec", link.ns_b, "curl", "-s", "-o", "/dev/null", "--max-time",
+                          "60", "-w", "%{size_download}", f"http://{link.addr_a}:{port}{seg}",
+                          check=False, timeout=90)
+                result["bytes"] = out.stdout
+
+            t = threading.Thread(target=download)
+            t.start()
+            if kernel:  # the class is made when the player's first connection arrives
+                d.wait(lambda: port in _classes(link.ns_a, link.if_a))
+            d.wait(lambda: _in_flight(d) >= 1)  # the download is under way
+            assert t.is_alive()  # 0.5 Mbps: several seconds for a segment
+        except BaseException:
+            d.stop()
+            raise
+        t0 = time.monotonic()
+        rc = d.stop()
+        t.join(30)
+        assert rc == 0, d.tail()
+        assert time.monotonic() - t0 < 20
+        assert not t.is_alive()
+        assert port not in _classes(link.ns_a, link.if_a)
+        assert (link.if_a, "htb", "5eb:") not in _root_kinds(link.ns_a)
+        assert _rules(d) == []
+        assert "streamlab" not in run("ip", "netns", "exec", link.ns_a, "nft", "list", "tables").stdout
+        assert "bytes" in result  # the client saw its connection end (cut or finished)
