@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kernel",
         action="store_true",
-        help="soak with backend=auto in a fresh network namespace: "
+        help="soak with backend=kernel on lo in a fresh network namespace: "
         "every session gets a rate cap (an htb class); checks tc classes and nft rules",
     )
     p.add_argument("--kernel-rate", type=float, default=100.0, help="Mbps cap per session with --kernel")

@@ -140,7 +140,8 @@ class Target:
             self.workdir = tempfile.mkdtemp(prefix="streamlab-fleet-")
             config: dict[str, dict[str, Any]] = {}
             if args.kernel:
-                config["shaping"] = {"backend": "auto", "interface": "lo"}
+                # kernel, not auto: auto shapes a loopback player in userspace (no htb class)
+                config["shaping"] = {"backend": "kernel", "interface": "lo"}
             ports = max(args.players, args.max_players if args.search else 0) + 16
             self.daemon = Daemon(self.workdir, config=config, session_ports=ports)
             install_test_item(self.daemon.media_dir, self.content, source=args.item)

@@ -140,3 +140,12 @@ def test_groups_network_external_ips_clear(api):
     st, body = call(treq, "GET", "/api/external-ips")
     assert st == 200 and body["lifetime_count"] == 0
     assert call(treq, "POST", "/api/clear-sessions") == (200, {"cleared": 3})
+
+
+def test_network_entry_sequence_must_be_ascii_digits(api):
+    """``³`` is a Unicode digit that ``int()`` refuses: 404 like any unknown entry, not 500
+    (found by the API fuzzer)."""
+    treq, _registry = api
+    assert call(treq, "POST", "/api/sessions", {"player_id": "p1"})[0] == 201
+    assert call(treq, "GET", "/api/session/1/network/entry/%C2%B3")[0] == 404
+    assert call(treq, "GET", "/api/session/1/network/entry/12345")[0] == 404

@@ -163,7 +163,7 @@ class SessionsApi:
     def network_entry(self, request: IRequest, sid: str, seq: str) -> bytes:
         """One network-log entry with its request and response headers (404 once dropped)."""
         session = self.registry.get(sid)
-        entry = session.netlog.entry(int(seq)) if seq.isdigit() and session.netlog is not None else None
+        entry = session.netlog.entry(int(seq)) if seq.isdecimal() and session.netlog is not None else None
         if entry is None:
             raise NotFound("entry not found", detail=f"{seq} is not (or no longer) in the log")
         return respond(request, entry)
@@ -197,7 +197,7 @@ class SessionsApi:
         stream = self.registry.network_stream(session)
         initial: list[bytes] = []
         last = request.getHeader(b"last-event-id")
-        if last and last.strip().isdigit() and session.netlog is not None:
+        if last and last.strip().isdecimal() and session.netlog is not None:
             # a reconnecting EventSource: replay what it missed (entries still in the ring)
             for entry in session.netlog.entries(after_seq=int(last)):
                 initial.append(encode_event("entry", entry, entry.get("seq")))

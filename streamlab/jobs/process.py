@@ -103,7 +103,7 @@ def leftover_pids(folder: str, proc: str = "/proc") -> list[int]:
     except OSError:
         return []
     for name in names:
-        if not name.isdigit() or int(name) == me:
+        if not name.isdecimal() or int(name) == me:
             continue
         pid = int(name)
         args = _cmdline(pid, proc)

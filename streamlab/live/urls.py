@@ -92,7 +92,7 @@ def parse_media(index: ContentIndex, rel: str) -> MediaRef | None:
         post = post.partition("}")[2]
         if rel.startswith(pre) and rel.endswith(post):
             middle = rel[len(pre):len(rel) - len(post)]
-            if middle.isdigit():
+            if middle.isdecimal():
                 number = int(middle)
                 if 1 <= number <= len(t.segments) and t.segment_path(number) == rel:
                     return MediaRef(t, number, None)

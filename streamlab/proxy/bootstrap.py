@@ -37,13 +37,13 @@ def forwarded_hop(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     hop = text.strip()
     if hop.startswith("["):
         host, sep, rest = hop[1:].partition("]")
-        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6)):
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdecimal() and len(rest) <= 6)):
             return None
         addr = _ip(host)
         return addr if addr is not None and ":" in host else None
     if hop.count(":") == 1:
         host, _, port = hop.partition(":")
-        if not port.isdigit() or len(port) > 5:
+        if not port.isdecimal() or len(port) > 5:
             return None
         addr = _ip(host)
         return addr if isinstance(addr, ipaddress.IPv4Address) else None

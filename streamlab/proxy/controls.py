@@ -23,7 +23,7 @@ def parse_revision(value: Any) -> int | None:
         raise Invalid("invalid", fields={"base_revision": "must be a revision string"})
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdecimal():
         return int(value.strip())
     raise Invalid("invalid", fields={"base_revision": "must be a revision string from control_revision"})
 

@@ -60,7 +60,7 @@ def counter_key(fault_type: str) -> str:
 
 def describe_type(fault_type: str) -> tuple[str, int | None, str, str | None]:
     """``(category, status, action, stage)`` of a canonical fault type."""
-    if fault_type.isdigit():
+    if fault_type.isdecimal():
         return "http", int(fault_type), "status", None
     if fault_type in STATUS_ALIASES:
         return "http", STATUS_ALIASES[fault_type], "status", None

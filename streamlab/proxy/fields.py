@@ -294,7 +294,7 @@ def normalise_fault_type(value: Any) -> str:
     text = value.strip().lower().replace("-", "_")
     if text == "":
         return "none"
-    if text.isdigit():
+    if text.isdecimal():
         code = int(text)
         if 400 <= code <= 599:
             return str(code)

@@ -109,7 +109,7 @@ def _edit_attrs(attrs: list[tuple[str, str]], controls: Mapping[str, Any]) -> li
         if key == "AVERAGE-BANDWIDTH" and controls.get("content_strip_average_bandwidth"):
             continue
         if key in ("BANDWIDTH", "AVERAGE-BANDWIDTH") and controls.get("content_overstate_bandwidth") \
-                and value.isdigit():
+                and value.isdecimal():
             value = str(overstate(int(value)))
         out.append((key, value))
     return out
@@ -186,9 +186,9 @@ def variants_of_master(text: str) -> list[dict[str, Any]]:
         uri = next((ln.strip() for ln in lines[i + 1:] if ln.strip() and not ln.startswith("#")), "")
         out.append({
             "url": uri,
-            "bandwidth": int(attrs["BANDWIDTH"]) if attrs.get("BANDWIDTH", "").isdigit() else None,
+            "bandwidth": int(attrs["BANDWIDTH"]) if attrs.get("BANDWIDTH", "").isdecimal() else None,
             "average_bandwidth": int(attrs["AVERAGE-BANDWIDTH"])
-            if attrs.get("AVERAGE-BANDWIDTH", "").isdigit() else None,
+            if attrs.get("AVERAGE-BANDWIDTH", "").isdecimal() else None,
             "resolution": attrs.get("RESOLUTION"),
         })
     return out
@@ -251,7 +251,7 @@ def rewrite_mpd(text: str, controls: Mapping[str, Any]) -> str:
     if controls.get("content_overstate_bandwidth"):
         for rep in _elements(root, "Representation"):
             value = rep.getAttribute("bandwidth")
-            if value.isdigit():
+            if value.isdecimal():
                 rep.setAttribute("bandwidth", str(overstate(int(value))))
     offset = float(controls.get("content_live_offset") or 0)
     if offset > 0:
@@ -259,9 +259,9 @@ def rewrite_mpd(text: str, controls: Mapping[str, Any]) -> str:
         target_ms = int(round(offset * 1000))
         for latency in _elements(root, "Latency"):
             latency.setAttribute("target", str(target_ms))
-            if latency.getAttribute("max").isdigit() and int(latency.getAttribute("max")) < target_ms:
+            if latency.getAttribute("max").isdecimal() and int(latency.getAttribute("max")) < target_ms:
                 latency.setAttribute("max", str(target_ms))
-            if latency.getAttribute("min").isdigit() and int(latency.getAttribute("min")) > target_ms:
+            if latency.getAttribute("min").isdecimal() and int(latency.getAttribute("min")) > target_ms:
                 latency.setAttribute("min", str(target_ms))
     return _serialise(doc, text)
 
@@ -285,7 +285,7 @@ def variants_of_mpd(text: str) -> list[dict[str, Any]]:
             bw = rep.getAttribute("bandwidth")
             out.append({
                 "url": rid,
-                "bandwidth": int(bw) if bw.isdigit() else None,
+                "bandwidth": int(bw) if bw.isdecimal() else None,
                 "average_bandwidth": None,
                 "resolution": f"{width}x{height}" if width and height else None,
             })

@@ -53,7 +53,7 @@ def log_problems(text: str, allow: Sequence[tuple[str, str]] | None = None, cont
 def _new_log_line(line: str) -> bool:
     """True for a line that starts another twistd log record (``2026-...+0000 [ns] message``);
     a record with an empty message or a ``Traceback`` line still belongs to the block."""
-    if not (len(line) > 20 and line[:4].isdigit() and line[4] == "-" and "[" in line[:40]):
+    if not (len(line) > 20 and line[:4].isdecimal() and line[4] == "-" and "[" in line[:40]):
         return False
     message = line.split("] ", 1)[1].strip() if "] " in line else ""
     return bool(message) and not message.startswith("Traceback")

@@ -71,7 +71,7 @@ def parse_offset(value: str | None) -> int | None:
     if value is None or value == "":
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not text.isdecimal():
         raise Invalid("invalid offset", detail=value, fields={"offset": "a byte offset (integer >= 0)"})
     return int(text)
 

@@ -182,7 +182,7 @@ def test_job_runs_to_complete_and_is_served(daemon, clips):
     # the origin serves it as a looping live LL-HLS stream
     r = daemon.get("/go-live/tiny_clip_h264/playlist_360p.m3u8")
     assert r.status == 200, r.text
-    assert "#EXT-X-PART:" in r.text and "video/360p/seg_" in r.text
+    assert "#EXT-X-PART:" in r.text and "video/360p/n" in r.text
     master = daemon.get("/go-live/tiny_clip_h264/master.m3u8")
     assert master.status == 200 and "avc1." in master.text and "mp4a.40.2" in master.text
     # the keyframes sit exactly on the GOP grid (closed GOPs of 1 s)

@@ -156,7 +156,7 @@ def test_open_event_stream_does_not_delay_the_stop(tmp_path):
     sock.close()
 
 
-def _in_flight(d: NsDaemon) -> float:
+def _ns_in_flight(d: NsDaemon) -> float:
     """``streamlab_requests_in_flight`` from /metrics (session-port requests included)."""
     text = d.http("GET", "/metrics")[1]
     for line in str(text).splitlines():
@@ -194,7 +194,7 @@ def test_sigterm_during_a_shaped_download_cleans_the_kernel(tmp_path):
             t.start()
             if kernel:  # the class is made when the player's first connection arrives
                 d.wait(lambda: port in _classes(link.ns_a, link.if_a))
-            d.wait(lambda: _in_flight(d) >= 1)  # the download is under way
+            d.wait(lambda: _ns_in_flight(d) >= 1)  # the download is under way
             assert t.is_alive()  # 0.5 Mbps: several seconds for a segment
         except BaseException:
             d.stop()
