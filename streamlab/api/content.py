@@ -19,7 +19,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
-from streamlab.api.jsonio import query, respond
+from streamlab.api.jsonio import query, read_no_fields, respond
 from streamlab.errors import NotFound, Unprocessable
 from streamlab.media.index import ContentIndex, UnusableItem
 from streamlab.media.library import valid_name
@@ -122,6 +122,7 @@ class ContentApi:
     @inlineCallbacks
     def generate_byteranges(self, request: IRequest, name: str) -> Any:
         """Rebuild the item's part/byte-range index from its segment files."""
+        read_no_fields(request)
         if not valid_name(name):
             raise NotFound("unknown content", detail=name)
         item_dir = self.library.item_dir(name)

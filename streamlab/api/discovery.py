@@ -6,7 +6,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
-from streamlab.api.jsonio import respond
+from streamlab.api.jsonio import read_no_fields, respond
 from streamlab.discovery.service import DiscoveryService
 
 
@@ -26,6 +26,7 @@ class DiscoveryApi:
     @app.route("/announce-now", methods=["POST"])
     def announce_now(self, request: IRequest) -> bytes:
         """Trigger one announce (coalesced with a pending one); answers at once."""
+        read_no_fields(request)
         self.discovery.announce_now()
         return respond(request, {"ok": True, "enabled": self.discovery.enabled})
 

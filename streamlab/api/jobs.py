@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
-from streamlab.api.jsonio import query, respond
+from streamlab.api.jsonio import query, read_no_fields, respond
 from streamlab.errors import NotFound
 from streamlab.push.jobs_ws import job_stream_resource
 from streamlab.push.sse import SSEResource
@@ -52,6 +52,7 @@ class JobsApi:
     @defer.inlineCallbacks
     def cancel_job(self, request: IRequest, job_id: str) -> Any:
         """queued/uploading/encoding -> cancelled (409 otherwise)."""
+        read_no_fields(request)
         yield self.jobs.when_ready()
         job = yield self.jobs.cancel(job_id)
         return respond(request, job)

@@ -68,6 +68,18 @@ def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
+def read_no_fields(request: IRequest) -> None:
+    """For calls that take no input: no body, or an empty JSON object; anything else is a
+    400 (a caller sending fields expects them to matter)."""
+    raw = read_body(request)
+    if not raw.strip():
+        return
+    value = read_json(request)
+    if value != {}:
+        fields = {str(k): "unknown field" for k in value} if isinstance(value, dict) else None
+        raise Invalid("invalid", detail="this call takes no fields (send no body or {})", fields=fields)
+
+
 def is_form(request: IRequest) -> bool:
     """Is the body a form post (url-encoded or multipart) rather than JSON?"""
     ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()

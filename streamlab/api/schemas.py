@@ -14,12 +14,14 @@ from typing import Any
 
 from streamlab.errors import Invalid
 from streamlab.jobs.options import CODEC_SELECTIONS, HLS_FORMATS, PADDINGS, RESOLUTIONS
+from streamlab.proxy.fields import MARGIN_PCTS, STEP_SECONDS, TEMPLATE_MODES
 
+# "" (an untouched form field) means the default, as parse_encode_options reads it
 ENCODE_OPTION_PROPERTIES: dict[str, Any] = {
-    "codec_selection": {"type": "string", "enum": list(CODEC_SELECTIONS)},
-    "max_resolution": {"type": "string", "enum": list(RESOLUTIONS)},
-    "hls_format": {"type": "string", "enum": list(HLS_FORMATS)},
-    "padding": {"type": "string", "enum": list(PADDINGS)},
+    "codec_selection": {"type": "string", "enum": [*CODEC_SELECTIONS, ""]},
+    "max_resolution": {"type": "string", "enum": [*RESOLUTIONS, ""]},
+    "hls_format": {"type": "string", "enum": [*HLS_FORMATS, ""]},
+    "padding": {"type": "string", "enum": [*PADDINGS, ""]},
     "segment_duration": {"type": "number", "minimum": 1, "maximum": 60},
     "gop_duration": {"type": "number", "minimum": 0.1, "maximum": 10},
     "partial_durations": {
@@ -46,7 +48,7 @@ UPLOAD_INIT: dict[str, Any] = {
     "type": "object",
     "required": ["filename", "file_size"],
     "properties": {
-        "filename": {"type": "string", "minLength": 1, "maxLength": 255},
+        "filename": {"type": "string", "minLength": 1},  # long names are shortened, not refused
         "file_size": {"type": "integer", "minimum": 1},
         "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
         **ENCODE_OPTION_PROPERTIES,
@@ -220,6 +222,11 @@ _TICKS = _obj(
 _FEATURES = {"type": "object", "additionalProperties": {"type": ["string", "boolean"]}}
 
 
+def _one_of_names(props: dict[str, Any]) -> dict[str, Any]:
+    """An object that needs (at least) one of the spellings in *props*."""
+    return dict(_obj(props), anyOf=[{"required": [name]} for name in props])
+
+
 def _steps_schema() -> dict[str, Any]:
     from streamlab.proxy.fields import STEPS_SCHEMA
 
@@ -234,7 +241,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
     flat = dict(control, properties={**control["properties"], "base_revision": S})
     return {
         "POST /api/sessions": _obj(
-            {"player_id": {"type": "string", "minLength": 1, "maxLength": 128}, "set": control},
+            {"player_id": {"type": "string", "minLength": 1, "maxLength": 256}, "set": control},
             ("player_id",),
             closed=True,
         ),
@@ -262,13 +269,19 @@ def request_bodies() -> dict[str, dict[str, Any]]:
             closed=True,
         ),
         "POST /api/session-group/unlink": _obj({"session_id": S}, ("session_id",), closed=True),
-        "POST /api/nftables/bandwidth/{port}": _obj({"rate_mbps": _RATE}, ("rate_mbps",), closed=True),
-        "POST /api/nftables/loss/{port}": _obj({"percent": _LOSS}, ("percent",), closed=True),
+        # The shaping doors accept their legacy spellings and ignore other keys (spec/shaping.md).
+        "POST /api/nftables/bandwidth/{port}": _one_of_names(
+            {"rate_mbps": _RATE, "rate": _RATE, "bandwidth_mbps": _RATE}),
+        "POST /api/nftables/loss/{port}": _one_of_names({"percent": _LOSS, "loss_pct": _LOSS, "loss": _LOSS}),
         "POST /api/nftables/shape/{port}": _obj(
-            {"rate_mbps": _RATE, "delay_ms": _DELAY, "loss_pct": _LOSS}, closed=True
+            {"rate_mbps": _RATE, "rate": _RATE, "delay_ms": _DELAY, "delay": _DELAY, "loss_pct": _LOSS,
+             "percent": _LOSS, "loss": _LOSS}
         ),
         "POST /api/nftables/pattern/{port}": _obj(
-            {"steps": _steps_schema(), "delay_ms": _DELAY, "loss_pct": _LOSS}, closed=True
+            {"steps": _steps_schema(), "delay_ms": _DELAY, "loss_pct": _LOSS,
+             "template_mode": {"type": "string", "enum": list(TEMPLATE_MODES)},
+             "margin_pct": {"type": "integer", "enum": list(MARGIN_PCTS)},
+             "step_seconds": {"type": "integer", "enum": list(STEP_SECONDS)}}
         ),
         "POST /api/upload/init": dict(UPLOAD_INIT, additionalProperties=False),
         "POST /api/upload/complete/{job_id}": dict(UPLOAD_COMPLETE, additionalProperties=False),

@@ -13,7 +13,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
-from streamlab.api.jsonio import query, read_json, read_object, respond
+from streamlab.api.jsonio import query, read_json, read_no_fields, read_object, respond
 from streamlab.errors import Invalid, NotFound
 from streamlab.proxy.registry import SessionRegistry
 from streamlab.push.sse import SSEResource, encode_event
@@ -77,6 +77,7 @@ class SessionsApi:
     @app.route("/clear-sessions", methods=["POST"])
     def clear(self, request: IRequest) -> bytes:
         """Remove every session."""
+        read_no_fields(request)
         n, _ = self.registry.clear()
         return respond(request, {"cleared": n})
 

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
-from streamlab.api.jsonio import respond
+from streamlab.api.jsonio import read_no_fields, respond
 
 
 class SetupApi:
@@ -31,6 +31,7 @@ class SetupApi:
     @defer.inlineCallbacks
     def initialize(self, request: IRequest) -> Any:
         """Create the layout + schema and write the marker (idempotent); the new status."""
+        read_no_fields(request)
         body = yield self.setup.initialize()
         return respond(request, body)
 
@@ -38,6 +39,7 @@ class SetupApi:
     @defer.inlineCallbacks
     def seed(self, request: IRequest) -> Any:
         """Synthesise + encode the demo clip: 202 ``queued``; 200 ``exists`` when present."""
+        read_no_fields(request)
         body = yield self.setup.seed()
         return respond(request, body, status=202 if body.get("status") == "queued" else 200)
 

@@ -13,7 +13,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors, schemas
-from streamlab.api.jsonio import is_form, read_json, read_object, respond
+from streamlab.api.jsonio import is_form, read_json, read_no_fields, read_object, respond
 from streamlab.errors import Invalid, StreamlabError, Unavailable, Unprocessable
 from streamlab.sources.service import SourceService, jobs_ready
 
@@ -52,6 +52,7 @@ class SourcesApi:
     @app.route("/sources/scan-originals", methods=["POST"])
     async def scan(self, request: IRequest) -> bytes:
         """Index new files in originals/, forget vanished ones."""
+        read_no_fields(request)
         return respond(request, await self.sources.scan_originals())
 
     @app.route("/sources/batch-reencode-json", methods=["POST"])
