@@ -47,6 +47,9 @@ COPY_HEADERS = (b"content-type", b"content-length", b"content-range", b"accept-r
                 b"etag", b"last-modified", b"expires", b"age")
 FORWARD_HEADERS = (b"range", b"if-none-match", b"if-modified-since")
 MANIFEST_CACHE = b"no-cache, no-store, must-revalidate"
+BLOCKING_ALLOWANCE = 30.0
+"""Seconds added to the timeout of an LL-HLS blocking reload (``_HLS_msn``), which the
+upstream legitimately holds for up to three target durations."""
 HLS_TYPE = b"application/vnd.apple.mpegurl"
 DASH_TYPE = b"application/dash+xml"
 
@@ -162,6 +165,8 @@ class UpstreamFetch:
             if value is not None and not (self.kind and name != b"range"):
                 extra[name] = value
         self.pending = up.client.request(self.request.method, url, extra)
+        if self.kind == "hls" and b"_HLS_msn=" in (self.request.uri or b""):
+            self.timeout += BLOCKING_ALLOWANCE
         self.timer = self.clock.callLater(self.timeout, self._timed_out)
         self.pending.addCallbacks(self._response, self._failed)
         self.pending.addErrback(self._bug)
@@ -223,6 +228,10 @@ class UpstreamFetch:
             values = response.headers.getRawHeaders(name)
             if values:
                 request.responseHeaders.setRawHeaders(name, values)
+        # the client parser keeps the length out of the headers
+        length = getattr(response, "length", None)
+        if isinstance(length, int) and response.code not in (204, 304):
+            request.setHeader(b"content-length", str(length).encode())
 
     def _manifest(self, response: Any, body: bytes) -> None:
         self.pending = None
