@@ -125,7 +125,13 @@ def test_hls_js_and_dash_js_play_upstreams_through_a_session_port(setup):
                        for n, pg in pages.items()}
             if all(_done(r) for r in results.values()) or time.monotonic() > deadline:
                 break
+        # the dashboard's Content page lists the upstreams, marked as such
+        dash_page = ctx.new_page()
+        dash_page.goto(f"http://127.0.0.1:{d.port}/dashboard/#/content")
+        dash_page.wait_for_selector(".item[data-content='vod'][data-upstream='1']", timeout=15000)
+        card = dash_page.inner_text(".item[data-content='owndash']")
         browser.close()
+    assert "upstream" in card and "DASH" in card and "/go-live/owndash/manifest.mpd" in card
     problems = [f"{n}: {r}" for n, r in results.items()
                 if r["rec"]["errors"] or r["snap"]["err"] or r["rec"]["playingAt"] is None
                 or r["snap"]["t"] - r["rec"]["t0"] < PLAY_FOR]
