@@ -206,8 +206,8 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
         "ttfb_ms": round(float(f_ms), 3),
         "transfer_ms": round(float(x_ms), 3),
         "total_ms": round(float(total_ms), 3),
-        "faulted": fault_category not in ("client_disconnect", "upstream")
-        and (bool(fault_type) or bool(fault_category)),
+        "faulted": fault_category != "upstream"
+        and (bool(fault_type) or bool(fault_category and fault_category != "client_disconnect")),
         "fault_type": fault_type or "",
         "fault_action": fault_action or "",
         "fault_category": fault_category or "",

@@ -274,6 +274,30 @@ def test_upstream_failures_are_passed_on_and_logged_as_upstream(d, tmp_path):
     d.request("DELETE", "/api/upstreams/gone")
 
 
+def _connections_to(port: int) -> dict[str, int]:
+    """TCP sockets on this host with *port* at either end, by state (/proc/net/tcp)."""
+    states = {"01": "established", "06": "time_wait"}
+    out = {"established": 0, "time_wait": 0}
+    with open("/proc/net/tcp", encoding="ascii") as fh:
+        for line in fh.readlines()[1:]:
+            cols = line.split()
+            ends = (int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16))
+            if port in ends and cols[3] in states:
+                out[states[cols[3]]] += 1
+    return out
+
+
+def test_upstream_connections_are_kept_alive_and_reused(d, vod):
+    s = create_session(d, "up-keepalive")
+    get(_port(s), "/go-live/vod/v0/seg_000.m4s")
+    before = _connections_to(vod.port)
+    for _ in range(10):  # sequential requests, each on a new player connection
+        assert get(_port(s), "/go-live/vod/v0/seg_001.m4s").status == 200
+    after = _connections_to(vod.port)
+    assert after["established"] >= 1  # idle in the pool, not closed
+    assert after["time_wait"] - before["time_wait"] <= 1, (before, after)  # no connection per request
+
+
 # --------------------------------------------------------------------------- back-pressure
 
 def _rss_kb(pid: int) -> int:
