@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -324,3 +325,22 @@ def test_a_40_mb_segment_to_a_slow_client_keeps_rss_flat(d, vod):
     assert peak - before < 12_000, (before, peak)  # 40 MB would show; the relay holds ~nothing
     assert wait_for(lambda: any(e["path"].endswith("big.m4s") and e["fault_category"] == "client_disconnect"
                                 for e in network(d, s["session_id"])), timeout=10)
+
+
+# --------------------------------------------------------------------------- persistence
+
+def test_upstreams_survive_a_restart_without_their_secrets_leaking(tmp_path, vod):
+    daemon = Daemon(str(tmp_path), session_ports=2)
+    daemon.start()
+    try:
+        body = {"name": "kept", "url": f"{vod.url}/master.m3u8", "headers": {"X-Token": "t0p"}}
+        assert daemon.request("POST", "/api/upstreams", body).status == 201
+        daemon.stop()
+        stored = os.path.join(daemon.state_dir, "upstreams.json")
+        assert os.stat(stored).st_mode & 0o777 == 0o600
+        daemon.start()
+        kept = daemon.get("/api/upstreams/kept").json()
+        assert (kept["format"], kept["live"], kept["headers"]) == ("hls", False, ["X-Token"])
+        assert daemon.get("/go-live/kept/playlist_v0~index.m3u8").status == 200
+    finally:
+        daemon.stop()
