@@ -220,6 +220,23 @@ def test_two_mbps_cap_paces_an_upstream_segment(d, vod):
     assert 1.0 < mbps < 2.6, (mbps, size, elapsed)
 
 
+def test_corruption_and_master_rewriting_act_on_relayed_bytes(d, vod):
+    s = create_session(d, "up-corrupt", {"segment_failure_type": "corrupted"})
+    sid, port = s["session_id"], _port(s)
+    original = get(vod.port, "/v0/seg_003.m4s").body
+    r = get(port, "/go-live/vod/v0/seg_003.m4s")
+    assert r.status == 200 and len(r.body) == len(original) and r.body == bytes(len(original))
+    before = get(port, "/go-live/own/master.m3u8")
+    assert "CODECS=" in before.text and before.text.count("#EXT-X-STREAM-INF") == 2
+    # a rung is named by its local playlist name (or the token inside it)
+    patch(d, sid, {"content_strip_codecs": True,
+                   "content_allowed_variants": ["playlist_go-live~testclip~playlist_180p.m3u8"]})
+    after = get(port, "/go-live/own/master.m3u8")
+    assert after.status == 200 and int(after.headers["content-length"]) == len(after.body)
+    assert "CODECS=" not in after.text and after.text.count("#EXT-X-STREAM-INF") == 1
+    assert "/go-live/own/playlist_go-live~testclip~playlist_180p.m3u8" in after.text
+
+
 def test_reject_window_resets_connections_to_the_upstream_item(d):
     s = create_session(d, "up-reject")
     sid, port = s["session_id"], _port(s)
