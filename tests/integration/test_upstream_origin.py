@@ -184,6 +184,22 @@ def test_dash_mpd_through_the_session_port_plays_number_templates(d):
     assert kinds[0] == "master_manifest" and kinds.count("segment") == 2
 
 
+def test_dash_time_template_from_a_static_vod(d, vod):
+    r = d.request("POST", "/api/upstreams", {"name": "vodtime", "url": f"{vod.url}/dash/manifest.mpd"})
+    assert r.status == 201 and (r.json()["format"], r.json()["live"]) == ("dash", False), r.text
+    s = create_session(d, "up-dash-time")
+    port = _port(s)
+    mpd = get(port, "/go-live/vodtime/manifest.mpd").text
+    assert "<BaseURL>/go-live/vodtime/dash/</BaseURL>" in mpd
+    assert 'media="chunk-$RepresentationID$-$Time$.m4s"' in mpd
+    t = re.search(r'<S t="(\d+)" d="(\d+)"', mpd)
+    second = int(t.group(1)) + int(t.group(2))
+    seg = get(port, f"/go-live/vodtime/dash/chunk-0-{second}.m4s")
+    assert seg.status == 200 and seg.body == get(vod.port, f"/dash/chunk-0-{second}.m4s").body
+    e = network(d, s["session_id"])[-1]
+    assert e["request_kind"] == "segment" and e["upstream_ttfb_ms"] is not None
+
+
 # --------------------------------------------------------------------------- session controls
 
 def test_segment_404_fault_never_contacts_the_upstream(d, vod):

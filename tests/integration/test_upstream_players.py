@@ -50,6 +50,7 @@ PLAYERS = {
     "own_hls": ("hls", "/go-live/own/master.m3u8"),
     "own_dash": ("dash", "/go-live/owndash/manifest.mpd"),
     "vod_hls": ("hls", "/go-live/vod/master.m3u8"),
+    "vod_dash": ("dash", "/go-live/voddash/manifest.mpd"),  # SegmentTimeline + $Time$
 }
 
 
@@ -66,7 +67,8 @@ def setup(tmp_path_factory, test_item):
     d.start()
     for body in ({"name": "own", "url": f"http://127.0.0.1:{up.port}/go-live/testclip/master_2s.m3u8"},
                  {"name": "owndash", "url": f"http://127.0.0.1:{up.port}/go-live/testclip/manifest_6s.mpd"},
-                 {"name": "vod", "url": f"{static.url}/master.m3u8"}):
+                 {"name": "vod", "url": f"{static.url}/master.m3u8"},
+                 {"name": "voddash", "url": f"{static.url}/dash/manifest.mpd"}):
         r = d.request("POST", "/api/upstreams", body)
         assert r.status == 201, r.text
     yield d
@@ -137,7 +139,7 @@ def test_hls_js_and_dash_js_play_upstreams_through_a_session_port(setup):
                 or r["snap"]["t"] - r["rec"]["t0"] < PLAY_FOR]
     assert not problems, "\n".join(problems)
     entries = network(d, session["session_id"])
-    for prefix in ("/go-live/own/", "/go-live/owndash/", "/go-live/vod/"):
+    for prefix in ("/go-live/own/", "/go-live/owndash/", "/go-live/vod/", "/go-live/voddash/"):
         segs = [e for e in entries if e["path"].startswith(prefix) and e["request_kind"] == "segment"]
         assert segs and all(e["status"] in (200, 206) for e in segs), prefix
         assert all(e["upstream_ttfb_ms"] is not None for e in segs)

@@ -14,7 +14,8 @@ MASTER = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTI
 
 
 def make_vod(directory: str, big_mb: int = 0) -> None:
-    """An 8 s fMP4 HLS VOD (``master.m3u8`` -> ``v0/index.m3u8`` -> ``v0/seg_00N.m4s``) and,
+    """An 8 s fMP4 HLS VOD (``master.m3u8`` -> ``v0/index.m3u8`` -> ``v0/seg_00N.m4s``), a
+    DASH VOD with ``$Time$`` names (``dash/manifest.mpd`` -> ``dash/chunk-0-<t>.m4s``) and,
     with *big_mb*, a ``v0/big.m4s`` of that many MiB of random bytes."""
     v0 = os.path.join(directory, "v0")
     os.makedirs(v0, exist_ok=True)
@@ -25,6 +26,15 @@ def make_vod(directory: str, big_mb: int = 0) -> None:
          "-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod", "-hls_segment_type", "fmp4",
          "-hls_fmp4_init_filename", "init.mp4", "-hls_segment_filename", "v0/seg_%03d.m4s", "v0/index.m3u8"],
         cwd=directory, check=True, timeout=120)
+    # the same kind of clip as a DASH VOD with a SegmentTimeline and $Time$ segment names
+    os.makedirs(os.path.join(directory, "dash"), exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+         "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+         "-f", "dash", "-seg_duration", "2", "-use_template", "1", "-use_timeline", "1",
+         "-init_seg_name", "init-$RepresentationID$.m4s",
+         "-media_seg_name", "chunk-$RepresentationID$-$Time$.m4s", "manifest.mpd"],
+        cwd=os.path.join(directory, "dash"), check=True, timeout=120)
     with open(os.path.join(directory, "master.m3u8"), "w", encoding="utf-8") as fh:
         fh.write(MASTER)
     with open(os.path.join(directory, "notes.txt"), "w", encoding="utf-8") as fh:
