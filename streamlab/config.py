@@ -188,6 +188,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("live", "live_epoch", _epoch, "2020-01-01T00:00:00Z", "time zero of every live channel"),
     Key("live", "window_seconds", _float_range(6, 3600), "36", "playlist / MPD window length"),
     Key("live", "worker_idle_timeout", _float_range(0.1, 86400), "60", "drop idle workers after (s)"),
+    Key("live", "upstream_timeout_seconds", _float_range(0.1, 600), "20",
+        "upstream origins: connect / answer timeout (s), then 504"),
+    Key("live", "upstream_connections_per_host", _int_range(1, 1000), "8",
+        "upstream origins: idle keep-alive connections kept per host"),
     Key("live", "timeline", _choice("discontinuity", "continuous"), "discontinuity",
         "manifests without ?timeline=: discontinuity (Period + EXT-X-DISCONTINUITY per loop)"
         " | continuous (one Period, rising timestamps; fMP4 only)"),

@@ -29,6 +29,7 @@ from streamlab.api.setup import SetupApi
 from streamlab.api.shaping import ShapingApi
 from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
+from streamlab.api.upstreams import UpstreamsApi
 from streamlab.discovery.service import DiscoveryService
 from streamlab.events import EventBus
 from streamlab.jobs.service import JobService
@@ -45,6 +46,7 @@ from streamlab.sources.service import SourceService
 from streamlab.storage.db import Database
 from streamlab.uploads.request import api_body_rules, install_body_rules
 from streamlab.uploads.service import UploadService
+from streamlab.upstream.service import UpstreamService
 from streamlab.web import auth as authmod
 from streamlab.web import tls as tlsmod
 from streamlab.web.dashboard import DashboardAnnouncer, dashboard_resource
@@ -122,9 +124,14 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     metrics = Metrics(reactor, inflight)
     db = svc.add("db", Database(path=os.path.join(config.paths.state_dir, "streamlab.db"), reactor=reactor))
     library = svc.add("library", ContentLibrary(config.paths.media_dir, reactor))
-    svc.api.mount("content", ContentApi(library, reactor, config.server.advertised_host).app.resource())
+    content_api = ContentApi(library, reactor, config.server.advertised_host)
+    svc.api.mount("content", content_api.app.resource())
     origin = svc.add("origin", OriginService(OriginResource.from_config(library, config, reactor)))
     svc.root.mount("go-live", origin.resource)
+    upstreams = svc.add("upstreams", UpstreamService.from_config(
+        config, reactor, lambda n: library.get(n) is not None))
+    origin.resource.upstreams = content_api.upstreams = upstreams
+    svc.api.mount("upstreams", UpstreamsApi(upstreams, config.server.advertised_host).app.resource())
     jobs = lambda: svc.components.get("jobs")  # noqa: E731 - the job service is added below
     sources = svc.add("sources", SourceService(config, db, reactor, jobs=jobs))
     svc.api.mount("sources", SourcesApi(sources, jobs).app.resource())

@@ -98,12 +98,15 @@ class ContentApi:
         self.library = library
         self.reactor = reactor
         self.advertised_host = advertised_host
+        self.upstreams: Any = None  # UpstreamService: its items are listed too, "upstream": true
 
     @app.route("/content", methods=["GET"])
     def list_content(self, request: IRequest) -> bytes:
         """Usable items (``?all=1``: and the unusable ones with their reason)."""
         base = base_url(request, self.advertised_host)
         body: list[dict[str, Any]] = [describe(i, base) for i in self.library.items()]
+        if self.upstreams is not None:
+            body += [u.describe(base) for u in self.upstreams.items()]
         if (query(request, "all") or "").lower() in ("1", "true", "yes"):
             body += [{"name": name, "usable": False, "reason": reason}
                      for name, reason in sorted(self.library.unusable().items())]

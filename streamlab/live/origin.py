@@ -186,6 +186,7 @@ class OriginResource(Resource):
         self._timelines: dict[str, tuple[ContentIndex, LiveTimeline]] = {}
         self._cache_now: float | None = None
         self._cache: dict[tuple[Any, ...], bytes] = {}
+        self.upstreams: Any = None  # UpstreamService: /go-live/{upstream}/... (docs/upstream.md)
 
     @classmethod
     def from_config(cls, library: Any, config: Any, clock: IReactorTime) -> OriginResource:
@@ -256,6 +257,9 @@ class OriginResource(Resource):
             return (iso(self.clock.seconds()) or "").encode()
         if len(segs) < 2 or head in RESERVED:
             raise NotFound("not found", detail="/".join(segs))
+        upstream = self.upstreams.get(head) if self.upstreams is not None else None
+        if upstream is not None:
+            return self.upstreams.serve(request, upstream, segs[1:])
         index = self.library.get(head)
         if index is None:
             raise NotFound("unknown content", detail=head)

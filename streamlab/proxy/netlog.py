@@ -27,9 +27,13 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ``fault_type``            canonical fault type ("" when not faulted)
 ``fault_action``          what was done (``status``, ``connect_reset``, ``body_hang``,
                           ``corrupt``, ``active_timeout``, ``client_disconnect``, ...)
-``fault_category``        ``http|socket|corruption|transfer_timeout|client_disconnect|transport``
+``fault_category``        ``http|socket|corruption|transfer_timeout|client_disconnect|transport``,
+                          or ``upstream`` when an upstream origin failed (its status, a
+                          timeout or a refused connection; not an injected fault)
 ``shaper_delay_ms``       delay the userspace shaper added before the server saw the request
                           (extra field; already inside ``ttfb_ms``/``total_ms``)
+``upstream_ttfb_ms``      upstream origins only (docs/upstream.md): request sent upstream ->
+                          its response headers (extra field; null for local content)
 ========================  ==============================================================
 
 Durations are milliseconds rounded to 0.001.
@@ -59,7 +63,7 @@ ENTRY_FIELDS: tuple[str, ...] = (
     "seq", "timestamp", "method", "url", "path", "request_kind", "status", "bytes_in", "bytes_out",
     "content_type", "play_id", "request_range", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms",
     "transfer_ms", "total_ms", "faulted", "fault_type", "fault_action", "fault_category",
-    "shaper_delay_ms",
+    "shaper_delay_ms", "upstream_ttfb_ms",
 )
 
 
@@ -151,7 +155,8 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
                connect_ms: float | None = None, tls_ms: float | None = None, ttfb_ms: float | None = None,
                transfer_ms: float | None = None, total_ms: float | None = None,
                fault_type: str = "", fault_action: str = "", fault_category: str = "",
-               decision: Any = None, shaper_delay_ms: float = 0.0) -> dict[str, Any]:
+               decision: Any = None, shaper_delay_ms: float = 0.0,
+               upstream_ttfb_ms: float | None = None) -> dict[str, Any]:
     """Build one log entry (see the module docstring for every field).
 
     Timings come either from raw clock stamps in seconds — *accepted* (connection
@@ -201,11 +206,13 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
         "ttfb_ms": round(float(f_ms), 3),
         "transfer_ms": round(float(x_ms), 3),
         "total_ms": round(float(total_ms), 3),
-        "faulted": bool(fault_type) or bool(fault_category and fault_category != "client_disconnect"),
+        "faulted": fault_category != "upstream"
+        and (bool(fault_type) or bool(fault_category and fault_category != "client_disconnect")),
         "fault_type": fault_type or "",
         "fault_action": fault_action or "",
         "fault_category": fault_category or "",
         "shaper_delay_ms": round(float(shaper_delay_ms or 0.0), 3),
+        "upstream_ttfb_ms": None if upstream_ttfb_ms is None else round(float(upstream_ttfb_ms), 3),
     }
 
 

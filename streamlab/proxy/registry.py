@@ -715,13 +715,16 @@ class SessionRegistry:
             session.on_segment_complete(f["bytes_out"], f["last"] - f["first"])
         if session.netlog is None:
             return
+        up = getattr(request, "upstream_log", None) or {}  # upstream origins (docs/upstream.md)
         entry = make_entry(
             timestamp=f["arrived"], method=f["method"], url=f["url"], path=f["path"],
             request_kind=f["kind"], status=f["status"], bytes_in=f["bytes_in"], bytes_out=f["bytes_out"],
             content_type=f["content_type"], play_id=session.play_id, request_range=f["range"],
             accepted=f["accepted"], parsed=f["arrived"], first_byte=f["first"], last_byte=f["last"],
-            finished=now, fault_type=f["fault_type"], fault_action=f["fault_action"],
-            fault_category=f["fault_category"], shaper_delay_ms=f.get("shaper_delay_ms", 0.0))
+            finished=now, fault_action=f["fault_action"],
+            fault_category=f["fault_category"] or ("upstream" if up.get("failure") else ""),
+            fault_type=f["fault_type"] or up.get("failure", ""),
+            shaper_delay_ms=f.get("shaper_delay_ms", 0.0), upstream_ttfb_ms=up.get("ttfb_ms"))
         stored = session.netlog.append(
             entry, request.requestHeaders.getAllRawHeaders(),
             request.responseHeaders.getAllRawHeaders() if f["status"] else ())

@@ -10,7 +10,19 @@ const URL_ROWS = [
   ["dash_ll", "DASH", "LL"], ["dash_2s", "DASH", "2 s"], ["dash_6s", "DASH", "6 s"],
 ];
 
+// An upstream origin (docs/upstream.md): served like an item, fetched from its URL.
+function upstreamCard(item) {
+  const url = Object.values(item.urls || {})[0] || "";
+  return h("section.card.item.upstream", { dataset: { content: item.name, upstream: "1" } },
+    h("div.item-head", h("h2", item.name, " ", h("span.chip", "upstream")),
+      h("div.actions", h("a.button.small.test-session", { href: link("session", randomId(), { content: item.name }) }, "Test in a session"))),
+    h("p.muted", [`${item.format.toUpperCase()}${item.low_latency ? " LL" : ""}`, item.live ? "live" : "VOD",
+      `from ${item.url}`].join(" · ")),
+    h("table.urls", h("tbody", h("tr", h("td", item.format.toUpperCase()), h("td.url", h("code", url)), h("td", copyButton(url))))));
+}
+
 function itemCard(item) {
+  if (item.upstream) return upstreamCard(item);
   const msg = errorLine();
   const rebuild = h("button.small", { type: "button", title: "Rebuild the part/byte-range index from the segment files" }, "Rebuild byte ranges");
   rebuild.addEventListener("click", () => guarded(msg, rebuild, async () => {
