@@ -198,7 +198,7 @@ def test_loopback_player_is_capped_in_userspace_and_the_session_says_so(d):
     assert 0.5 * 2 <= s["shaping_goodput_mbps"] <= 1.1 * 2 and s["shaping_warning"] == ""
 
 
-@pytest.mark.parametrize("cap", [2.0, 8.0])
+@pytest.mark.parametrize("cap", [1.0, 2.0, 8.0])
 def test_veth_player_is_capped_by_the_kernel_on_its_veth(d, cap):
     caps = d.http("GET", "/api/nftables/capabilities")[1]
     assert caps["interfaces"][d.link.if_a]["rate"] == "kernel"  # proven at start (default route)
