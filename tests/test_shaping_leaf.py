@@ -1,17 +1,18 @@
-"""The bfifo leaf under each htb class: ~150 ms of the rate, never smaller than what one
+"""The bfifo leaf under each htb class: ~100 ms of the rate, never smaller than what one
 packet (a GSO lump) can be — a bfifo drops every packet larger than its limit."""
 
 from streamlab.shaping.kernel import LEAF_SECONDS, leaf_limit
 
 
 def test_leaf_holds_about_150_ms_of_the_rate():
-    assert leaf_limit(8e6, 1500, 1500) == int(8e6 / 8 * LEAF_SECONDS) == 150_000
-    assert leaf_limit(100e6, 1500, 65536) == 1_875_000
+    assert leaf_limit(8e6, 1500, 1500) == int(8e6 / 8 * LEAF_SECONDS) == 100_000
+    assert leaf_limit(100e6, 1500, 65536) == 1_250_000
 
 
 def test_slow_rates_keep_a_few_frames():
-    # 0.5 Mbps: 150 ms is 9375 B, above four 1564-byte frames
-    assert leaf_limit(0.5e6, 1500, 1500) == 9375
+    # 1 Mbps: 100 ms is 12500 B, above four 1564-byte frames; 0.5 Mbps is below them
+    assert leaf_limit(1e6, 1500, 1500) == 12500
+    assert leaf_limit(0.5e6, 1500, 1500) == 4 * 1564
     assert leaf_limit(0.1e6, 1500, 1500) == 4 * 1564
 
 

@@ -8,7 +8,7 @@
   unshaped), one htb class ``5eb:<port>`` per session port, selected by a u32 filter on the
   TCP *source* port (filter priority = port, so deleting it is exact), netem under the
   class for delay/loss only when the kernel has netem, else a byte-bounded bfifo leaf
-  (:func:`leaf_limit`: ~150 ms of the rate) so the queue behind the shaper stays short
+  (:func:`leaf_limit`: ~100 ms of the rate) so the queue behind the shaper stays short
   and a reset is not stuck behind seconds of queued data.  All netlink calls run on one
   dedicated worker thread (a single-thread ``ThreadPool``), never on the reactor.
 * nftables: table ``inet streamlab``, chain ``transport_faults`` (input hook), one
@@ -46,7 +46,7 @@ log = Logger()
 tcmsg.plugins.setdefault("bfifo", sched_pfifo)
 
 #: how much of the rate the leaf queue under a class may hold
-LEAF_SECONDS = 0.15
+LEAF_SECONDS = 0.1
 
 MAJOR = 0x5EB
 ROOT = MAJOR << 16

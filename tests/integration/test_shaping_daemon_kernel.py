@@ -225,6 +225,25 @@ def test_veth_player_is_capped_by_the_kernel_on_its_veth(d, cap):
     d.wait(lambda: port not in _classes(d.link.ns_a, d.link.if_a))
 
 
+@pytest.mark.parametrize("cap", [1.0, 2.0, 8.0])
+def test_a_nic_like_link_keeps_the_cap_with_the_short_leaf_queue(d, cap):
+    """With 1500-byte packets (as a NIC queues them) the class's bfifo leaf is ~100 ms of
+    the rate (8 packets at 1 Mbps): TCP's local drops there must not cost goodput."""
+    dev = ("ip", "netns", "exec", d.link.ns_a, "ip", "link", "set", d.link.if_a)
+    run(*dev, "gso_max_size", "1500", "gso_max_segs", "1")
+    try:
+        sid, port = d.session(f"nic-player-{cap:g}")
+        assert d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": cap})[0] == 200
+        mbps = goodput(d.link.ns_b, d.link.addr_a, port)
+        print(f"auto, player behind {d.link.if_a} (1500-byte packets), cap {cap:g} Mbps -> "
+              f"{mbps:.3f} Mbps ({mbps / cap * 100:.1f} %)")
+        assert d.http("GET", f"/api/session/{sid}")[1]["shaping_backend"] == "kernel"
+        assert 0.90 * cap <= mbps <= 1.02 * cap
+        assert d.http("DELETE", f"/api/session/{sid}")[0] == 200
+    finally:
+        run(*dev, "gso_max_size", "65536", "gso_max_segs", "65535")
+
+
 def test_a_reject_is_counted_in_the_very_next_answer(d):
     sid, port = d.session("reject-count")
     # the player connects once, so the session knows its route (behind the veth)
