@@ -393,5 +393,6 @@ def test_pipelined_close_ends_with_fin_above_20_mbps(target):
         assert last < budget, (attempt, last, budget)
         if target.protocol == "tls":
             assert w.close_notify is not None, attempt
-        TABLE.setdefault((target.protocol, target.backend), {})["pipelined_close_50mbps"] = (
-            f"{len(w.data) // 1024} KiB in {last:.2f}s, FIN +{(w.fin - last) * 1000:.0f} ms")
+        print(f"\npipelined x{PIPE_COUNT} @ {PIPE_RATE:g} Mbps, {target.protocol}/{target.backend}, "
+              f"attempt {attempt}: {len(w.data) // 1024} KiB in {last:.2f}s, "
+              f"FIN +{(w.fin - last) * 1000:.0f} ms after the last byte")
