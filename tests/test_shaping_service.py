@@ -497,6 +497,58 @@ def test_kernel_counters_are_read_when_asked(tmp_path):
     svc.stopService()
 
 
+def test_list_answers_read_kernel_counters_once_for_all_sessions(tmp_path):
+    """Issue 12 item 6: GET /api/sessions and GET /api/nftables/status are current when
+    read (no clock tick since the kernel counted), with one batched read per answer."""
+    from streamlab.api.sessions import SessionsApi
+
+    kernel = veth_kernel()
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    ports, sids = [], {}
+    for name in ("list-a", "list-b", "list-c"):
+        s, _ = registry.get_or_create(name)
+        sids[s.session_id] = s.port
+        connect(listeners, s.port, "10.9.0.2")
+        registry.patch(s.session_id, {"transport_failure_type": "reject"})
+        assert kernel.applied[s.port].rule_kind == "reject"
+        ports.append(s.port)
+    for i, port in enumerate(ports):
+        kernel.packets[port] = i + 1  # SYNs hit the rules just now; no poll since
+    reads = kernel.counter_reads
+    code, body = call(StubTreq(SessionsApi(registry).app.resource()), "GET", "/sessions")
+    assert code == 200 and kernel.counter_reads == reads + 1
+    got = {sids[s["session_id"]]: s["transport_fault_reject_packets"] for s in body}
+    assert got == {port: i + 1 for i, port in enumerate(ports)}
+    for port in ports:
+        kernel.packets[port] += 10
+    code, body = call(StubTreq(ShapingApi(svc, registry).app.resource()), "GET", "/nftables/status")
+    assert code == 200 and kernel.counter_reads == reads + 2
+    assert {int(p): e["transport_fault_reject_packets"] for p, e in body["ports"].items()} == \
+        {port: i + 11 for i, port in enumerate(ports)}
+    svc.stopService()
+
+
+def test_the_session_schema_describes_the_shaping_fields(tmp_path):
+    """The OpenAPI session object names every field shaping adds, with the types a real
+    session answers."""
+    from streamlab.api.schemas import session_schema, type_errors
+
+    kernel = veth_kernel()
+    svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
+    s, _ = registry.get_or_create("schema")
+    connect(listeners, s.port, "10.9.0.2")
+    registry.patch(s.session_id, {"nftables_bandwidth_mbps": 2})
+    j = session_json(registry, s.session_id)
+    schema = session_schema()
+    names = ("shaping_backend", "shaping_interface", "shaping_carriers", "shaping_route",
+             "shaping_cap_mbps", "shaping_goodput_mbps", "shaping_warning", "shaping_error")
+    assert set(names) <= set(schema["properties"]) and set(names) <= set(j)
+    assert {"client_rtt_tcp_ms", "client_rtt_shaper_ms"} <= set(schema["properties"])
+    assert type_errors({k: j[k] for k in names}, schema) == {}
+    assert j["shaping_backend"] in schema["properties"]["shaping_backend"]["enum"]
+    svc.stopService()
+
+
 def test_a_cap_that_does_not_hold_raises_a_warning_and_moves_to_userspace(tmp_path):
     kernel = veth_kernel()
     svc, registry, clock, listeners = kernel_world(tmp_path, kernel)

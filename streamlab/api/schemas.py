@@ -161,6 +161,18 @@ def session_schema() -> dict[str, Any]:
             "segments_count": INT,
             "all_requests_count": INT,
             "fault_count_total": INT,
+            # which backend carries what, and what the player gets (docs/shaping.md)
+            "shaping_backend": {"type": "string", "enum": ["kernel", "userspace"]},
+            "shaping_interface": S,
+            "shaping_carriers": {"type": "object", "additionalProperties": _obj(
+                {"backend": S, "interface": S, "reason": S})},
+            "shaping_route": _obj({"peer": S, "kind": S, "interface": S, "gateway": S, "reason": S}),
+            "shaping_cap_mbps": NN,
+            "shaping_goodput_mbps": N,
+            "shaping_warning": S,
+            "shaping_error": S,
+            "client_rtt_tcp_ms": N,
+            "client_rtt_shaper_ms": N,
         }
     )
     return _obj(props, ("session_id", "player_id", "control_revision"))

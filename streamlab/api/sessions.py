@@ -50,8 +50,9 @@ class SessionsApi:
     # ------------------------------------------------------------------ listing
 
     @app.route("/sessions", methods=["GET"])
-    def list_sessions(self, request: IRequest) -> bytes:
-        """Every live session."""
+    async def list_sessions(self, request: IRequest) -> bytes:
+        """Every live session (kernel counters read when asked, in one batch)."""
+        await self.registry.refresh_all()
         return respond(request, self.registry.snapshot())
 
     @app.route("/sessions", methods=["POST"])

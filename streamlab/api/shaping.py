@@ -46,8 +46,9 @@ class ShapingApi:
         return respond(request, self.service.caps.as_dict())
 
     @app.route("/nftables/status", methods=["GET"])
-    def status(self, request: IRequest) -> bytes:
-        """Backend and per-port summary of every live session."""
+    async def status(self, request: IRequest) -> bytes:
+        """Backend and per-port summary of every live session (kernel counters read now)."""
+        await self.service.refresh_all()
         ports = [s.port for s in self.registry.all()] if self.registry is not None else None
         return respond(request, self.service.status(ports))
 

@@ -138,6 +138,8 @@ class SessionRegistry:
         self.validators: list[Callable[[Mapping[str, Any], int], None]] = []
         # read fresh counters (e.g. nftables rule counters) before a session is answered
         self.refreshers: list[Callable[[Session], Any]] = []
+        #: like ``refreshers``, for every session at once (one batched read each)
+        self.bulk_refreshers: list[Callable[[], Any]] = []
         self._by_id: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
         self._groups: dict[str, list[str]] = {}
@@ -202,6 +204,17 @@ class SessionRegistry:
                     log.warn("session refresher failed: {e}", e=failure.getErrorMessage())
 
         d = defer.DeferredList([defer.maybeDeferred(r, session) for r in self.refreshers], consumeErrors=True)
+        d.addCallback(report)
+        return d
+
+    def refresh_all(self) -> defer.Deferred:
+        """Fires once every bulk refresher has read all sessions' counters (errors are logged)."""
+        def report(results: list[Any]) -> None:
+            for ok, failure in results:
+                if not ok:
+                    log.warn("session refresher failed: {e}", e=failure.getErrorMessage())
+
+        d = defer.DeferredList([defer.maybeDeferred(r) for r in self.bulk_refreshers], consumeErrors=True)
         d.addCallback(report)
         return d
 

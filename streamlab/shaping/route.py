@@ -67,12 +67,16 @@ def route_from_lookup(dest: str, rtype: int | None, interface: str = "", loopbac
 
 @dataclass(frozen=True)
 class TcProof:
-    """What a scratch htb class (+ u32 filter, + netem) proved on one interface."""
+    """What a scratch htb class (+ u32 filter, + netem, + a bfifo leaf) proved on one
+    interface.  ``fifo``: a byte-bounded leaf queue (bfifo) can sit under each class, so
+    the queue behind the shaper stays ~150 ms deep instead of the default pfifo's
+    txqueuelen packets."""
 
     interface: str
     htb: bool = False
     netem: bool = False
     reason: str = ""
+    fifo: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """Wire shape (capabilities ``interfaces``)."""

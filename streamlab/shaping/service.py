@@ -240,6 +240,9 @@ class ShapingService(Service):
         refreshers = getattr(registry, "refreshers", None)
         if isinstance(refreshers, list):
             refreshers.append(lambda session: self.refresh(int(session.port)))
+        bulk = getattr(registry, "bulk_refreshers", None)
+        if isinstance(bulk, list):
+            bulk.append(self.refresh_all)
         if bus is not None:
             self._unsubscribe.append(bus.subscribe("session.changed", self._on_session_changed))
             self._unsubscribe.append(bus.subscribe("session.removed", self._on_session_removed))
@@ -390,12 +393,29 @@ class ShapingService(Service):
         if self.kernel is None or port not in self.ports:
             return defer.succeed(None)
         kernel = self.kernel
-        ds = []
-        if port in kernel.handles or port in kernel.drop_base or port in kernel.reject_base:
-            ds.append(kernel.counters().addCallback(self._got_counters))
         state = kernel.applied.get(port)
-        if state is not None and state.rate_bps is not None:
-            ds.append(kernel.class_bytes().addCallback(self._class_bytes.update))
+        return self._read_kernel(
+            rules=port in kernel.handles or port in kernel.drop_base or port in kernel.reject_base,
+            classes=state is not None and state.rate_bps is not None)
+
+    def refresh_all(self) -> defer.Deferred[Any]:
+        """Every port's kernel counters read now in one batch (one ``nft list chain``, one
+        class dump: both cover all ports), for the list answers (``GET /api/sessions``,
+        ``GET /api/nftables/status``)."""
+        if self.kernel is None or not self.ports:
+            return defer.succeed(None)
+        kernel = self.kernel
+        return self._read_kernel(
+            rules=bool(kernel.handles or kernel.drop_base or kernel.reject_base),
+            classes=any(s.rate_bps is not None for s in kernel.applied.values()))
+
+    def _read_kernel(self, rules: bool, classes: bool) -> defer.Deferred[Any]:
+        assert self.kernel is not None
+        ds = []
+        if rules:
+            ds.append(self.kernel.counters().addCallback(self._got_counters))
+        if classes:
+            ds.append(self.kernel.class_bytes().addCallback(self._class_bytes.update))
         d = defer.DeferredList(ds, consumeErrors=True)
         d.addCallback(lambda _: None)
         return d
@@ -873,6 +893,8 @@ class ShapingService(Service):
             entry = {k: full[k] for k in ("rate_mbps", "delay_ms", "loss_pct", "pattern_enabled",
                                           "pattern_step", "transport_fault")}
             entry["transport_fault_active"] = full["transport_fault_active"]
+            entry["transport_fault_drop_packets"] = full["transport_fault_drop_packets"]
+            entry["transport_fault_reject_packets"] = full["transport_fault_reject_packets"]
             entry.update({"shaping_backend": full["shaping_backend"],
                           "shaping_interface": full["shaping_interface"],
                           "goodput_mbps": full["goodput_mbps"], "warning": full["warning"]})
