@@ -454,11 +454,12 @@ LONG = [Setup("long-12", "seam12", 12.0, 36.0, COMBOS)]
 
 #: Combinations that still fail for a reason outside the media, re-measured on the tree
 #: that merges seam-media and live-urls (issue #11; docs/origin.md has the figures).
-SHAKA_LL_HLS = ("shaka 5 LL-HLS in the discontinuity timeline stalls at (nearly) every 6 s segment "
-                "boundary, the seams among them: 8 stalls / 13 engine holes in 60 s with the 10 s "
-                "window, 9 / 12 in 34 s with the 36 s one, buffered audio 44 ms off the video at a "
-                "seam; hls.js plays the same files clean and shaka plays ?timeline=continuous clean "
-                "(docs/origin.md, LL-HLS players)")
+SHAKA_LL_HLS = ("shaka 5 LL-HLS in the discontinuity timeline: its LL byte-range optimization "
+                "fetches the segment in production in one chunked GET and recomputes the "
+                "timestampOffset from every chunk's tfdt, so all parts land on the segment's first "
+                "0.2 s and shaka jumps a 5.8 s hole at every 6 s boundary (8 stalls / 13 holes in "
+                "60 s); hls.js plays the same files clean and shaka plays ?timeline=continuous "
+                "clean (docs/origin.md, LL-HLS players)")
 SHAKA_LL_DASH = ("shaka 5 LL-DASH with one Period per loop downloads the first segment of every "
                  "Period twice (chunk-streamed while in production, then again once complete) "
                  "before asking for the next one, so it loses a segment at each seam: a stall at "
