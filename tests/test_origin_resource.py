@@ -652,3 +652,38 @@ def test_client_leaving_a_paced_segment_logs_no_unhandled_error(env, clock):
         globalLogPublisher.removeObserver(observe)
     assert failures == []
     assert len(env.origin.waiters) == 0
+
+
+def test_preload_hint_from_a_published_part_paces_the_unpublished_rest(env, clock):
+    """The fleet's finding: ``bytes=N-`` where N lies in a part already out (parts 0..14
+    are) used to send the rest of the file at once, 15 parts up to 2.95 s before their
+    publication.  Each part must arrive at its publish time, as on the hint's first part."""
+    start = HEADER + 3 * PSIZE
+    c = env.call("/go-live/clip/video/360p/seg_00001.m4s", headers={"Range": f"bytes={start}-"})
+    r = c.response()
+    whole = _file_bytes("360p", 1, SEG_SIZE)
+    assert r.status == 206
+    assert r.headers["content-range"] == f"bytes {start}-{SEG_SIZE - 1}/{SEG_SIZE}"
+    assert r.headers["content-length"] == str(SEG_SIZE - start)
+    assert r.body == whole[start:HEADER + 15 * PSIZE]  # the published parts only
+    seg_start = EPOCH + 40 * SEG
+    for p in range(15, NPARTS):
+        clock.advance(seg_start + (p + 1) * PART - clock.seconds() - 0.0005)
+        assert Response(c.raw).body == whole[start:HEADER + p * PSIZE], p  # not yet
+        clock.advance(0.0005)
+        assert Response(c.raw).body == whole[start:HEADER + (p + 1) * PSIZE], p
+    r = Response(c.raw)
+    assert r.complete and r.body == whole[start:]
+    assert len(env.origin.waiters) == 0
+
+
+def test_preload_hint_from_a_published_part_of_a_sequence_url_is_paced(env, clock):
+    start = HEADER + 3 * PSIZE
+    c = env.call("/go-live/clip/video/360p/n40.m4s", headers={"Range": f"bytes={start}-"})
+    whole = _file_bytes("360p", 1, SEG_SIZE)
+    assert Response(c.raw).body == whole[start:HEADER + 15 * PSIZE]
+    clock.advance(EPOCH + 40 * SEG + 16 * PART - clock.seconds())
+    assert Response(c.raw).body == whole[start:HEADER + 16 * PSIZE]
+    clock.advance(SEG)
+    r = Response(c.raw)
+    assert r.complete and r.body == whole[start:]

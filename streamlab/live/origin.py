@@ -90,7 +90,7 @@ from streamlab.live.media import (
     parse_range,
     resolve,
 )
-from streamlab.live.timeline import LiveTimeline, part_ends
+from streamlab.live.timeline import LiveTimeline
 from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, MediaRef, parse_media
 from streamlab.live.waiters import Waiter, WaitQueue
 from streamlab.live.workers import WorkerRegistry, iso
@@ -606,12 +606,14 @@ class OriginResource(Resource):
         if rng is None:  # whole file: LL-DASH chunked delivery if it is in progress
             return blocking.chunk_schedule(index, track, ref.file_number, now, self.epoch)
         if rng.open_ended:
-            # a blocking preload hint (BYTERANGE-START without a length) asks ``bytes=N-``;
+            # a blocking preload hint (BYTERANGE-START without a length) asks ``bytes=N-``
+            # of the file in production: every part from N on is released at its publish
+            # time, also when N's own part is out already (the rest of the file is not);
             # closed ranges name parts a playlist listed, i.e. published (maybe in an
             # earlier loop of the same file), and are served at once
-            ready = blocking.media_ready_at(index, track, ref.file_number, first, now, self.epoch)
-            if ready is not None and ready > now:
-                return _part_schedule(index, track, ref.file_number, first, ready)
+            sched = blocking.chunk_schedule(index, track, ref.file_number, now, self.epoch)
+            if sched is not None and blocking.released_at(sched, rng.last) > now:
+                return sched
         return None
 
     def _rewrite(self, request: IRequest, content: str, index: ContentIndex,
@@ -643,19 +645,6 @@ class OriginResource(Resource):
 class _RangeNotSatisfiable(StreamlabError):
     status = 416
     error = "range not satisfiable"
-
-
-def _part_schedule(index: ContentIndex, track: Track, number: int, offset: int,
-                   ready: float) -> list[tuple[Any, float]]:
-    """Publish times of the parts of file *number* given that the part holding byte *offset*
-    is published at *ready* (the timeline's part ends fix the others)."""
-    parts = track.segments[number - 1].parts
-    ends = part_ends(index, track)[number - 1]
-    for i, part in enumerate(parts):
-        if offset < part.offset + part.size:
-            start = ready - ends[i]
-            return [(p, start + ends[j]) for j, p in enumerate(parts)]
-    return [(None, ready)]
 
 
 class _Paced(FilePushProducer):

@@ -108,10 +108,6 @@ def test_short_soak_finds_no_leak_and_deletes_everything(target):
     _no_fleet_sessions(target)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "streamlab/live/media.py: a player that leaves while a paced preload-hint response is "
-    "held makes _end() call unregisterProducer() after the channel is gone -> 'Unhandled "
-    "error in Deferred' (AttributeError); live/* is being rewritten by its owners"))
 def test_players_that_leave_leave_the_daemon_log_clean(target):
     """Runs after the fleets above (file order): every fleet ends by closing its players'
     connections, some in the middle of a held preload-hint response, as real players do."""

@@ -445,3 +445,64 @@ def test_ffprobe_reads_the_continuous_6s_mpd(long_window):
     assert {s["codec_type"] for s in streams} == {"video", "audio"}
     # timestamps keep rising across loops: the start is seconds since the epoch (> 1000 loops)
     assert min(float(s["start_time"]) for s in streams) > 1000 * LOOP - 60
+
+
+def _timed_range(port: int, path: str, start: int) -> tuple[int, dict[str, str], list[tuple[float, int]]]:
+    """GET *path* with ``Range: bytes=start-`` on a raw socket: (status, headers, [(unix time,
+    body bytes received so far)]) until the body announced by Content-Length is complete."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes={start}-\r\n\r\n".encode())
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = s.recv(65536)
+            assert chunk, raw
+            raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        total = int(headers["content-length"])
+        got = len(body)
+        arrivals = [(time.time(), got)]
+        while got < total:
+            chunk = s.recv(65536)
+            assert chunk, (got, total)
+            got += len(chunk)
+            arrivals.append((time.time(), got))
+        return int(lines[0].split()[1]), headers, arrivals
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("style", ["file", "sequence"])
+def test_preload_hint_from_a_published_part_delivers_each_part_at_its_publication(live, style):
+    """bench/fleet.py's finding: ``bytes=N-`` on the segment in production where N's part is
+    out already sent the rest of the file at once, parts up to 6 s before their publication.
+    Measured on a real socket: no part's last byte arrives before the part is published."""
+    track = live.index.track("360p")
+    n = live.timeline.segment_number(time.time())
+    if live.timeline.segment_start(n + 1) - time.time() < 3.0:  # keep 3 s of production ahead
+        n += 1
+    # a blocking reload returns once part 2 of n is out (at once if it is already)
+    assert _get(live, f"playlist_360p.m3u8?_HLS_msn={n}&_HLS_part=2").status == 200
+    number = live.timeline.file_number(n)
+    seg = track.segments[number - 1]
+    now = time.time()
+    out = [p for p in range(len(seg.parts)) if live.timeline.part_publish_time(track, n, p) <= now]
+    assert out, "no part out yet"
+    start = seg.parts[out[-1]].offset  # a part already published: the hint was read late
+    path = f"video/360p/n{n}.m4s" if style == "sequence" else track.segment_path(number)
+    status, headers, arrivals = _timed_range(live.port, "/go-live/testclip/" + path, start)
+    assert status == 206 and headers["content-range"] == f"bytes {start}-{seg.size - 1}/{seg.size}"
+    early = []
+    for p in range(out[-1] + 1, len(seg.parts)):
+        end = (seg.parts[p + 1].offset if p + 1 < len(seg.parts) else seg.size) - start
+        arrived = next(t for t, got in arrivals if got >= end)
+        publish = live.timeline.part_publish_time(track, n, p)
+        if arrived < publish - 0.02:
+            early.append((p, round(publish - arrived, 3)))
+    assert not early, f"parts (index, seconds early): {early}"
+    seg_end = live.timeline.segment_start(n + 1)
+    assert arrivals[-1][0] >= seg_end - 0.05  # the last part goes out when the segment is complete
