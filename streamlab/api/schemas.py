@@ -186,6 +186,14 @@ _RATE = {"type": "number", "minimum": 0, "maximum": 10000}
 _DELAY = {"type": "number", "minimum": 0, "maximum": 10000}
 _LOSS = {"type": "number", "minimum": 0, "maximum": 100}
 _METRIC_VALUE = {"type": ["string", "number", "boolean", "null"], "maxLength": 4096}
+#: an upstream as the API shows it (streamlab.upstream.service.Upstream.describe)
+_UPSTREAM = _obj(
+    {"name": S, "url": S, "upstream": B, "usable": B, "headers": STRS, "verify_tls": B,
+     "format": {"type": "string", "enum": ["hls", "dash"]}, "low_latency": B, "live": B,
+     "variant_count": INT, "created_at": S, "has_hls": B, "has_dash": B,
+     "urls": {"type": "object", "additionalProperties": S}},
+    ("name", "url", "upstream", "format", "live", "urls"),
+)
 _JOB = _obj(
     {
         "job_id": S,
@@ -354,6 +362,10 @@ def response_bodies() -> dict[str, dict[str, Any]]:
             {"success": B, "port": INT, "pattern_enabled": B, "steps": {"type": "array"}}, ("success", "port")
         ),
         "GET /api/rendezvous": _obj({"enabled": B, "url": S, "announces": INT}, ("enabled",)),
+        "GET /api/upstreams": {"type": "array", "items": _UPSTREAM},
+        "POST /api/upstreams": _UPSTREAM,
+        "GET /api/upstreams/{name}": _UPSTREAM,
+        "DELETE /api/upstreams/{name}": _obj({"deleted": S}, ("deleted",)),
         "POST /api/announce-now": _obj({"ok": B, "enabled": B}, ("ok", "enabled")),
         "GET /api/sessions": {"type": "array", "items": session},
         "POST /api/sessions": session,

@@ -177,7 +177,7 @@ class GuardedHTTPChannel(HTTPChannel):
         name, sep, value = line.partition(b":")
         if sep and name.strip().lower() == b"content-length":
             value = value.strip(b" \t")
-            if not value.isdecimal() or len(value) > MAX_CONTENT_LENGTH_DIGITS:
+            if not value.isdigit() or len(value) > MAX_CONTENT_LENGTH_DIGITS:
                 self._answer(400, "Content-Length must be a number of at most "
                                   f"{MAX_CONTENT_LENGTH_DIGITS} digits")
                 return False
