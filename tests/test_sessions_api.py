@@ -149,3 +149,12 @@ def test_network_entry_sequence_must_be_ascii_digits(api):
     assert call(treq, "POST", "/api/sessions", {"player_id": "p1"})[0] == 201
     assert call(treq, "GET", "/api/session/1/network/entry/%C2%B3")[0] == 404
     assert call(treq, "GET", "/api/session/1/network/entry/12345")[0] == 404
+
+
+def test_keep_takes_only_keep(api):
+    treq, _registry = api
+    assert call(treq, "POST", "/api/sessions", {"player_id": "p1"})[0] == 201
+    st, body = call(treq, "POST", "/api/session/1/keep", {"keep": True, "extra": 1})
+    assert st == 400 and body["fields"] == {"extra": "unknown field"}
+    st, body = call(treq, "POST", "/api/session/1/keep", {"keep": True})
+    assert st == 200 and body["session"]["session_keep"] is True

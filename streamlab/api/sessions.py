@@ -174,6 +174,9 @@ class SessionsApi:
     def keep(self, request: IRequest, sid: str) -> bytes:
         """``{"keep": bool}``: keep the session while idle, or let it expire as usual."""
         body = _session_body(request)
+        unknown = {str(k): "unknown field" for k in body if k != "keep"}
+        if unknown:
+            raise Invalid("invalid", fields=unknown)
         if not isinstance(body.get("keep"), bool):
             raise Invalid("invalid", fields={"keep": "must be true or false"})
         return respond(request, {"session": self.registry.set_keep(sid, body["keep"])})
@@ -199,7 +202,7 @@ class SessionsApi:
         stream = self.registry.network_stream(session)
         initial: list[bytes] = []
         last = request.getHeader(b"last-event-id")
-        if last and last.strip().isdecimal() and session.netlog is not None:
+        if last and last.strip().isdigit() and session.netlog is not None:  # bytes: ASCII digits
             # a reconnecting EventSource: replay what it missed (entries still in the ring)
             for entry in session.netlog.entries(after_seq=int(last)):
                 initial.append(encode_event("entry", entry, entry.get("seq")))
