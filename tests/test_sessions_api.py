@@ -158,3 +158,15 @@ def test_keep_takes_only_keep(api):
     assert st == 400 and body["fields"] == {"extra": "unknown field"}
     st, body = call(treq, "POST", "/api/session/1/keep", {"keep": True})
     assert st == 200 and body["session"]["session_keep"] is True
+
+
+def test_metrics_set_form_takes_no_other_field(api):
+    """``{"set": {...}}`` or the flat legacy form; a field beside ``set`` is refused, not
+    silently dropped (found by the API fuzzer)."""
+    treq, _registry = api
+    assert call(treq, "POST", "/api/sessions", {"player_id": "p1"})[0] == 201
+    st, body = call(treq, "POST", "/api/session/1/metrics",
+                    {"set": {"player_metrics_stalls": 1}, "other": 2})
+    assert st == 400 and body["fields"] == {"other": "unknown field"}
+    assert call(treq, "POST", "/api/session/1/metrics", {"set": {"player_metrics_stalls": 1}})[0] == 200
+    assert call(treq, "POST", "/api/session/1/metrics", {"player_metrics_stalls": 2})[0] == 200

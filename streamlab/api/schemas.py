@@ -186,6 +186,13 @@ _RATE = {"type": "number", "minimum": 0, "maximum": 10000}
 _DELAY = {"type": "number", "minimum": 0, "maximum": 10000}
 _LOSS = {"type": "number", "minimum": 0, "maximum": 100}
 _METRIC_VALUE = {"type": ["string", "number", "boolean", "null"], "maxLength": 4096}
+_METRICS = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 200,
+    "propertyNames": {"pattern": "^player_metrics_[A-Za-z0-9_]{1,100}$"},
+    "additionalProperties": _METRIC_VALUE,
+}
 #: an upstream as the API shows it (streamlab.upstream.service.Upstream.describe)
 _UPSTREAM = _obj(
     {"name": S, "url": S, "upstream": B, "usable": B, "headers": STRS, "verify_tls": B,
@@ -271,18 +278,10 @@ def request_bodies() -> dict[str, dict[str, Any]]:
         "POST /api/session/{sid}/update": flat,
         "POST /api/failure-settings/{sid}": flat,
         "POST /api/session/{sid}/keep": _obj({"keep": B}, ("keep",), closed=True),
-        "POST /api/session/{sid}/metrics": _obj(
-            {
-                "set": {
-                    "type": "object",
-                    "maxProperties": 200,
-                    "propertyNames": {"pattern": "^player_metrics_[A-Za-z0-9_]{1,100}$"},
-                    "additionalProperties": _METRIC_VALUE,
-                }
-            },
-            ("set",),
-            closed=True,
-        ),
+        "POST /api/session/{sid}/metrics": {"anyOf": [
+            _obj({"set": _METRICS}, ("set",), closed=True),
+            _METRICS,  # the legacy flat form: the metrics themselves
+        ]},
         "POST /api/session-group/link": _obj(
             {"session_ids": {"type": "array", "items": S, "minItems": 1}, "group_id": S},
             ("session_ids",),

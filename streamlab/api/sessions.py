@@ -139,7 +139,10 @@ class SessionsApi:
         """Player observations (never touches controls)."""
         self.registry.get(sid)
         body = _session_body(request)
+        # {"set": {...}}, or the legacy flat form (the player_metrics_* keys themselves)
         set_ = body.get("set") if "set" in body else body
+        if "set" in body and len(body) > 1:
+            raise Invalid("invalid", fields={str(k): "unknown field" for k in body if k != "set"})
         if not isinstance(set_, dict):
             raise Invalid("invalid", fields={"set": "must be an object"})
         self.registry.post_metrics(sid, set_, query(request, "play_id"), query(request, "attempt_id"))

@@ -256,6 +256,8 @@ def _string_list(value: Any, coerce: bool = False) -> list[str]:
         return []
     if not isinstance(value, list):
         raise _Bad("must be a list of strings")
+    if len(value) > MAX_URLS:  # counted before blanks are dropped, as the schema counts
+        raise _Bad(f"at most {MAX_URLS} entries")
     out: list[str] = []
     for item in value:
         if not isinstance(item, str):
