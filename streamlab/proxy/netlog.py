@@ -256,8 +256,10 @@ class NetworkLog:
         self._seq = 0
         self.dropped = 0
         self._markers: deque[dict[str, Any]] = deque(maxlen=MARKERS_KEPT)
-        self._last_req = ""
-        self._last_resp = ""
+        # the previous header blocks, raw (as given) and packed: a player repeats its
+        # request headers, and a playlist's response headers repeat too
+        self._last_req: tuple[list[Any], str] = ([], "")
+        self._last_resp: tuple[list[Any], str] = ([], "")
 
     @property
     def count(self) -> int:
@@ -296,24 +298,30 @@ class NetworkLog:
         values = tuple(row)
         cost = _row_cost(values) + 120  # + the ring's own tuple and the boxed ints
         # headers: a block equal to the previous one is shared, not stored again
-        req = pack_headers(request_headers)
-        if req == self._last_req:
-            req = self._last_req
-        else:
-            self._last_req = req
-            cost += sys.getsizeof(req)
-        resp = pack_headers(response_headers)
-        if resp == self._last_resp:
-            resp = self._last_resp
-        else:
-            self._last_resp = resp
-            cost += sys.getsizeof(resp)
+        req, added = self._pack(request_headers, "_last_req")
+        cost += added
+        resp, added = self._pack(response_headers, "_last_resp")
+        cost += added
         self._ring.append((ts, self._seq, cost, values, req, resp))
         self._bytes += cost
         while len(self._ring) > 1 and (len(self._ring) > self.size or self._bytes > self.max_bytes):
             self._bytes -= self._ring.popleft()[2]
             self.dropped += 1
         return stored
+
+    def _pack(self, pairs: Iterable[tuple[Any, Any]], last_attr: str) -> tuple[str, int]:
+        """*pairs* packed, and the memory it adds: nothing when equal to the previous
+        block (compared raw, before packing; the packed text is then shared)."""
+        raw = list(pairs)
+        last_raw, last_text = getattr(self, last_attr)
+        if raw == last_raw:
+            return last_text, 0
+        text = pack_headers(raw)
+        if text == last_text:
+            setattr(self, last_attr, (raw, last_text))
+            return last_text, 0
+        setattr(self, last_attr, (raw, text))
+        return text, sys.getsizeof(text)
 
     def entries(self, since: str | None = None, limit: int | None = None, *,
                 after_seq: int | None = None, headers: bool = False) -> list[dict[str, Any]]:
