@@ -285,7 +285,10 @@ class NetworkLog:
         entries while over the count or memory bound.  Sets ``seq``; returns the entry as
         stored (without headers)."""
         self._seq += 1
-        stored = {k: entry.get(k) for k in ENTRY_FIELDS}
+        if tuple(entry) == ENTRY_FIELDS:  # as make_entry builds it: copied in C
+            stored = dict(entry)
+        else:
+            stored = {k: entry.get(k) for k in ENTRY_FIELDS}
         stored["seq"] = self._seq
         ts = parse_time_ms(stored["timestamp"])
         row = list(stored.values())
