@@ -199,7 +199,7 @@ class SessionsApi:
         stream = self.registry.network_stream(session)
         initial: list[bytes] = []
         last = request.getHeader(b"last-event-id")
-        if last and last.strip().isdecimal() and session.netlog is not None:
+        if last and last.strip().isdigit() and session.netlog is not None:
             # a reconnecting EventSource: replay what it missed (entries still in the ring)
             for entry in session.netlog.entries(after_seq=int(last)):
                 initial.append(encode_event("entry", entry, entry.get("seq")))
