@@ -2,6 +2,7 @@
 (same daemon, same run), and small-playlist requests/s through a session port.
 
     .venv/bin/python bench/proxy.py [--mb 8] [--rounds 15] [--seconds 3]
+    .venv/bin/python bench/proxy.py --cpu-only     # just the in-process CPU per small request
 
 Prints figures; never fails on speed.
 """
@@ -158,7 +159,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15, help="segment downloads per port")
     ap.add_argument("--seconds", type=float, default=4.0, help="playlist loop length (total)")
     ap.add_argument("--repeat", type=int, default=4, help="interleaved runs per port (best counts)")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the in-process CPU per small request (no daemon, a few seconds)")
     args = ap.parse_args()
+    if args.cpu_only:
+        plain_us, session_us = cpu_per_request()
+        print(f"CPU per small request     : plain Site {plain_us:.1f} us, session Site {session_us:.1f} us "
+              f"(x{session_us / plain_us:.2f})")
+        return
     with tempfile.TemporaryDirectory() as work:
         d = Daemon(work, session_ports=4)
         item = install_test_item(d.media_dir)

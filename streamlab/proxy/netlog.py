@@ -101,10 +101,16 @@ _TS = 1  # "timestamp" is rebuilt from the stored milliseconds
 _PATH = 4  # "path" is stored as None when it equals the url without its query
 
 
+# the fields whose values are not interned / shared: only these add memory per entry
+_OWN = tuple(i for i, name in enumerate(ENTRY_FIELDS) if name not in _SHARED)
+_SHARED_AT = tuple(i for i, name in enumerate(ENTRY_FIELDS) if name in _SHARED)
+
+
 def _row_cost(row: tuple[Any, ...]) -> int:
     size = sys.getsizeof(row)
-    for name, v in zip(ENTRY_FIELDS, row, strict=True):
-        if v is None or isinstance(v, bool) or name in _SHARED or (isinstance(v, int) and -5 <= v <= 256):
+    for i in _OWN:
+        v = row[i]
+        if v is None or v is True or v is False or (type(v) is int and -5 <= v <= 256):
             continue
         size += sys.getsizeof(v)
     return size
@@ -115,10 +121,23 @@ def iso_ms(t: float) -> str:
     return iso_of_ms(int(t * 1000 // 1))
 
 
+# The last second formatted, both ways: every request of a second shares it, so the
+# entry's timestamp costs a string concatenation instead of a strftime (and the ring's
+# read-back of that timestamp a comparison instead of fromisoformat).
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _second_text(second: int) -> str:
+    global _last_second
+    if _last_second[0] != second:
+        dt = datetime.datetime.fromtimestamp(second, datetime.UTC)
+        _last_second = (second, dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    return _last_second[1]
+
+
 def iso_of_ms(ms: int) -> str:
     """Epoch milliseconds as ISO-8601 UTC with milliseconds and ``Z``."""
-    dt = datetime.datetime.fromtimestamp(ms // 1000, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+    return f"{_second_text(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 def parse_time_ms(value: str | float | int) -> int:
@@ -127,6 +146,10 @@ def parse_time_ms(value: str | float | int) -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(float(value) * 1000 // 1)
     text = str(value).strip()
+    second, prefix = _last_second
+    if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[:19] == prefix \
+            and text[20:23].isdigit():  # the form iso_of_ms wrote this second
+        return second * 1000 + int(text[20:23])
     try:
         return int(float(text) * 1000 // 1)
     except ValueError:
@@ -233,8 +256,10 @@ class NetworkLog:
         self._seq = 0
         self.dropped = 0
         self._markers: deque[dict[str, Any]] = deque(maxlen=MARKERS_KEPT)
-        self._last_req = ""
-        self._last_resp = ""
+        # the previous header blocks, raw (as given) and packed: a player repeats its
+        # request headers, and a playlist's response headers repeat too
+        self._last_req: tuple[list[Any], str] = ([], "")
+        self._last_resp: tuple[list[Any], str] = ([], "")
 
     @property
     def count(self) -> int:
@@ -260,34 +285,46 @@ class NetworkLog:
         entries while over the count or memory bound.  Sets ``seq``; returns the entry as
         stored (without headers)."""
         self._seq += 1
-        stored = {k: entry.get(k) for k in ENTRY_FIELDS}
+        if tuple(entry) == ENTRY_FIELDS:  # as make_entry builds it: copied in C
+            stored = dict(entry)
+        else:
+            stored = {k: entry.get(k) for k in ENTRY_FIELDS}
         stored["seq"] = self._seq
         ts = parse_time_ms(stored["timestamp"])
-        row = [sys.intern(v) if k in _SHARED and isinstance(v, str) else v for k, v in stored.items()]
+        row = list(stored.values())
+        for i in _SHARED_AT:
+            if isinstance(row[i], str):
+                row[i] = sys.intern(row[i])
         row[_TS] = None
         if row[_PATH] == str(stored.get("url") or "").split("?", 1)[0]:
             row[_PATH] = None
         values = tuple(row)
         cost = _row_cost(values) + 120  # + the ring's own tuple and the boxed ints
         # headers: a block equal to the previous one is shared, not stored again
-        req = pack_headers(request_headers)
-        if req == self._last_req:
-            req = self._last_req
-        else:
-            self._last_req = req
-            cost += sys.getsizeof(req)
-        resp = pack_headers(response_headers)
-        if resp == self._last_resp:
-            resp = self._last_resp
-        else:
-            self._last_resp = resp
-            cost += sys.getsizeof(resp)
+        req, added = self._pack(request_headers, "_last_req")
+        cost += added
+        resp, added = self._pack(response_headers, "_last_resp")
+        cost += added
         self._ring.append((ts, self._seq, cost, values, req, resp))
         self._bytes += cost
         while len(self._ring) > 1 and (len(self._ring) > self.size or self._bytes > self.max_bytes):
             self._bytes -= self._ring.popleft()[2]
             self.dropped += 1
         return stored
+
+    def _pack(self, pairs: Iterable[tuple[Any, Any]], last_attr: str) -> tuple[str, int]:
+        """*pairs* packed, and the memory it adds: nothing when equal to the previous
+        block (compared raw, before packing; the packed text is then shared)."""
+        raw = list(pairs)
+        last_raw, last_text = getattr(self, last_attr)
+        if raw == last_raw:
+            return last_text, 0
+        text = pack_headers(raw)
+        if text == last_text:
+            setattr(self, last_attr, (raw, last_text))
+            return last_text, 0
+        setattr(self, last_attr, (raw, text))
+        return text, sys.getsizeof(text)
 
     def entries(self, since: str | None = None, limit: int | None = None, *,
                 after_seq: int | None = None, headers: bool = False) -> list[dict[str, Any]]:

@@ -766,29 +766,46 @@ class SessionRegistry:
     # ------------------------------------------------------------------ metrics ticker
 
     def _tick(self) -> None:
+        """Every 100 ms: transfer rates; RTT samples and 1 s windows; ICMP pings.
+
+        TCP_INFO is read only from sessions with an open connection, and at the full
+        100 ms rate only while someone watches the sessions live (SSE): then a second's
+        window has ten samples and its max/min mean something.  Unwatched, one sample a
+        second is the window (``client_rtt_ms`` stays fresh and exact for a GET).  Each
+        player address is pinged once a second however many sessions it has."""
         try:
             self._ticks += 1
             now = self.clock.seconds()
             roll = self._ticks % 10 == 0
+            sample_rtt = roll or bool(self.feed.stream.clients)
+            pinger = self.pinger if roll and getattr(self.pinger, "available", True) else None
+            pinged: set[str] = set()
             any_open = False
+            any_moving = False
             for session in list(self._by_id.values()):
                 if session.channels:
                     any_open = True
                     transport = session.latest_transport
-                    if transport is not None:
+                    if sample_rtt and transport is not None:
                         info = read_tcp_info(socket_of(transport))
                         if info is not None:
                             session.rtt.add(info)
-                session.sample_rate(now)
+                    session.sample_rate(now)
+                elif session.mbps_transfer_rate:
+                    session.sample_rate(now)  # falls to 0 within the rate window
+                if session.mbps_transfer_rate:
+                    any_moving = True
                 if roll:
                     session.rtt.roll()
-                    if self.pinger is not None and session.player_ip:
-                        session.ping_rtt_ms = self.pinger.rtt_ms(session.player_ip, now)
-                        if session.channels:
-                            self.pinger.ping(session.player_ip)
+                    if pinger is not None and session.player_ip:
+                        ip = session.player_ip
+                        session.ping_rtt_ms = pinger.rtt_ms(ip, now)
+                        if session.channels and ip not in pinged:
+                            pinged.add(ip)
+                            pinger.ping(ip)
             if self._by_id:
                 self.feed.changed()
-            if not any_open and all(s.mbps_transfer_rate == 0 for s in self._by_id.values()) and roll:
+            if roll and not any_open and not any_moving:
                 self._ticker.stop()
         except Exception:  # noqa: BLE001 - periodic tasks survive their errors
             log.failure("session metrics tick failed")

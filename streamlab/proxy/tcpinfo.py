@@ -10,18 +10,19 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # struct tcp_info (linux/tcp.h) up to tcpi_min_rtt: 8 u8, 24 u32, 4 u64, 4 u32.
 _FMT = "=8B24I4Q4I"
-_SIZE = struct.calcsize(_FMT)
+_STRUCT = struct.Struct(_FMT)
+_SIZE = _STRUCT.size
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_LINUX = sys.platform.startswith("linux")
 
 
-@dataclass(frozen=True)
-class TcpInfo:
-    """The fields streamlab uses; times in microseconds."""
+class TcpInfo(NamedTuple):
+    """The fields streamlab uses; times in microseconds.  (A tuple: the metering ticks
+    build thousands a second.)"""
 
     rtt_us: int
     rttvar_us: int
@@ -29,26 +30,26 @@ class TcpInfo:
     min_rtt_us: int
     bytes_acked: int
     notsent_bytes: int
+    #: segments sent and not yet acknowledged (0: everything the kernel sent is acked)
+    unacked: int = 0
 
 
 def parse_tcp_info(raw: bytes) -> TcpInfo | None:
     """Unpack a ``struct tcp_info`` buffer (None when it is too short)."""
     if len(raw) < _SIZE:
         return None
-    v = struct.unpack_from(_FMT, raw)
-    ints = v[8:32]
-    quads = v[32:36]
-    tail = v[36:40]
-    return TcpInfo(rtt_us=ints[15], rttvar_us=ints[16], rto_us=ints[0], min_rtt_us=tail[3],
-                   bytes_acked=quads[2], notsent_bytes=tail[2])
+    v = _STRUCT.unpack_from(raw)
+    # v[8:32] the u32s (rto first, unacked 5th, rtt 16th), v[32:36] the u64s, v[36:40] the tail
+    return TcpInfo(rtt_us=v[23], rttvar_us=v[24], rto_us=v[8], min_rtt_us=v[39],
+                   bytes_acked=v[34], notsent_bytes=v[38], unacked=v[12])
 
 
 def read_tcp_info(sock: socket.socket | Any) -> TcpInfo | None:
     """TCP_INFO of *sock*, or None (not Linux, closed socket, not TCP)."""
-    if not sys.platform.startswith("linux") or sock is None:
+    if not _LINUX or sock is None:
         return None
     try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _SIZE)
     except (OSError, ValueError):
         return None
     return parse_tcp_info(raw)

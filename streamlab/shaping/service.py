@@ -35,7 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from streamlab.errors import Invalid, NotFound
-from streamlab.proxy.sockets import socket_of
+from streamlab.proxy.sockets import pending_user_bytes, socket_of
 from streamlab.proxy.tcpinfo import read_tcp_info
 from streamlab.shaping.goodput import CapWatch
 from streamlab.shaping.kernel import KernelBackend, KernelError
@@ -135,6 +135,8 @@ class PortRuntime:
     watch: CapWatch = field(default_factory=CapWatch)
     acked: dict[Any, int] = field(default_factory=dict)
     acked_total: int = 0
+    #: the port's written-bytes counter when every byte written had been acknowledged
+    acked_settled: int | None = None
     last_apply: defer.Deferred[Any] | None = None
 
 
@@ -743,16 +745,23 @@ class ShapingService(Service):
         sh = self.userspace.ports.get(port)
         if rt is None or sh is None:
             return 0
+        if rt.acked_settled == sh.bytes_out and sh.conns.issubset(rt.acked):
+            return rt.acked_total  # nothing written since all was acknowledged: no read
         seen: dict[Any, int] = {}
+        settled = True
         for conn in list(sh.conns):
             info = read_tcp_info(socket_of(conn))
             if info is None:
+                settled = False
                 continue
+            if info.notsent_bytes or info.unacked or pending_user_bytes(conn):
+                settled = False
             last = rt.acked.get(conn, 0)
             if info.bytes_acked > last:
                 rt.acked_total += info.bytes_acked - last
             seen[conn] = max(last, info.bytes_acked)
         rt.acked = seen
+        rt.acked_settled = sh.bytes_out if settled else None
         return rt.acked_total
 
     def _tick(self) -> None:
