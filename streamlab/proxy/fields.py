@@ -13,6 +13,7 @@ silent are documented in ``docs/faults.md`` (defaults, numeric strings, one-unit
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -84,6 +85,8 @@ MIN_STEP_SECONDS = 0.1
 1e-300 s overflowed the step arithmetic)."""
 MAX_TIMEOUT_SECONDS = 86400.0
 MAX_LIVE_OFFSET = 86400.0
+MAX_SEED = 2**31 - 1
+"""Largest per-session random seed (``seed``; a new session draws one in 0..MAX_SEED)."""
 MAX_METRIC_KEYS = 200
 MAX_METRIC_STRING = 4096
 
@@ -99,6 +102,7 @@ def _http_defaults(prefix: str) -> dict[str, Any]:
         f"{prefix}_consecutive_units": "requests",
         f"{prefix}_frequency_units": "requests",
         f"{prefix}_failure_urls": [],
+        f"{prefix}_failure_probability": 0,
     }
 
 
@@ -130,6 +134,7 @@ _defaults.update({
     "content_overstate_bandwidth": False,
     "content_allowed_variants": [],
     "content_live_offset": 0,
+    "seed": 0,
 })
 
 CONTROL_DEFAULTS: Mapping[str, Any] = MappingProxyType(_defaults)
@@ -176,6 +181,7 @@ def control_defaults(default_rate_mbps: float = 0) -> dict[str, Any]:
     """
     out = {k: (list(v) if isinstance(v, list) else v) for k, v in CONTROL_DEFAULTS.items()}
     out["nftables_bandwidth_mbps"] = _num_out(float(default_rate_mbps))
+    out["seed"] = random.SystemRandom().randint(0, MAX_SEED)  # replayable: shown, settable
     return out
 
 
@@ -348,6 +354,13 @@ def _steps(value: Any, coerce: bool = False) -> list[dict[str, Any]]:
     return out
 
 
+def _seed(value: Any, coerce: bool = False) -> int:
+    number = _number(value, 0, MAX_SEED, coerce)
+    if not float(number).is_integer():
+        raise _Bad("must be a whole number")
+    return int(number)
+
+
 def _num_schema(lo: float, hi: float, *, exclusive_lo: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "number", "maximum": _num_out(hi)}
     out["exclusiveMinimum" if exclusive_lo else "minimum"] = _num_out(lo)
@@ -393,6 +406,10 @@ def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat tabl
         return (lambda v, c: _number(v, 0, MAX_COUNT, c)), _num_schema(0, MAX_COUNT)
     if name.endswith("_failure_urls") or name == "content_allowed_variants":
         return _string_list, _LIST_SCHEMA
+    if name.endswith("_failure_probability"):
+        return (lambda v, c: _number(v, 0, 1, c)), _num_schema(0, 1)
+    if name == "seed":
+        return _seed, {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
     if name in ("transfer_active_timeout_seconds", "transfer_idle_timeout_seconds"):
         return (lambda v, c: _number(v, 0, MAX_TIMEOUT_SECONDS, c)), _num_schema(0, MAX_TIMEOUT_SECONDS)
     if name == "nftables_bandwidth_mbps":
