@@ -68,6 +68,21 @@ LEGACY_FAULT_ALIASES: Mapping[str, str] = MappingProxyType({
 })
 """Legacy fault-type spellings accepted on input and normalised."""
 
+MANIFEST_FAULT_TYPES: tuple[str, ...] = (
+    "none",
+    # HLS media playlists
+    "stale_playlist", "sequence_jump", "sequence_regression", "remove_segment", "duplicate_segment",
+    "gap_segments", "wrong_extinf", "missing_extinf", "wrong_targetduration", "missing_discontinuity",
+    "pdt_drift",
+    # the master (HLS master or DASH MPD)
+    "variant_removed",
+    # DASH MPDs
+    "mpd_publish_time_frozen", "mpd_ast_jump",
+)
+"""``manifest_fault_type`` values (docs/manifest-faults.md; applied by
+:mod:`streamlab.proxy.manifest_faults`)."""
+MAX_MANIFEST_FAULT_VALUE = 86400.0
+
 NAMED_FAULT_TYPES: frozenset[str] = frozenset({"none", "corrupted", *STATUS_ALIASES, *SOCKET_TYPES})
 TRANSPORT_TYPES: tuple[str, ...] = ("none", "drop", "reject")
 TEMPLATE_MODES: tuple[str, ...] = ("sliders", "square_wave", "ramp_up", "ramp_down", "pyramid")
@@ -135,6 +150,9 @@ _defaults.update({
     "content_allowed_variants": [],
     "content_live_offset": 0,
     "seed": 0,
+    "manifest_fault_type": "none",
+    "manifest_fault_value": 0,
+    "manifest_fault_variants": [],
 })
 
 CONTROL_DEFAULTS: Mapping[str, Any] = MappingProxyType(_defaults)
@@ -146,6 +164,8 @@ TRANSPORT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswit
 TIMEOUT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("transfer_"))
 SHAPING_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("nftables_"))
 CONTENT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("content_"))
+MANIFEST_FAULT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("manifest_fault_"))
+"""Manifest faults: per session (not group fields), like content rewriting."""
 
 GROUP_FIELDS: frozenset[str] = HTTP_FAULT_FIELDS | TRANSPORT_FIELDS | TIMEOUT_FIELDS | SHAPING_FIELDS
 """Fields that propagate to every member of a session group (HTTP faults incl. transfer
@@ -404,7 +424,12 @@ def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat tabl
         return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
     if name.endswith(("_consecutive_failures", "_failure_frequency")):
         return (lambda v, c: _number(v, 0, MAX_COUNT, c)), _num_schema(0, MAX_COUNT)
-    if name.endswith("_failure_urls") or name == "content_allowed_variants":
+    if name == "manifest_fault_type":
+        return (lambda v, c: _choice(v, MANIFEST_FAULT_TYPES, c)), _enum_schema(MANIFEST_FAULT_TYPES)
+    if name == "manifest_fault_value":
+        return (lambda v, c: _number(v, 0, MAX_MANIFEST_FAULT_VALUE, c)), \
+            _num_schema(0, MAX_MANIFEST_FAULT_VALUE)
+    if name.endswith("_failure_urls") or name in ("content_allowed_variants", "manifest_fault_variants"):
         return _string_list, _LIST_SCHEMA
     if name.endswith("_failure_probability"):
         return (lambda v, c: _number(v, 0, 1, c)), _num_schema(0, 1)
