@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from streamlab.errors import Conflict, Invalid, NotFound, TooMany, Unavailable
 from streamlab.proxy import classify as classify_mod
 from streamlab.proxy import fields as fields_mod
-from streamlab.proxy import lifetime, markers, rewrite
+from streamlab.proxy import lifetime, manifest_faults, markers, rewrite
 from streamlab.proxy.bootstrap import client_ip as bootstrap_client_ip
 from streamlab.proxy.controls import ControlState
 from streamlab.proxy.faults import FaultEngine, counter_key
@@ -337,6 +337,8 @@ class SessionRegistry:
             if not names:
                 continue
             member.engine.configure(member.controls.values, names, now)
+            if any(n.startswith("manifest_fault_") for n in names):
+                member.manifest_state = manifest_faults.ManifestFaultState()  # re-armed
             self._schedule_disarm(member)
             if member is not session or publish_self:
                 self._publish_changed(member, names)
@@ -714,6 +716,14 @@ class SessionRegistry:
             return body
         out = rewrite.rewrite_mpd(text, controls) if is_mpd else rewrite.rewrite_hls_master(text, controls)
         return out.encode("utf-8")
+
+    def manifest_fault(self, session: Session, kind: str, path: str, body: bytes) -> tuple[bytes, str]:
+        """Apply the session's manifest fault to a 200 playlist/MPD body: ``(body, fault
+        name or "")`` (called only while ``manifest_fault_type`` is set)."""
+        text = body.decode("utf-8")
+        out, applied = manifest_faults.apply(text, kind, path, session.controls.values, self.clock.seconds(),
+                                             session.manifest_state)
+        return (out.encode("utf-8") if out is not text else body), applied
 
     def request_done(self, session: Session, request: Any, now: float) -> None:
         """One network-log entry for a finished (or cut) request."""
