@@ -191,3 +191,10 @@ def test_faults_that_do_not_fit_the_body_pass_it_through():
     assert run(_mpd(), "gap_segments", kind="master_manifest") == (_mpd(), "")
     master = hls.render_master(IDX, "6s")
     assert run(master, "sequence_jump", kind="master_manifest") == (master, "")
+
+
+def test_marker_text_for_manifest_faults():
+    from streamlab.proxy import markers
+    assert markers.describe(["manifest_fault_type"], ctl("gap_segments")) == \
+        ("fault", "manifest fault: gap_segments armed")
+    assert markers.describe(["manifest_fault_type"], ctl("none")) == ("fault", "manifest fault: disarmed")

@@ -93,3 +93,11 @@ def test_seed_and_probability_validation_and_schema():
     assert "whole" in exc.value.extra["fields"]["seed"]
     assert FIELD_SCHEMAS["seed"] == {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
     assert FIELD_SCHEMAS["master_manifest_failure_probability"]["maximum"] == 1
+
+
+def test_marker_names_probability_and_seed():
+    from streamlab.proxy import markers
+    values = {**control_defaults(), "segment_failure_type": "404", "segment_failure_probability": 0.2,
+              "seed": 7}
+    assert markers.describe(["segment_failure_probability"], values) == \
+        ("fault", "segment: 404 armed (p=0.2, seed 7)")
