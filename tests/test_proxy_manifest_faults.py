@@ -198,3 +198,22 @@ def test_marker_text_for_manifest_faults():
     assert markers.describe(["manifest_fault_type"], ctl("gap_segments")) == \
         ("fault", "manifest fault: gap_segments armed")
     assert markers.describe(["manifest_fault_type"], ctl("none")) == ("fault", "manifest fault: disarmed")
+
+
+def test_registry_applies_per_session_and_rearms_on_patch():
+    from tests.test_sessions_registry import _registry
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("mf")
+    other, _ = reg.get_or_create("mf-other")
+    reg.patch(s.session_id, {"manifest_fault_type": "stale_playlist", "manifest_fault_value": 5})
+    first, later = media().encode(), media(NOW + 7).encode()
+    assert reg.manifest_fault(s, "manifest", PATH, first) == (first, "stale_playlist")
+    reactor.advance(3)
+    assert reg.manifest_fault(s, "manifest", PATH, later) == (first, "stale_playlist")
+    assert reg.manifest_fault(other, "manifest", PATH, later) == (later, "")   # not a group field
+    reactor.advance(3)                                                          # window over
+    assert reg.manifest_fault(s, "manifest", PATH, later) == (later, "")
+    reg.patch(s.session_id, {"manifest_fault_value": 5})                        # same value: re-armed
+    assert reg.manifest_fault(s, "manifest", PATH, later) == (later, "stale_playlist")
+    snapshot = reg.to_json(s)
+    assert snapshot["manifest_fault_type"] == "stale_playlist" and isinstance(snapshot["seed"], int)

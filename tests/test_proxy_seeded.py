@@ -101,3 +101,19 @@ def test_marker_names_probability_and_seed():
               "seed": 7}
     assert markers.describe(["segment_failure_probability"], values) == \
         ("fault", "segment: 404 armed (p=0.2, seed 7)")
+
+
+def test_patching_the_same_seed_again_replays_from_the_start():
+    from tests.test_sessions_registry import _registry
+    reg, reactor, _ = _registry()
+    s, _ = reg.get_or_create("seeded")
+    reg.patch(s.session_id, {"seed": 99, "segment_failure_type": "404", "segment_failure_probability": 0.5})
+
+    def run(n):
+        return "".join("X" if s.engine.decide("segment", SEG.format(i), reactor.seconds()) else "."
+                       for i in range(n))
+    first = run(40)
+    run(13)
+    reg.patch(s.session_id, {"seed": 99})
+    assert reg.to_json(s)["seed"] == 99
+    assert run(40) == first

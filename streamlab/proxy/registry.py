@@ -324,6 +324,10 @@ class SessionRegistry:
                publish_self: bool = True) -> None:
         rev = self._next_rev()
         changed = session.controls.apply(changes, base_revision, revision=rev)
+        if any(k.startswith("manifest_fault_") for k in changes):  # set, even to the same value: re-armed
+            session.manifest_state = manifest_faults.ManifestFaultState()
+        if "seed" in changes and "seed" not in changed:  # the same seed again: replay from the start
+            session.engine.configure(session.controls.values, ["seed"], self.clock.seconds())
         touched = [(session, changed)]
         group_changes = {k: v for k, v in changes.items() if k in fields_mod.GROUP_FIELDS}
         if session.group_id and group_changes:
@@ -337,8 +341,6 @@ class SessionRegistry:
             if not names:
                 continue
             member.engine.configure(member.controls.values, names, now)
-            if any(n.startswith("manifest_fault_") for n in names):
-                member.manifest_state = manifest_faults.ManifestFaultState()  # re-armed
             self._schedule_disarm(member)
             if member is not session or publish_self:
                 self._publish_changed(member, names)
