@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from streamlab.proxy.fields import CONTROL_DEFAULTS, HTTP_PREFIXES, SOCKET_TYPES
 
 RULE_SUFFIXES: tuple[str, ...] = (
     "failure_type", "failure_mode", "consecutive_failures", "failure_frequency",
-    "consecutive_units", "frequency_units", "failure_urls",
+    "consecutive_units", "frequency_units", "failure_urls", "failure_probability",
 )
 KIND_PREFIX: Mapping[str, str] = {
     "segment": "segment", "manifest": "manifest", "master_manifest": "master_manifest",
@@ -111,6 +112,10 @@ class _Rule:
         self.c = float(get("consecutive_failures") or 0)
         self.f = float(get("failure_frequency") or 0)
         self.urls = list(get("failure_urls") or [])
+        self.p = float(get("failure_probability") or 0)
+        # Seeded per rule: the same seed and request sequence replays the same faults,
+        # and re-arming a rule restarts its draw sequence (docs/faults.md section 12).
+        self.rng = random.Random(f"{int(controls.get('seed', 0) or 0)}:{prefix}") if self.p > 0 else None
         self.armed_at = now
         self.start: float | None = None      # first matching request (seconds / fps grid)
         self.n = 0                            # matching requests seen (requests / one-shots)
@@ -127,7 +132,8 @@ class _Rule:
 
     def one_shot_deadline(self) -> float | None:
         """When a started seconds-mode one-shot disarms (None otherwise)."""
-        if self.active and self.mode == "seconds" and self.c > 0 and self.f == 0 and self.start is not None:
+        if self.active and self.rng is None and self.mode == "seconds" and self.c > 0 and self.f == 0 \
+                and self.start is not None:
             return self.start + self.c
         return None
 
@@ -135,6 +141,9 @@ class _Rule:
         """Count one matching request at *now*; True when it is faulted."""
         if self.start is None:
             self.start = now
+        if self.rng is not None:              # probability replaces the cycle
+            self.n += 1
+            return self.rng.random() < self.p
         if self.c == 0:
             return True                       # every matching request while armed
         if self.mode == "seconds":
@@ -164,7 +173,7 @@ class _Rule:
         return fault
 
     def retry_after(self, now: float) -> int:
-        if self.mode == "seconds" and self.c > 0 and self.start is not None:
+        if self.rng is None and self.mode == "seconds" and self.c > 0 and self.start is not None:
             elapsed = max(0.0, now - self.start)
             into = elapsed % self.f if self.f > 0 else elapsed
             return max(1, math.ceil(self.c - into))
@@ -173,7 +182,7 @@ class _Rule:
     def state(self) -> dict[str, Any]:
         return {
             "fault_type": self.fault_type, "mode": self.mode, "consecutive": self.c,
-            "frequency": self.f, "urls": list(self.urls), "armed_at": self.armed_at,
+            "frequency": self.f, "probability": self.p, "urls": list(self.urls), "armed_at": self.armed_at,
             "phase_start": self.start, "matching_requests": self.n, "faults": self.faults,
             "disarmed": self.disarmed,
         }
@@ -197,8 +206,11 @@ class FaultEngine:
 
     def configure(self, controls: Mapping[str, Any], changed: Iterable[str] | None, now: float) -> None:
         """Take new control values.  A rule any of whose seven fields is in *changed*
-        (``None`` = all) restarts: its phase begins again at the next matching request."""
+        (``None`` = all) restarts: its phase begins again at the next matching request.
+        A new ``seed`` restarts every rule (their random draws start over)."""
         changed_set = None if changed is None else set(changed)
+        if changed_set is not None and "seed" in changed_set:
+            changed_set = None
         for prefix in HTTP_PREFIXES:
             if changed_set is None or prefix not in self._rules or any(
                     f"{prefix}_{s}" in changed_set for s in RULE_SUFFIXES):

@@ -13,6 +13,7 @@ silent are documented in ``docs/faults.md`` (defaults, numeric strings, one-unit
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -67,6 +68,21 @@ LEGACY_FAULT_ALIASES: Mapping[str, str] = MappingProxyType({
 })
 """Legacy fault-type spellings accepted on input and normalised."""
 
+MANIFEST_FAULT_TYPES: tuple[str, ...] = (
+    "none",
+    # HLS media playlists
+    "stale_playlist", "sequence_jump", "sequence_regression", "remove_segment", "duplicate_segment",
+    "gap_segments", "wrong_extinf", "missing_extinf", "wrong_targetduration", "missing_discontinuity",
+    "pdt_drift",
+    # the master (HLS master or DASH MPD)
+    "variant_removed",
+    # DASH MPDs
+    "mpd_publish_time_frozen", "mpd_ast_jump",
+)
+"""``manifest_fault_type`` values (docs/manifest-faults.md; applied by
+:mod:`streamlab.proxy.manifest_faults`)."""
+MAX_MANIFEST_FAULT_VALUE = 86400.0
+
 NAMED_FAULT_TYPES: frozenset[str] = frozenset({"none", "corrupted", *STATUS_ALIASES, *SOCKET_TYPES})
 TRANSPORT_TYPES: tuple[str, ...] = ("none", "drop", "reject")
 TEMPLATE_MODES: tuple[str, ...] = ("sliders", "square_wave", "ramp_up", "ramp_down", "pyramid")
@@ -84,6 +100,8 @@ MIN_STEP_SECONDS = 0.1
 1e-300 s overflowed the step arithmetic)."""
 MAX_TIMEOUT_SECONDS = 86400.0
 MAX_LIVE_OFFSET = 86400.0
+MAX_SEED = 2**31 - 1
+"""Largest per-session random seed (``seed``; a new session draws one in 0..MAX_SEED)."""
 MAX_METRIC_KEYS = 200
 MAX_METRIC_STRING = 4096
 
@@ -99,6 +117,7 @@ def _http_defaults(prefix: str) -> dict[str, Any]:
         f"{prefix}_consecutive_units": "requests",
         f"{prefix}_frequency_units": "requests",
         f"{prefix}_failure_urls": [],
+        f"{prefix}_failure_probability": 0,
     }
 
 
@@ -130,6 +149,10 @@ _defaults.update({
     "content_overstate_bandwidth": False,
     "content_allowed_variants": [],
     "content_live_offset": 0,
+    "seed": 0,
+    "manifest_fault_type": "none",
+    "manifest_fault_value": 0,
+    "manifest_fault_variants": [],
 })
 
 CONTROL_DEFAULTS: Mapping[str, Any] = MappingProxyType(_defaults)
@@ -141,6 +164,8 @@ TRANSPORT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswit
 TIMEOUT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("transfer_"))
 SHAPING_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("nftables_"))
 CONTENT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("content_"))
+MANIFEST_FAULT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.startswith("manifest_fault_"))
+"""Manifest faults: per session (not group fields), like content rewriting."""
 
 GROUP_FIELDS: frozenset[str] = HTTP_FAULT_FIELDS | TRANSPORT_FIELDS | TIMEOUT_FIELDS | SHAPING_FIELDS
 """Fields that propagate to every member of a session group (HTTP faults incl. transfer
@@ -176,6 +201,7 @@ def control_defaults(default_rate_mbps: float = 0) -> dict[str, Any]:
     """
     out = {k: (list(v) if isinstance(v, list) else v) for k, v in CONTROL_DEFAULTS.items()}
     out["nftables_bandwidth_mbps"] = _num_out(float(default_rate_mbps))
+    out["seed"] = random.SystemRandom().randint(0, MAX_SEED)  # replayable: shown, settable
     return out
 
 
@@ -350,6 +376,13 @@ def _steps(value: Any, coerce: bool = False) -> list[dict[str, Any]]:
     return out
 
 
+def _seed(value: Any, coerce: bool = False) -> int:
+    number = _number(value, 0, MAX_SEED, coerce)
+    if not float(number).is_integer():
+        raise _Bad("must be a whole number")
+    return int(number)
+
+
 def _num_schema(lo: float, hi: float, *, exclusive_lo: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "number", "maximum": _num_out(hi)}
     out["exclusiveMinimum" if exclusive_lo else "minimum"] = _num_out(lo)
@@ -393,8 +426,17 @@ def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat tabl
         return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
     if name.endswith(("_consecutive_failures", "_failure_frequency")):
         return (lambda v, c: _number(v, 0, MAX_COUNT, c)), _num_schema(0, MAX_COUNT)
-    if name.endswith("_failure_urls") or name == "content_allowed_variants":
+    if name == "manifest_fault_type":
+        return (lambda v, c: _choice(v, MANIFEST_FAULT_TYPES, c)), _enum_schema(MANIFEST_FAULT_TYPES)
+    if name == "manifest_fault_value":
+        return (lambda v, c: _number(v, 0, MAX_MANIFEST_FAULT_VALUE, c)), \
+            _num_schema(0, MAX_MANIFEST_FAULT_VALUE)
+    if name.endswith("_failure_urls") or name in ("content_allowed_variants", "manifest_fault_variants"):
         return _string_list, _LIST_SCHEMA
+    if name.endswith("_failure_probability"):
+        return (lambda v, c: _number(v, 0, 1, c)), _num_schema(0, 1)
+    if name == "seed":
+        return _seed, {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
     if name in ("transfer_active_timeout_seconds", "transfer_idle_timeout_seconds"):
         return (lambda v, c: _number(v, 0, MAX_TIMEOUT_SECONDS, c)), _num_schema(0, MAX_TIMEOUT_SECONDS)
     if name == "nftables_bandwidth_mbps":

@@ -37,8 +37,9 @@ class Lifetime:
 
 
 def controls_set(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
-    """Control fields whose value differs from the default (sorted)."""
-    return sorted(k for k, d in defaults.items() if k in values and values[k] != d)
+    """Control fields whose value differs from the default (sorted).  ``seed`` is drawn
+    per session, so it never counts as a control someone set."""
+    return sorted(k for k, d in defaults.items() if k in values and values[k] != d and k != "seed")
 
 
 def decide(now: float, last_activity: float, idle_timeout: float, grace: float, *,

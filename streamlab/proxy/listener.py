@@ -265,6 +265,9 @@ class SessionRequest(server.Request):
                 return True
         if kind == "master_manifest" and self.method == b"GET":
             self._buffer = []
+        elif kind == "manifest" and self.method == b"GET" \
+                and session.controls.values.get("manifest_fault_type", "none") != "none":
+            self._buffer = []                # only while a manifest fault is set
         return False
 
     def _apply_fault(self, d: Any) -> bool:
@@ -523,13 +526,29 @@ class SessionRequest(server.Request):
         chunks, self._buffer = self._buffer, None
         body = b"".join(chunks or [])
         if self.code == 200 and body:
-            try:
-                body = self._site.hooks.rewrite_master(self._session, self._rel, body)
-            except Exception:  # noqa: BLE001 - never break a master over a rewrite bug
-                log.failure("master rewrite failed")
+            if self._kind == "master_manifest":
+                try:
+                    body = self._site.hooks.rewrite_master(self._session, self._rel, body)
+                except Exception:  # noqa: BLE001 - never break a master over a rewrite bug
+                    log.failure("master rewrite failed")
+            if self._session.controls.values.get("manifest_fault_type", "none") != "none":
+                body = self._manifest_fault(body)
             self.setHeader(b"content-length", str(len(body)).encode())
         if body:
             self.write(body)
+
+    def _manifest_fault(self, body: bytes) -> bytes:
+        """Apply the session's manifest fault (docs/manifest-faults.md); the log entry
+        names it (category ``manifest``) unless another fault already touched the request."""
+        try:
+            body, applied = self._site.hooks.manifest_fault(self._session, self._kind, self._rel, body)
+        except Exception:  # noqa: BLE001 - never break a playlist over a fault bug
+            log.failure("manifest fault failed")
+            return body
+        if applied and not self._fault_type:
+            self._fault_type, self._fault_category, self._fault_action = applied, "manifest", "rewrite"
+            self._site.hooks.fault(self._session, applied)
+        return body
 
     def connectionLost(self, reason: Failure) -> None:
         if self._t_arrived is not None and not self._logged and (not self.finished or self._draining):

@@ -18,7 +18,8 @@ def _rule_text(p: str, values: Mapping[str, Any]) -> str:
     label = "master" if p == "master_manifest" else p
     if not ftype or ftype == "none":
         return f"{label}: disarmed"
-    return f"{label}: {ftype} armed"
+    chance = values.get(f"{p}_failure_probability") or 0
+    return f"{label}: {ftype} armed" + (f" (p={chance:g}, seed {values.get('seed', 0)})" if chance else "")
 
 
 def describe(names: Sequence[str], values: Mapping[str, Any]) -> tuple[str, str]:
@@ -52,6 +53,9 @@ def describe(names: Sequence[str], values: Mapping[str, Any]) -> tuple[str, str]
         if values.get("nftables_packet_loss"):
             parts.append(f"{values['nftables_packet_loss']:g}% loss")
         return "shaping", "shaping: " + ", ".join(parts)
+    if any(n.startswith("manifest_fault_") for n in names):
+        mtype = values.get("manifest_fault_type", "none")
+        return "fault", "manifest fault: " + ("disarmed" if mtype in ("", "none") else f"{mtype} armed")
     if any(n.startswith("content_") for n in names):
         return "content", "content rewrite: " + ", ".join(n[8:] for n in names if n.startswith("content_"))
     return "other", "changed: " + ", ".join(names)

@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from streamlab.errors import Conflict, Invalid, NotFound, TooMany, Unavailable
 from streamlab.proxy import classify as classify_mod
 from streamlab.proxy import fields as fields_mod
-from streamlab.proxy import lifetime, markers, rewrite
+from streamlab.proxy import lifetime, manifest_faults, markers, rewrite
 from streamlab.proxy.bootstrap import client_ip as bootstrap_client_ip
 from streamlab.proxy.controls import ControlState
 from streamlab.proxy.faults import FaultEngine, counter_key
@@ -324,6 +324,10 @@ class SessionRegistry:
                publish_self: bool = True) -> None:
         rev = self._next_rev()
         changed = session.controls.apply(changes, base_revision, revision=rev)
+        if any(k.startswith("manifest_fault_") for k in changes):  # set, even to the same value: re-armed
+            session.manifest_state = manifest_faults.ManifestFaultState()
+        if "seed" in changes and "seed" not in changed:  # the same seed again: replay from the start
+            session.engine.configure(session.controls.values, ["seed"], self.clock.seconds())
         touched = [(session, changed)]
         group_changes = {k: v for k, v in changes.items() if k in fields_mod.GROUP_FIELDS}
         if session.group_id and group_changes:
@@ -714,6 +718,14 @@ class SessionRegistry:
             return body
         out = rewrite.rewrite_mpd(text, controls) if is_mpd else rewrite.rewrite_hls_master(text, controls)
         return out.encode("utf-8")
+
+    def manifest_fault(self, session: Session, kind: str, path: str, body: bytes) -> tuple[bytes, str]:
+        """Apply the session's manifest fault to a 200 playlist/MPD body: ``(body, fault
+        name or "")`` (called only while ``manifest_fault_type`` is set)."""
+        text = body.decode("utf-8")
+        out, applied = manifest_faults.apply(text, kind, path, session.controls.values, self.clock.seconds(),
+                                             session.manifest_state)
+        return (out.encode("utf-8") if out is not text else body), applied
 
     def request_done(self, session: Session, request: Any, now: float) -> None:
         """One network-log entry for a finished (or cut) request."""

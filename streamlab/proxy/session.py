@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streamlab.proxy.manifest_faults import ManifestFaultState
 from streamlab.proxy.tcpinfo import RttWindow, with_shaper_delay
 
 _SEG_NUMBER = re.compile(r"seg_(\d+)\.")
@@ -60,6 +61,8 @@ class Session:
         self.controls = controls
         self.engine = engine
         self.netlog = netlog
+        #: memory of the manifest fault (replaced whenever a manifest_fault_* control changes)
+        self.manifest_state = ManifestFaultState()
         self.counters: dict[str, int] = {
             "segments_count": 0, "manifest_requests_count": 0, "master_manifest_requests_count": 0,
             "all_requests_count": 0, "fault_count_total": 0,
