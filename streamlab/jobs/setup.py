@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from streamlab.errors import Unavailable
 from streamlab.fsutil import atomic_write
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import font_or_none
@@ -223,10 +224,14 @@ class SetupService(Service):
             self._synth = run
             try:
                 yield done
+            except Exception:
+                if not self.running:  # our own stop terminated the synthesis: not a failure
+                    raise Unavailable("daemon stopping", detail="the demo synthesis was stopped") from None
+                raise
             finally:
                 self._synth = None
             if not self.running:
-                raise RuntimeError("daemon stopping")
+                raise Unavailable("daemon stopping", detail="the demo synthesis was stopped")
             source = yield self.sources.add_file(tmp, DEMO_FILENAME)
         finally:
             yield self._thread(_unlink_quiet, tmp)

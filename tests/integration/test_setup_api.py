@@ -107,3 +107,35 @@ def test_stop_during_seed_synthesis_leaves_no_process_or_file(tmp_path):
         d.stop()
     assert synth_pids() == []
     assert [n for n in os.listdir(uploads) if n.startswith("seed-")] == []
+
+
+def test_stop_during_an_api_seed_answers_503_without_a_traceback(tmp_path):
+    """``POST /api/setup/seed`` waits for the synthesis; a SIGTERM meanwhile answers the
+    request 503 "daemon stopping" (or cuts it) and logs no traceback (the module's log
+    check fails on one)."""
+    import subprocess
+    import threading
+
+    from streamlab.testing.daemon import request
+
+    d = Daemon(str(tmp_path), {"jobs": dict(SEED, seed_on_first_start="no", seed_duration="600")})
+    d.start()
+    uploads = os.path.join(d.state_dir, "uploads")
+    answer: dict = {}
+
+    def seed() -> None:
+        try:
+            r = request(d.port, "POST", "/api/setup/seed", timeout=60)
+            answer["status"] = r.status
+        except OSError as exc:  # the stop may cut the connection first
+            answer["error"] = exc
+
+    t = threading.Thread(target=seed)
+    try:
+        t.start()
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"{uploads}/seed-"], capture_output=True,
+                                        text=True).stdout.split(), timeout=30, what="the synthesis ffmpeg")
+    finally:
+        d.stop()
+    t.join(30)
+    assert answer.get("status") in (503, None), answer
