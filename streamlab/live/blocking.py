@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from streamlab.live.hls import find_track, target_of
 from streamlab.live.timeline import EPS, LiveTimeline
-from streamlab.media.index import ContentIndex, Part, Track
+from streamlab.media.index import ContentIndex, Part, Segment, Track
 
 _INT = re.compile(r"[0-9]{1,15}")
 
@@ -139,15 +139,7 @@ def chunk_schedule(index: ContentIndex, track: Track, file_number: int, now: flo
     tl, n = _in_progress_file(index, now, epoch)
     if tl.file_number(n) != file_number:
         return None
-    seg = track.segments[file_number - 1]
-    parts = seg.parts
-    out: list[tuple[Part, float]] = []
-    for i, part in enumerate(parts):
-        start = 0 if i == 0 else part.offset
-        end = parts[i + 1].offset if i + 1 < len(parts) else seg.size
-        out.append((Part(start, end - start, part.duration, part.independent),
-                    tl.part_publish_time(track, n, i)))
-    return out
+    return _tiling(tl, track, track.segments[file_number - 1], n)
 
 
 def seq_schedule(index: ContentIndex, track: Track, n: int, now: float,
@@ -163,7 +155,13 @@ def seq_schedule(index: ContentIndex, track: Track, n: int, now: float,
     tl = LiveTimeline(index, epoch)
     if tl.is_complete(n, now):
         return None
-    seg = track.segments[n % tl.count]
+    return _tiling(tl, track, track.segments[n % tl.count], n)
+
+
+def _tiling(tl: LiveTimeline, track: Track, seg: Segment, n: int) -> list[tuple[Part, float]]:
+    """Every part of file *seg* (playing as absolute segment *n*) with its publish time,
+    tiling the file: the first part starts at byte 0 (the segment's leading boxes go with
+    it) and each part runs to the next part's offset (the last to the end of the file)."""
     parts = seg.parts
     out: list[tuple[Part, float]] = []
     for i, part in enumerate(parts):
