@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 from streamlab.testing.daemon import ns_connect
+from tests.integration.sessions_helpers import RawResponseView
 
 TCP_ESTABLISHED = 1
 
 
 @dataclass
-class Seen:
+class Seen(RawResponseView):
     """One exchange as the client saw it; times in seconds from sending the request."""
 
     data: bytes = b""
@@ -44,25 +45,6 @@ class Seen:
                 return name, value
         return "open", None
 
-    @property
-    def head(self) -> bytes:
-        return self.data.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in self.data else b""
-
-    @property
-    def body(self) -> bytes:
-        return self.data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in self.data else b""
-
-    @property
-    def status(self) -> int:
-        line = self.head.split(b"\r\n", 1)[0]
-        return int(line.split()[1]) if line.startswith(b"HTTP/") else 0
-
-    def header(self, name: str) -> str | None:
-        for line in self.head.split(b"\r\n")[1:]:
-            key, _, value = line.partition(b":")
-            if key.strip().lower() == name.lower().encode():
-                return value.strip().decode()
-        return None
 
 
 def tcp_state(sock: socket.socket) -> tuple[int, int, int]:

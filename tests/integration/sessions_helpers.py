@@ -10,14 +10,10 @@ from dataclasses import dataclass, field
 from streamlab.testing.daemon import Daemon, request
 
 
-@dataclass
-class Wire:
-    """What one raw HTTP/1.1 exchange produced on the wire."""
+class RawResponseView:
+    """Head, body, status and headers of the raw HTTP/1.1 bytes in ``self.data``."""
 
-    data: bytes = b""
-    outcome: str = ""            # "eof" | "reset" | "timeout" | "complete"
-    elapsed: float = 0.0
-    phases: list[tuple[str, float, int]] = field(default_factory=list)
+    data: bytes
 
     @property
     def head(self) -> bytes:
@@ -38,6 +34,17 @@ class Wire:
             if key.strip().lower() == name.lower().encode():
                 return value.strip().decode()
         return None
+
+
+@dataclass
+class Wire(RawResponseView):
+    """What one raw HTTP/1.1 exchange produced on the wire."""
+
+    data: bytes = b""
+    outcome: str = ""            # "eof" | "reset" | "timeout" | "complete"
+    elapsed: float = 0.0
+    phases: list[tuple[str, float, int]] = field(default_factory=list)
+
 
 
 def open_get(port: int, path: str, rcvbuf: int | None = None, extra: str = "") -> socket.socket:
