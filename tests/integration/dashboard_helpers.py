@@ -19,6 +19,7 @@ CHROMIUM_ARGS = [
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCREENSHOT_DIR = os.path.join(REPO, "build", "screenshots")
+VENDOR = os.path.join(REPO, "streamlab", "dashboard", "vendor")
 
 
 def chromium_missing_reason() -> str | None:
@@ -94,3 +95,31 @@ def screenshot(page: Any, name: str) -> str:
     path = os.path.join(SCREENSHOT_DIR, f"{name}.png")
     page.screenshot(path=path, full_page=True)
     return path
+
+
+def route_player_pages(ctx: Any, page_for: Callable[[str], str]) -> None:
+    """Serve ``/__players/<name>`` on whatever origin a page loads from: the vendored
+    player script for ``*.js``, else the HTML *page_for* returns for the name without
+    ``.html`` -- so a test page runs on the very port it plays from (no CORS in the way)."""
+
+    def serve(route: Any) -> None:
+        name = route.request.url.split("/__players/", 1)[1].split("?", 1)[0]
+        if name.endswith(".js"):
+            with open(os.path.join(VENDOR, name), "rb") as fh:
+                route.fulfill(body=fh.read(), content_type="application/javascript")
+        else:
+            route.fulfill(body=page_for(name.removesuffix(".html")), content_type="text/html")
+
+    ctx.route("**/__players/**", serve)
+
+
+def poll_players(pages: dict[Any, Any], done: Callable[[dict], bool], seconds: float) -> dict[Any, dict]:
+    """Every 0.5 s read ``{rec: window.rec, snap: window.snap()}`` from each page until
+    *done* holds for all of them or *seconds* pass; the last readings."""
+    deadline = time.monotonic() + seconds
+    while True:
+        next(iter(pages.values())).wait_for_timeout(500)
+        results = {n: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
+                   for n, pg in pages.items()}
+        if all(done(r) for r in results.values()) or time.monotonic() > deadline:
+            return results

@@ -18,11 +18,11 @@ import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
+from tests.integration.dashboard_helpers import VENDOR, route_player_pages
 
 pytestmark = pytest.mark.browser
 
 LOOP = 24.0
-VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
 CHROMIUM = "/usr/bin/chromium"
 DEADLINE = 45.0
 BATCHES = (("hls_2s", "hls_6s", "ll_dash"), ("dash_2s", "dash_6s"))
@@ -151,17 +151,7 @@ def _run(origin, batches) -> dict[str, dict]:
         except Exception as exc:  # noqa: BLE001 - no browser on this machine
             pytest.skip(f"cannot launch chromium: {exc}")
         ctx = browser.new_context()
-
-        def serve(route):
-            name = route.request.url.rsplit("/", 1)[1]
-            if name.endswith(".js"):
-                with open(os.path.join(VENDOR, name), "rb") as fh:
-                    route.fulfill(body=fh.read(), content_type="application/javascript")
-            else:
-                kind, src = STREAMS[name.split(".")[0]]
-                route.fulfill(body=_page(kind, src), content_type="text/html")
-
-        ctx.route(f"{base}/__players/**", serve)
+        route_player_pages(ctx, lambda name: _page(*STREAMS[name]))
         results = {}
         for batch in batches:  # a few players at a time: the test box may have 2 cores
             results.update(_play(ctx, base, batch))

@@ -27,11 +27,11 @@ import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import build_test_item, install_test_item
+from tests.integration.dashboard_helpers import VENDOR, poll_players, route_player_pages
 
 pytestmark = pytest.mark.browser
 
 LOOP = 12.0
-VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--autoplay-policy=no-user-gesture-required"]
@@ -176,28 +176,13 @@ def _play(origin, names) -> dict[str, dict]:
         except Exception as exc:  # noqa: BLE001 - no browser on this machine
             pytest.skip(f"cannot launch chromium: {exc}")
         ctx = browser.new_context()
-
-        def serve(route):
-            name = route.request.url.rsplit("/", 1)[1]
-            if name.endswith(".js"):
-                with open(os.path.join(VENDOR, name), "rb") as fh:
-                    route.fulfill(body=fh.read(), content_type="application/javascript")
-            else:
-                route.fulfill(body=_page(name.split(".")[0], origin.epoch), content_type="text/html")
-
-        ctx.route(f"{base}/__players/**", serve)
+        route_player_pages(ctx, lambda name: _page(name, origin.epoch))
         pages = {}
         for name in names:
             pg = ctx.new_page()
             pg.goto(f"{base}/__players/{name}.html")
             pages[name] = pg
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            next(iter(pages.values())).wait_for_timeout(500)
-            results = {n: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
-                       for n, pg in pages.items()}
-            if all(_done(x) for x in results.values()) or time.monotonic() > deadline:
-                break
+        results = poll_players(pages, _done, DEADLINE)
         browser.close()
     return results
 

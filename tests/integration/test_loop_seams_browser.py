@@ -39,11 +39,15 @@ import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
-from tests.integration.dashboard_helpers import CHROMIUM, CHROMIUM_ARGS, browser_marks
+from tests.integration.dashboard_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    browser_marks,
+    route_player_pages,
+)
 
 pytestmark = browser_marks()
 
-VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
 AAC_FRAME = 1024 / 48000
 
 #: stream kind -> (protocol, manifest path)
@@ -289,17 +293,7 @@ def _play(pw, runs: list[tuple[Setup, Daemon]]) -> dict[tuple[str, str, str], di
     browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:
         ctx = browser.new_context()
-
-        def serve(route):
-            name = route.request.url.split("/__players/", 1)[1].split("?", 1)[0]
-            if name.endswith(".js"):
-                with open(os.path.join(VENDOR, name), "rb") as fh:
-                    route.fulfill(body=fh.read(), content_type="application/javascript")
-            else:
-                engine, kind, item = name[:-len(".html")].split("~")
-                route.fulfill(body=page_html(engine, kind, item), content_type="text/html")
-
-        ctx.route("**/__players/**", serve)
+        route_player_pages(ctx, lambda name: page_html(*name.split("~")))
         pages, sessions, play, loops = {}, {}, {}, {}
         for setup, d in runs:
             for engine, kind in setup.combos:

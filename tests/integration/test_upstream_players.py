@@ -5,18 +5,17 @@ DASH) and a static ffmpeg-made HLS VOD, all fronted by the daemon under test."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
+from tests.integration.dashboard_helpers import VENDOR, poll_players, route_player_pages
 from tests.integration.sessions_helpers import create_session, network, wait_item
 from tests.integration.upstream_helpers import StaticServer, make_vod
 
 pytestmark = pytest.mark.browser
 
-VENDOR = os.path.join(os.path.dirname(__file__), "..", "..", "streamlab", "dashboard", "vendor")
 CHROMIUM = "/usr/bin/chromium"
 DEADLINE = 45.0
 PLAY_FOR = 6.0
@@ -104,29 +103,13 @@ def test_hls_js_and_dash_js_play_upstreams_through_a_session_port(setup):
         except Exception as exc:  # noqa: BLE001 - no browser on this machine
             pytest.skip(f"cannot launch chromium: {exc}")
         ctx = browser.new_context()
-
-        def serve(route):
-            name = route.request.url.rsplit("/", 1)[1]
-            if name.endswith(".js"):
-                with open(os.path.join(VENDOR, name), "rb") as fh:
-                    route.fulfill(body=fh.read(), content_type="application/javascript")
-            else:
-                kind, src = PLAYERS[name.split(".")[0]]
-                route.fulfill(body=_page(kind, src), content_type="text/html")
-
-        ctx.route(f"{base}/__players/**", serve)
+        route_player_pages(ctx, lambda name: _page(*PLAYERS[name]))
         pages = {}
         for name in PLAYERS:
             pg = ctx.new_page()
             pg.goto(f"{base}/__players/{name}.html")
             pages[name] = pg
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            next(iter(pages.values())).wait_for_timeout(500)
-            results = {n: pg.evaluate("() => ({rec: window.rec, snap: window.snap()})")
-                       for n, pg in pages.items()}
-            if all(_done(r) for r in results.values()) or time.monotonic() > deadline:
-                break
+        results = poll_players(pages, _done, DEADLINE)
         # the dashboard's Content page lists the upstreams, marked as such
         dash_page = ctx.new_page()
         dash_page.goto(f"http://127.0.0.1:{d.port}/dashboard/#/content")
