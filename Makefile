@@ -23,7 +23,7 @@ NODE_PACKAGES := nodejs npm
 help:
 	@echo "make run    - set up and start the daemon in the foreground on :30000"
 	@echo "make test   - set up and run the whole test suite"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (print figures, never fail on speed; ONLY=fleet for the player fleet)"
 	@echo "make deb    - build the Debian package (dist/streamlab_<version>_all.deb)"
 
@@ -77,10 +77,12 @@ run: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) bench/run_all.py $(if $(ONLY),--only $(ONLY))
