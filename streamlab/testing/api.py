@@ -62,6 +62,7 @@ from streamlab.api.server import ServerApi
 from streamlab.api.setup import SetupApi
 from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
+from streamlab.errors import Unavailable
 from streamlab.events import EventBus
 from streamlab.jobs.service import JobService
 from streamlab.jobs.setup import SetupService
@@ -239,7 +240,11 @@ class FakeMedia:
 
 
 class SyncThreadPool:
-    """A thread pool that runs every call at once, on the calling thread."""
+    """A thread pool that runs every call at once, on the calling thread.
+
+    The result still reaches the reactor through ``callFromThread``, which
+    :class:`ApiReactor` delivers on the next turn — as from a real pool, a Deferred from
+    ``deferToThreadPool`` never fires before that call has returned."""
 
     def callInThreadWithCallback(self, onResult: Callable[[bool, Any], None],  # noqa: N802, N803
                                  func: Callable[..., Any], *args: Any, **kw: Any) -> None:
@@ -277,8 +282,8 @@ class ApiReactor(MemoryReactorClock):
         return self._pool
 
     def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:  # noqa: N802
-        """There is only one thread: call now."""
-        f(*args, **kw)
+        """A "thread" hands back a result: deliver it on the next turn."""
+        self.callLater(0, f, *args, **kw)
 
     def callInThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:  # noqa: N802
         """Run *f* now (the synchronous pool)."""
@@ -334,10 +339,12 @@ class _SyncConnection:
 
 class SyncDatabase(Database):
     """The real schema on a real sqlite connection (``:memory:`` by default), without
-    adbapi's thread: every query runs when it is called and its Deferred has fired."""
+    adbapi's thread: a statement runs when it is called, and its result is delivered
+    through the reactor's ``callFromThread`` (next turn), as adbapi delivers it."""
 
-    def __init__(self, path: str = ":memory:", reactor: Any = None) -> None:
+    def __init__(self, path: str, reactor: ApiReactor) -> None:
         super().__init__(path, reactor=reactor)
+        self._turns = reactor
         self._sync: _SyncConnection | None = None
 
     def startService(self) -> None:  # noqa: N802 - twisted API
@@ -359,16 +366,20 @@ class SyncDatabase(Database):
             sync.conn.close()
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
-        def call(_: Any) -> T:
-            if self._sync is None:
-                from streamlab.errors import Unavailable
+        out: Deferred[T] = Deferred()
 
-                raise Unavailable("database unavailable", detail="database is not running")
-            return self._sync.interaction(fn, *args)
+        def call(_: Any) -> None:
+            try:
+                if self._sync is None:
+                    raise Unavailable("database unavailable", detail="database is not running")
+                result = self._sync.interaction(fn, *args)
+            except BaseException:  # noqa: BLE001 - handed to the caller, as adbapi does
+                self._turns.callFromThread(out.errback, Failure())
+                return
+            self._turns.callFromThread(out.callback, result)
 
-        d = self.ready
-        return d.addCallback(call)
-
+        self.ready.addCallbacks(call, out.errback)
+        return out
     def run_query(self, sql: str, params: Sequence[Any] = ()) -> Deferred[list[sqlite3.Row]]:
         """Run one SELECT; the rows."""
         return self._run(lambda cur: cur.execute(sql, tuple(params)).fetchall())

@@ -1,5 +1,7 @@
-"""First-run setup on the real daemon: status, idempotent initialize, seeding the demo
-item (synthesised by ffmpeg, indexed, encoded) by request and by itself on first start."""
+"""First-run setup on the real daemon with the real ffmpeg: seeding the demo item
+(synthesised, probed, encoded, served), and a stop during the synthesis.  The status,
+initialize and the seed state machine (exists, first start once, 503 on stop) are tested
+in memory: tests/test_api_setup.py."""
 
 from __future__ import annotations
 
@@ -32,24 +34,10 @@ def daemon(tmp_path_factory):
     d.stop()
 
 
-def test_status_before_and_after_initialize(daemon):
-    s = daemon.get("/api/setup").json()
-    assert s["status"] == "incomplete" and s["initialized"] is False
-    assert s["media_dir"] == daemon.media_dir and s["writable"] is True
+def test_seed_queues_an_encode_that_completes_then_exists(daemon):
+    s = daemon.get("/api/setup").json()  # the host's ffmpeg, probed at start
     assert s["ffmpeg"]["found"] is True and "libx264" in s["ffmpeg"]["encoders"]
     assert s["ffmpeg"]["version"].startswith("ffmpeg version")
-    assert s["sources_count"] == 0 and s["content_count"] == 0 and s["issues"] == []
-    assert any("seed" in r for r in s["recommendations"])
-    first = daemon.request("POST", "/api/setup/initialize")
-    assert first.status == 200 and first.json()["initialized"] is True
-    assert first.json()["status"] == "ready"
-    for sub in ("originals", "dynamic_content"):
-        assert os.path.isdir(os.path.join(daemon.media_dir, sub))
-    again = daemon.request("POST", "/api/setup/initialize")
-    assert again.status == 200 and again.json()["initialized"] is True
-
-
-def test_seed_queues_an_encode_that_completes_then_exists(daemon):
     r = daemon.request("POST", "/api/setup/seed")
     assert r.status == 202, r.text
     body = r.json()
@@ -70,25 +58,6 @@ def test_seed_queues_an_encode_that_completes_then_exists(daemon):
     assert r.status == 200 and r.json()["status"] == "exists"
     s = daemon.get("/api/setup").json()
     assert s["content_count"] == 1 and s["sources_count"] == 1
-
-
-def test_seed_on_first_start_queues_the_demo_once(tmp_path):
-    d = Daemon(str(tmp_path), {"jobs": dict(SEED, seed_on_first_start="yes")})
-    d.start()
-    try:
-        jobs = wait_for(lambda: d.get("/api/jobs").json(), what="the seed job")
-        assert [j["name"] for j in jobs] == ["streamlab_demo"]
-        assert jobs[0]["output_paths"] == ["streamlab_demo_h264"]
-        assert d.get("/api/setup").json()["initialized"] is True
-        # (that such a job completes and is served is shown by the test above)
-        d.stop()
-        # a second start with a source present does not seed again; the job carries on
-        d.start()
-        assert [j["job_id"] for j in d.get("/api/jobs").json()] == [jobs[0]["job_id"]]
-        assert d.get("/api/sources").json()[0]["original_filename"] == "streamlab_demo.mp4"
-        assert d.get(f"/api/jobs/{jobs[0]['job_id']}").json()["status"] in ("queued", "encoding", "complete")
-    finally:
-        d.stop()
 
 
 def test_stop_during_seed_synthesis_leaves_no_process_or_file(tmp_path):
