@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from streamlab.testing.api import ApiHarness, fake_video
+from streamlab.testing.api import ApiHarness
+from streamlab.testing.fakemedia import fake_video
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 

@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from streamlab.testing.api import ApiHarness, ClipFacts, fake_video
+from streamlab.testing.api import ApiHarness
+from streamlab.testing.fakemedia import ClipFacts, fake_video
 
 MAX_UPLOAD = 400_000
 CHUNK = 8192

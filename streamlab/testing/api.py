@@ -13,16 +13,18 @@ the server side being the same Site, so the upgrade travels the real resource tr
 
 What is fake, and only that:
 
-* the reactor, :class:`ApiReactor`: a ``MemoryReactorClock`` (time moves only when the
-  test says so, :meth:`ApiHarness.advance`) that is also the fake process reactor
-  (:mod:`streamlab.testing.fakeprocess`) and whose thread pool runs work synchronously;
-* the child processes: :class:`FakeMedia` answers them like ffmpeg/ffprobe would —
+* the reactor, :class:`~streamlab.testing.memory.ApiReactor`: a ``MemoryReactorClock``
+  (time moves only when the test says so, :meth:`ApiHarness.advance`) whose children go
+  to the fake process reactor (:mod:`streamlab.testing.fakeprocess`) and whose thread
+  pool runs work at once, handing results back on the next turn;
+* the child processes: :class:`~streamlab.testing.fakemedia.FakeMedia` answers them like
+  ffmpeg/ffprobe would —
   ``ffmpeg -encoders`` lists :attr:`FakeMedia.encoders` (so tests never depend on the
   host's ffmpeg build), ``ffprobe`` describes files made by :func:`fake_video` and rejects
   anything else, the demo synthesis writes a :func:`fake_video`; encodes keep running
   until the test ends them, and exit when their process group is signalled;
 * the database runs the real schema on a real sqlite connection, without adbapi's thread
-  (:class:`SyncDatabase`).
+  (:class:`~streamlab.testing.memory.SyncDatabase`).
 
 Every call settles synchronously: :meth:`ApiHarness.request` returns the answer, or fails
 with what the request still waits for.  Logged failures (``log.failure``, i.e. what would
@@ -33,9 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -62,7 +62,6 @@ from streamlab.api.server import ServerApi
 from streamlab.api.setup import SetupApi
 from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
-from streamlab.errors import Unavailable
 from streamlab.events import EventBus
 from streamlab.jobs.service import JobService
 from streamlab.jobs.setup import SetupService
@@ -70,8 +69,9 @@ from streamlab.jobs.store import SqliteJobStore
 from streamlab.media.library import ContentLibrary
 from streamlab.push.jobs_sse import JobsFeed
 from streamlab.sources.service import SourceService
-from streamlab.storage.db import Database, _open_connection, migrate
-from streamlab.testing.fakeprocess import FakeProcess, FakeProcessReactor
+from streamlab.testing.fakemedia import DEFAULT_ENCODERS, FakeMedia
+from streamlab.testing.fakeprocess import FakeProcess
+from streamlab.testing.memory import ApiReactor, SyncDatabase
 from streamlab.uploads.request import api_body_rules, install_body_rules
 from streamlab.uploads.service import UploadService
 from streamlab.web.root import MainRoot
@@ -82,323 +82,6 @@ HOST = "127.0.0.1:30000"
 """The ``Host`` the harness's requests carry (URLs in answers are built from it)."""
 
 MAX_SETTLE_ROUNDS = 10_000
-DEFAULT_ENCODERS = frozenset({"libx264", "libx265", "aac"})
-"""What the fake ``ffmpeg -encoders`` lists unless told otherwise: no AV1 encoder."""
-FAKE_VERSION = "ffmpeg version 7.1-streamlab-fake"
-
-# --------------------------------------------------------------------------- fake media files
-
-FAKE_VIDEO_MAGIC = b"streamlab-fake-video\n"
-
-
-@dataclass(frozen=True)
-class ClipFacts:
-    """What the fake ffprobe reports for a :func:`fake_video` file."""
-
-    width: int = 160
-    height: int = 90
-    duration: float = 2.0
-    fps: float = 25.0
-    codec: str = "h264"
-    audio: str | None = "aac"
-
-
-def fake_video(facts: ClipFacts | None = None, size: int = 40_000) -> bytes:
-    """The bytes of a file the fake ffprobe takes for a video with *facts*.
-
-    A header names the facts; the rest is a deterministic pattern without zero bytes (so a
-    chunk of zeros is never "the same bytes again").  Anything else is not a video.
-    """
-    facts = facts or ClipFacts()
-    head = FAKE_VIDEO_MAGIC + json.dumps(facts.__dict__, sort_keys=True).encode() + b"\n"
-    pattern = bytes(1 + (i * 37 + 11) % 251 for i in range(4096))
-    body = (pattern * (size // len(pattern) + 1))[: max(0, size - len(head))]
-    return head + body
-
-
-def _facts_of(path: str) -> ClipFacts | None:
-    """The facts in a :func:`fake_video` file's header (None: not one; missing: None)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return None
-    if not head.startswith(FAKE_VIDEO_MAGIC):
-        return None
-    line = head[len(FAKE_VIDEO_MAGIC):].split(b"\n", 1)[0]
-    try:
-        return ClipFacts(**json.loads(line))
-    except (ValueError, TypeError):
-        return None
-
-
-def ffprobe_json(facts: ClipFacts) -> bytes:
-    """ffprobe's ``-print_format json -show_format -show_streams`` output for *facts*."""
-    streams: list[dict[str, Any]] = [{
-        "index": 0, "codec_type": "video", "codec_name": facts.codec, "width": facts.width,
-        "height": facts.height, "avg_frame_rate": f"{round(facts.fps * 1000)}/1000",
-        "r_frame_rate": f"{round(facts.fps * 1000)}/1000", "duration": f"{facts.duration:.6f}",
-        "disposition": {"attached_pic": 0, "still_image": 0}}]
-    if facts.audio:
-        streams.append({"index": 1, "codec_type": "audio", "codec_name": facts.audio,
-                        "sample_rate": "48000", "channels": 2})
-    return json.dumps({"streams": streams, "format": {
-        "format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": f"{facts.duration:.6f}"}}).encode()
-
-
-def encoders_listing(names: Sequence[str]) -> bytes:
-    """``ffmpeg -hide_banner -encoders`` output listing *names*."""
-    lines = ["Encoders:", " V..... = Video", " A..... = Audio", " ------"]
-    for name in sorted(names):
-        kind = "A" if name in ("aac", "libfdk_aac", "libopus") else "V"
-        lines.append(f" {kind}....D {name:<20} {name} (fake)")
-    return ("\n".join(lines) + "\n").encode()
-
-
-# --------------------------------------------------------------------------- the fake children
-
-
-class FakeMedia:
-    """Answers the children the services spawn, as ffmpeg/ffprobe would.
-
-    ``encoders`` is what ``ffmpeg -encoders`` lists (set it before the harness starts:
-    the job service probes once).  Encodes (any other ffmpeg run) keep running: they are
-    in :attr:`encodes` for the test to inspect or end, and exit when their process group
-    gets SIGTERM/SIGKILL, as ffmpeg does.  ``hold_synthesis`` keeps the demo synthesis
-    running until the test ends it (:meth:`finish_synthesis`).
-    """
-
-    def __init__(self, ffmpeg: str, ffprobe: str, encoders: Sequence[str] = tuple(DEFAULT_ENCODERS)) -> None:
-        self.ffmpeg = ffmpeg
-        self.ffprobe = ffprobe
-        self.encoders = set(encoders)
-        self.hold_synthesis = False
-        self.encodes: list[FakeProcess] = []
-        self.syntheses: list[FakeProcess] = []
-        self.probes: list[FakeProcess] = []
-
-    def kind(self, proc: FakeProcess) -> str:
-        """``encoders`` | ``version`` | ``ffprobe`` | ``synthesis`` | ``encode`` | ``other``."""
-        argv = [proc.executable, *proc.args]
-        if self.ffprobe in argv:
-            return "ffprobe"
-        if self.ffmpeg not in argv:
-            return "other"
-        tail = argv[argv.index(self.ffmpeg) + 1:]
-        if "-encoders" in tail:
-            return "encoders"
-        if "-version" in tail:
-            return "version"
-        if "lavfi" in tail and any(a.startswith("testsrc") for a in tail):
-            return "synthesis"
-        return "encode"
-
-    def answer(self, proc: FakeProcess) -> None:
-        """Play the child *proc* (called once, just after it was spawned)."""
-        kind = self.kind(proc)
-        if kind == "encoders":
-            proc.out(encoders_listing(sorted(self.encoders)))
-            proc.exit(0)
-        elif kind == "version":
-            proc.out(f"{FAKE_VERSION} Copyright (c) 2000-2026 the FFmpeg developers\n".encode())
-            proc.exit(0)
-        elif kind == "ffprobe":
-            self.probes.append(proc)
-            path = proc.args[-1]
-            facts = _facts_of(path)
-            if facts is None:
-                proc.err(f"{path}: Invalid data found when processing input\n".encode())
-                proc.exit(1)
-            else:
-                proc.out(ffprobe_json(facts))
-                proc.exit(0)
-        elif kind == "synthesis":
-            self.syntheses.append(proc)
-            if not self.hold_synthesis:
-                self.finish_synthesis(proc)
-        elif kind == "encode":
-            self.encodes.append(proc)
-        else:
-            proc.err(f"fake process reactor: nothing plays {proc.args!r}\n".encode())
-            proc.exit(127)
-
-    def finish_synthesis(self, proc: FakeProcess) -> None:
-        """Write the demo clip the synthesis *proc* was asked for and exit 0."""
-        argv = proc.args
-        duration = float(argv[argv.index("-t") + 1]) if "-t" in argv else 10.0
-        with open(argv[-1], "wb") as fh:
-            fh.write(fake_video(ClipFacts(width=1280, height=720, duration=duration, fps=30.0)))
-        proc.exit(0)
-
-    def on_signal(self, proc: FakeProcess, sig: int) -> None:
-        """A running child ends when its group gets SIGTERM or SIGKILL."""
-        if not proc.ended and sig in (signal.SIGTERM, signal.SIGKILL):
-            proc.exit(sig=sig)
-
-
-# --------------------------------------------------------------------------- the reactor
-
-
-class SyncThreadPool:
-    """A thread pool that runs every call at once, on the calling thread.
-
-    The result still reaches the reactor through ``callFromThread``, which
-    :class:`ApiReactor` delivers on the next turn — as from a real pool, a Deferred from
-    ``deferToThreadPool`` never fires before that call has returned."""
-
-    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], None],  # noqa: N802, N803
-                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        """Run *func* now; hand its result (or Failure) to *onResult*."""
-        try:
-            result = func(*args, **kw)
-        except BaseException:  # noqa: BLE001 - a thread pool reports every failure
-            onResult(False, Failure())
-            return
-        onResult(True, result)
-
-    def callInThread(self, func: Callable[..., Any], *args: Any, **kw: Any) -> None:  # noqa: N802
-        """Run *func* now."""
-        func(*args, **kw)
-
-
-class ApiReactor(MemoryReactorClock):
-    """``MemoryReactorClock`` + the fake process reactor's children + a synchronous
-    thread pool.
-
-    ``spawnProcess`` and ``killpg`` go to :attr:`children`, a
-    :class:`~streamlab.testing.fakeprocess.FakeProcessReactor` used for its process
-    bookkeeping (time is this reactor's).  Spawned children are played by :attr:`media`
-    on the next turn (``callLater(0)``: a real child never answers inside
-    ``spawnProcess``); group signals reach them the same way."""
-
-    def __init__(self, media: FakeMedia) -> None:
-        super().__init__()
-        self.media = media
-        self.children = FakeProcessReactor()
-        self._pool = SyncThreadPool()
-
-    def getThreadPool(self) -> SyncThreadPool:  # noqa: N802 - twisted API
-        """The synchronous pool ``deferToThreadPool`` uses."""
-        return self._pool
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:  # noqa: N802
-        """A "thread" hands back a result: deliver it on the next turn."""
-        self.callLater(0, f, *args, **kw)
-
-    def callInThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:  # noqa: N802
-        """Run *f* now (the synchronous pool)."""
-        f(*args, **kw)
-
-    def spawnProcess(self, processProtocol: Any, executable: str, args: Sequence[str] = (),  # noqa: N802, N803
-                     env: Mapping[str, str] | None = None, path: str | None = None,
-                     uid: Any = None, gid: Any = None, usePTY: bool = False,  # noqa: N803
-                     childFDs: Any = None) -> FakeProcess:  # noqa: N803
-        """Record the child (a FakeProcess) and let :attr:`media` play it next turn."""
-        proc = self.children.spawnProcess(processProtocol, executable, args, env, path, uid, gid,
-                                          usePTY, childFDs)
-        self.callLater(0, self.media.answer, proc)
-        return proc
-
-    def killpg(self, pid: int, sig: int) -> None:
-        """Record the group signal; the child reacts on the next turn."""
-        self.children.killpg(pid, sig)
-        for proc in self.children.processes:
-            if proc.pid == pid:
-                self.callLater(0, self.media.on_signal, proc, sig)
-
-    @property
-    def processes(self) -> list[FakeProcess]:
-        """Every child spawned so far."""
-        return self.children.processes
-
-    def running_children(self) -> list[FakeProcess]:
-        """Children that have not exited."""
-        return self.children.running
-
-
-# --------------------------------------------------------------------------- the database
-
-
-class _SyncConnection:
-    """The three adbapi calls :class:`Database` makes, run at once on one connection."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def interaction(self, fn: Callable[..., T], *args: Any) -> T:
-        cursor = self.conn.cursor()
-        try:
-            result = fn(cursor, *args)
-            cursor.close()
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
-        return result
-
-
-class SyncDatabase(Database):
-    """The real schema on a real sqlite connection (``:memory:`` by default), without
-    adbapi's thread: a statement runs when it is called, and its result is delivered
-    through the reactor's ``callFromThread`` (next turn), as adbapi delivers it."""
-
-    def __init__(self, path: str, reactor: ApiReactor) -> None:
-        super().__init__(path, reactor=reactor)
-        self._turns = reactor
-        self._sync: _SyncConnection | None = None
-
-    def startService(self) -> None:  # noqa: N802 - twisted API
-        """Open and migrate now."""
-        Service.startService(self)
-        if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False)
-        _open_connection(conn)
-        self.schema_version = migrate(conn, self.schema_dir)
-        self._sync = _SyncConnection(conn)
-        self._settle(None)
-
-    def stopService(self) -> None:  # noqa: N802 - twisted API
-        """Close the connection."""
-        Service.stopService(self)
-        sync, self._sync = self._sync, None
-        if sync is not None:
-            sync.conn.close()
-
-    def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
-        out: Deferred[T] = Deferred()
-
-        def call(_: Any) -> None:
-            try:
-                if self._sync is None:
-                    raise Unavailable("database unavailable", detail="database is not running")
-                result = self._sync.interaction(fn, *args)
-            except BaseException:  # noqa: BLE001 - handed to the caller, as adbapi does
-                self._turns.callFromThread(out.errback, Failure())
-                return
-            self._turns.callFromThread(out.callback, result)
-
-        self.ready.addCallbacks(call, out.errback)
-        return out
-    def run_query(self, sql: str, params: Sequence[Any] = ()) -> Deferred[list[sqlite3.Row]]:
-        """Run one SELECT; the rows."""
-        return self._run(lambda cur: cur.execute(sql, tuple(params)).fetchall())
-
-    def run_operation(self, sql: str, params: Sequence[Any] = ()) -> Deferred[None]:
-        """Run one statement, committed."""
-        def op(cur: sqlite3.Cursor) -> None:
-            cur.execute(sql, tuple(params))
-
-        return self._run(op)
-
-    def run_interaction(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
-        """``fn(cursor, *args)`` as one transaction."""
-        def in_transaction(cur: sqlite3.Cursor, *a: Any) -> T:
-            if not cur.connection.in_transaction:
-                cur.execute("BEGIN")
-            return fn(cur, *a)
-
-        return self._run(in_transaction, *args)
 
 
 # --------------------------------------------------------------------------- answers and clients
