@@ -403,11 +403,12 @@ def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat tabl
         modes = TRANSPORT_MODES if name.startswith("transport") else HTTP_MODES
         return (lambda v, c: _choice(v, tuple(modes), c)), _enum_schema(tuple(modes))
     if name.endswith("_consecutive_units"):
-        choices = ("seconds", "packets") if name.startswith("transport") else ("requests", "seconds")
-        return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
+        units: tuple[str, ...] = ("seconds", "packets") if name.startswith("transport") \
+            else ("requests", "seconds")
+        return (lambda v, c: _choice(v, units, c)), _enum_schema(units)
     if name.endswith("_frequency_units"):
-        choices = ("seconds",) if name.startswith("transport") else ("requests", "seconds")
-        return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
+        freq: tuple[str, ...] = ("seconds",) if name.startswith("transport") else ("requests", "seconds")
+        return (lambda v, c: _choice(v, freq, c)), _enum_schema(freq)
     if name.endswith(("_consecutive_failures", "_failure_frequency")):
         return (lambda v, c: _number(v, 0, MAX_COUNT, c)), _num_schema(0, MAX_COUNT)
     if name == "manifest_fault_type":

@@ -34,6 +34,7 @@ from pyroute2.netlink.rtnl.tcmsg import sched_pfifo
 from twisted.internet import defer, protocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from streamlab.shaping.model import KernelPort, Op, after, plan
@@ -103,6 +104,7 @@ class _NftProtocol(protocol.ProcessProtocol):
         self.done: defer.Deferred[tuple[int, bytes, bytes]] = defer.Deferred()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if self.stdin:
             self.transport.write(self.stdin)
         self.transport.closeStdin()
@@ -553,7 +555,15 @@ class KernelBackend:
             pending.addCallbacks(done, failed)
             self._proving[interface] = pending
         result: defer.Deferred[TcProof] = defer.Deferred()
-        pending.addBoth(lambda r: (result.callback(r), r)[1])
+
+        def relay(outcome: TcProof | Failure) -> TcProof | Failure:
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+            return outcome
+
+        pending.addBoth(relay)
         return result
 
     def refuse(self, interface: str, reason: str) -> None:

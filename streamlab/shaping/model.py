@@ -474,7 +474,7 @@ def ladder_rates_mbps(variants: Any) -> list[float]:
     for v in variants or []:
         if not isinstance(v, Mapping):
             continue
-        bw = v.get("average_bandwidth") or v.get("bandwidth")
+        bw: Any = v.get("average_bandwidth") or v.get("bandwidth")
         try:
             value = float(bw)
         except (TypeError, ValueError):
