@@ -1,22 +1,17 @@
 """The shaping subsystem as one IService.
 
 :class:`ShapingService` keeps, per session port, the desired :class:`PortConfig` (from the
-session fields), the runtime of its step pattern and transport-fault windows, and makes
-the effective shape real through the userspace backend (always) and the kernel backend.
+session fields) and the runtime of its step pattern and transport-fault windows, starts
+the kernel backend (leftover removal, proofs, capabilities) and answers the
+``/api/nftables`` door: :meth:`ShapingService.change` validates a change like ``PATCH``,
+refuses (400, nothing stored) what no backend can do, stores it through the registry and
+fires once the backends applied it.
 
-Which backend carries each feature is decided **per session**
-(:func:`streamlab.shaping.route.place`): the first connection on the port names the
-player's address, the kernel backend looks the route up on its netlink thread, proves the
-interface with a scratch rule when it has not yet, and only then does the kernel take
-the features it proved; everything else (loopback, no route, not proven, refused at run
-time, IPv6 rate) stays in userspace, and the session says so.
-
-The rest lives next to it: the registry talks to the service only through
-:class:`streamlab.shaping.bridge.SessionBridge` (:meth:`ShapingService.attach`), and the
-service changes sessions only through :class:`streamlab.shaping.host.SessionHost`;
-:mod:`streamlab.shaping.meter` measures, :mod:`streamlab.shaping.status` renders.  The
-``/api/nftables`` writes are :meth:`ShapingService.change`: validate, preflight, store
-(the same door as ``PATCH``), wait until the backends applied it.
+Its parts: :mod:`streamlab.shaping.carriers` (which backend carries each feature of a
+session, and applying it), :mod:`streamlab.shaping.meter` (rates, goodput, counters),
+:mod:`streamlab.shaping.status` (the views), :mod:`streamlab.shaping.bridge` (what the
+session registry calls: :meth:`ShapingService.attach`).  The service changes sessions
+only through :class:`streamlab.shaping.host.SessionHost`.
 """
 
 from __future__ import annotations
@@ -35,25 +30,23 @@ from streamlab.errors import Invalid, NotFound
 from streamlab.proxy import fields as fields_mod
 from streamlab.shaping import status as views
 from streamlab.shaping.bridge import SessionBridge
+from streamlab.shaping.carriers import Carriers
 from streamlab.shaping.host import SessionHost, SessionView
-from streamlab.shaping.kernel import KernelBackend, KernelError
+from streamlab.shaping.kernel import KernelBackend
 from streamlab.shaping.meter import ShapingMeter
 from streamlab.shaping.model import (
     Capabilities,
-    Effective,
     FaultWindow,
     KernelPort,
     PatternPosition,
     PortConfig,
     config_from_fields,
-    effective,
     host_capabilities,
-    kernel_desired,
     template_fields,
     template_steps,
 )
 from streamlab.shaping.pattern import FaultRunner, PatternRunner
-from streamlab.shaping.route import RATE_FEATURES, Carrier, NftProof, Placement, Route, place
+from streamlab.shaping.route import NftProof
 from streamlab.shaping.runtime import PortRuntime
 from streamlab.shaping.userspace import PortShaper, UserspaceBackend
 
@@ -88,15 +81,21 @@ class ShapingService(Service):
         if kernel is None and self.backend_mode != "userspace" and sys.platform.startswith("linux"):
             kernel = KernelBackend(reactor, config.shaping.interface)
         self.kernel = kernel
-        self.nft_proof: NftProof | None = None
         self.caps: Capabilities = host_capabilities(self.backend_mode, {}, None, platform=_platform())
         if self.backend_mode != "userspace":
             self.caps = host_capabilities(self.backend_mode, {}, None, status="starting",
                                           reason="kernel backend not started yet", platform=_platform())
         self.ports: dict[int, PortRuntime] = {}
         self.host: SessionHost | None = None
+        self.carriers = Carriers(self.backend_mode, self.only_interface, self.ports, self.userspace, kernel,
+                                 caps_changed=self._refresh_caps, notify=self._notify)
         self.meter = ShapingMeter(self.clock, self.ports, self.userspace, kernel,
-                                  cap_not_held=self._cap_not_held, notify=self._notify)
+                                  cap_not_held=self.carriers.cap_not_held, notify=self._notify)
+
+    @property
+    def nft_proof(self) -> NftProof | None:
+        """What the nftables scratch table proved (None until the kernel backend started)."""
+        return self.carriers.nft_proof
 
     @property
     def warnings_total(self) -> int:
@@ -125,12 +124,12 @@ class ShapingService(Service):
         return d
 
     def _kernel_started(self, nft: NftProof) -> None:
-        self.nft_proof = nft
+        self.carriers.nft_proof = nft
         self._refresh_caps()
         log.info("shaping backend {b}: proven {f} {r}", b=self.backend_mode, f=dict(self.caps.features),
                  r=self.caps.reason)
         for port in list(self.ports):
-            self._place(port)
+            self.carriers.place(port)
 
     def _kernel_start_failed(self, f: Any) -> None:
         log.failure("kernel shaping start failed", f)
@@ -198,68 +197,8 @@ class ShapingService(Service):
 
     def peer_seen(self, port: int, addr: Any) -> defer.Deferred[Any]:
         """A connection from *addr* arrived on *port*: (re)decide the port's backends for
-        that address (route lookup on the netlink thread, never here).  Fires when the
-        port's placement was applied."""
-        rt = self.ports.get(port)
-        host = _host(addr)
-        if rt is None or not host or host == rt.peer:
-            return defer.succeed(None)
-        rt.peer = host
-        if self.kernel is None or self.backend_mode == "userspace":
-            rt.route = Route(host, "unknown", "", "", "backend = userspace: no route lookup")
-            return self._place(port)
-        d = self.kernel.route(host)
-        d.addErrback(lambda f: Route(host, "none", "", "", f"route lookup failed: {f.getErrorMessage()}"))
-        d.addCallback(lambda route: self._route_found(port, host, route))
-        d.addErrback(lambda f: log.failure("shaping port {port}: placing", f, port=port))
-        return d
-
-    def _route_found(self, port: int, host: str, route: Route) -> defer.Deferred[Any]:
-        rt = self.ports.get(port)
-        if rt is None or rt.peer != host:
-            return defer.succeed(None)
-        rt.route = route
-        eligible = route.kind == "device" or (route.kind == "loopback" and self.backend_mode == "kernel")
-        if self.kernel is not None and eligible and route.interface not in self.kernel.proofs and \
-                (not self.only_interface or route.interface == self.only_interface):
-            self._place(port)  # userspace (named "not proven yet") while the proof runs
-            d = self.kernel.prove(route.interface)
-
-            def proven(_: Any) -> defer.Deferred[Any]:
-                self._refresh_caps()
-                return self._place(port)
-
-            d.addCallback(proven)
-            return d
-        return self._place(port)
-
-    def _placement_for(self, rt: PortRuntime) -> Placement:
-        proofs = self.kernel.proofs if self.kernel is not None else {}
-        mode = self.backend_mode if self.kernel is not None else "userspace"
-        placement = place(mode, rt.route, proofs.get(rt.route.interface), self.nft_proof,
-                          only_interface=self.only_interface, refused=rt.refused)
-        if ":" in rt.route.dest and any(placement.kernel(f) for f in RATE_FEATURES):
-            why = "IPv6 player: the kernel's u32 filter classifies IPv4 only"
-            carriers = dict(placement.carriers)
-            for f in RATE_FEATURES:
-                carriers[f] = Carrier("userspace", rt.route.interface, why)
-            placement = Placement(carriers)
-        return placement
-
-    def _place(self, port: int) -> defer.Deferred[Any]:
-        """Recompute the port's placement; re-apply (and say so) when it changed."""
-        rt = self.ports.get(port)
-        if rt is None:
-            return defer.succeed(None)
-        new = self._placement_for(rt)
-        if new == rt.placement:
-            return defer.succeed(None)
-        rt.placement = new
-        log.info("shaping port {port} (player {peer}): {carriers}", port=port, peer=rt.peer or "?",
-                 carriers=_describe(new))
-        d = self._apply(port)
-        self._notify(rt)
-        return d
+        that address; fires when the port's placement was applied."""
+        return self.carriers.peer_seen(port, addr)
 
     # ------------------------------------------------------------------ desired state
 
@@ -267,7 +206,7 @@ class ShapingService(Service):
         rt = self.ports.get(port)
         if rt is None:
             rt = self.ports[port] = PortRuntime(port, config=PortConfig(port))
-            rt.placement = self._placement_for(rt)
+            rt.placement = self.carriers.placement_for(rt)
             self._ensure_meter()
         return rt
 
@@ -319,7 +258,7 @@ class ShapingService(Service):
             self._restart_pattern(rt)
         if cfg.fault != old.fault or (cfg.fault.armed and rt.faults is None and not rt.window.expired):
             self._restart_faults(rt)
-        return self._apply(port)
+        return self.carriers.apply(port)
 
     def preflight(self, port: int, fields: Mapping[str, Any]) -> None:
         """Refuse (:class:`Invalid`) what no backend can do, before anything is stored (the
@@ -343,7 +282,7 @@ class ShapingService(Service):
         def on_step(pos: PatternPosition, rt: PortRuntime = rt) -> None:
             rt.position = pos
             if rt.pattern is not None:  # not during start(): configure() applies right after
-                self._apply(rt.port).addErrback(lambda f: log.warn(
+                self.carriers.apply(rt.port).addErrback(lambda f: log.warn(
                     "pattern step on port {port}: {err}", port=rt.port, err=f.getErrorMessage()))
                 self._notify(rt)
 
@@ -372,7 +311,7 @@ class ShapingService(Service):
                     except Exception:  # noqa: BLE001
                         log.failure("bump_fault_counter failed")
             if rt.faults is not None:
-                self._apply(rt.port).addErrback(lambda f: log.warn(
+                self.carriers.apply(rt.port).addErrback(lambda f: log.warn(
                     "transport fault on port {port}: {err}", port=rt.port, err=f.getErrorMessage()))
             self._notify(rt)
 
@@ -402,111 +341,6 @@ class ShapingService(Service):
                 self.host.notify(rt.session_id)
             except Exception:  # noqa: BLE001
                 log.failure("registry.notify failed")
-
-    # ------------------------------------------------------------------ applying
-
-    def _apply(self, port: int) -> defer.Deferred[Any]:
-        rt = self.ports.get(port)
-        if rt is None or rt.config is None:
-            return defer.succeed(None)
-        cfg = rt.config
-        eff = effective(cfg, rt.position if cfg.pattern_active else None, rt.window)
-        rt.effective = eff
-        placement = rt.placement
-        kernel = self.kernel
-        if kernel is None or (not placement.uses_kernel and port not in kernel.applied):
-            self._apply_userspace(port, eff, placement, relaxed=False)
-            if not rt.refused:  # a standing refusal stays visible
-                rt.error = ""
-            rt.last_apply = None
-            return defer.succeed(None)
-        desired = kernel_desired(eff, placement)
-        # Until the kernel confirms this state, userspace keeps enforcing everything (no gap
-        # while nft/tc run, and an honest fallback when they fail).
-        confirmed = kernel.applied.get(port, KernelPort()) == desired
-        self._apply_userspace(port, eff, placement, relaxed=confirmed)
-        if confirmed:
-            rt.last_apply = None
-            return defer.succeed(None)
-        d = kernel.reconcile({port: desired}, ports={port})
-
-        def ok(result: Any) -> Any:
-            if not rt.refused:
-                rt.error = ""
-            if self.ports.get(port) is rt and rt.effective == eff and rt.placement == placement:
-                self._apply_userspace(port, eff, placement, relaxed=True)
-            return result
-
-        def failed(f: Any) -> Any:
-            f.trap(KernelError)
-            op = getattr(f.value, "op", None)
-            action = op.action if op is not None else ""
-            if action.endswith("_rule"):
-                features = ["transport_drop", "transport_reject"]
-            elif action.endswith("_class"):
-                features = list(RATE_FEATURES)
-            else:
-                features = [x for x, c in placement.carriers.items() if c.backend == "kernel"]
-            iface = (op.state.interface or getattr(self.kernel, "interface", "")) \
-                if op is not None and action == "add_class" else ""
-            return self._kernel_refused(rt, str(f.value), features, iface)
-
-        d.addCallbacks(ok, failed)
-
-        def finished(result: Any) -> Any:
-            if rt.last_apply is d:
-                rt.last_apply = None
-            return result
-
-        d.addBoth(finished)
-        rt.last_apply = d
-        return d
-
-    def _cap_not_held(self, rt: PortRuntime, reason: str) -> None:
-        """The meter saw a kernel-carried cap not holding: the rate moves to userspace."""
-        self._kernel_refused(rt, reason, list(RATE_FEATURES))
-
-    def _kernel_refused(self, rt: PortRuntime, reason: str, features: list[str],
-                        interface: str = "") -> defer.Deferred[Any]:
-        """The kernel refused (or did not hold) what it had been proven to take: *features*
-        go to userspace for this port (named, logged); a refused new class also stops
-        *interface* from being claimed as kernel-capable."""
-        rt.error = reason
-        new = [f for f in features if f not in rt.refused]
-        log.warn("shaping port {port}: kernel refused ({reason}); userspace carries {features}",
-                 port=rt.port, reason=reason, features=", ".join(features))
-        if interface and self.kernel is not None:
-            self.kernel.refuse(interface, reason)
-            self._refresh_caps()
-        if not new:  # nothing left to move: keep what userspace enforces, do not loop
-            return defer.succeed(None)
-        for f in new:
-            rt.refused[f] = reason
-        if self.ports.get(rt.port) is not rt:
-            return defer.succeed(None)
-        rt.placement = self._placement_for(rt)
-        self._notify(rt)
-        d = self._apply(rt.port)
-        d.addErrback(lambda f: log.warn("shaping port {port}: {err}", port=rt.port, err=f.getErrorMessage()))
-        return d
-
-    def _apply_userspace(self, port: int, eff: Effective, placement: Placement, relaxed: bool) -> None:
-        """Userspace part of *eff*; *relaxed* leaves the kernel-carried features to the kernel."""
-        sh = self.userspace.shaper(port)
-
-        def kernel_does(feature: str) -> bool:
-            return relaxed and placement.kernel(feature)
-
-        if kernel_does("rate"):
-            us_rate = 0.0 if eff.rate_mbps == 0 else None  # a stalled step also holds writes here
-        else:
-            us_rate = eff.rate_mbps
-        sh.configure(us_rate, 0.0 if kernel_does("delay") else eff.delay_ms,
-                     0.0 if kernel_does("loss") else eff.loss_pct)
-        us_fault = eff.fault
-        if eff.fault != "none" and kernel_does(f"transport_{eff.fault}"):
-            us_fault = "none"
-        sh.set_fault(us_fault)
 
     def settled(self, port: int) -> defer.Deferred[Any]:
         """Fires when the last change of *port* reached its backends (or fell back)."""
@@ -593,19 +427,3 @@ class ShapingService(Service):
 
 def _platform() -> str:
     return "linux" if sys.platform.startswith("linux") else sys.platform
-
-
-def _host(addr: Any) -> str:
-    """The peer address of a listener's ``buildProtocol`` argument (IPv4-mapped -> IPv4)."""
-    host = str(getattr(addr, "host", "") or "")
-    if host.startswith("::ffff:") and "." in host:
-        host = host[len("::ffff:"):]
-    return host
-
-
-def _describe(placement: Placement) -> str:
-    parts = []
-    for f, c in placement.carriers.items():
-        where = f"{c.backend}/{c.interface}" if c.interface else c.backend
-        parts.append(f"{f}={where}" + (f" ({c.reason})" if c.reason else ""))
-    return "; ".join(parts)
