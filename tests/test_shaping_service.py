@@ -336,7 +336,7 @@ class FakeKernel:
         from twisted.internet import defer
 
         from streamlab.shaping.kernel import KernelError
-        from streamlab.shaping.model import after, plan
+        from streamlab.shaping.reconcile import after, plan
 
         applied = {p: st for p, st in self.applied.items() if ports is None or p in ports}
         want = {p: st for p, st in desired.items() if ports is None or p in ports}

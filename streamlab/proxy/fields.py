@@ -8,6 +8,14 @@ counters, runtime shaping/transport state, server and player metrics) is read-on
 :func:`validate` never applies anything: it returns the normalised changes, or raises
 :class:`streamlab.errors.Invalid` naming *every* bad key.  Decisions where the spec is
 silent are documented in ``docs/faults.md`` (defaults, numeric strings, one-unit PATCHes).
+The session-object keys that are not controls are :mod:`streamlab.proxy.wire`.
+
+Why this module is longer than ~450 lines: it changes for one reason, the control-field
+contract.  Names, defaults, value parsers and JSON Schema are one table (so the validator
+and the OpenAPI document cannot disagree), and the PATCH rules that span fields (timing
+mode <-> units, whole counts, pattern steps) read that table.  :func:`validate_metrics`
+(player-metrics posts) is the one other concern; it is small and stays next to the
+control names it must refuse.
 """
 
 from __future__ import annotations

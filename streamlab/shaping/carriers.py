@@ -17,8 +17,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from streamlab.shaping.kernel import KernelBackend, KernelError
-from streamlab.shaping.model import Effective, KernelPort, effective, kernel_desired
+from streamlab.shaping.kernel import KernelBackend
+from streamlab.shaping.model import Effective, effective
+from streamlab.shaping.nft import KernelError
+from streamlab.shaping.reconcile import KernelPort, kernel_desired
 from streamlab.shaping.route import RATE_FEATURES, Carrier, NftProof, Placement, Route, place
 from streamlab.shaping.runtime import PortRuntime
 from streamlab.shaping.userspace import UserspaceBackend

@@ -37,7 +37,6 @@ from streamlab.shaping.meter import ShapingMeter
 from streamlab.shaping.model import (
     Capabilities,
     FaultWindow,
-    KernelPort,
     PatternPosition,
     PortConfig,
     config_from_fields,
@@ -46,6 +45,7 @@ from streamlab.shaping.model import (
     template_steps,
 )
 from streamlab.shaping.pattern import FaultRunner, PatternRunner
+from streamlab.shaping.reconcile import KernelPort
 from streamlab.shaping.route import NftProof
 from streamlab.shaping.runtime import PortRuntime
 from streamlab.shaping.userspace import PortShaper, UserspaceBackend

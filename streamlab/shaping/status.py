@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from streamlab.proxy.session import iso
 from streamlab.proxy.wire import SHAPING_FIELDS
-from streamlab.shaping.model import Capabilities, KernelPort, PortConfig
+from streamlab.shaping.model import Capabilities, PortConfig
+from streamlab.shaping.reconcile import KernelPort
 from streamlab.shaping.userspace import PortShaper
 
 if TYPE_CHECKING:

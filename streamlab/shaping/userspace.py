@@ -16,6 +16,13 @@ on that port, the read delay, the loss stalls and the transport fault in force.
 * DROP: reading and writing stop on every connection, new connections are accepted but
   hang; clearing resumes them where they were;
 * REJECT: every connection is reset (SO_LINGER 0 + abort), new ones are reset at accept.
+
+Why this module is longer than ~450 lines: it has one reason to change, how userspace
+shaping acts on a port's connections.  :class:`PortShaper` and :class:`ShapedProtocol`
+are one mechanism (the port's bucket schedules its connections' queued writes through
+``want``/``send_some``, and its fault holds or resets each connection), and their
+invariants (water marks and producer pauses, held input, reset before queued data) would
+otherwise cross a module boundary.  The bucket itself is :mod:`streamlab.shaping.bucket`.
 """
 
 from __future__ import annotations

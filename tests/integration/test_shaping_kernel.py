@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 
 from streamlab.shaping.kernel import KernelBackend, classid
-from streamlab.shaping.model import KernelPort
+from streamlab.shaping.reconcile import KernelPort
 from streamlab.testing.netns import network_namespace, run
 
 pytestmark = pytest.mark.kernel
