@@ -14,7 +14,7 @@ from streamlab.errors import Invalid
 from streamlab.events import EventBus
 from streamlab.proxy import fields, wire
 from streamlab.proxy.registry import SessionRegistry
-from streamlab.shaping.host import ControlsChanged
+from streamlab.shaping.host import ControlsChanged, SessionHost, SessionShaping
 from streamlab.shaping.service import ShapingService
 
 STEPS = [{"rate_mbps": 3, "duration_seconds": 2, "enabled": True},
@@ -43,6 +43,12 @@ def world(tmp_path):
     svc.startService()
     yield svc, registry, clock
     svc.stopService()
+
+
+def test_both_sides_meet_the_typed_seam(world):
+    svc, registry, clock = world
+    assert isinstance(registry, SessionHost) and isinstance(registry.shaping, SessionShaping)
+    assert not hasattr(registry, "factory_wrappers") and not hasattr(registry, "release_hooks")
 
 
 def test_a_plain_rate_stops_the_pattern_within_the_same_patch(world):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IProtocolFactory
@@ -73,6 +73,7 @@ class SessionView(Protocol):
         """The session's controls."""
 
 
+@runtime_checkable
 class SessionHost(Protocol):
     """The part of the session registry shaping may read and change."""
 
@@ -96,6 +97,7 @@ class SessionHost(Protocol):
         """Runtime fields of the session changed (SSE push, no revision bump)."""
 
 
+@runtime_checkable
 class SessionShaping(Protocol):
     """What the session registry calls on shaping."""
 

@@ -31,7 +31,7 @@ from streamlab.proxy import fields as fields_mod
 from streamlab.shaping import status as views
 from streamlab.shaping.bridge import SessionBridge
 from streamlab.shaping.carriers import Carriers
-from streamlab.shaping.host import SessionHost, SessionView
+from streamlab.shaping.host import SessionHost, SessionShaping, SessionView
 from streamlab.shaping.kernel import KernelBackend
 from streamlab.shaping.meter import ShapingMeter
 from streamlab.shaping.model import (
@@ -152,7 +152,7 @@ class ShapingService(Service):
 
     # ------------------------------------------------------------------ sessions
 
-    def attach(self, host: SessionHost) -> SessionBridge:
+    def attach(self, host: SessionHost) -> SessionShaping:
         """Change sessions through *host* from now on; returns what the registry calls
         (its ``shaping``)."""
         self.host = host
