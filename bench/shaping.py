@@ -109,7 +109,7 @@ def kernel(reactor, rates: list[float], seconds: float, path: str) -> tuple[list
     from twisted.internet.threads import blockingCallFromThread
 
     from streamlab.shaping.kernel import KernelBackend
-    from streamlab.shaping.model import KernelPort
+    from streamlab.shaping.reconcile import KernelPort
 
     if os.geteuid() != 0 or not shutil.which("ip"):
         return [], "needs root and iproute2"

@@ -158,8 +158,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     sessions_api = SessionsApi(sessions.registry).app.resource()
     for name in SESSION_MOUNTS:
         svc.api.mount(name, sessions_api)
-    shaping.attach(sessions.registry, svc.bus)
-    svc.api.mount("nftables", ShapingApi(shaping, sessions.registry).app.resource())
+    sessions.registry.shaping = shaping.attach(sessions.registry)
+    svc.api.mount("nftables", ShapingApi(shaping).app.resource())
     svc.root.mount("debug", DebugPage(svc))
     svc.root.mount("dashboard", dashboard_resource())
     metrics.attach_sessions(sessions.registry)

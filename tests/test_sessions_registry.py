@@ -4,7 +4,7 @@ hooks, PATCH semantics, groups, bus events, per-IP limits, player metrics."""
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 
 from streamlab import config as configmod
@@ -40,16 +40,43 @@ def test_lowest_free_port_first_and_ids_count_up():
         reg.get_or_create("p9")
 
 
-def test_release_hooks_are_awaited_before_port_reuse_and_reuse_starts_clean():
+class _Shaping:
+    """A stand-in for the shaping subsystem (streamlab.shaping.host.SessionShaping)."""
+
+    def __init__(self, release: Deferred | None = None, wrap=None, fields=None) -> None:
+        self.released: list[int] = []
+        self._release = release
+        self._wrap = wrap
+        self._fields = fields or {}
+
+    def wrap_listener(self, port, factory):
+        return self._wrap(port, factory) if self._wrap is not None else factory
+
+    def check_controls(self, controls, port):
+        pass
+
+    def controls_changed(self, change):
+        return {}
+
+    def session_removed(self, port):
+        self.released.append(port)
+        return self._release if self._release is not None else succeed(None)
+
+    def runtime_fields(self, port):
+        return dict(self._fields)
+
+    def refresh(self, port):
+        return succeed(None)
+
+    def refresh_all(self):
+        return succeed(None)
+
+
+def test_shaping_release_is_awaited_before_port_reuse_and_reuse_starts_clean():
     reg, reactor, events = _registry()
-    released: list[int] = []
     gate: Deferred = Deferred()
-
-    def hook(port: int) -> Deferred:
-        released.append(port)
-        return gate
-
-    reg.release_hooks.append(hook)
+    shaping = reg.shaping = _Shaping(release=gate)
+    released = shaping.released
     for i in range(3):
         reg.get_or_create(f"p{i}")
     s2 = reg.get("2")
@@ -158,7 +185,7 @@ def test_in_flight_request_postpones_expiry():
     assert reg.all() == []
 
 
-def test_factory_wrappers_apply_in_order_with_the_internal_port():
+def test_shaping_wraps_the_listener_with_the_internal_port():
     reg, reactor, _ = _registry(**{"advertised-port-offset": "1000"})
     seen = []
 
@@ -166,18 +193,14 @@ def test_factory_wrappers_apply_in_order_with_the_internal_port():
         def __init__(self, inner, tag):
             self.inner, self.tag = inner, tag
 
-    def w1(port, factory):
-        seen.append(("w1", port))
-        return Wrapped(factory, "w1")
+    def wrap(port, factory):
+        seen.append(("shaping", port))
+        return Wrapped(factory, "shaping")
 
-    def w2(port, factory):
-        seen.append(("w2", port, factory.tag))
-        return Wrapped(factory, "w2")
-
-    reg.factory_wrappers += [w1, w2]
+    reg.shaping = _Shaping(wrap=wrap)
     s, _ = reg.get_or_create("p")
-    assert seen == [("w1", LO), ("w2", LO, "w1")]
-    assert reactor.tcpServers[-1][1].tag == "w2"
+    assert seen == [("shaping", LO)]
+    assert reactor.tcpServers[-1][1].tag == "shaping"
     assert s.external_port == LO + 1000
     assert reg.get_by_port(LO + 1000) is s and reg.get_by_port(LO) is s
 
@@ -322,7 +345,8 @@ def test_session_json_shape():
         assert key in body, key
     assert body["x_forwarded_port"] == str(LO) and isinstance(body["session_id"], str)
     assert body["last_request"].endswith("Z")
-    reg.field_providers.append(lambda sess: {"mbps_shaper_rate": 1.5})
+    assert body["mbps_shaper_rate"] == 0.0  # the shaping defaults, before shaping reports
+    reg.shaping = _Shaping(fields={"mbps_shaper_rate": 1.5})
     assert reg.to_json(s)["mbps_shaper_rate"] == 1.5
 
 

@@ -11,7 +11,7 @@ from streamlab import config as configmod
 from streamlab.events import EventBus
 from streamlab.proxy.registry import SessionRegistry
 from streamlab.proxy.tcpinfo import TcpInfo
-from streamlab.shaping import service as service_mod
+from streamlab.shaping import meter as meter_mod
 from streamlab.shaping.service import ShapingService
 
 
@@ -31,7 +31,7 @@ def test_settled_connections_are_not_read_until_bytes_are_written(tmp_path, monk
     bus = EventBus()
     registry = SessionRegistry(cfg, clock, bus, listen=lambda r, port, f, i: _Listener(port, f))
     svc = ShapingService(cfg, clock, clock=clock)
-    svc.attach(registry, bus)
+    registry.shaping = svc.attach(registry)
     svc.startService()
     try:
         session, _ = registry.get_or_create("p1")
@@ -46,9 +46,9 @@ def test_settled_connections_are_not_read_until_bytes_are_written(tmp_path, monk
             return TcpInfo(rtt_us=1000, rttvar_us=10, rto_us=200_000, min_rtt_us=900,
                            bytes_acked=kernel["acked"], notsent_bytes=0, unacked=kernel["unacked"])
 
-        monkeypatch.setattr(service_mod, "read_tcp_info", fake_read)
-        monkeypatch.setattr(service_mod, "socket_of", lambda c: c)
-        monkeypatch.setattr(service_mod, "pending_user_bytes", lambda c: 0)
+        monkeypatch.setattr(meter_mod, "read_tcp_info", fake_read)
+        monkeypatch.setattr(meter_mod, "socket_of", lambda c: c)
+        monkeypatch.setattr(meter_mod, "pending_user_bytes", lambda c: 0)
 
         # 1 s of a 1 Mbps transfer: segments in flight at every reading
         for _ in range(10):
@@ -64,13 +64,13 @@ def test_settled_connections_are_not_read_until_bytes_are_written(tmp_path, monk
         for _ in range(30):
             clock.advance(0.1)
         assert reads == []
-        assert svc._acked_bytes(session.port) == 125_000
+        assert svc.meter.read_acked_bytes(session.port) == 125_000
         # goodput still falls while idle: the window slides over unchanged counters
         assert registry.to_json(session)["shaping_goodput_mbps"] < 0.5
         # a write: read again
         sh.bytes_out += 1000
         kernel["acked"] += 1000
         clock.advance(0.1)
-        assert len(reads) == 1 and svc._acked_bytes(session.port) == 126_000
+        assert len(reads) == 1 and svc.meter.read_acked_bytes(session.port) == 126_000
     finally:
         svc.stopService()

@@ -9,18 +9,14 @@ from streamlab.shaping.model import (
     Capabilities,
     FaultSpec,
     FaultWindow,
-    KernelPort,
-    Op,
     PortConfig,
     Step,
-    after,
     config_from_fields,
     effective,
     host_capabilities,
-    kernel_desired,
     pattern_position,
-    plan,
 )
+from streamlab.shaping.reconcile import KernelPort, Op, after, kernel_desired, plan
 from streamlab.shaping.route import NftProof, Route, TcProof, place
 
 VETH = Route("10.9.0.2", "device", "veth0")

@@ -40,7 +40,7 @@ def world(tmp_path):
 
     registry = SessionRegistry(cfg, clock, bus, listen=listen)
     svc = ShapingService(cfg, clock, clock=clock)
-    svc.attach(registry, bus)
+    registry.shaping = svc.attach(registry)
     svc.startService()
     yield svc, registry, clock, listeners
     svc.stopService()
@@ -175,7 +175,7 @@ def call(stub, method, path, body=None):
 @pytest.fixture
 def api(world):
     svc, registry, clock, _ = world
-    return StubTreq(ShapingApi(svc, registry).app.resource()), svc, registry, clock
+    return StubTreq(ShapingApi(svc).app.resource()), svc, registry, clock
 
 
 def test_capabilities_tell_the_truth(api):
@@ -272,7 +272,7 @@ def test_default_rate_caps_a_new_session(tmp_path):
     bus = EventBus()
     registry = SessionRegistry(cfg, clock, bus, listen=lambda r, p, f, i: FakeListener(p, f))
     svc = ShapingService(cfg, clock, clock=clock)
-    svc.attach(registry, bus)
+    registry.shaping = svc.attach(registry)
     s, _ = registry.get_or_create("capped")
     assert svc.userspace.shaper(s.port).rate_mbps == 6
     assert svc.debug_info()["ports"][str(s.port)]["rate_mbps"] == 6
@@ -336,7 +336,7 @@ class FakeKernel:
         from twisted.internet import defer
 
         from streamlab.shaping.kernel import KernelError
-        from streamlab.shaping.model import after, plan
+        from streamlab.shaping.reconcile import after, plan
 
         applied = {p: st for p, st in self.applied.items() if ports is None or p in ports}
         want = {p: st for p, st in desired.items() if ports is None or p in ports}
@@ -379,7 +379,7 @@ def kernel_world(tmp_path, kernel, backend="auto"):
 
     registry = SessionRegistry(cfg, clock, bus, listen=listen)
     svc = ShapingService(cfg, clock, clock=clock, kernel=kernel)
-    svc.attach(registry, bus)
+    registry.shaping = svc.attach(registry)
     svc.startService()
     return svc, registry, clock, listeners
 
@@ -442,7 +442,7 @@ def test_kernel_refusal_falls_back_to_userspace_for_rate_and_patterns(tmp_path):
     svc, registry, clock, listeners = kernel_world(tmp_path, kernel)
     s, _ = registry.get_or_create("refused")
     connect(listeners, s.port, "10.9.0.2")
-    stub = StubTreq(ShapingApi(svc, registry).app.resource())
+    stub = StubTreq(ShapingApi(svc).app.resource())
     code, body = call(stub, "POST", f"/nftables/pattern/{s.port}",
                       {"steps": [{"rate_mbps": 2.5, "duration_seconds": 6}, {"rate_mbps": 0.8,
                                                                              "duration_seconds": 6}]})
@@ -488,7 +488,7 @@ def test_kernel_counters_are_read_when_asked(tmp_path):
     assert kernel.applied[s.port].rule_kind == "reject"
     assert svc.userspace.shaper(s.port).fault == "none"  # the kernel rejects
     kernel.packets[s.port] = 1  # a SYN hit the rule just now; no clock tick since
-    stub = StubTreq(ShapingApi(svc, registry).app.resource())
+    stub = StubTreq(ShapingApi(svc).app.resource())
     code, body = call(stub, "GET", f"/nftables/port/{s.port}")
     assert code == 200 and body["transport_fault_reject_packets"] == 1
     kernel.packets[s.port] = 3
@@ -521,7 +521,7 @@ def test_list_answers_read_kernel_counters_once_for_all_sessions(tmp_path):
     assert got == {port: i + 1 for i, port in enumerate(ports)}
     for port in ports:
         kernel.packets[port] += 10
-    code, body = call(StubTreq(ShapingApi(svc, registry).app.resource()), "GET", "/nftables/status")
+    code, body = call(StubTreq(ShapingApi(svc).app.resource()), "GET", "/nftables/status")
     assert code == 200 and kernel.counter_reads == reads + 2
     assert {int(p): e["transport_fault_reject_packets"] for p, e in body["ports"].items()} == \
         {port: i + 11 for i, port in enumerate(ports)}
@@ -557,7 +557,7 @@ def test_a_cap_that_does_not_hold_raises_a_warning_and_moves_to_userspace(tmp_pa
     registry.patch(s.session_id, {"nftables_bandwidth_mbps": 2})
     assert session_json(registry, s.session_id)["shaping_backend"] == "kernel"
     acked = [0]
-    svc.acked_bytes = lambda port: acked[0]
+    svc.meter.acked_bytes = lambda port: acked[0]
     for _ in range(50):  # 5 s at 20 Mbps: the kernel class is not on this player's path
         acked[0] += 250_000
         clock.advance(0.1)

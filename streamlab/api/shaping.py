@@ -1,11 +1,9 @@
 """``/api/nftables/*``: shaping and transport-fault endpoints (spec/shaping.md section 5).
 
-One model, two doors: every write goes through ``registry.patch`` with the same session
-fields as ``PATCH /api/session/{id}`` (same validation, revision bump and group
-propagation).  What no backend can do is refused (400) before anything is stored
-(:meth:`ShapingService.preflight`); what the kernel refuses falls back to userspace, and
-every write answers, per feature, which backend and interface carry it (``carriers``)
-once the change reached the backends.
+A thin adapter: each handler turns its body (legacy names accepted) into session fields
+and hands them to :meth:`ShapingService.change`, which validates them like ``PATCH``,
+refuses (400, nothing stored) what no backend can do, stores them through the registry
+and answers once the backends applied them, with the carriers that took the change.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from streamlab.api.jsonio import read_object, respond
 from streamlab.errors import Invalid
 from streamlab.shaping import model
 from streamlab.shaping.service import ShapingService
+from streamlab.shaping.status import num as _num
 
 
 def _pick(body: dict[str, Any], *names: str) -> tuple[str | None, Any]:
@@ -34,9 +33,8 @@ class ShapingApi:
 
     app = Klein()
 
-    def __init__(self, service: ShapingService, registry: Any) -> None:
+    def __init__(self, service: ShapingService) -> None:
         self.service = service
-        self.registry = registry
 
     # ------------------------------------------------------------------ reads
 
@@ -48,39 +46,15 @@ class ShapingApi:
     @app.route("/nftables/status", methods=["GET"])
     async def status(self, request: IRequest) -> bytes:
         """Backend and per-port summary of every live session (kernel counters read now)."""
-        await self.service.refresh_all()
-        ports = [s.port for s in self.registry.all()] if self.registry is not None else None
-        return respond(request, self.service.status(ports))
+        return respond(request, await self.service.status_answer())
 
     @app.route("/nftables/port/<int:port>", methods=["GET"])
     async def port(self, request: IRequest, port: int) -> bytes:
         """One port's desired and applied state (internal or external port); kernel
         counters are read when asked, not from the last poll."""
-        session = self.registry.get_by_port(port)
-        await self.service.refresh(session.port)
-        session = self.registry.get_by_port(port)
-        body = self.service.port_status(session.port)
-        body["session_id"] = session.session_id
-        body["external_port"] = session.external_port
-        return respond(request, body)
+        return respond(request, await self.service.port_answer(port))
 
     # ------------------------------------------------------------------ writes
-
-    async def _write(self, port: int, set_: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        from streamlab.proxy import fields as fields_mod
-
-        session = self.registry.get_by_port(port)
-        current = session.controls.values
-        changes = fields_mod.validate(set_, None, current, variants=session.manifest_variants or None)
-        self.service.preflight(session.port, {**current, **changes})
-        result = self.registry.patch(session.session_id, set_)
-        await self.service.settled(session.port)
-        return session, result
-
-    def _carriers(self, session: Any) -> dict[str, Any]:
-        status = self.service.port_status(session.port)
-        return {"carriers": status["carriers"], "shaping_backend": status["shaping_backend"],
-                "shaping_interface": status["shaping_interface"], "error": status["error"]}
 
     @app.route("/nftables/bandwidth/<int:port>", methods=["POST"])
     async def bandwidth(self, request: IRequest, port: int) -> bytes:
@@ -90,10 +64,10 @@ class ShapingApi:
         if name is None:
             raise Invalid("invalid", fields={"rate_mbps": "required"})
         rate = model.check_rate(value, name)
-        session, _ = await self._write(port, {"nftables_bandwidth_mbps": _num(rate),
-                                              "nftables_pattern_enabled": False})
-        return respond(request, {"success": True, "port": session.port, "rate_mbps": _num(rate),
-                                 **self._carriers(session)})
+        done = await self.service.change(port, {"nftables_bandwidth_mbps": _num(rate),
+                                                "nftables_pattern_enabled": False})
+        return respond(request, {"success": True, "port": done.port, "rate_mbps": _num(rate),
+                                 **done.carriers})
 
     @app.route("/nftables/loss/<int:port>", methods=["POST"])
     async def loss(self, request: IRequest, port: int) -> bytes:
@@ -103,9 +77,8 @@ class ShapingApi:
         if name is None:
             raise Invalid("invalid", fields={"percent": "required"})
         loss = model.check_loss(value, name)
-        session, _ = await self._write(port, {"nftables_packet_loss": _num(loss)})
-        return respond(request, {"success": True, "port": session.port, "loss_pct": _num(loss),
-                                 **self._carriers(session)})
+        done = await self.service.change(port, {"nftables_packet_loss": _num(loss)})
+        return respond(request, {"success": True, "port": done.port, "loss_pct": _num(loss), **done.carriers})
 
     @app.route("/nftables/shape/<int:port>", methods=["POST"])
     async def shape(self, request: IRequest, port: int) -> bytes:
@@ -130,25 +103,23 @@ class ShapingApi:
             raise Invalid("no fields provided", detail="send rate_mbps, delay_ms and/or loss_pct")
         if "nftables_bandwidth_mbps" in set_:
             set_["nftables_pattern_enabled"] = False
-        session, result = await self._write(port, set_)
-        return respond(request, {"success": True, "port": session.port,
-                                 "rate_mbps": result.get("nftables_bandwidth_mbps"),
-                                 "delay_ms": result.get("nftables_delay_ms"),
-                                 "loss_pct": result.get("nftables_packet_loss"), **self._carriers(session)})
+        done = await self.service.change(port, set_)
+        return respond(request, {"success": True, "port": done.port,
+                                 "rate_mbps": done.session.get("nftables_bandwidth_mbps"),
+                                 "delay_ms": done.session.get("nftables_delay_ms"),
+                                 "loss_pct": done.session.get("nftables_packet_loss"), **done.carriers})
 
     @app.route("/nftables/pattern/<int:port>", methods=["POST"])
     async def pattern(self, request: IRequest, port: int) -> bytes:
         """Step pattern from explicit ``steps`` (``[]`` stops it) or from a server-side
         ``template_mode``; never both (see :func:`pattern_request`)."""
         body = read_object(request)
-        session = self.registry.get_by_port(port)
+        self.service.session_on(port)  # 404 before the body's 400s
         mode, steps = pattern_request(body)
         set_: dict[str, Any] = {}
         if mode is not None:
-            set_.update(model.template_fields(
-                mode, session.manifest_variants,
-                body.get("margin_pct", session.controls.values.get("nftables_pattern_margin_pct", 0)),
-                body.get("step_seconds", session.controls.values.get("nftables_pattern_step_seconds", 12))))
+            options: dict[str, Any] = {k: body[k] for k in ("margin_pct", "step_seconds") if k in body}
+            set_.update(self.service.pattern_template(port, mode, options))
         else:
             assert steps is not None
             set_["nftables_pattern_steps"] = [s.as_dict() for s in steps]
@@ -159,11 +130,10 @@ class ShapingApi:
             set_["nftables_delay_ms"] = _num(model.check_delay(body["delay_ms"], "delay_ms"))
         if body.get("loss_pct") is not None:
             set_["nftables_packet_loss"] = _num(model.check_loss(body["loss_pct"], "loss_pct"))
-        session, result = await self._write(port, set_)
-        return respond(request, {"success": True, "port": session.port,
-                                 "pattern_enabled": bool(result.get("nftables_pattern_enabled")),
-                                 "steps": result.get("nftables_pattern_steps", []),
-                                 **self._carriers(session)})
+        done = await self.service.change(port, set_)
+        return respond(request, {"success": True, "port": done.port,
+                                 "pattern_enabled": bool(done.session.get("nftables_pattern_enabled")),
+                                 "steps": done.session.get("nftables_pattern_steps", []), **done.carriers})
 
     errors.install(app)
 
@@ -202,6 +172,3 @@ def pattern_request(body: dict[str, Any]) -> tuple[str | None, tuple[model.Step,
                       fields={"steps": "must be a list ([] stops the pattern)"})
     return None, model.parse_steps(body["steps"], "steps")
 
-
-def _num(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value

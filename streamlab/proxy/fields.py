@@ -8,6 +8,14 @@ counters, runtime shaping/transport state, server and player metrics) is read-on
 :func:`validate` never applies anything: it returns the normalised changes, or raises
 :class:`streamlab.errors.Invalid` naming *every* bad key.  Decisions where the spec is
 silent are documented in ``docs/faults.md`` (defaults, numeric strings, one-unit PATCHes).
+The session-object keys that are not controls are :mod:`streamlab.proxy.wire`.
+
+Why this module is longer than ~450 lines: it changes for one reason, the control-field
+contract.  Names, defaults, value parsers and JSON Schema are one table (so the validator
+and the OpenAPI document cannot disagree), and the PATCH rules that span fields (timing
+mode <-> units, whole counts, pattern steps) read that table.  :func:`validate_metrics`
+(player-metrics posts) is the one other concern; it is small and stays next to the
+control names it must refuse.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from streamlab.errors import Invalid
+from streamlab.proxy.wire import READ_ONLY_FIELDS
 
 # --------------------------------------------------------------------------- constants
 
@@ -170,23 +179,6 @@ MANIFEST_FAULT_FIELDS: frozenset[str] = frozenset(k for k in _defaults if k.star
 GROUP_FIELDS: frozenset[str] = HTTP_FAULT_FIELDS | TRANSPORT_FIELDS | TIMEOUT_FIELDS | SHAPING_FIELDS
 """Fields that propagate to every member of a session group (HTTP faults incl. transfer
 timeouts, transport faults, shaping incl. patterns).  Content rewriting stays per session."""
-
-READ_ONLY_FIELDS: frozenset[str] = frozenset({
-    "session_id", "player_id", "play_id", "attempt_id", "group_id", "x_forwarded_port",
-    "x_forwarded_port_external", "player_ip", "user_agent", "first_request_time", "last_request",
-    "session_duration", "last_request_url", "master_manifest_url", "manifest_url",
-    "manifest_variants", "control_revision", "segments_count", "manifest_requests_count",
-    "master_manifest_requests_count", "all_requests_count", "fault_count_total",
-    "transport_fault_active", "transport_fault_started_at", "transport_fault_drop_packets",
-    "transport_fault_reject_packets", "nftables_pattern_step", "nftables_pattern_rate_runtime_mbps",
-    "mbps_shaper_rate", "mbps_shaper_avg", "mbps_transfer_rate", "mbps_transfer_complete",
-    "bytes_out_total", "client_rtt_ms", "client_rtt_max_ms", "client_rtt_min_ms",
-    "client_rtt_min_lifetime_ms", "client_rtt_var_ms", "client_rto_ms", "client_rtt_stale",
-    "client_path_ping_rtt_ms", "server_video_rendition", "server_video_rendition_mbps",
-    "loop_count_server", "server_received_at_ms",
-    "client_rtt_tcp_ms", "client_rtt_shaper_ms",  # RTT parts (docs/faults.md section 10)
-})
-"""Session-object keys that exist but cannot be set (reason ``read-only``)."""
 
 FIELD_ALIASES: Mapping[str, str] = MappingProxyType({"transport_fault_type": "transport_failure_type"})
 """Input-only spellings of control fields."""
@@ -419,11 +411,12 @@ def _field(name: str) -> tuple[Any, dict[str, Any]]:  # noqa: C901 - a flat tabl
         modes = TRANSPORT_MODES if name.startswith("transport") else HTTP_MODES
         return (lambda v, c: _choice(v, tuple(modes), c)), _enum_schema(tuple(modes))
     if name.endswith("_consecutive_units"):
-        choices = ("seconds", "packets") if name.startswith("transport") else ("requests", "seconds")
-        return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
+        units: tuple[str, ...] = ("seconds", "packets") if name.startswith("transport") \
+            else ("requests", "seconds")
+        return (lambda v, c: _choice(v, units, c)), _enum_schema(units)
     if name.endswith("_frequency_units"):
-        choices = ("seconds",) if name.startswith("transport") else ("requests", "seconds")
-        return (lambda v, c: _choice(v, choices, c)), _enum_schema(choices)
+        freq: tuple[str, ...] = ("seconds",) if name.startswith("transport") else ("requests", "seconds")
+        return (lambda v, c: _choice(v, freq, c)), _enum_schema(freq)
     if name.endswith(("_consecutive_failures", "_failure_frequency")):
         return (lambda v, c: _number(v, 0, MAX_COUNT, c)), _num_schema(0, MAX_COUNT)
     if name == "manifest_fault_type":
@@ -486,15 +479,6 @@ def parse_value(name: str, value: Any, *, coerce_strings: bool = False) -> Any:
 
 
 # --------------------------------------------------------------------------- validate
-
-
-def _rule_prefix(key: str) -> str | None:
-    for p in (*HTTP_PREFIXES, "transport"):
-        if key.startswith(p + "_") and key[len(p) + 1:] in (
-                "failure_type", "failure_mode", "consecutive_failures", "failure_frequency",
-                "consecutive_units", "frequency_units", "failure_urls", "failure_units"):
-            return p
-    return None
 
 
 def _unknown_reason(key: str) -> str:

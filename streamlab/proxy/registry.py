@@ -2,15 +2,17 @@
 changes (validation, per-field conflicts, group propagation), expires idle sessions,
 measures server-side metrics and feeds the SSE snapshot stream.
 
-Extension points for other subsystems (shaping):
+Shaping is reached through one typed object, ``shaping``
+(:class:`streamlab.shaping.host.SessionShaping`, set by ``tap.py``): it wraps each session
+listener, checks merged controls before a change is stored, gets one ``controls_changed``
+call per changed session (whose returned follow-up changes are stored next), releases a
+removed session's port (the port is not reused before that fired), and adds its runtime
+fields to the session JSON.  Shaping changes sessions back only through the registry's
+:class:`streamlab.shaping.host.SessionHost` methods (``get``, ``get_by_port``, ``all``,
+``patch``, ``bump_fault_counter``, ``notify``).
 
-* ``factory_wrappers``: ``(internal_port, factory) -> factory`` applied in order to each
-  session listener's factory before listening;
-* ``release_hooks``: ``(internal_port) -> Deferred | None``, called when a session's port
-  is released; the port is not reused before they all fired;
-* ``field_providers``: ``(session) -> mapping`` merged into the session JSON;
-* ``request_observers``: ``(session, raw_request_fields)`` after every session-port
-  request (metrics), ``removal_hooks``: ``(session)`` when a session goes away.
+Read-only observers (metrics): ``request_observers``: ``(session, raw_request_fields)``
+after every session-port request, ``removal_hooks``: ``(session)`` when a session goes away.
 
 Events on the bus: ``"session.changed"`` ``{"session_id","port","changed","controls"}``
 after every control change (one per group member), ``"session.removed"``
@@ -44,6 +46,7 @@ from streamlab.proxy.session import Session, group_of_player, iso
 from streamlab.proxy.sockets import socket_of
 from streamlab.proxy.tcpinfo import read_tcp_info
 from streamlab.push.sse import EventStream, SnapshotFeed
+from streamlab.shaping.host import ControlsChanged, SessionShaping
 
 log = Logger()
 
@@ -127,19 +130,13 @@ class SessionRegistry:
         self._keep: set[str] = set()
         self._countdown: dict[str, float] = {}
         self._defaults = fields_mod.control_defaults(config.shaping.default_rate_mbps)
-        self.factory_wrappers: list[Callable[[int, IProtocolFactory], IProtocolFactory]] = []
-        self.release_hooks: list[Callable[[int], Any]] = []
+        #: the shaping subsystem (set by the composition root; None: unshaped sessions)
+        self.shaping: SessionShaping | None = None
         # read-only observers (metrics): every finished session-port request, every removal
         self.request_observers: list[Callable[[Session, dict[str, Any]], None]] = []
         self.removal_hooks: list[Callable[[Session], None]] = []
-        self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = [self._lifetime_fields]
-        # host-specific checks of the merged controls (e.g. packet-counted transport faults
-        # need the kernel backend); each raises Invalid, called before anything is applied
-        self.validators: list[Callable[[Mapping[str, Any], int], None]] = []
-        # read fresh counters (e.g. nftables rule counters) before a session is answered
-        self.refreshers: list[Callable[[Session], Any]] = []
-        #: like ``refreshers``, for every session at once (one batched read each)
-        self.bulk_refreshers: list[Callable[[], Any]] = []
+        self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = [self._lifetime_fields,
+                                                                              self._shaping_fields]
         self._by_id: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
         self._groups: dict[str, list[str]] = {}
@@ -203,7 +200,8 @@ class SessionRegistry:
                 if not ok:
                     log.warn("session refresher failed: {e}", e=failure.getErrorMessage())
 
-        d = defer.DeferredList([defer.maybeDeferred(r, session) for r in self.refreshers], consumeErrors=True)
+        reads = [defer.maybeDeferred(self.shaping.refresh, session.port)] if self.shaping is not None else []
+        d = defer.DeferredList(reads, consumeErrors=True)
         d.addCallback(report)
         return d
 
@@ -214,7 +212,8 @@ class SessionRegistry:
                 if not ok:
                     log.warn("session refresher failed: {e}", e=failure.getErrorMessage())
 
-        d = defer.DeferredList([defer.maybeDeferred(r) for r in self.bulk_refreshers], consumeErrors=True)
+        reads = [defer.maybeDeferred(self.shaping.refresh_all)] if self.shaping is not None else []
+        d = defer.DeferredList(reads, consumeErrors=True)
         d.addCallback(report)
         return d
 
@@ -283,8 +282,8 @@ class SessionRegistry:
                                                 self.config.sessions.network_log_max_bytes), now=now)
             site = SessionSite(session, self.origin, self.clock, self, self.settings)
             factory: IProtocolFactory = site
-            for wrap in self.factory_wrappers:
-                factory = wrap(port, factory)
+            if self.shaping is not None:
+                factory = self.shaping.wrap_listener(port, factory)
             try:
                 session.listener = self._listen(self._listen_reactor, port, factory,
                                                 self.config.server.session_interface or "")
@@ -310,8 +309,8 @@ class SessionRegistry:
         changes = fields_mod.validate(set_, fields, session.controls.values, coerce_strings=coerce_strings,
                                       variants=session.manifest_variants or None)
         merged = {**session.controls.values, **changes}
-        for check in self.validators:
-            check(merged, session.port)
+        if self.shaping is not None:
+            self.shaping.check_controls(merged, session.port)
         conflicts = session.controls.conflicts(changes, base_revision, changes)
         if conflicts:
             raise Conflict("revision_conflict", conflicts=conflicts, session=self.to_json(session),
@@ -394,6 +393,15 @@ class SessionRegistry:
     def _publish_changed(self, session: Session, names: Sequence[str]) -> None:
         self.bus.publish("session.changed", {"session_id": session.session_id, "port": session.port,
                                              "changed": list(names), "controls": session.controls.snapshot()})
+        if self.shaping is not None:
+            follow_up = self.shaping.controls_changed(ControlsChanged(
+                session.session_id, session.port, tuple(names), session.controls.snapshot(),
+                tuple(session.manifest_variants)))
+            if follow_up:  # e.g. a plain rate stopped the pattern: stored as the next change
+                self._apply(session, follow_up, None)
+
+    def _shaping_fields(self, session: Session) -> Mapping[str, Any]:
+        return self.shaping.runtime_fields(session.port) if self.shaping is not None else {}
 
     def link(self, session_ids: Sequence[str], group_id: str | None = None) -> dict[str, Any]:
         """Create or extend a group; returns ``{"group_id","session_ids"}``."""
@@ -495,8 +503,8 @@ class SessionRegistry:
                 removed(session)
             except Exception:  # noqa: BLE001 - an observer must not block the release
                 log.failure("session removal hook failed")
-        for hook in self.release_hooks:
-            waits.append(defer.maybeDeferred(hook, port))
+        if self.shaping is not None:
+            waits.append(defer.maybeDeferred(self.shaping.session_removed, port))
         self.bus.publish("session.removed", {"session_id": sid, "port": port})
         self.feed.changed(urgent=True)
         log.info("session {sid} on port {port} removed ({reason})", sid=sid, port=port, reason=reason)

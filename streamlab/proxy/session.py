@@ -17,6 +17,7 @@ from typing import Any
 
 from streamlab.proxy.manifest_faults import ManifestFaultState
 from streamlab.proxy.tcpinfo import RttWindow, with_shaper_delay
+from streamlab.proxy.wire import SHAPING_RUNTIME_DEFAULTS
 
 _SEG_NUMBER = re.compile(r"seg_(\d+)\.")
 
@@ -209,15 +210,8 @@ class Session:
         out.update(self.counters)
         out.update(self.fault_counts)
         out.update(self.controls.snapshot())
+        out.update(SHAPING_RUNTIME_DEFAULTS)
         out.update({
-            "transport_fault_active": False,
-            "transport_fault_started_at": None,
-            "transport_fault_drop_packets": 0,
-            "transport_fault_reject_packets": 0,
-            "nftables_pattern_step": 0,
-            "nftables_pattern_rate_runtime_mbps": 0,
-            "mbps_shaper_rate": 0.0,
-            "mbps_shaper_avg": 0.0,
             "mbps_transfer_rate": self.mbps_transfer_rate,
             "mbps_transfer_complete": self.mbps_transfer_complete,
             "bytes_out_total": self.bytes_out_total,

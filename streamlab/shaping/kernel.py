@@ -13,30 +13,38 @@
   dedicated worker thread (a single-thread ``ThreadPool``), never on the reactor.
 * nftables: table ``inet streamlab``, chain ``transport_faults`` (input hook), one
   counted DROP/REJECT rule per port, added with ``nft -j -e -f -`` (a child process via a
-  ProcessProtocol) so the kernel's handle comes back and deletion is exact.
+  ProcessProtocol, :mod:`streamlab.shaping.nft`) so the kernel's handle comes back and
+  deletion is exact.
 
 :meth:`KernelBackend.start` removes leftovers of a previous run (our root qdiscs, our
 table) and proves what the kernel takes; :meth:`KernelBackend.stop` removes all of it.
-:meth:`KernelBackend.reconcile` applies :func:`streamlab.shaping.model.plan` op by op;
+:meth:`KernelBackend.reconcile` applies :func:`streamlab.shaping.reconcile.plan` op by op;
 a failing op raises :class:`KernelError` and ``applied`` keeps what really exists.
+
+Why this module is longer than ~450 lines: it has one reason to change, what streamlab
+does in the kernel.  tc and nftables ops share one state (``applied``, rule handles,
+counter bases, proofs) that :meth:`KernelBackend.reconcile` must keep exact op by op, and
+every netlink call must run on the one netlink thread; splitting the class would spread
+that state over modules.  The nft runner and rule JSON are already apart
+(:mod:`streamlab.shaping.nft`), as is the pure reconciler (:mod:`streamlab.shaping.reconcile`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from pyroute2.netlink.rtnl import tcmsg
 from pyroute2.netlink.rtnl.tcmsg import sched_pfifo
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from streamlab.shaping.model import KernelPort, Op, after, plan
+from streamlab.shaping.nft import CHAIN, FAMILY, TABLE, KernelError, Nft, echo_handle, rule, rule_counters
+from streamlab.shaping.reconcile import KernelPort, Op, after, plan
 from streamlab.shaping.route import NftProof, Route, TcProof, route_from_lookup
 
 log = Logger()
@@ -52,18 +60,6 @@ MAJOR = 0x5EB
 ROOT = MAJOR << 16
 PROBE_MINOR = 1
 ETH_P_IP = 0x0800
-TABLE = "streamlab"
-CHAIN = "transport_faults"
-FAMILY = "inet"
-
-
-class KernelError(Exception):
-    """A tc or nft operation failed; the message is the reason shown to the user and
-    ``op`` the reconciler op that failed (None outside a reconcile)."""
-
-    def __init__(self, message: str, op: Op | None = None) -> None:
-        super().__init__(message)
-        self.op = op
 
 
 def leaf_limit(rate_bps: float, mtu: int, gso_max_size: int) -> int:
@@ -93,101 +89,6 @@ def sport_key(port: int) -> str:
 
 
 # --------------------------------------------------------------------------- nft child process
-
-
-class _NftProtocol(protocol.ProcessProtocol):
-    def __init__(self, stdin: bytes) -> None:
-        self.stdin = stdin
-        self.out: list[bytes] = []
-        self.err: list[bytes] = []
-        self.done: defer.Deferred[tuple[int, bytes, bytes]] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.stdin:
-            self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def errReceived(self, data: bytes) -> None:
-        self.err.append(data)
-
-    def processEnded(self, reason: Any) -> None:
-        code = getattr(reason.value, "exitCode", None)
-        self.done.callback((code if code is not None else -1, b"".join(self.out), b"".join(self.err)))
-
-
-class Nft:
-    """Runs ``nft -j`` as a child process (optionally inside a network namespace)."""
-
-    def __init__(self, reactor: Any, netns: str | None = None, nft: str = "nft", ip: str = "ip") -> None:
-        self.reactor = reactor
-        self.prefix = [ip, "netns", "exec", netns, nft] if netns else [nft]
-
-    def _exe(self) -> str:
-        exe = self.prefix[0]
-        if os.path.isabs(exe):
-            return exe
-        for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(os.pathsep) + ["/usr/sbin",
-                                                                                              "/sbin"]:
-            cand = os.path.join(d, exe)
-            if os.access(cand, os.X_OK):
-                return cand
-        raise KernelError(f"{exe}: not found")
-
-    @defer.inlineCallbacks
-    def run(self, args: list[str], stdin: bytes = b"") -> Any:
-        """Run ``nft <args>``; returns parsed JSON stdout (or None); KernelError on failure."""
-        exe = self._exe()
-        proto = _NftProtocol(stdin)
-        argv = [exe] + self.prefix[1:] + args
-        self.reactor.spawnProcess(proto, exe, argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        code, out, err = yield proto.done
-        if code != 0:
-            msg = err.decode("utf-8", "replace").strip().splitlines()
-            raise KernelError("nft: " + (msg[0] if msg else f"exit {code}"))
-        text = out.decode("utf-8", "replace").strip()
-        return json.loads(text) if text else None
-
-    def batch(self, commands: list[dict[str, Any]], echo: bool = False) -> defer.Deferred[Any]:
-        """Apply a JSON command batch atomically (``nft -j [-e] -f -``)."""
-        doc = json.dumps({"nftables": commands}).encode()
-        return self.run(["-j", "-e", "-f", "-"] if echo else ["-j", "-f", "-"], doc)
-
-
-def _rule_expr(port: int, kind: str, packets: int | None) -> list[dict[str, Any]]:
-    expr: list[dict[str, Any]] = [
-        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": port}}]
-    if packets is not None:
-        # A bucket that never refills: matches exactly the first *packets* packets.
-        expr.append({"limit": {"rate": 1, "per": "week", "burst": packets, "burst_unit": "packets"}})
-    expr.append({"counter": None})
-    expr.append({"drop": None} if kind == "drop" else {"reject": {"type": "tcp reset"}})
-    return expr
-
-
-def _rule(port: int, kind: str, packets: int | None = None, handle: int | None = None) -> dict[str, Any]:
-    rule: dict[str, Any] = {"family": FAMILY, "table": TABLE, "chain": CHAIN}
-    if handle is not None:
-        rule["handle"] = handle
-    else:
-        rule["comment"] = f"streamlab port={port} kind={kind}"
-        rule["expr"] = _rule_expr(port, kind, packets)
-    return {"rule": rule}
-
-
-def _rule_counters(doc: Any) -> dict[int, int]:
-    """handle -> packets of every counted rule in a ``nft -j list`` answer."""
-    out: dict[int, int] = {}
-    for item in (doc or {}).get("nftables", []):
-        rule = item.get("rule")
-        if not rule:
-            continue
-        for e in rule.get("expr", []):
-            if isinstance(e, dict) and isinstance(e.get("counter"), dict):
-                out[int(rule["handle"])] = int(e["counter"].get("packets", 0))
-    return out
 
 
 # --------------------------------------------------------------------------- the backend
@@ -510,10 +411,10 @@ class KernelBackend:
         reasons = []
         try:
             for kind in ("drop", "reject"):
-                rule = _rule(0, kind)
-                rule["rule"]["table"] = PROBE_TABLE
+                scratch_rule = rule(0, kind)
+                scratch_rule["rule"]["table"] = PROBE_TABLE
                 try:
-                    yield self.nft.batch([{"add": rule}], echo=True)
+                    yield self.nft.batch([{"add": scratch_rule}], echo=True)
                     if kind == "drop":
                         drop = True
                     else:
@@ -523,7 +424,7 @@ class KernelBackend:
             if drop or reject:
                 try:
                     doc = yield self.nft.run(["-j", "list", "chain", FAMILY, PROBE_TABLE, CHAIN])
-                    counters = len(_rule_counters(doc)) == int(drop) + int(reject)
+                    counters = len(rule_counters(doc)) == int(drop) + int(reject)
                 except (KernelError, ValueError) as exc:
                     reasons.append(f"counters not readable: {exc}")
         finally:
@@ -553,7 +454,15 @@ class KernelBackend:
             pending.addCallbacks(done, failed)
             self._proving[interface] = pending
         result: defer.Deferred[TcProof] = defer.Deferred()
-        pending.addBoth(lambda r: (result.callback(r), r)[1])
+
+        def relay(outcome: TcProof | Failure) -> TcProof | Failure:
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+            return outcome
+
+        pending.addBoth(relay)
         return result
 
     def refuse(self, interface: str, reason: str) -> None:
@@ -632,8 +541,8 @@ class KernelBackend:
             raise KernelError("nftables is not available")
         if op.action == "add_rule":
             kind = op.state.rule_kind or "drop"
-            doc = yield self.nft.batch([{"add": _rule(op.port, kind, op.state.rule_packets)}], echo=True)
-            self.handles[op.port] = _echo_handle(doc)
+            doc = yield self.nft.batch([{"add": rule(op.port, kind, op.state.rule_packets)}], echo=True)
+            self.handles[op.port] = echo_handle(doc)
         else:
             handle = self.handles.get(op.port)
             if handle is None:
@@ -641,13 +550,13 @@ class KernelBackend:
             counts = yield self._counters_by_handle()
             base = self.drop_base if op.state.rule_kind == "drop" else self.reject_base
             base[op.port] = base.get(op.port, 0) + counts.get(handle, 0)
-            yield self.nft.batch([{"delete": _rule(op.port, "drop", handle=handle)}])
+            yield self.nft.batch([{"delete": rule(op.port, "drop", handle=handle)}])
             del self.handles[op.port]
 
     @defer.inlineCallbacks
     def _counters_by_handle(self) -> Any:
         doc = yield self.nft.run(["-j", "list", "chain", FAMILY, TABLE, CHAIN])
-        return _rule_counters(doc)
+        return rule_counters(doc)
 
     @defer.inlineCallbacks
     def counters(self) -> Any:
@@ -686,11 +595,3 @@ class KernelBackend:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _echo_handle(doc: Any) -> int:
-    for item in (doc or {}).get("nftables", []):
-        rule = (item.get("add") or {}).get("rule")
-        if rule and "handle" in rule:
-            return int(rule["handle"])
-    raise KernelError("nft did not report the rule handle")

@@ -16,6 +16,13 @@ on that port, the read delay, the loss stalls and the transport fault in force.
 * DROP: reading and writing stop on every connection, new connections are accepted but
   hang; clearing resumes them where they were;
 * REJECT: every connection is reset (SO_LINGER 0 + abort), new ones are reset at accept.
+
+Why this module is longer than ~450 lines: it has one reason to change, how userspace
+shaping acts on a port's connections.  :class:`PortShaper` and :class:`ShapedProtocol`
+are one mechanism (the port's bucket schedules its connections' queued writes through
+``want``/``send_some``, and its fault holds or resets each connection), and their
+invariants (water marks and producer pauses, held input, reset before queued data) would
+otherwise cross a module boundary.  The bucket itself is :mod:`streamlab.shaping.bucket`.
 """
 
 from __future__ import annotations
@@ -25,10 +32,16 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -224,6 +237,7 @@ class ShapedProtocol(ProtocolWrapper):
 
     def __init__(self, factory: WrappingFactory, wrapped: Any, shaper: PortShaper) -> None:
         super().__init__(factory, wrapped)
+        self._wrapping = factory
         self.shaper = shaper
         self.clock = shaper.clock
         self._out: deque[bytes] = deque()
@@ -248,12 +262,17 @@ class ShapedProtocol(ProtocolWrapper):
         self._inner_connected = False
         self._net_producer: _NetProducer | None = None
 
+    @property
+    def _net(self) -> Any:
+        """The real (TCP or TLS) transport under this wrapper."""
+        return self.transport
+
     # -- connection lifecycle
 
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
-        self.factory.registerProtocol(self)
+        self._wrapping.registerProtocol(self)
         sh = self.shaper
         sh.connections_total += 1
         if sh.fault == "reject":
@@ -267,15 +286,15 @@ class ShapedProtocol(ProtocolWrapper):
             sh._refuse("drop")
             self.hold()
         self._inner_connected = True
-        self.wrappedProtocol.makeConnection(self)
+        self.wrappedProtocol.makeConnection(cast(ITransport, self))  # provides it (directlyProvides)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self.shaper.conns.discard(self)
         for call in (self._in_timer, self._stall_timer):
             if call is not None and call.active():
                 call.cancel()
-        self.factory.unregisterProtocol(self)
+        self._wrapping.unregisterProtocol(self)
         try:
             if self._inner_connected:
                 # the wrapped protocol still sees the queue it lost (``buffered``): the
@@ -294,11 +313,11 @@ class ShapedProtocol(ProtocolWrapper):
         self._out.clear()
         self._out_bytes = 0
         try:
-            handle = self.transport.getHandle()
+            handle = self._net.getHandle()
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except (AttributeError, OSError):
             pass
-        self.transport.abortConnection()
+        self._net.abortConnection()
 
     def hold(self) -> None:
         """DROP: stop reading (and the port stops writing)."""
@@ -342,14 +361,14 @@ class ShapedProtocol(ProtocolWrapper):
         empty = not self._read_pause
         self._read_pause.add(reason)
         if empty and not self._lost:
-            self.transport.pauseProducing()
+            self._net.pauseProducing()
 
     def _resume_reading(self, reason: str) -> None:
         if reason not in self._read_pause:
             return
         self._read_pause.discard(reason)
         if not self._read_pause and not self._lost:
-            self.transport.resumeProducing()
+            self._net.resumeProducing()
 
     # ITransport-as-producer, as seen by the wrapped protocol: pause/resume *reading*.
     def pauseProducing(self) -> None:
@@ -359,7 +378,7 @@ class ShapedProtocol(ProtocolWrapper):
         self._resume_reading("inner")
 
     def stopProducing(self) -> None:
-        self.transport.stopProducing()
+        self._net.stopProducing()
 
     # -- output
 
@@ -369,7 +388,7 @@ class ShapedProtocol(ProtocolWrapper):
         sh = self.shaper
         if sh.passthrough and not self._out and not self._net_paused:
             sh.bytes_out += len(data)
-            self.transport.write(data)
+            self._net.write(data)
             return
         self._out.append(bytes(data))
         self._out_bytes += len(data)
@@ -404,13 +423,13 @@ class ShapedProtocol(ProtocolWrapper):
         """
         if self._net_producer is not None:
             self._net_producer = None
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
+            self._net.unregisterProducer()
+        self._net.loseConnection()
 
     def abortConnection(self) -> None:
         self._out.clear()
         self._out_bytes = 0
-        self.transport.abortConnection()
+        self._net.abortConnection()
 
     def sendable(self, now: float) -> bool:
         """True when this connection has bytes the port may send now."""
@@ -445,7 +464,7 @@ class ShapedProtocol(ProtocolWrapper):
         if self._block_pos >= BLOCK:
             self._block_pos = 0
             self._block_rolled = False
-        self.transport.write(b"".join(parts))
+        self._net.write(b"".join(parts))
         if self._out_bytes < self.shaper.low_water:
             self._resume_inner("buffer")
         if not self._out and self._closing and not self._lost:

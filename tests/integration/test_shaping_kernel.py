@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 
 from streamlab.shaping.kernel import KernelBackend, classid
-from streamlab.shaping.model import KernelPort
+from streamlab.shaping.reconcile import KernelPort
 from streamlab.testing.netns import network_namespace, run
 
 pytestmark = pytest.mark.kernel
@@ -258,7 +258,7 @@ async def test_service_routes_features_and_cleans_up(netns, servers, backend, tm
         assert caps["features"]["delay"] == ("kernel" if netem else "userspace")
         a, b = servers
         for port in (a, b):
-            svc.wrap_factory(port, None)
+            svc.open_port(port)
             await svc.peer_seen(port, IPv4Address("TCP", "127.0.0.1", 40000))
             assert svc.ports[port].placement.carrier("rate").interface == "lo"
         await svc.configure(a, {"nftables_bandwidth_mbps": 4, "nftables_delay_ms": 30,
