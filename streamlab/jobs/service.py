@@ -35,11 +35,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
+from streamlab.ffmpeg import FFmpegChild, FFmpegError
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import SourceFacts, font_or_none, output_frame_rate, plan_encode, plan_loop
 from streamlab.jobs.logs import JobLogs
 from streamlab.jobs.options import EncodeOptions, av1_encoder, content_names, job_names
-from streamlab.jobs.process import FFmpegRun, ProcessFailed, kill_leftovers, leftover_pids, still_alive
+from streamlab.jobs.process import encode_child, kill_leftovers, leftover_pids, still_alive
 from streamlab.jobs.progress import JobProgress, ProgressBlock
 from streamlab.jobs.state import Job
 from streamlab.jobs.store import JobStore
@@ -75,7 +76,7 @@ class _Run:
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self.proc: FFmpegRun | None = None
+        self.proc: FFmpegChild | None = None
         self.packaging: Deferred[Any] | None = None
         self.cancel_reason: str | None = None  # "cancel" | "stop"
         self.finished: Deferred[None] = Deferred()
@@ -436,12 +437,13 @@ class JobService(Service):
                 tracker.step_started(i)
                 self._progress(run, tracker, step.stage, force=True)
                 self._log(job_id, f"{step.stage}: {_quote(step.argv)}")
-                proc = FFmpegRun(self.reactor, step.argv, kill_grace=self.kill_grace,
-                                 on_line=lambda line: self._log(job_id, line),
-                                 on_progress=lambda b, st_=step.stage: self._on_block(run, tracker, st_, b))
+                proc = encode_child(self.reactor, step.argv, kill_grace=self.kill_grace,
+                                    on_line=lambda line: self._log(job_id, line),
+                                    on_progress=lambda b, st_=step.stage: self._on_block(run, tracker,
+                                                                                         st_, b))
                 run.proc = proc
                 try:
-                    yield proc.start()
+                    yield proc.start().when_exited()
                 finally:
                     run.proc = None
                 run.check()
@@ -496,7 +498,7 @@ class JobService(Service):
             else:
                 message = _error_text(exc)
                 self._log(job_id, f"failed: {message}")
-                if not isinstance(exc, (ProcessFailed, StreamlabError, RuntimeError, ValueError, OSError)):
+                if not isinstance(exc, (FFmpegError, StreamlabError, RuntimeError, ValueError, OSError)):
                     log.failure("job {job_id} failed unexpectedly", job_id=job_id)
                 if not job_now.terminal:
                     yield self._save(st.transition(job_now, st.FAILED, now=self.reactor.seconds(),
