@@ -70,7 +70,7 @@ def parse_encoders(output: bytes | str) -> set[str]:
 
 
 class JobService(Service):
-    """The job queue (``svc.components["jobs"]``)."""
+    """The job queue (the daemon's ``jobs`` child service)."""
 
     name = "jobs"
 
