@@ -62,8 +62,6 @@ class ProcessReactor(Protocol):
     def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,  # noqa: N802
                   **kw: Any) -> IDelayedCall: ...
 
-    def seconds(self) -> float: ...
-
 
 def signal_group(pid: int, sig: int) -> None:
     """Send *sig* to the process group led by *pid* (or just *pid* if there is none yet:
