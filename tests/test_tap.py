@@ -26,10 +26,12 @@ def built(tmp_path):
     svc.sessions.registry.stop()
 
 
-def test_build_opens_no_socket_and_reads_nothing(built):
+def test_build_opens_no_socket_and_reads_nothing(built, tmp_path):
     svc, reactor = built
     assert reactor.readers == set() and reactor.writers == set()  # the ICMP pinger opened no raw socket
     assert reactor.tcpServers == [] and reactor.sslServers == [] and reactor.tcpClients == []
+    assert reactor.getDelayedCalls() == []  # no timer either: they start with their services
+    assert [list((tmp_path / d).iterdir()) for d in ("m", "s")] == [[], []]  # no database, no files yet
     assert not svc.running
 
 
