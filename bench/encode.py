@@ -23,9 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from streamlab import config as configmod  # noqa: E402
+from streamlab.ffmpeg import wrap_argv  # noqa: E402
 from streamlab.jobs.ladder import SourceFacts, font_or_none, plan_encode  # noqa: E402
 from streamlab.jobs.options import parse_encode_options  # noqa: E402
-from streamlab.jobs.process import wrap_argv  # noqa: E402
 from streamlab.jobs.seed import seed_argv  # noqa: E402
 from streamlab.jobs.service import parse_encoders  # noqa: E402
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from streamlab.media.index import load_item
-from streamlab.media.packager import rebuild_index
+from streamlab.media.indexer import rebuild_index
 
 
 def main() -> None:

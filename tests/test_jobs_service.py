@@ -83,10 +83,10 @@ def env(tmp_path):
     e.packager = FakePackager()
     e.library = Library()
 
-    def make(encoders=ENC, **kw):
+    def make(encoders=ENC, package=e.packager, **kw):
         svc = JobService(cfg, reactor, store, bus=bus, sources=e.sources, library=e.library,
                          encoders=encoders,
-                         package=e.packager, font="/fonts/mono.ttf",
+                         package=package, font="/fonts/mono.ttf",
                          thread_runner=lambda fn, *a: defer.maybeDeferred(fn, *a), **kw)
         svc.startService()
         return svc
@@ -234,6 +234,42 @@ def test_ffmpeg_failure_fails_the_job_and_queue_moves_on(env):
     job = svc.get(a)
     assert job["status"] == "failed" and "exit code 1" in job["error"] and "No such file" in job["error"]
     assert svc.get(b)["status"] == "encoding"
+
+
+def _finish_writing(reactor):
+    """A fake encode step that wrote its output file (the argv ends with it) and exited 0."""
+    proc = reactor.running[0]
+    os.makedirs(os.path.dirname(proc.args[-1]), exist_ok=True)
+    with open(proc.args[-1], "wb") as fh:
+        fh.write(b"encoded")
+    proc.exit(0)
+
+
+@pytest.mark.parametrize("how,error", [
+    ("exit", "ffmpeg failed (exit code 1): out of cheese"),
+    ("signal", "ffmpeg failed (killed by signal 9 SIGKILL): out of cheese"),
+])
+def test_encoder_and_packager_ffmpeg_failures_read_the_same(env, how, error):
+    """The same ffmpeg failure, once in an encode step and once in the (real) packager,
+    gives the job the same error text."""
+    from streamlab.media.packager import package
+
+    svc = env.make(package=package)
+    errors = []
+    for step in ("encode", "package"):
+        job_id = create(svc, output_name=f"{how}_{step}")[0]["job_id"]
+        if step == "package":
+            _finish_writing(env.reactor)  # audio
+            _finish_writing(env.reactor)  # 360p
+            assert "dash" in env.reactor.running[0].args and svc.get(job_id)["stage"] == "package"
+        proc = env.reactor.running[0]
+        proc.err(b"out of cheese\n")
+        proc.exit(1) if how == "exit" else proc.exit(sig=signal.SIGKILL)
+        job = svc.get(job_id)
+        assert job["status"] == "failed"
+        errors.append(job["error"])
+    assert errors == [error, error]
+    assert not [d for d in os.listdir(os.path.join(env.cfg.paths.media_dir, "dynamic_content"))]
 
 
 def test_missing_source_fails(env):

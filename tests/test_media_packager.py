@@ -5,24 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
+from streamlab.ffmpeg import FFmpegExitError, FFmpegKilled, wrap_argv
 from streamlab.media import mp4
 from streamlab.media.index import index_to_json, load_item, parse_index
-from streamlab.media.packager import (
-    FFmpegRun,
-    PackagingError,
-    RungInput,
-    ffmpeg_argv,
-    fragment_target,
-    package,
-    rebuild_index,
-    run_ffmpeg,
-)
+from streamlab.media.indexer import rebuild_index
+from streamlab.media.packager import PackagingError, RungInput, ffmpeg_argv, fragment_target, package
+from streamlab.testing.fakeprocess import FakeProcessReactor
 from streamlab.testing.fixtures import RungSpec, encode_argv
 
 
@@ -192,9 +187,9 @@ def test_package_failure_reports_ffmpeg_and_leaves_nothing(encoded, tmp_path) ->
     bad.write_bytes(b"this is not an mp4 file" * 100)
     out = str(tmp_path / "dc" / "broken")
     d, lines = _package(encoded, out, audio_path=str(bad))
-    with pytest.raises(PackagingError) as info:
+    with pytest.raises(FFmpegExitError) as info:
         yield d
-    assert "ffmpeg exited with status" in str(info.value)
+    assert str(info.value).startswith(f"ffmpeg failed (exit code {info.value.exit_code}): ")
     assert any("bad.mp4" in line for line in info.value.stderr_tail)
     assert lines  # the log saw ffmpeg's stderr too
     assert os.listdir(tmp_path / "dc") == []
@@ -212,33 +207,76 @@ def test_package_rejects_bad_options_before_running(encoded, tmp_path) -> None:
     assert not os.path.exists(out)
 
 
-@pytest_twisted.inlineCallbacks
-def test_cancelling_kills_the_ffmpeg_process_group() -> None:
-    from twisted.internet import reactor
+def _fake_package(tmp_path, **kw):
+    """package() on the fake process reactor (its thread pool runs at once): real input
+    and staging files, a recorded ffmpeg child."""
+    reactor = FakeProcessReactor()
+    tmp_path.mkdir(exist_ok=True)
+    for name in ("v.mp4", "a.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    lines: list[str] = []
+    d = package(reactor, ffmpeg="ffmpeg", out_dir=str(tmp_path / "dc" / "item"), name="item", source="s.mp4",
+                codec="h264", rungs=[RungInput("360p", str(tmp_path / "v.mp4"), "h264")],
+                audio_path=str(tmp_path / "a.mp4"), frame_rate=30.0, log=lines.append, **kw)
+    return reactor, d, lines
 
-    argv = ["ffmpeg", "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10:duration=60",
-            "-f", "null", "-"]
-    d = run_ffmpeg(reactor, argv, kill_grace=2.0)
-    waited = defer.Deferred()
-    reactor.callLater(0.3, waited.callback, None)
-    yield waited
-    assert not d.called
+
+def _result(d: defer.Deferred) -> list:
+    got: list = []
+    d.addBoth(got.append)
+    return got
+
+
+def test_the_packager_ffmpeg_is_niced_dies_with_the_daemon_and_has_its_own_group(tmp_path) -> None:
+    reactor, d, _ = _fake_package(tmp_path)
+    got = _result(d)
+    proc = reactor.running[0]
+    assert proc.args[:len(wrap_argv([]))] == wrap_argv([])  # setpriv --pdeathsig KILL, setsid -w, nice -n 10
+    assert "nice" in " ".join(proc.args[:len(wrap_argv([]))]) and proc.args[len(wrap_argv([]))] == "ffmpeg"
+    assert "-f" in proc.args and "dash" in proc.args and got == []
+
+
+def test_packager_ffmpeg_failures_read_like_the_encoders(tmp_path) -> None:
+    reactor, d, lines = _fake_package(tmp_path / "exit")
+    got = _result(d)
+    proc = reactor.running[0]
+    proc.err(b"a.mp4: Invalid data found when processing input\n")
+    proc.exit(1)
+    err = got[0].value
+    assert type(err) is FFmpegExitError
+    assert str(err) == "ffmpeg failed (exit code 1): a.mp4: Invalid data found when processing input"
+    assert lines[-1] == "a.mp4: Invalid data found when processing input"
+    assert os.listdir(tmp_path / "exit" / "dc") == []  # staging removed
+    reactor, d, _ = _fake_package(tmp_path / "killed")
+    got = _result(d)
+    reactor.running[0].exit(sig=signal.SIGKILL)
+    assert type(got[0].value) is FFmpegKilled
+    assert str(got[0].value) == "ffmpeg failed (killed by signal 9 SIGKILL)"
+
+
+def test_cancelling_terminates_the_packager_group_then_kills_it(tmp_path) -> None:
+    reactor, d, _ = _fake_package(tmp_path, kill_grace=3.0)
+    proc = reactor.running[0]
+    got = _result(d)
     d.cancel()
-    with pytest.raises(defer.CancelledError):
-        yield d
-    run = FFmpegRun(reactor, argv, kill_grace=2.0)
-    pid = run.pid
-    deadline = reactor.seconds() + 10
-    while os.getpgid(pid) != pid:  # its own process group, once setsid has run
-        assert reactor.seconds() < deadline
-        yield task.deferLater(reactor, 0.02, lambda: None)
-    run.kill()
-    code = yield run.ended
-    assert code != 0
-    with pytest.raises(PackagingError, match="status"):
-        yield run.result
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    assert got[0].check(defer.CancelledError)  # the caller is answered at once
+    assert reactor.group_signals == [(proc.pid, signal.SIGTERM)]
+    reactor.advance(3)
+    assert reactor.group_signals[-1] == (proc.pid, signal.SIGKILL)
+    proc.exit(sig=signal.SIGKILL)
+    assert os.listdir(tmp_path / "dc") == []  # staging removed behind it
+
+
+def test_packager_timeout_is_the_typed_timeout(tmp_path) -> None:
+    reactor, d, _ = _fake_package(tmp_path, timeout=120.0, kill_grace=3.0)
+    got = _result(d)
+    proc = reactor.running[0]
+    reactor.advance(120)
+    assert reactor.group_signals == [(proc.pid, signal.SIGTERM)]
+    reactor.advance(3)
+    assert reactor.group_signals[-1] == (proc.pid, signal.SIGKILL)
+    proc.exit(sig=signal.SIGKILL)
+    assert str(got[0].value) == "ffmpeg failed (timed out after 120 s)"
 
 
 def test_ffmpeg_argv_and_fragment_targets() -> None:
@@ -308,10 +346,8 @@ def test_cancelled_package_leaves_nothing_behind(encoded, tmp_path) -> None:
 
 
 def test_probe_frame_rate_reads_the_moov(encoded) -> None:
-    from streamlab.media.packager import probe_frame_rate
-
-    assert probe_frame_rate(encoded["90p"]) == 30.0
-    assert probe_frame_rate(encoded["audio"]) == 30.0  # no video track: the default
+    assert mp4.read_frame_rate(encoded["90p"]) == 30.0
+    assert mp4.read_frame_rate(encoded["audio"]) == 30.0  # no video track: the default
 
 
 # --------------------------------------------------------------------------- the loop seam (issue #11)

@@ -14,7 +14,7 @@ def test_debug_page_lists_sessions_ports_components_and_config(tmp_path):
                                 "session-ports": "44000-44009"})
     configmod.check_paths(cfg)
     svc = build(cfg, MemoryReactorClock())
-    registry = svc.components["sessions"].registry
+    registry = svc.sessions.registry
     registry.get_or_create("debug-player<script>")
     html = DebugPage(svc).page()
     assert "44000-44009" in html and "debug-player&lt;script&gt;" in html

@@ -22,8 +22,8 @@ from streamlab.api import errors
 from streamlab.api.jsonio import query, read_no_fields, respond
 from streamlab.errors import NotFound, Unprocessable
 from streamlab.media.index import ContentIndex, UnusableItem
+from streamlab.media.indexer import rebuild_index
 from streamlab.media.library import valid_name
-from streamlab.media.packager import rebuild_index
 
 STREAM_FILES = {
     "hls_ll": "master.m3u8", "hls_2s": "master_2s.m3u8", "hls_6s": "master_6s.m3u8",

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from streamlab.jobs.process import FFmpegRun
+from streamlab.ffmpeg import FFmpegChild
 
 DEMO_NAME = "streamlab_demo"
 DEMO_FILENAME = "streamlab_demo.mp4"
@@ -35,9 +35,9 @@ def seed_argv(ffmpeg: str, output: str, duration: float, font: str | None) -> li
 
 
 def synthesize(reactor: Any, *, ffmpeg: str, output: str, duration: float, font: str | None,
-               kill_grace: float = 5.0, log_line: Any = None) -> tuple[FFmpegRun, Deferred[None]]:
-    """Start the synthesis: the run (``terminate()`` stops it) and a Deferred firing None
-    when *output* is written (ProcessFailed otherwise)."""
-    run = FFmpegRun(reactor, seed_argv(ffmpeg, output, duration, font), kill_grace=kill_grace,
-                    on_line=log_line or (lambda line: None), on_progress=lambda block: None)
-    return run, run.start()
+               kill_grace: float = 5.0, log_line: Any = None) -> tuple[FFmpegChild, Deferred[None]]:
+    """Start the synthesis: the child (``terminate()`` stops it) and a Deferred firing None
+    when *output* is written (an :class:`streamlab.ffmpeg.FFmpegError` otherwise)."""
+    child = FFmpegChild(reactor, seed_argv(ffmpeg, output, duration, font), kill_grace=kill_grace,
+                        on_line=log_line)
+    return child, child.start().when_exited()

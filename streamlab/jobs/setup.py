@@ -60,7 +60,7 @@ def _initialize(media_dir: str, state_dir: str, now_iso: str) -> None:
 
 
 class SetupService(Service):
-    """``svc.components["setup"]``: first-run status, initialize and seed."""
+    """The daemon's ``setup`` child service: first-run status, initialize and seed."""
 
     name = "setup"
 

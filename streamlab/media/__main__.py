@@ -45,7 +45,7 @@ def _make_test_item(args: argparse.Namespace) -> int:
             outcome["index"] = index
 
         def failed(failure: Any) -> None:
-            outcome["error"] = failure.getErrorMessage()
+            outcome["error"] = _failure_text(failure)
 
         return d.addCallbacks(ok, failed)
 
@@ -56,6 +56,13 @@ def _make_test_item(args: argparse.Namespace) -> int:
     index = outcome["index"]
     print(os.path.join(args.media_dir, "dynamic_content", index.name))
     return 0
+
+
+def _failure_text(failure: Any) -> str:
+    """The error, and for a failed ffmpeg its last stderr lines."""
+    text = str(failure.getErrorMessage())
+    tail = getattr(failure.value, "stderr_tail", None)
+    return text + ("\nffmpeg said:\n  " + "\n  ".join(tail) if tail else "")
 
 
 def _react(main: Any) -> None:
@@ -88,7 +95,7 @@ def _package(args: argparse.Namespace) -> int:
                     part_duration=args.part_duration, gop_duration=args.gop_duration, ts=args.ts,
                     frame_rate=args.frame_rate)
         return d.addCallbacks(lambda index: outcome.update(index=index),
-                              lambda failure: outcome.update(error=failure.getErrorMessage()))
+                              lambda failure: outcome.update(error=_failure_text(failure)))
 
     _react(main)
     if "error" in outcome:
@@ -100,7 +107,7 @@ def _package(args: argparse.Namespace) -> int:
 
 def _rebuild(args: argparse.Namespace) -> int:
     from streamlab.media.index import UnusableItem
-    from streamlab.media.packager import rebuild_index
+    from streamlab.media.indexer import rebuild_index
 
     try:
         index = rebuild_index(args.item_dir)

@@ -19,14 +19,18 @@ from streamlab.web.tls import listener_service
 class SessionService(MultiService):
     """Owns :class:`SessionRegistry` and the bootstrap listener."""
 
-    def __init__(self, config: Any, reactor: Any, bus: Any, origin: Any = None, tls: Any = None) -> None:
+    def __init__(self, config: Any, reactor: Any, bus: Any, origin: Any = None, tls: Any = None,
+                 inflight: Any = None) -> None:
         """*tls*: the daemon's :class:`streamlab.web.tls.TLS` (None = plain HTTP) for the
-        bootstrap listener and every session port."""
+        bootstrap listener and every session port; *inflight*: the daemon's
+        :class:`streamlab.shutdown.InFlight` (session-port requests count in it)."""
         super().__init__()
         self.setName("sessions")
         self.config = config
-        self.registry = SessionRegistry(config, reactor, bus, origin, pinger=IcmpPinger(reactor),
+        self.pinger = IcmpPinger(reactor)  # its raw socket opens in startService
+        self.registry = SessionRegistry(config, reactor, bus, origin, pinger=self.pinger,
                                         listen=functools.partial(listen_session_port, tls=tls))
+        self.registry.inflight = inflight
         scheme = "https" if config.server.tls != "off" else "http"
         self.bootstrap = listener_service(reactor, config.server.bootstrap_listen,
                                           bootstrap_site(self.registry, config, reactor, scheme),
@@ -36,6 +40,7 @@ class SessionService(MultiService):
     def startService(self) -> None:  # noqa: N802 - twisted API
         self.registry.stopped = False
         self.registry.accepting = True
+        self.pinger.start()
         super().startService()
 
     def stop_accepting(self) -> defer.Deferred:

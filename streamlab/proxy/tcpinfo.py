@@ -160,7 +160,6 @@ class IcmpPinger:
 
     def __init__(self, reactor: Any, max_age: float = 3.0) -> None:
         import os
-        import socket as _socket
 
         self._reactor = reactor
         self._ident = os.getpid() & 0xFFFF
@@ -170,6 +169,14 @@ class IcmpPinger:
         self.max_age = max_age
         self.available = False
         self._sock: Any = None
+
+    def start(self) -> None:
+        """Open the raw socket and read replies on the reactor (where permitted; no-op
+        when already open).  Not in ``__init__``: building the daemon opens nothing."""
+        import socket as _socket
+
+        if self._sock is not None:
+            return
         try:
             sock = _socket.socket(_socket.AF_INET, _socket.SOCK_RAW, _socket.IPPROTO_ICMP)
             sock.setblocking(False)
@@ -177,7 +184,7 @@ class IcmpPinger:
             return
         self._sock = sock
         self.available = True
-        reactor.addReader(self)
+        self._reactor.addReader(self)
 
     # IReadDescriptor
     def fileno(self) -> int:

@@ -4,14 +4,15 @@
 implements ``spawnProcess``: every spawn is recorded as a :class:`FakeProcess` whose
 argv the test can inspect and whose stdout/stderr/exit the test feeds to the real
 ProcessProtocol.  Group signals sent through :meth:`FakeProcessReactor.killpg` are
-recorded (``FFmpegRun`` uses it instead of ``os.killpg`` when the reactor has it).
+recorded: :class:`streamlab.ffmpeg.FFmpegChild` sends group signals there instead of
+``os.killpg`` when the reactor has it (the kill seam of both the encoder and the packager).
 """
 
 from __future__ import annotations
 
 import itertools
 import signal as signalmod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import error
@@ -39,8 +40,8 @@ class FakeProcess:
     def closeStdin(self) -> None:
         self.stdin_closed = True
 
-    def signalProcess(self, sig: Any) -> None:
-        self.signals.append(getattr(signalmod, f"SIG{sig}", sig) if isinstance(sig, str) else sig)
+    def signalProcess(self, sig: str | int) -> None:
+        self.signals.append(int(getattr(signalmod, f"SIG{sig}")) if isinstance(sig, str) else sig)
 
     def loseConnection(self) -> None:
         self.closeStdin()
@@ -73,14 +74,31 @@ class FakeProcess:
         self.proto.processEnded(reason)
 
 
+class SyncThreadPool:
+    """A "thread pool" that runs each call at once, on the calling thread: blocking
+    helpers (``deferToThreadPool``) finish before the call returns, so a test steps
+    through thread work and process events in a fixed order."""
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], None],  # noqa: N802, N803
+                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        try:
+            result = func(*args, **kw)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+
 class FakeProcessReactor(Clock):
-    """Clock + recorded ``spawnProcess`` + recorded group signals."""
+    """Clock + recorded ``spawnProcess`` + recorded group signals + a synchronous thread
+    pool (``getThreadPool``/``callFromThread``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.processes: list[FakeProcess] = []
         self.group_signals: list[tuple[int, int]] = []
         self._pids = itertools.count(4000)
+        self._pool = SyncThreadPool()
 
     def spawnProcess(self, processProtocol: Any, executable: str, args: Sequence[str] = (),  # noqa: N803
                      env: Mapping[str, str] | None = None, path: str | None = None,
@@ -90,6 +108,14 @@ class FakeProcessReactor(Clock):
         self.processes.append(proc)
         processProtocol.makeConnection(proc)
         return proc
+
+    def getThreadPool(self) -> SyncThreadPool:  # noqa: N802 - twisted API
+        """The synchronous pool (see :class:`SyncThreadPool`)."""
+        return self._pool
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:  # noqa: N802
+        """Run *f* now: the "thread" was this one."""
+        f(*args, **kw)
 
     def killpg(self, pid: int, sig: int) -> None:
         """Record a signal to the group led by *pid*."""

@@ -36,7 +36,8 @@ from typing import Any
 from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
 
-from streamlab.media.packager import FFmpegRun, RungInput, package
+from streamlab.ffmpeg import FFmpegChild
+from streamlab.media.packager import RungInput, package
 from streamlab.media.seam import audio_filter
 
 DEFAULT_NAME = "testclip"
@@ -142,7 +143,7 @@ def make_test_item(reactor: Any, media_dir: str, *, name: str = DEFAULT_NAME,
     try:
         argv = encode_argv(ffmpeg=ffmpeg, work_dir=work, duration=duration, rungs=specs,
                            gop_duration=gop_duration, font=find_font())
-        yield FFmpegRun(reactor, argv, log).result
+        yield FFmpegChild(reactor, argv, on_line=log).start().when_exited()
         out_dir = os.path.join(media_dir, "dynamic_content", name)
         index = yield package(
             reactor, ffmpeg=ffmpeg, out_dir=out_dir, name=name, source=f"{name}.synthetic", codec="h264",

@@ -26,7 +26,7 @@ def _pre(value: Any) -> str:
 
 
 class DebugPage(Resource):
-    """The ``/debug`` resource; *svc* is the StreamlabService (components, bus, config)."""
+    """The ``/debug`` resource; *svc* is the StreamlabService (its subsystems, bus, config)."""
 
     isLeaf = True
 
@@ -46,7 +46,7 @@ class DebugPage(Resource):
                  "<style>body{font:13px monospace;margin:1em}table{border-collapse:collapse}"
                  "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}h2{margin-top:1.5em}</style>",
                  "</head><body><h1>streamlab internals</h1>"]
-        sessions = svc.components.get("sessions")
+        sessions = svc.sessions
         registry = getattr(sessions, "registry", None)
         parts.append("<h2>Sessions</h2>")
         if registry is not None:
@@ -67,11 +67,11 @@ class DebugPage(Resource):
         else:
             parts.append("<p><em>sessions subsystem not wired</em></p>")
         for name in ("origin", "jobs", "shaping"):
-            comp = svc.components.get(name)
+            comp = getattr(svc, name)
             parts.append(f"<h2>{html.escape(name)}</h2>")
             parts.append(_pre(_describe(comp)))
         parts.append("<h2>Components</h2>")
-        parts.append(_pre(sorted(svc.components)))
+        parts.append(_pre(sorted(svc.namedServices)))
         parts.append("<h2>Event bus</h2>")
         bus = svc.bus
         topics = sorted(getattr(bus, "_subs", {}))
