@@ -212,8 +212,8 @@ class Metrics:
         if jobs is not None:
             from streamlab.jobs import state as st
 
-            for status in st.STATUSES:
-                states[status] = 0
+            for name in st.STATUSES:
+                states[name] = 0
             for job in jobs.list():
                 states[job["status"]] += 1
                 start = _parse_iso(job.get("started_at"))

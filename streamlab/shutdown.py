@@ -112,8 +112,7 @@ class GracefulStop(Service):
         subsystems, so a held request (e.g. an LL-HLS blocking reload) still gets its
         answer from a live origin."""
         stopped = defer.gatherResults([_settled(stop) for stop in stoppers])
-        stopped.addCallback(lambda _: self._wait())
-        return stopped
+        return stopped.addCallback(lambda _: self._wait())
 
     def _wait(self) -> defer.Deferred[None]:
         deadline = self.reactor.seconds() + self.grace

@@ -161,7 +161,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     shaping.attach(sessions.registry, svc.bus)
     svc.api.mount("nftables", ShapingApi(shaping, sessions.registry).app.resource())
     svc.root.mount("debug", DebugPage(svc))
-    svc.root.mount("dashboard", dashboard_resource())
+    svc.root.mount("dashboard", dashboard_resource(reactor))
     metrics.attach_sessions(sessions.registry)
     metrics.shaping = shaping
     metrics.attach_jobs(lambda: svc.components.get("jobs"))

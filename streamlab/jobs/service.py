@@ -33,8 +33,10 @@ from twisted.application.service import Service
 from twisted.internet import defer, task, threads, utils
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
+from streamlab.interfaces import IJobQueue
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import SourceFacts, font_or_none, output_frame_rate, plan_encode, plan_loop
 from streamlab.jobs.logs import JobLogs
@@ -96,6 +98,7 @@ class _Run:
             raise _Cancelled(self.cancel_reason)
 
 
+@implementer(IJobQueue)
 class JobService(Service):
     """The job queue (``svc.components["jobs"]``)."""
 

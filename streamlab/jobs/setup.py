@@ -17,6 +17,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from streamlab.deferreds import when_fired
 from streamlab.errors import Unavailable
 from streamlab.fsutil import atomic_write
 from streamlab.jobs import state as st
@@ -108,9 +109,7 @@ class SetupService(Service):
             self._synth.terminate()
         if seeding is None:
             return None
-        d: defer.Deferred[Any] = defer.Deferred()
-        seeding.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
+        return when_fired(seeding, None)
 
     @defer.inlineCallbacks
     def _first_start(self) -> Any:
@@ -190,9 +189,7 @@ class SetupService(Service):
     def seed(self) -> defer.Deferred[Any]:
         """Synthesise + index + queue the demo encode (concurrent calls share one run)."""
         if self._seeding is not None:
-            d: defer.Deferred[Any] = defer.Deferred()
-            self._seeding.addBoth(lambda r: (d.callback({"status": "exists"}), r)[1])
-            return d
+            return when_fired(self._seeding, {"status": "exists"})
         self._seeding = self._seed()
 
         def done(result: Any) -> Any:

@@ -25,8 +25,11 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from streamlab.deferreds import when_fired
 from streamlab.errors import NotFound
+from streamlab.interfaces import IContentLibrary
 from streamlab.media import decode_times
 from streamlab.media.decode_times import DecodeTimes
 from streamlab.media.index import ContentIndex, UnusableItem, load_item
@@ -43,6 +46,7 @@ def valid_name(name: str) -> bool:
     return bool(NAME_RE.match(name)) and len(name) <= 200
 
 
+@implementer(IContentLibrary)
 class ContentLibrary(Service):
     """The content items the origin can serve (an IService; see the module docstring)."""
 
@@ -106,9 +110,7 @@ class ContentLibrary(Service):
     @staticmethod
     def _after(d: Deferred[None]) -> Deferred[None]:
         """A new Deferred firing None when *d* fires (callers never touch *d*'s chain)."""
-        waiter: Deferred[None] = Deferred()
-        d.addBoth(lambda r: (waiter.callback(None), r)[1])
-        return waiter
+        return when_fired(d, None)
 
     # -- IService ---------------------------------------------------------------
 
@@ -155,8 +157,7 @@ class ContentLibrary(Service):
 
         d.addCallback(compare)
         d.addErrback(lambda f: log.failure("content library check failed", f))
-        d.addCallback(lambda _: None)
-        return d
+        return d.addCallback(lambda _: None)
 
     def _start(self, names: set[str] | None) -> Deferred[None]:
         """Run one scan (*names* None = everything) in a thread, then apply it."""

@@ -25,10 +25,10 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from streamlab.api.errors import write_error
 from streamlab.errors import NotFound
 from streamlab.proxy import faults, sockets
 from streamlab.web.channel import GuardedHTTPChannel
+from streamlab.web.errors import write_error
 from streamlab.web.site import method_not_allowed
 
 log = Logger()

@@ -233,6 +233,8 @@ def rewrite_mpd(text: str, controls: Mapping[str, Any]) -> str:
         return text                          # AVERAGE-BANDWIDTH has no DASH meaning
     doc = xml.dom.minidom.parseString(text.encode("utf-8"))
     root = doc.documentElement
+    if root is None:
+        return text
     allow = list(controls.get("content_allowed_variants") or [])
     if allow:
         for aset in _elements(root, "AdaptationSet"):

@@ -98,7 +98,8 @@ def parse_probe(data: bytes | str | dict[str, Any]) -> ProbeResult:
     if not isinstance(parsed, dict):
         raise Unprocessable("not a media file", detail="ffprobe output is not an object")
     streams = [s for s in parsed.get("streams") or [] if isinstance(s, dict)]
-    fmt = parsed.get("format") if isinstance(parsed.get("format"), dict) else {}
+    raw_format = parsed.get("format")
+    fmt: dict[str, Any] = raw_format if isinstance(raw_format, dict) else {}
     format_name = str(fmt.get("format_name") or "")
 
     def is_video(s: dict[str, Any]) -> bool:
@@ -159,7 +160,7 @@ class _ProbeProtocol(protocol.ProcessProtocol):
         code: int | None = None
         if reason.check(error.ProcessDone):
             code = 0
-        elif reason.check(error.ProcessTerminated):
+        elif isinstance(reason.value, error.ProcessTerminated):
             code = reason.value.exitCode
         if not self.done.called:
             self.done.callback((code, b"".join(self._out), b"".join(self._err)))

@@ -17,8 +17,11 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from streamlab.deferreds import when_fired
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
+from streamlab.interfaces import ISourceStore
 from streamlab.sources import files
 from streamlab.sources.probe import ProbeResult, probe
 from streamlab.sources.store import SourceStore
@@ -38,9 +41,7 @@ def jobs_ready(jobs: Any) -> Deferred[None]:
     """Fires once the job service has loaded its jobs (its ``ready`` Deferred, if any)."""
     ready = getattr(jobs, "ready", None)
     if isinstance(ready, Deferred) and not ready.called:
-        d: Deferred[None] = Deferred()
-        ready.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
+        return when_fired(ready, None)
     return defer.succeed(None)
 
 
@@ -53,6 +54,7 @@ def valid_id(value: str) -> bool:
     return len(value) == 36
 
 
+@implementer(ISourceStore)
 class SourceService(Service):
     """The source library.  ``jobs`` is a getter for the JobService (or None)."""
 

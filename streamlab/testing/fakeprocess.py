@@ -39,8 +39,8 @@ class FakeProcess:
     def closeStdin(self) -> None:
         self.stdin_closed = True
 
-    def signalProcess(self, sig: Any) -> None:
-        self.signals.append(getattr(signalmod, f"SIG{sig}", sig) if isinstance(sig, str) else sig)
+    def signalProcess(self, sig: str | int) -> None:
+        self.signals.append(int(getattr(signalmod, f"SIG{sig}")) if isinstance(sig, str) else sig)
 
     def loseConnection(self) -> None:
         self.closeStdin()

@@ -10,12 +10,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from streamlab.errors import Conflict, NotFound, Unprocessable
 from streamlab.fsutil import atomic_write
@@ -227,7 +228,9 @@ class UpstreamService(Service):
 
     def serve(self, request: IRequest, up: Upstream, segs: list[str]) -> Any:
         """Answer ``/go-live/{name}/{segs...}`` from the upstream (origin dispatch)."""
-        return UpstreamFetch(up, request, "/".join(segs), self.reactor, self.timeout, MANIFEST_LIMIT).start()
+        # The Site hands every resource a server.Request (the relay needs its producer API).
+        relayed = cast(Request, request)
+        return UpstreamFetch(up, relayed, "/".join(segs), self.reactor, self.timeout, MANIFEST_LIMIT).start()
 
 
 class _Discard:
