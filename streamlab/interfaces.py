@@ -29,7 +29,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorProcess,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+)
 from zope.interface import Interface
 
 if TYPE_CHECKING:
@@ -54,10 +60,10 @@ JsonList = list[Json]
 LogLines = list[str]
 
 
-class IDaemonReactor(IReactorCore, IReactorTime, IReactorThreads, IReactorProcess):
+class IDaemonReactor(IReactorCore, IReactorTime, IReactorThreads, IReactorProcess, IReactorTCP):
     """What a service may ask of the daemon's reactor: ``seconds``/``callLater``, the
     thread pool (``deferToThreadPool(reactor, reactor.getThreadPool(), ...)``),
-    ``spawnProcess`` and system event triggers.  The reactor ``twistd`` runs provides
+    ``spawnProcess``, TCP listeners and system event triggers.  The reactor ``twistd`` runs provides
     all of them; it is handed down from ``tap.makeService``, never imported."""
 
 

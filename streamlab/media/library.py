@@ -23,13 +23,14 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from streamlab.deferreds import when_fired
 from streamlab.errors import NotFound
-from streamlab.interfaces import IContentLibrary
+from streamlab.interfaces import IContentLibrary, IDaemonReactor
 from streamlab.media import decode_times
 from streamlab.media.decode_times import DecodeTimes
 from streamlab.media.index import ContentIndex, UnusableItem, load_item
@@ -52,8 +53,8 @@ class ContentLibrary(Service):
 
     name = "library"
 
-    def __init__(self, media_dir: str, reactor: Any, *, poll_interval: float = 2.0,
-                 clock: Any = None) -> None:
+    def __init__(self, media_dir: str, reactor: IDaemonReactor, *, poll_interval: float = 2.0,
+                 clock: IReactorTime | None = None) -> None:
         self.media_dir = os.path.abspath(media_dir)
         self.content_dir = os.path.join(self.media_dir, "dynamic_content")
         self._reactor = reactor

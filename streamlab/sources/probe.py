@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamlab.errors import Unavailable, Unprocessable
+from streamlab.interfaces import IDaemonReactor
 
 log = Logger()
 
@@ -166,7 +167,7 @@ class _ProbeProtocol(protocol.ProcessProtocol):
             self.done.callback((code, b"".join(self._out), b"".join(self._err)))
 
 
-def probe(reactor: Any, ffprobe: str, path: str, timeout: float = 30) -> Deferred[ProbeResult]:
+def probe(reactor: IDaemonReactor, ffprobe: str, path: str, timeout: float = 30) -> Deferred[ProbeResult]:
     """Probe *path* with ffprobe as a child process; :class:`ProbeResult` or Unprocessable.
 
     The child is killed after *timeout* seconds (then 422 "probe timed out").  A missing

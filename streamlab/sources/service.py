@@ -19,9 +19,10 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from streamlab.config import Config
 from streamlab.deferreds import when_fired
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
-from streamlab.interfaces import ISourceStore
+from streamlab.interfaces import IDaemonReactor, IJobQueue, ISourceStore
 from streamlab.sources import files
 from streamlab.sources.probe import ProbeResult, probe
 from streamlab.sources.store import SourceStore
@@ -37,7 +38,7 @@ def iso_utc(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def jobs_ready(jobs: Any) -> Deferred[None]:
+def jobs_ready(jobs: IJobQueue) -> Deferred[None]:
     """Fires once the job service has loaded its jobs (its ``ready`` Deferred, if any)."""
     ready = getattr(jobs, "ready", None)
     if isinstance(ready, Deferred) and not ready.called:
@@ -60,8 +61,9 @@ class SourceService(Service):
 
     name = "sources"
 
-    def __init__(self, config: Any, db: Database, reactor: Any,
-                 jobs: Callable[[], Any] | None = None, probe_timeout: float = PROBE_TIMEOUT) -> None:
+    def __init__(self, config: Config, db: Database, reactor: IDaemonReactor,
+                 jobs: Callable[[], IJobQueue | None] | None = None,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.config = config
         self.db = db
         self.reactor = reactor

@@ -28,6 +28,7 @@ from twisted.internet import defer, task, threads
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
+from streamlab.config import Config
 from streamlab.errors import (
     Conflict,
     Invalid,
@@ -37,8 +38,9 @@ from streamlab.errors import (
     Unavailable,
     Unprocessable,
 )
+from streamlab.interfaces import IDaemonReactor, IJobQueue, ISourceStore
 from streamlab.sources import files
-from streamlab.sources.service import SourceService, jobs_ready, valid_id
+from streamlab.sources.service import jobs_ready, valid_id
 from streamlab.storage.db import Database
 from streamlab.uploads import core, forms
 
@@ -164,8 +166,8 @@ class UploadService(Service):
 
     name = "uploads"
 
-    def __init__(self, config: Any, db: Database, sources: SourceService, reactor: Any,
-                 jobs: Callable[[], Any] | None = None, sweep_interval: float | None = None,
+    def __init__(self, config: Config, db: Database, sources: ISourceStore, reactor: IDaemonReactor,
+                 jobs: Callable[[], IJobQueue | None] | None = None, sweep_interval: float | None = None,
                  thread_runner: Callable[..., Deferred[Any]] | None = None) -> None:
         self.config = config
         self.db = db

@@ -16,7 +16,7 @@ from typing import Any, cast
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from twisted.internet import defer, ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
@@ -62,7 +62,7 @@ class NoVerifyPolicy:
 class UpstreamClient:
     """Requests to one upstream: pooled keep-alive connections and its extra headers."""
 
-    def __init__(self, reactor: Any, headers: Mapping[str, str], verify_tls: bool, *,
+    def __init__(self, reactor: IReactorTime, headers: Mapping[str, str], verify_tls: bool, *,
                  per_host: int = 8, connect_timeout: float = 10.0) -> None:
         self.reactor = reactor
         self.headers = dict(headers)

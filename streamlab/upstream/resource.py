@@ -37,7 +37,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from streamlab.errors import NotFound
+from streamlab.errors import NotFound, Unavailable
 from streamlab.upstream import paths, rewrite
 from streamlab.upstream.client import TooBig, collect, final_url
 
@@ -171,6 +171,8 @@ class UpstreamFetch:
             value = self.request.getHeader(name)
             if value is not None and not (self.kind and name != b"range"):
                 extra[name] = value
+        if up.client is None:  # set when the upstream is registered or loaded
+            raise Unavailable("upstream not ready", detail=up.name)
         self.pending = up.client.request(self.request.method, url, extra)
         if self.kind == "hls" and b"_HLS_msn=" in (self.request.uri or b""):
             self.timeout += BLOCKING_ALLOWANCE
