@@ -98,7 +98,7 @@ class SourceService(Service):
 
     def path_of(self, source: dict[str, Any]) -> str:
         """Absolute path of a source's file (always inside media_dir)."""
-        path = os.path.abspath(os.path.join(self.media_dir, source["file_path"]))
+        path = os.path.abspath(os.path.join(self.media_dir, str(source["file_path"])))
         if not path.startswith(self.media_dir + os.sep):
             raise Invalid("bad source path", detail=source["file_path"])
         return path

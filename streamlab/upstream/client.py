@@ -73,9 +73,10 @@ class UpstreamClient:
         agent = Agent(reactor, contextFactory=policy, pool=self.pool, connectTimeout=connect_timeout)
         self.http = HTTPClient(agent)
 
-    def request(self, method: bytes, url: str, extra: Mapping[bytes, bytes] | None = None) -> defer.Deferred:
-        """Start a request; fires with the response once its headers arrived (redirects
-        are followed, the body is not read)."""
+    def request(self, method: bytes, url: str,
+                extra: Mapping[bytes, bytes] | None = None) -> defer.Deferred[Any]:
+        """Start a request; fires with the response (treq's wrapper of an IResponse) once its
+        headers arrived (redirects are followed, the body is not read)."""
         hdrs = Headers({b"user-agent": [USER_AGENT], b"accept-encoding": [b"identity"]})
         for k, v in (extra or {}).items():
             hdrs.setRawHeaders(k.lower(), [v])
@@ -84,9 +85,10 @@ class UpstreamClient:
         return self.http.request(method.decode("ascii"), url, headers=hdrs, unbuffered=True,
                                  allow_redirects=True)
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Drop the idle connections."""
-        return self.pool.closeCachedConnections()
+        closed: defer.Deferred[None] = self.pool.closeCachedConnections()
+        return closed
 
 
 class _Collector(Protocol):

@@ -173,7 +173,7 @@ class UpstreamService(Service):
         return UpstreamClient(self.reactor, headers, verify_tls, per_host=self.per_host,
                               connect_timeout=self.timeout)
 
-    def _save(self) -> defer.Deferred:
+    def _save(self) -> defer.Deferred[None]:
         data = json.dumps([u.record() for u in self.items()], indent=1).encode()
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          atomic_write, self.path, data, 0o600)

@@ -232,19 +232,24 @@ class AuthGate(Resource):
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:  # noqa: N802
         if not protected(path, request.method):
-            return self.inner.getChildWithDefault(path, request)
+            return self._inner_child(path, request)
         creds = credentials(request)
         if creds is None:
             return _Denied()
         known = self.users.known(*creds)
         if known is True:
-            return self.inner.getChildWithDefault(path, request)
+            return self._inner_child(path, request)
         if known is False:
             return _Denied()
         return _Pending(self, path, *creds)
 
+    def _inner_child(self, path: bytes, request: IRequest) -> IResource:
+        child: IResource = self.inner.getChildWithDefault(path, request)
+        return child
+
     def render(self, request: IRequest) -> bytes | int:
-        return self.inner.render(request)
+        body: bytes | int = self.inner.render(request)
+        return body
 
 
 def _loopback_only(description: str) -> bool:

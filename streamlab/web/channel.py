@@ -183,7 +183,7 @@ class GuardedHTTPChannel(HTTPChannel):
                 self._answer(400, "Content-Length must be a number of at most "
                                   f"{MAX_CONTENT_LENGTH_DIGITS} digits")
                 return False
-        return super().headerReceived(line)
+        return bool(super().headerReceived(line))
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - twisted API
         self._answer(400, "malformed request")

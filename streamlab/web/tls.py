@@ -114,10 +114,11 @@ def cert_sans(cert_pem: bytes) -> set[str]:
 def _not_valid_after(cert: Any) -> datetime.datetime:
     """The certificate's expiry as an aware UTC datetime (cryptography 38, Debian 12's,
     only has the naive ``not_valid_after``; 42+ adds ``not_valid_after_utc``)."""
-    aware = getattr(cert, "not_valid_after_utc", None)
+    aware: datetime.datetime | None = getattr(cert, "not_valid_after_utc", None)
     if aware is not None:
         return aware
-    return cert.not_valid_after.replace(tzinfo=datetime.UTC)
+    naive: datetime.datetime = cert.not_valid_after
+    return naive.replace(tzinfo=datetime.UTC)
 
 
 def _needs_new(cert_path: str, key_path: str, sans: Sequence[str], now: datetime.datetime) -> str | None:
