@@ -37,6 +37,8 @@ from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from streamlab.formats import number_text
+
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                                       2.5, 5.0, 10.0)
@@ -80,19 +82,12 @@ class Histogram:
         out, acc = [], 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
             acc += n
-            out.append(f'{name}_bucket{{{labels}{sep}le="{_num(bound)}"}} {acc}')
+            out.append(f'{name}_bucket{{{labels}{sep}le="{number_text(bound)}"}} {acc}')
         out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
         lab = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{lab} {_num(self.sum)}")
+        out.append(f"{name}_sum{lab} {number_text(self.sum)}")
         out.append(f"{name}_count{lab} {self.count}")
         return out
-
-
-def _num(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
 
 
 def _esc(value: Any) -> str:
@@ -171,7 +166,7 @@ class Metrics:
         family("streamlab_up", "gauge", "1 while the daemon serves")
         lines.append("streamlab_up 1")
         family("streamlab_uptime_seconds", "gauge", "seconds since the daemon started")
-        lines.append(f"streamlab_uptime_seconds {_num(round(now - self.started, 3))}")
+        lines.append(f"streamlab_uptime_seconds {number_text(round(now - self.started, 3))}")
 
         sessions = list(self._registry.all()) if self._registry is not None else []
         family("streamlab_sessions", "gauge", "live player sessions")
@@ -228,7 +223,7 @@ class Metrics:
         for state, n in sorted(states.items()):
             lines.append(f'streamlab_jobs{{state="{state}"}} {n}')
         family("streamlab_encode_seconds_total", "counter", "wall-clock seconds spent encoding (known jobs)")
-        lines.append(f"streamlab_encode_seconds_total {_num(round(encode_seconds, 3))}")
+        lines.append(f"streamlab_encode_seconds_total {number_text(round(encode_seconds, 3))}")
 
         family("streamlab_render_latency_seconds", "histogram",
                "manifest request arrival to first response byte (main listener and session ports)")

@@ -18,6 +18,7 @@ from twisted.web.iweb import IRequest
 from streamlab.api import errors
 from streamlab.api.jsonio import read_object, respond
 from streamlab.errors import Invalid
+from streamlab.formats import json_number as _num
 from streamlab.shaping import model
 from streamlab.shaping.service import ShapingService
 
@@ -201,7 +202,3 @@ def pattern_request(body: dict[str, Any]) -> tuple[str | None, tuple[model.Step,
         raise Invalid("invalid", detail="steps must be a list of steps; [] stops the pattern",
                       fields={"steps": "must be a list ([] stops the pattern)"})
     return None, model.parse_steps(body["steps"], "steps")
-
-
-def _num(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value

@@ -42,6 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamlab.formats import number_text
 from streamlab.fsutil import atomic_write, fsync_dir
 from streamlab.media import mp4, seam
 from streamlab.media.index import (
@@ -145,7 +146,7 @@ def ffmpeg_argv(*, ffmpeg: str, stage_dir: str, rungs: Sequence[RungInput], audi
 
 
 def _num(value: float) -> str:
-    return f"{value:.6f}".rstrip("0").rstrip(".")
+    return number_text(value, 6)
 
 
 def setsid_wrapper() -> list[str]:

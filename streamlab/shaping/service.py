@@ -21,7 +21,6 @@ object) and ``session.changed`` / ``session.removed`` subscriptions on the event
 
 from __future__ import annotations
 
-import datetime
 import sys
 from collections import deque
 from collections.abc import Mapping
@@ -35,6 +34,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from streamlab.errors import Invalid, NotFound
+from streamlab.formats import iso_ms_or_none as _iso
+from streamlab.formats import json_number as _num
 from streamlab.proxy.sockets import pending_user_bytes, socket_of
 from streamlab.proxy.tcpinfo import read_tcp_info
 from streamlab.shaping.goodput import CapWatch
@@ -63,13 +64,6 @@ METER_WINDOW = 6.0
 COUNTER_POLL = 1.0
 TEMPLATE_KEYS = ("nftables_pattern_template_mode", "nftables_pattern_margin_pct",
                  "nftables_pattern_step_seconds")
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 class RateMeter:
@@ -911,10 +905,6 @@ class ShapingService(Service):
                 entry["kernel_rate_mbps"] = full["kernel_rate_mbps"]
             out[str(port)] = entry
         return {"backend": self.caps.backend, "features": self.caps.as_dict()["features"], "ports": out}
-
-
-def _num(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def _platform() -> str:

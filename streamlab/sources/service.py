@@ -7,7 +7,6 @@ complete, probed and moved into originals/ atomically.
 
 from __future__ import annotations
 
-import datetime
 import os
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from zope.interface import implementer
 from streamlab.config import Config
 from streamlab.deferreds import when_fired
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
+from streamlab.formats import iso_s
 from streamlab.interfaces import IDaemonReactor, IJobQueue, ISourceStore
 from streamlab.sources import files
 from streamlab.sources.probe import ProbeResult, probe
@@ -31,11 +31,6 @@ from streamlab.storage.db import Database
 log = Logger()
 
 PROBE_TIMEOUT = 30.0
-
-
-def iso_utc(seconds: float) -> str:
-    """``2026-11-26T03:00:00Z`` for epoch *seconds*."""
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def jobs_ready(jobs: IJobQueue) -> Deferred[None]:
@@ -143,7 +138,7 @@ class SourceService(Service):
             "original_filename": original_filename or filename,
             "file_path": f"{files.ORIGINALS}/{filename}",
             "file_size": size,
-            "uploaded_at": iso_utc(self.reactor.seconds()),
+            "uploaded_at": iso_s(self.reactor.seconds()),
             "status": "ready" if error is None else "invalid",
             "error": error,
         }
