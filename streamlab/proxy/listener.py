@@ -26,23 +26,13 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from streamlab.errors import NotFound
+from streamlab.mediatypes import url_content_type as _guess_type
 from streamlab.proxy import faults, sockets
 from streamlab.web.channel import GuardedHTTPChannel
 from streamlab.web.errors import write_error
 from streamlab.web.site import method_not_allowed
 
 log = Logger()
-
-_CONTENT_TYPES = {
-    ".m3u8": b"application/vnd.apple.mpegurl",
-    ".mpd": b"application/dash+xml",
-    ".m4s": b"video/mp4",
-    ".mp4": b"video/mp4",
-    ".m4a": b"audio/mp4",
-    ".ts": b"video/mp2t",
-    ".cmfv": b"video/mp4",
-    ".cmfa": b"audio/mp4",
-}
 
 _STATUS_MESSAGES = {
     "timeout": "gateway timeout", "connection_refused": "service unavailable",
@@ -54,13 +44,6 @@ def _idle_step(idle: float) -> float:
     """How often the idle timeout looks at the socket: 1/40 of it (so it fires within
     2.5 %), at most every 0.25 s, at least every 20 ms."""
     return min(0.25, max(0.02, idle / 40.0))
-
-
-def _guess_type(path: str) -> bytes:
-    for ext, ctype in _CONTENT_TYPES.items():
-        if path.endswith(ext):
-            return ctype
-    return b"application/octet-stream"
 
 
 class _NotFoundLeaf(Resource):

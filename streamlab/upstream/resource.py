@@ -37,6 +37,7 @@ from twisted.web.iweb import IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from streamlab import mediatypes
 from streamlab.errors import NotFound, Unavailable
 from streamlab.upstream import paths, rewrite
 from streamlab.upstream.client import TooBig, collect, final_url
@@ -53,8 +54,8 @@ MANIFEST_CACHE = b"no-cache, no-store, must-revalidate"
 BLOCKING_ALLOWANCE = 30.0
 """Seconds added to the timeout of an LL-HLS blocking reload (``_HLS_msn``), which the
 upstream legitimately holds for up to three target durations."""
-HLS_TYPE = b"application/vnd.apple.mpegurl"
-DASH_TYPE = b"application/dash+xml"
+HLS_TYPE = mediatypes.HLS.encode()
+DASH_TYPE = mediatypes.DASH.encode()
 
 
 def manifest_kind(rest: str, dash: bool) -> str | None:
