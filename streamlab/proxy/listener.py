@@ -12,7 +12,6 @@ and a counter update to Twisted's own path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -33,11 +32,6 @@ from streamlab.web.errors import write_error
 from streamlab.web.site import method_not_allowed
 
 log = Logger()
-
-_STATUS_MESSAGES = {
-    "timeout": "gateway timeout", "connection_refused": "service unavailable",
-    "dns_failure": "bad gateway", "rate_limiting": "too many requests",
-}
 
 
 def _idle_step(idle: float) -> float:
@@ -284,8 +278,7 @@ class SessionRequest(server.Request):
     def _respond_status(self, status: int, fault_type: str, body: bytes | None = None,
                         retry_after: int | None = None) -> None:
         if body is None:
-            body = json.dumps({"error": _STATUS_MESSAGES.get(fault_type, "injected fault"),
-                               "fault_type": fault_type, "status": status, "injected": True}).encode()
+            body = faults.fault_body(status, fault_type)
         self.setResponseCode(status)
         self.setHeader(b"content-type", b"application/json")
         self.setHeader(b"access-control-allow-origin", b"*")
