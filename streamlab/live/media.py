@@ -211,10 +211,3 @@ class FileRangeProducer(FilePushProducer):
                     self._end(True)
         finally:
             self._writing = False
-
-
-def read_span(path: str, offset: int, length: int) -> bytes:
-    """*length* bytes of *path* from *offset* (small spans only: one LL part)."""
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read(length)

@@ -26,11 +26,6 @@ from typing import Any
 
 from streamlab.proxy.classify import _clean, playlist_variant
 
-REWRITE_FIELDS: tuple[str, ...] = (
-    "content_strip_codecs", "content_strip_average_bandwidth", "content_overstate_bandwidth",
-    "content_allowed_variants", "content_live_offset",
-)
-
 _ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
 
 
