@@ -18,7 +18,7 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ``dns_ms``                always 0 (name resolution happens on the client)
 ``connect_ms``            accept -> request parsed, for the request that opened the
                           connection (0 on a reused connection)
-``tls_ms``                TLS handshake (accept -> handshake done), 0 without TLS / reuse
+``tls_ms``                always 0 for now (spec field; the handshake is inside connect_ms)
 ``ttfb_ms``               request parsed -> first response byte written (0 if none)
 ``transfer_ms``           first -> last response byte written
 ``total_ms``              ttfb + transfer; without any byte written, parsed -> end
