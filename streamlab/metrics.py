@@ -30,7 +30,7 @@ import bisect
 import datetime
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import server
@@ -38,6 +38,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from streamlab.formats import number_text
+from streamlab.interfaces import IJobQueue
+from streamlab.shutdown import InFlight
+
+if TYPE_CHECKING:  # the services metrics reads; imported for their types only
+    from streamlab.proxy.registry import SessionRegistry
+    from streamlab.shaping.service import ShapingService
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -106,7 +112,7 @@ def _parse_iso(text: str | None) -> float | None:
 class Metrics:
     """Daemon-wide counters plus read-only views of the components (see module docstring)."""
 
-    def __init__(self, clock: IReactorTime, inflight: Any = None) -> None:
+    def __init__(self, clock: IReactorTime, inflight: InFlight | None = None) -> None:
         self.clock = clock
         self.started = clock.seconds()
         self.inflight = inflight
@@ -117,20 +123,20 @@ class Metrics:
         # totals of sessions that are gone
         self._retired_faults: Counter[str] = Counter()
         self._retired_bytes = 0
-        self._registry: Any = None
-        self._jobs: Callable[[], Any] = lambda: None
+        self._registry: SessionRegistry | None = None
+        self._jobs: Callable[[], IJobQueue | None] = lambda: None
         #: the shaping service (cap-exceeded warnings), set by the daemon wiring
-        self.shaping: Any = None
+        self.shaping: ShapingService | None = None
 
     # ------------------------------------------------------------------ hooks
 
-    def attach_sessions(self, registry: Any) -> None:
+    def attach_sessions(self, registry: SessionRegistry) -> None:
         """Observe session-port requests and fold removed sessions into the totals."""
         self._registry = registry
         registry.request_observers.append(self._session_request)
         registry.removal_hooks.append(self._session_removed)
 
-    def attach_jobs(self, jobs: Callable[[], Any]) -> None:
+    def attach_jobs(self, jobs: Callable[[], IJobQueue | None]) -> None:
         """*jobs* returns the job service (or None)."""
         self._jobs = jobs
 
@@ -261,7 +267,7 @@ def _long_lived(request: server.Request) -> bool:
 
 
 def counting_request_factory(base: type[server.Request], metrics: Metrics | None,
-                             inflight: Any = None) -> type[server.Request]:
+                             inflight: InFlight | None = None) -> type[server.Request]:
     """A subclass of *base* (the site's request class) that reports each answered request
     to *metrics* and tracks it in *inflight* (for the graceful stop; event streams and
     WebSocket upgrades are not waited for)."""
@@ -289,7 +295,7 @@ def counting_request_factory(base: type[server.Request], metrics: Metrics | None
             super().write(data)
 
         def _sl_done(self, _: Any) -> None:
-            if self._sl_tracked:
+            if self._sl_tracked and inflight is not None:
                 inflight.end()
             if metrics is not None:
                 first, started = self._sl_first, self._sl_started
