@@ -31,6 +31,7 @@ from streamlab.mediatypes import content_type  # noqa: F401 - re-exported for th
 
 CHUNK = 128 * 1024
 
+
 def _segment_ok(seg: str) -> bool:
     return bool(seg) and seg not in (".", "..") and not any(c in seg for c in "/\\\x00")
 
