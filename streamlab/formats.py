@@ -21,10 +21,12 @@ _last_second: tuple[int, str] = (-1, "")
 
 def _second_text(second: int) -> str:
     global _last_second
-    if _last_second[0] != second:
-        stamp = datetime.datetime.fromtimestamp(second, datetime.UTC)
-        _last_second = (second, stamp.strftime("%Y-%m-%dT%H:%M:%S"))
-    return _last_second[1]
+    cached = _last_second  # one read: a log line formatted in a thread may replace it
+    if cached[0] == second:
+        return cached[1]
+    text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    _last_second = (second, text)
+    return text
 
 
 def iso_of_ms(ms: int) -> str:
