@@ -35,13 +35,6 @@ class Invalid(StreamlabError):
     error = "invalid"
 
 
-class Unauthorized(StreamlabError):
-    """Missing or wrong credentials (401)."""
-
-    status = 401
-    error = "unauthorized"
-
-
 class NotFound(StreamlabError):
     """Unknown thing (404)."""
 

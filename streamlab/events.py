@@ -12,10 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from streamlab.interfaces import IEventBus
 
 Handler = Callable[[Any], None]
 
 
+@implementer(IEventBus)
 class EventBus:
     """Topic-based publish/subscribe.  Topics are plain strings, e.g. ``"sessions"``."""
 

@@ -13,7 +13,6 @@ Keys: ``time`` (UTC, ms), ``level``, ``namespace``, ``message`` (the formatted t
 
 from __future__ import annotations
 
-import datetime
 import json as _json
 import sys
 from typing import IO, Any
@@ -21,16 +20,17 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
 
+from streamlab.formats import iso_ms
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def event_record(event: dict[str, Any]) -> dict[str, Any]:
     """The JSON-ready dict of one twisted.logger event."""
     ts = event.get("log_time")
-    when = datetime.datetime.fromtimestamp(ts if ts is not None else 0, tz=datetime.UTC)
     level = event.get("log_level")
     record: dict[str, Any] = {
-        "time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        "time": iso_ms(ts if ts is not None else 0),
         "level": getattr(level, "name", "info"),
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),

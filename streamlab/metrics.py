@@ -30,12 +30,20 @@ import bisect
 import datetime
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+
+from streamlab.formats import number_text
+from streamlab.interfaces import IJobQueue
+from streamlab.shutdown import InFlight
+
+if TYPE_CHECKING:  # the services metrics reads; imported for their types only
+    from streamlab.proxy.registry import SessionRegistry
+    from streamlab.shaping.service import ShapingService
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -80,19 +88,12 @@ class Histogram:
         out, acc = [], 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
             acc += n
-            out.append(f'{name}_bucket{{{labels}{sep}le="{_num(bound)}"}} {acc}')
+            out.append(f'{name}_bucket{{{labels}{sep}le="{number_text(bound)}"}} {acc}')
         out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
         lab = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{lab} {_num(self.sum)}")
+        out.append(f"{name}_sum{lab} {number_text(self.sum)}")
         out.append(f"{name}_count{lab} {self.count}")
         return out
-
-
-def _num(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
 
 
 def _esc(value: Any) -> str:
@@ -111,7 +112,7 @@ def _parse_iso(text: str | None) -> float | None:
 class Metrics:
     """Daemon-wide counters plus read-only views of the components (see module docstring)."""
 
-    def __init__(self, clock: IReactorTime, inflight: Any = None) -> None:
+    def __init__(self, clock: IReactorTime, inflight: InFlight | None = None) -> None:
         self.clock = clock
         self.started = clock.seconds()
         self.inflight = inflight
@@ -122,20 +123,20 @@ class Metrics:
         # totals of sessions that are gone
         self._retired_faults: Counter[str] = Counter()
         self._retired_bytes = 0
-        self._registry: Any = None
-        self._jobs: Callable[[], Any] = lambda: None
+        self._registry: SessionRegistry | None = None
+        self._jobs: Callable[[], IJobQueue | None] = lambda: None
         #: the shaping service (cap-exceeded warnings), set by the daemon wiring
-        self.shaping: Any = None
+        self.shaping: ShapingService | None = None
 
     # ------------------------------------------------------------------ hooks
 
-    def attach_sessions(self, registry: Any) -> None:
+    def attach_sessions(self, registry: SessionRegistry) -> None:
         """Observe session-port requests and fold removed sessions into the totals."""
         self._registry = registry
         registry.request_observers.append(self._session_request)
         registry.removal_hooks.append(self._session_removed)
 
-    def attach_jobs(self, jobs: Callable[[], Any]) -> None:
+    def attach_jobs(self, jobs: Callable[[], IJobQueue | None]) -> None:
         """*jobs* returns the job service (or None)."""
         self._jobs = jobs
 
@@ -171,7 +172,7 @@ class Metrics:
         family("streamlab_up", "gauge", "1 while the daemon serves")
         lines.append("streamlab_up 1")
         family("streamlab_uptime_seconds", "gauge", "seconds since the daemon started")
-        lines.append(f"streamlab_uptime_seconds {_num(round(now - self.started, 3))}")
+        lines.append(f"streamlab_uptime_seconds {number_text(round(now - self.started, 3))}")
 
         sessions = list(self._registry.all()) if self._registry is not None else []
         family("streamlab_sessions", "gauge", "live player sessions")
@@ -212,8 +213,8 @@ class Metrics:
         if jobs is not None:
             from streamlab.jobs import state as st
 
-            for status in st.STATUSES:
-                states[status] = 0
+            for name in st.STATUSES:
+                states[name] = 0
             for job in jobs.list():
                 states[job["status"]] += 1
                 start = _parse_iso(job.get("started_at"))
@@ -228,7 +229,7 @@ class Metrics:
         for state, n in sorted(states.items()):
             lines.append(f'streamlab_jobs{{state="{state}"}} {n}')
         family("streamlab_encode_seconds_total", "counter", "wall-clock seconds spent encoding (known jobs)")
-        lines.append(f"streamlab_encode_seconds_total {_num(round(encode_seconds, 3))}")
+        lines.append(f"streamlab_encode_seconds_total {number_text(round(encode_seconds, 3))}")
 
         family("streamlab_render_latency_seconds", "histogram",
                "manifest request arrival to first response byte (main listener and session ports)")
@@ -266,7 +267,7 @@ def _long_lived(request: server.Request) -> bool:
 
 
 def counting_request_factory(base: type[server.Request], metrics: Metrics | None,
-                             inflight: Any = None) -> type[server.Request]:
+                             inflight: InFlight | None = None) -> type[server.Request]:
     """A subclass of *base* (the site's request class) that reports each answered request
     to *metrics* and tracks it in *inflight* (for the graceful stop; event streams and
     WebSocket upgrades are not waited for)."""
@@ -294,7 +295,7 @@ def counting_request_factory(base: type[server.Request], metrics: Metrics | None
             super().write(data)
 
         def _sl_done(self, _: Any) -> None:
-            if self._sl_tracked:
+            if self._sl_tracked and inflight is not None:
                 inflight.end()
             if metrics is not None:
                 first, started = self._sl_first, self._sl_started

@@ -64,7 +64,7 @@ class InFlight:
 FLUSH_POLL = 0.02  # seconds between two looks at the write buffers while stopping
 
 
-def _pending_writes(reactor: Any) -> bool:
+def _pending_writes(reactor: IReactorTime) -> bool:
     """Whether any TCP connection still has bytes to write (the reactor watches a
     connection for writability exactly while its buffer is not empty)."""
     get_writers = getattr(reactor, "getWriters", None)
@@ -97,7 +97,7 @@ class GracefulStop(Service):
         self.reactor = reactor
         self.inflight = inflight
         self.grace = float(grace)
-        self._trigger: Any = None
+        self._trigger: object = None  # the system event trigger's id
 
     def startService(self) -> None:  # noqa: N802 - twisted API
         super().startService()
@@ -112,8 +112,7 @@ class GracefulStop(Service):
         subsystems, so a held request (e.g. an LL-HLS blocking reload) still gets its
         answer from a live origin."""
         stopped = defer.gatherResults([_settled(stop) for stop in stoppers])
-        stopped.addCallback(lambda _: self._wait())
-        return stopped
+        return stopped.addCallback(lambda _: self._wait())
 
     def _wait(self) -> defer.Deferred[None]:
         deadline = self.reactor.seconds() + self.grace

@@ -205,7 +205,7 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     sessions.registry.shaping = shaping.attach(sessions.registry)
     svc.api.mount("nftables", ShapingApi(shaping).app.resource())
     svc.root.mount("debug", DebugPage(svc))
-    svc.root.mount("dashboard", dashboard_resource())
+    svc.root.mount("dashboard", dashboard_resource(reactor))
     metrics.attach_sessions(sessions.registry)
     metrics.shaping = shaping
     metrics.attach_jobs(lambda: job_service)

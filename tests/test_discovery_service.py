@@ -177,3 +177,20 @@ def test_request_timeout_counts_as_failure(tmp_path):
     (call,) = clock.getDelayedCalls()
     assert call.getTime() - clock.seconds() == pytest.approx(5, abs=0.2)
     svc.stopService()
+
+
+def test_default_client_connects_through_the_injected_reactor(tmp_path):
+    """Without a test client the announce is a real HTTP request made on the reactor the
+    service was given (no global reactor, no process-wide connection pool)."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    cfg = configmod.load(None, {"rendezvous-url": "http://127.0.0.1:39999", "announce-url": "http://lab:1",
+                                "state-dir": str(tmp_path / "state"), "media-dir": str(tmp_path / "media")})
+    reactor = MemoryReactorClock()
+    svc = DiscoveryService(cfg, reactor)
+    svc.startService()
+    try:
+        reactor.advance(0)
+        assert [(host, port) for host, port, *_ in reactor.tcpClients] == [("127.0.0.1", 39999)]
+    finally:
+        svc.stopService()

@@ -107,3 +107,53 @@ def test_warning_without_auth_beyond_loopback(tmp_path):
         assert not [e for e in events if e.get("log_level") == LogLevel.warn]
     finally:
         globalLogPublisher.removeObserver(events.append)
+
+
+class _SyncPool:
+    """A thread pool that runs the work at once (the bcrypt check stays real)."""
+
+    def callInThreadWithCallback(self, on_result, fn, *a, **kw):  # noqa: N802
+        try:
+            result = fn(*a, **kw)
+        except Exception as exc:  # noqa: BLE001
+            on_result(False, exc)
+        else:
+            on_result(True, result)
+
+
+class _Reactor(Clock):
+    """Time and a thread pool: what Htpasswd asks of the daemon's reactor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = _SyncPool()
+        self.pool_used = 0
+
+    def getThreadPool(self):  # noqa: N802
+        self.pool_used += 1
+        return self.pool
+
+    def callFromThread(self, fn, *a, **kw):  # noqa: N802
+        fn(*a, **kw)
+
+
+def test_bcrypt_check_runs_on_the_injected_reactors_pool(tmp_path):
+    """A bcrypt login is checked on the thread pool of the reactor the gate was given
+    (not the global reactor's), then remembered: the second request needs no check."""
+    path = tmp_path / "htpasswd"
+    path.write_text("ann:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    reactor = _Reactor()
+    client = StubTreq(auth.AuthGate(_tree(), auth.Htpasswd(str(path), reactor)))
+
+    def post(pw):
+        token = base64.b64encode(f"ann:{pw}".encode()).decode()
+        d = client.request("POST", "http://x/api/sessions", headers={"Authorization": "Basic " + token})
+        client.flush()
+        return d.result.code
+
+    assert post("pw") == 200
+    assert reactor.pool_used == 1
+    assert post("pw") == 200
+    assert reactor.pool_used == 1  # remembered
+    assert post("nope") == 401
+    assert reactor.pool_used == 2

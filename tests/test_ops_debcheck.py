@@ -74,3 +74,12 @@ def test_the_real_test_venv_passes():
     result = subprocess.run([sys.executable, str(CHECK), sys.prefix], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_one_systemd_unit_file():
+    """debian/ installs the unit through a symlink to systemd/streamlab.service: one file
+    to edit, no second copy to drift."""
+    link = ROOT / "debian" / "streamlab.service"
+    assert link.is_symlink()
+    assert link.resolve() == (ROOT / "systemd" / "streamlab.service").resolve()
+    assert not (ROOT / "systemd" / "streamlab.service").is_symlink()

@@ -258,3 +258,14 @@ def test_default_engine_never_faults():
     eng = FaultEngine()
     for kind, path in (("segment", SEG.format(1)), ("manifest", PLAYLIST), ("master_manifest", MASTER)):
         assert eng.decide(kind, path, 0) is None
+
+
+def test_one_json_body_for_every_injected_error():
+    """A transfer timeout (504 "timeout") answers the same body as the status fault of
+    the same name; the reason is the HTTP reason phrase."""
+    import json
+
+    body = json.loads(faults.fault_body(504, "timeout"))
+    assert body == {"error": "gateway timeout", "fault_type": "timeout", "status": 504, "injected": True}
+    assert json.loads(faults.fault_body(503, "connection_refused"))["error"] == "service unavailable"
+    assert json.loads(faults.fault_body(429, "rate_limiting"))["error"] == "too many requests"

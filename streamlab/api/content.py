@@ -16,14 +16,17 @@ from typing import Any
 from klein import Klein
 from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorThreads
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
 from streamlab.api.jsonio import query, read_no_fields, respond
 from streamlab.errors import NotFound, Unprocessable
+from streamlab.interfaces import IContentLibrary
 from streamlab.media.index import ContentIndex, UnusableItem
 from streamlab.media.indexer import rebuild_index
 from streamlab.media.library import valid_name
+from streamlab.upstream.service import UpstreamService
 
 STREAM_FILES = {
     "hls_ll": "master.m3u8", "hls_2s": "master_2s.m3u8", "hls_6s": "master_6s.m3u8",
@@ -94,11 +97,11 @@ class ContentApi:
 
     app = Klein()
 
-    def __init__(self, library: Any, reactor: Any, advertised_host: str = "") -> None:
+    def __init__(self, library: IContentLibrary, reactor: IReactorThreads, advertised_host: str = "") -> None:
         self.library = library
         self.reactor = reactor
         self.advertised_host = advertised_host
-        self.upstreams: Any = None  # UpstreamService: its items are listed too, "upstream": true
+        self.upstreams: UpstreamService | None = None  # its items are listed too, "upstream": true
 
     @app.route("/content", methods=["GET"])
     def list_content(self, request: IRequest) -> bytes:

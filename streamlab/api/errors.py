@@ -1,13 +1,12 @@
-"""The one error mapper: domain exceptions -> JSON error responses.
+"""Klein's side of the one error mapper (``streamlab.web.errors``).
 
-Klein apps call :func:`install` once in their class body; plain twisted.web resources
-call :func:`write_error`.  Unexpected exceptions become a logged 500 whose body names
-no internals.
+Klein apps call :func:`install` once in their class body.  ``write_error``,
+``error_body`` and ``allowed_methods`` are re-exported from ``streamlab.web.errors``
+for older imports; new code imports them from there.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from klein import Klein
@@ -17,61 +16,30 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from streamlab.errors import StreamlabError
+from streamlab.web.errors import DEFAULT_ALLOW, allowed_methods, error_body, write_error
+
+__all__ = ["DEFAULT_ALLOW", "allowed_methods", "error_body", "install", "write_error"]
 
 log = Logger()
 
 
-def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    """Status and JSON body for *exc*."""
-    if isinstance(exc, StreamlabError):
-        return exc.status, exc.body()
-    if isinstance(exc, HTTPException) and exc.code is not None:
-        # Klein's router: unknown route (404) or wrong method (405).
-        return exc.code, {"error": (exc.name or "error").lower()}
-    return 500, {"error": "internal error"}
-
-
-DEFAULT_ALLOW = "GET, HEAD, OPTIONS"
-
-
-def allowed_methods(exc: BaseException) -> str:
-    """The ``Allow`` header of a 405 for *exc*: its ``allow`` (domain errors), Werkzeug's
-    ``valid_methods`` (Klein's router) or the read-only default."""
-    allow = getattr(exc, "extra", {}).get("allow") if isinstance(exc, StreamlabError) else None
-    if not allow:
-        valid = getattr(exc, "valid_methods", None)
-        if valid:
-            names = {m.upper() for m in valid} | {"OPTIONS"}
-            allow = ", ".join(sorted(names))
-    return str(allow or DEFAULT_ALLOW)
-
-
-def write_error(request: IRequest, exc: BaseException) -> bytes:
-    """Set status and headers on *request* for *exc*; return the body bytes (a 405
-    always names the allowed methods in ``Allow``)."""
-    status, body = error_body(exc)
-    if status == 405:
-        request.setHeader(b"allow", allowed_methods(exc).encode("ascii"))
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
-    if status == 429 and "retry_after" in body:
-        request.setHeader(b"retry-after", str(body["retry_after"]).encode())
-    return json.dumps(body).encode()
-
-
 def install(app: Klein) -> None:
-    """Register the mapper on a (class-level) Klein app."""
+    """Register the mapper on a (class-level) Klein app: Klein calls each handler with the
+    app's instance, the request and the failure."""
 
     @app.handle_errors(StreamlabError)
-    def _domain(*args: Any) -> bytes:
-        request, failure = args[-2], args[-1]
-        return write_error(request, failure.value)
+    def _domain(self: Any, request: IRequest, failure: Failure) -> bytes:
+        return write_error(request, _exception(failure))
 
     @app.handle_errors(Exception)
-    def _unexpected(*args: Any) -> bytes:
-        request, failure = args[-2], args[-1]
-        assert isinstance(failure, Failure)
-        if not isinstance(failure.value, HTTPException):
+    def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
+        exc = _exception(failure)
+        if not isinstance(exc, HTTPException):
             log.failure("unhandled error serving {uri}", failure, uri=request.uri)
-        return write_error(request, failure.value)
+        return write_error(request, exc)
+
+
+def _exception(failure: Failure) -> BaseException:
+    """The exception a failure carries (Failure.value is never None once constructed)."""
+    value = failure.value
+    return value if value is not None else RuntimeError(failure.getErrorMessage())

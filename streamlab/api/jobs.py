@@ -11,6 +11,8 @@ from twisted.web.iweb import IRequest
 from streamlab.api import errors
 from streamlab.api.jsonio import query, read_no_fields, respond
 from streamlab.errors import NotFound
+from streamlab.interfaces import IEventBus, IJobQueue
+from streamlab.push.jobs_sse import JobsFeed
 from streamlab.push.jobs_ws import job_stream_resource
 from streamlab.push.sse import SSEResource
 
@@ -20,10 +22,10 @@ class JobsApi:
 
     app = Klein()
 
-    def __init__(self, jobs: Any, bus: Any, feed: Any = None) -> None:
+    def __init__(self, jobs: IJobQueue, bus: IEventBus, feed: JobsFeed | None = None) -> None:
         self.jobs = jobs
         self.bus = bus
-        self.feed = feed  # a streamlab.push.jobs_sse.JobsFeed (None: no /jobs/stream)
+        self.feed = feed  # None: no /jobs/stream
 
     @app.route("/jobs", methods=["GET"])
     @defer.inlineCallbacks

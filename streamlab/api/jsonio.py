@@ -31,7 +31,7 @@ def read_body(request: IRequest, limit: int = MAX_JSON_BYTES) -> bytes:
     if size > limit:
         raise TooLarge("body too large", detail={"limit": limit, "size": size})
     content.seek(0)
-    return content.read()
+    return bytes(content.read())
 
 
 def read_json(request: IRequest, limit: int = MAX_JSON_BYTES, *, empty: Any = None) -> Any:

@@ -50,7 +50,7 @@ def build_document(path: str = OPENAPI_FILE) -> dict[str, Any]:
     from streamlab.api import schemas
 
     with open(path, encoding="utf-8") as fh:
-        doc = json.load(fh)
+        doc: dict[str, Any] = json.load(fh)
     requests = schemas.request_bodies()
     responses = schemas.response_bodies()
     for route, ops in doc["paths"].items():

@@ -9,8 +9,8 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from streamlab.api.errors import write_error
 from streamlab.errors import Invalid, NotFound
+from streamlab.web.errors import write_error
 
 CORS_HEADERS = {
     b"access-control-allow-origin": b"*",

@@ -59,7 +59,7 @@ class SessionsApi:
     def create_session(self, request: IRequest) -> bytes:
         """``{"player_id", "set"?}`` -> 201 created / 200 existing (session object)."""
         body = _session_body(request)
-        player_id = body.get("player_id")
+        player_id: Any = body.get("player_id")  # raw JSON: the registry validates it
         set_ = body.get("set") or {}
         if not isinstance(set_, dict):
             raise Invalid("invalid", fields={"set": "must be an object"})
@@ -217,7 +217,8 @@ class SessionsApi:
     def link(self, request: IRequest) -> bytes:
         """Create or extend a group."""
         body = _session_body(request)
-        return respond(request, self.registry.link(body.get("session_ids"), body.get("group_id")))
+        session_ids: Any = body.get("session_ids")  # raw JSON: the registry validates it
+        return respond(request, self.registry.link(session_ids, body.get("group_id")))
 
     @app.route("/session-group/unlink", methods=["POST"])
     def unlink(self, request: IRequest) -> bytes:

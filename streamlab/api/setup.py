@@ -10,6 +10,7 @@ from twisted.web.iweb import IRequest
 
 from streamlab.api import errors
 from streamlab.api.jsonio import read_no_fields, respond
+from streamlab.jobs.setup import SetupService
 
 
 class SetupApi:
@@ -17,7 +18,7 @@ class SetupApi:
 
     app = Klein()
 
-    def __init__(self, setup: Any) -> None:
+    def __init__(self, setup: SetupService) -> None:
         self.setup = setup
 
     @app.route("/setup", methods=["GET"])

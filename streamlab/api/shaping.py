@@ -16,9 +16,9 @@ from twisted.web.iweb import IRequest
 from streamlab.api import errors
 from streamlab.api.jsonio import read_object, respond
 from streamlab.errors import Invalid
+from streamlab.formats import json_number as _num
 from streamlab.shaping import model
 from streamlab.shaping.service import ShapingService
-from streamlab.shaping.status import num as _num
 
 
 def _pick(body: dict[str, Any], *names: str) -> tuple[str | None, Any]:

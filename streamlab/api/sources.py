@@ -15,15 +15,15 @@ from twisted.web.iweb import IRequest
 from streamlab.api import errors, schemas
 from streamlab.api.jsonio import is_form, read_json, read_no_fields, read_object, respond
 from streamlab.errors import Invalid, StreamlabError, Unavailable, Unprocessable
-from streamlab.sources.service import SourceService, jobs_ready
+from streamlab.interfaces import IJobQueue, ISourceStore
+from streamlab.jobs.options import EncodeOptions, parse_encode_options
+from streamlab.sources.service import jobs_ready
 
 MAX_BATCH = 500
 
 
-def parse_options(jobs: Any, raw: dict[str, Any], source: dict[str, Any]) -> Any:
+def parse_options(jobs: IJobQueue, raw: dict[str, Any], source: dict[str, Any]) -> EncodeOptions:
     """Encode options for *source* (400 when invalid)."""
-    from streamlab.jobs.options import parse_encode_options
-
     return parse_encode_options(raw, source_name=source["name"], source_height=source.get("height"),
                                 encoders=set(jobs.encoders))
 
@@ -33,11 +33,11 @@ class SourcesApi:
 
     app = Klein()
 
-    def __init__(self, sources: SourceService, jobs: Callable[[], Any]) -> None:
+    def __init__(self, sources: ISourceStore, jobs: Callable[[], IJobQueue | None]) -> None:
         self.sources = sources
         self._jobs = jobs
 
-    def jobs(self) -> Any:
+    def jobs(self) -> IJobQueue:
         """The JobService (503 while there is none)."""
         jobs = self._jobs()
         if jobs is None:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.internet import threads
+from twisted.internet.interfaces import IReactorThreads
 from twisted.web.iweb import IRequest
 
 from streamlab.api import errors, schemas
@@ -34,7 +35,7 @@ def _query(request: IRequest) -> dict[str, Any]:
     return forms.flatten(parsed)
 
 
-async def read_fields(request: IRequest, reactor: Any,
+async def read_fields(request: IRequest, reactor: IReactorThreads,
                       schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Small form (url-encoded or multipart without a file) or JSON object, over the query.
     A JSON body must have the property types *schema* declares (forms carry strings)."""
@@ -66,7 +67,7 @@ class UploadsApi:
 
     app = Klein()
 
-    def __init__(self, uploads: UploadService, reactor: Any) -> None:
+    def __init__(self, uploads: UploadService, reactor: IReactorThreads) -> None:
         self.uploads = uploads
         self.reactor = reactor
 

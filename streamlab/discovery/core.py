@@ -32,4 +32,4 @@ def backoff_delay(failures: int, interval: float, base: float = BACKOFF_BASE,
     above *cap* nor above the regular *interval*."""
     if failures <= 0:
         return interval
-    return min(base * (2 ** (failures - 1)), cap, interval)
+    return float(min(base * (2 ** (failures - 1)), cap, interval))

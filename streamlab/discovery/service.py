@@ -9,14 +9,17 @@ logged and retried with exponential backoff; they never stop the daemon.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol, cast
 
+from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.web.client import Agent
 
+from streamlab.config import Config
 from streamlab.discovery import core
 from streamlab.fsutil import atomic_write
 
@@ -24,6 +27,14 @@ log = Logger()
 
 REQUEST_TIMEOUT = 10.0
 SERVER_ID_FILE = "server_id"
+
+
+class HTTPPoster(Protocol):
+    """The part of a treq client the announce uses."""
+
+    def post(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        """POST to *url* (treq keywords: ``json``, ``timeout``, ``reactor``)."""
+        ...
 
 
 def load_or_create_server_id(state_dir: str, configured: str = "") -> str:
@@ -48,11 +59,13 @@ def load_or_create_server_id(state_dir: str, configured: str = "") -> str:
 
 
 class DiscoveryService(Service):
-    """The announce loop.  *http* is a treq-like client (``post``); default: treq."""
+    """The announce loop.  *http* is a treq-like client (``post``); default: a treq
+    ``HTTPClient`` on *reactor* (announces are hours apart: no connection pool)."""
 
     name = "discovery"
 
-    def __init__(self, config: Any, reactor: Any, http: Any = None, server_id: str | None = None) -> None:
+    def __init__(self, config: Config, reactor: IReactorTime, http: HTTPPoster | None = None,
+                 server_id: str | None = None) -> None:
         self.reactor = reactor
         disc = config.discovery
         self.rendezvous_url = disc.rendezvous_url
@@ -62,11 +75,8 @@ class DiscoveryService(Service):
         self.state_dir = config.paths.state_dir
         self._configured_id = disc.server_id
         self.server_id = server_id or ""
-        if http is None:
-            import treq
-
-            http = treq
-        self.http = http
+        # treq's HTTPClient is an HTTPPoster (its decorated ``post`` hides that from mypy).
+        self.http = http if http is not None else cast(HTTPPoster, HTTPClient(Agent(reactor)))
         self.failures = 0
         self.announces = 0
         self.last_ok: float | None = None
@@ -141,7 +151,12 @@ class DiscoveryService(Service):
 
             d.addBoth(clear)
         waiter: Deferred[bool] = Deferred()
-        self._in_flight.addBoth(lambda result: (waiter.callback(bool(result is True)), result)[1])
+
+        def settle(result: object) -> object:
+            waiter.callback(result is True)
+            return result
+
+        self._in_flight.addBoth(settle)
         return waiter
 
     # ------------------------------------------------------------------ the request

@@ -37,8 +37,10 @@ from twisted.application.service import Service
 from twisted.internet import defer, task, threads, utils
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
+from streamlab.interfaces import IJobQueue
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import font_or_none
 from streamlab.jobs.logs import JobLogs
@@ -69,6 +71,7 @@ def parse_encoders(output: bytes | str) -> set[str]:
     return names
 
 
+@implementer(IJobQueue)
 class JobService(Service):
     """The job queue (the daemon's ``jobs`` child service)."""
 

@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from streamlab.config import Config
+from streamlab.deferreds import when_fired
 from streamlab.errors import Unavailable
+from streamlab.ffmpeg import FFmpegChild
 from streamlab.fsutil import atomic_write
+from streamlab.interfaces import IDaemonReactor, IJobQueue, ISourceStore
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import font_or_none
 from streamlab.jobs.options import parse_encode_options
 from streamlab.jobs.seed import DEMO_FILENAME, DEMO_NAME, synthesize
+from streamlab.storage.db import Database
 
 log = Logger()
 
@@ -64,7 +71,8 @@ class SetupService(Service):
 
     name = "setup"
 
-    def __init__(self, config: Any, reactor: Any, *, jobs: Any, sources: Any, db: Any = None) -> None:
+    def __init__(self, config: Config, reactor: IDaemonReactor, *, jobs: IJobQueue, sources: ISourceStore,
+                 db: Database | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.jobs = jobs
@@ -73,10 +81,10 @@ class SetupService(Service):
         self.media_dir = os.path.abspath(config.paths.media_dir)
         self.state_dir = os.path.abspath(config.paths.state_dir)
         self._seeding: defer.Deferred[Any] | None = None
-        self._synth: Any = None
+        self._synth: FFmpegChild | None = None
         self.first_start: defer.Deferred[Any] = defer.Deferred()
 
-    def _thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+    def _thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
 
     # ------------------------------------------------------------------ start
@@ -91,7 +99,7 @@ class SetupService(Service):
         d.addErrback(self._first_start_failed)
         d.chainDeferred(self.first_start)
 
-    def _first_start_failed(self, failure: Any) -> None:
+    def _first_start_failed(self, failure: Failure) -> None:
         """A seed that the daemon's own stop interrupted is not an error (the stop
         terminated its ffmpeg); any other failure is logged with its traceback."""
         if not self.running:
@@ -108,9 +116,7 @@ class SetupService(Service):
             self._synth.terminate()
         if seeding is None:
             return None
-        d: defer.Deferred[Any] = defer.Deferred()
-        seeding.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
+        return when_fired(seeding, None)
 
     @defer.inlineCallbacks
     def _first_start(self) -> Any:
@@ -190,9 +196,7 @@ class SetupService(Service):
     def seed(self) -> defer.Deferred[Any]:
         """Synthesise + index + queue the demo encode (concurrent calls share one run)."""
         if self._seeding is not None:
-            d: defer.Deferred[Any] = defer.Deferred()
-            self._seeding.addBoth(lambda r: (d.callback({"status": "exists"}), r)[1])
-            return d
+            return when_fired(self._seeding, {"status": "exists"})
         self._seeding = self._seed()
 
         def done(result: Any) -> Any:

@@ -13,12 +13,12 @@ Statuses::
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamlab.errors import Conflict
+from streamlab.formats import iso_ms as iso
 
 UPLOADING = "uploading"
 QUEUED = "queued"
@@ -39,12 +39,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     FAILED: frozenset(),
     CANCELLED: frozenset(),
 }
-
-
-def iso(now: float) -> str:
-    """ISO-8601 UTC with ``Z`` for a POSIX time."""
-    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
 from streamlab.jobs.state import Job
+from streamlab.storage.db import Database
 
 _COLUMNS = ("job_id", "seq", "name", "source_id", "status", "progress", "stage", "config",
             "output_paths", "created_at", "started_at", "completed_at", "error")
@@ -50,13 +51,12 @@ def _job(row: Any) -> Job:
 class SqliteJobStore:
     """Jobs in the ``jobs`` table (``streamlab/storage/schema/002_jobs.sql``)."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     def load_all(self) -> Deferred[list[Job]]:
         d = self._db.run_query(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY seq")
-        d.addCallback(lambda rows: [_job(r) for r in rows])
-        return d
+        return d.addCallback(lambda rows: [_job(r) for r in rows])
 
     def save(self, job: Job) -> Deferred[None]:
         marks = ", ".join("?" for _ in _COLUMNS)

@@ -243,11 +243,6 @@ def target_of(index: ContentIndex, track: Track, kind: str) -> int:
     return _lines(index, track, kind).target
 
 
-def part_target_of(index: ContentIndex, track: Track) -> float:
-    """PART-TARGET of *track*'s LL playlist: the longest real part, rounded up to 1 ms."""
-    return _lines(index, track, "ll").part_target
-
-
 # --------------------------------------------------------------------------- masters
 
 
@@ -328,11 +323,6 @@ def _last_report(tl: LiveTimeline, track: Track, now: float) -> tuple[int, int]:
         n -= 1
         p = len(track.segments[n % tl.count].parts) - 1
     return n, p
-
-
-def rendition_report(index: ContentIndex, track: Track, now: float, epoch: float) -> tuple[int, int]:
-    """(LAST-MSN, LAST-PART) that an EXT-X-RENDITION-REPORT for *track* carries at *now*."""
-    return _last_report(LiveTimeline(index, epoch), track, now)
 
 
 def render_media(index: ContentIndex, track_id: str, kind: str, now: float, epoch: float,

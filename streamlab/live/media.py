@@ -26,29 +26,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from streamlab.mediatypes import MEDIA_EXTS as _MEDIA_EXTS
+from streamlab.mediatypes import content_type  # noqa: F401 - re-exported for the origin
+
 CHUNK = 128 * 1024
-
-_TYPES_BY_EXT = {
-    ".ts": "video/mp2t",
-    ".aac": "audio/aac",
-    ".m4a": "audio/mp4",
-    ".cmfa": "audio/mp4",
-    ".cmfv": "video/mp4",
-    ".webm": "video/webm",
-    ".vtt": "text/vtt",
-    ".webvtt": "text/vtt",
-}
-_MP4_EXTS = {".m4s", ".mp4", ".cmfv", ".cmfa", ".m4a", ".m4v"}
-_MEDIA_EXTS = set(_TYPES_BY_EXT) | _MP4_EXTS
-
-
-def content_type(rel_path: str) -> str:
-    """Content-Type of the media file at *rel_path* (relative to the item directory)."""
-    ext = os.path.splitext(rel_path)[1].lower()
-    top = rel_path.split("/", 1)[0]
-    if ext in _MP4_EXTS and ext not in (".m4a", ".cmfa", ".cmfv"):
-        return "audio/mp4" if top == "audio" else "video/mp4"
-    return _TYPES_BY_EXT.get(ext, "application/octet-stream")
 
 
 def _segment_ok(seg: str) -> bool:
@@ -231,10 +212,3 @@ class FileRangeProducer(FilePushProducer):
                     self._end(True)
         finally:
             self._writing = False
-
-
-def read_span(path: str, offset: int, length: int) -> bytes:
-    """*length* bytes of *path* from *offset* (small spans only: one LL part)."""
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read(length)

@@ -78,7 +78,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from streamlab.api.errors import write_error
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError, Unavailable
 from streamlab.live import blocking, dash, hls
 from streamlab.live.media import (
@@ -97,6 +96,7 @@ from streamlab.live.workers import WorkerRegistry, iso
 from streamlab.media import decode_times
 from streamlab.media.index import ContentIndex, Track
 from streamlab.push.sse import EventStream, SnapshotFeed
+from streamlab.web.errors import write_error
 
 log = Logger()
 

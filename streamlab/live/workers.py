@@ -14,12 +14,13 @@ caller with :func:`time.perf_counter` and passed in as milliseconds.
 
 from __future__ import annotations
 
-import datetime
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from streamlab.formats import iso_ms_or_none as iso
 
 STATS_WINDOW = 300.0  # the "5m" of avg_*_5m
 MAX_SAMPLES = 20000  # bound on samples kept per stream (LL at 5 ticks/s for 5 min = 1500)
@@ -28,14 +29,6 @@ MAX_SAMPLES = 20000  # bound on samples kept per stream (LL at 5 ticks/s for 5 m
 REQUEST_KINDS = ("ll_hls", "hls_2s", "hls_6s", "ll_dash", "dash_2s", "dash_6s", "media", "other")
 #: stream names, in status order
 STREAM_NAMES = ("ll_hls", "hls_2s", "hls_6s", "ll_dash", "dash_2s", "dash_6s")
-
-
-def iso(ts: float | None) -> str | None:
-    """Unix seconds as ISO-8601 UTC with milliseconds and ``Z`` (None stays None)."""
-    if ts is None:
-        return None
-    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 class _Window:

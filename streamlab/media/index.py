@@ -173,7 +173,7 @@ def _parse_track(obj: Any, i: int, seg_count: int) -> Track:
     return Track(
         id=tid, type=ttype, codecs=_req(obj, "codecs", str, where),
         bandwidth=int(_req(obj, "bandwidth", int, where)),
-        average_bandwidth=int(obj.get("average_bandwidth", obj["bandwidth"])),
+        average_bandwidth=int(obj["average_bandwidth"] if "average_bandwidth" in obj else obj["bandwidth"]),
         timescale=int(obj.get("timescale", 90000)),
         init=str(obj.get("init", "")), segment_template=_req(obj, "segment_template", str, where),
         segments=tuple(segments), container=container,

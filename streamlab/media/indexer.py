@@ -13,18 +13,19 @@ Everything here is blocking file I/O: run it in a thread.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
 import re
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.logger import Logger
 
+from streamlab.formats import iso_s
 from streamlab.fsutil import atomic_write
 from streamlab.media import mp4, seam
 from streamlab.media.index import (
@@ -354,6 +355,4 @@ def _height_of(item_dir: str, rung: str) -> int:
 
 def utc_iso(seconds: float | None) -> str:
     """``2026-12-03T22:15:00Z`` for *seconds* since the epoch (None: now)."""
-    when = (datetime.datetime.now(datetime.UTC) if seconds is None
-            else datetime.datetime.fromtimestamp(seconds, datetime.UTC))
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_s(time.time() if seconds is None else seconds)

@@ -23,10 +23,14 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from streamlab.deferreds import when_fired
 from streamlab.errors import NotFound
+from streamlab.interfaces import IContentLibrary, IDaemonReactor
 from streamlab.media import decode_times
 from streamlab.media.decode_times import DecodeTimes
 from streamlab.media.index import ContentIndex, UnusableItem, load_item
@@ -43,13 +47,14 @@ def valid_name(name: str) -> bool:
     return bool(NAME_RE.match(name)) and len(name) <= 200
 
 
+@implementer(IContentLibrary)
 class ContentLibrary(Service):
     """The content items the origin can serve (an IService; see the module docstring)."""
 
     name = "library"
 
-    def __init__(self, media_dir: str, reactor: Any, *, poll_interval: float = 2.0,
-                 clock: Any = None) -> None:
+    def __init__(self, media_dir: str, reactor: IDaemonReactor, *, poll_interval: float = 2.0,
+                 clock: IReactorTime | None = None) -> None:
         self.media_dir = os.path.abspath(media_dir)
         self.content_dir = os.path.join(self.media_dir, "dynamic_content")
         self._reactor = reactor
@@ -106,9 +111,7 @@ class ContentLibrary(Service):
     @staticmethod
     def _after(d: Deferred[None]) -> Deferred[None]:
         """A new Deferred firing None when *d* fires (callers never touch *d*'s chain)."""
-        waiter: Deferred[None] = Deferred()
-        d.addBoth(lambda r: (waiter.callback(None), r)[1])
-        return waiter
+        return when_fired(d, None)
 
     # -- IService ---------------------------------------------------------------
 
@@ -155,8 +158,7 @@ class ContentLibrary(Service):
 
         d.addCallback(compare)
         d.addErrback(lambda f: log.failure("content library check failed", f))
-        d.addCallback(lambda _: None)
-        return d
+        return d.addCallback(lambda _: None)
 
     def _start(self, names: set[str] | None) -> Deferred[None]:
         """Run one scan (*names* None = everything) in a thread, then apply it."""

@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from streamlab.ffmpeg import FFmpegChild
+from streamlab.formats import number_text
 from streamlab.fsutil import fsync_dir
 from streamlab.media import mp4
 from streamlab.media.index import ContentIndex, UnusableItem
@@ -122,7 +123,7 @@ def ffmpeg_argv(*, ffmpeg: str, stage_dir: str, rungs: Sequence[RungInput], audi
 
 
 def _num(value: float) -> str:
-    return f"{value:.6f}".rstrip("0").rstrip(".")
+    return number_text(value, 6)
 
 
 def _forward(src: Deferred[Any], dst: Deferred[Any]) -> None:

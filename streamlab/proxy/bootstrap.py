@@ -15,8 +15,8 @@ from typing import Any
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from streamlab.api.errors import write_error
 from streamlab.errors import Invalid, StreamlabError
+from streamlab.web.errors import write_error
 from streamlab.web.site import build_site
 
 

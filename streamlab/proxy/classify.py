@@ -139,11 +139,6 @@ def _entry_matches(entry: str, req: _Request) -> bool:
     return False
 
 
-def entry_matches(entry: str, path: str, kind: str) -> bool:
-    """Whether one scope entry matches a request (section 4 of spec/sessions.md)."""
-    return _entry_matches(entry, _Request(path, kind))
-
-
 def scope_matches(urls: Sequence[str] | None, path: str, kind: str) -> bool:
     """Whether a request is in a rule's ``P_failure_urls`` scope.
 

@@ -74,15 +74,20 @@ def describe_type(fault_type: str) -> tuple[str, int | None, str, str | None]:
     raise ValueError(f"not an active fault type: {fault_type!r}")
 
 
-def status_body(decision: FaultDecision) -> bytes:
-    """The short JSON body of a status fault."""
-    status = decision.status or 500
+def fault_body(status: int, fault_type: str) -> bytes:
+    """The one JSON body of every injected HTTP error (status faults and transfer
+    timeouts): ``{"error": <reason>, "fault_type", "status", "injected": true}``."""
     return json.dumps({
         "error": http.client.responses.get(status, "error").lower(),
-        "fault_type": decision.fault_type,
+        "fault_type": fault_type,
         "status": status,
         "injected": True,
     }, separators=(",", ":")).encode()
+
+
+def status_body(decision: FaultDecision) -> bytes:
+    """The short JSON body of a status fault."""
+    return fault_body(decision.status or 500, decision.fault_type)
 
 
 def transfer_timeouts(controls: Mapping[str, Any], kind: str) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from streamlab.errors import Invalid
+from streamlab.formats import json_number as _num_out
 from streamlab.proxy.wire import READ_ONLY_FIELDS
 
 # --------------------------------------------------------------------------- constants
@@ -202,10 +203,6 @@ def control_defaults(default_rate_mbps: float = 0) -> dict[str, Any]:
 
 class _Bad(ValueError):
     """A reason why one value is invalid."""
-
-
-def _num_out(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def _coerce_str(value: Any, coerce: bool) -> Any:

@@ -12,7 +12,6 @@ and a counter update to Twisted's own path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -25,42 +24,20 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from streamlab.api.errors import write_error
 from streamlab.errors import NotFound
+from streamlab.mediatypes import url_content_type as _guess_type
 from streamlab.proxy import faults, sockets
 from streamlab.web.channel import GuardedHTTPChannel
+from streamlab.web.errors import write_error
 from streamlab.web.site import method_not_allowed
 
 log = Logger()
-
-_CONTENT_TYPES = {
-    ".m3u8": b"application/vnd.apple.mpegurl",
-    ".mpd": b"application/dash+xml",
-    ".m4s": b"video/mp4",
-    ".mp4": b"video/mp4",
-    ".m4a": b"audio/mp4",
-    ".ts": b"video/mp2t",
-    ".cmfv": b"video/mp4",
-    ".cmfa": b"audio/mp4",
-}
-
-_STATUS_MESSAGES = {
-    "timeout": "gateway timeout", "connection_refused": "service unavailable",
-    "dns_failure": "bad gateway", "rate_limiting": "too many requests",
-}
 
 
 def _idle_step(idle: float) -> float:
     """How often the idle timeout looks at the socket: 1/40 of it (so it fires within
     2.5 %), at most every 0.25 s, at least every 20 ms."""
     return min(0.25, max(0.02, idle / 40.0))
-
-
-def _guess_type(path: str) -> bytes:
-    for ext, ctype in _CONTENT_TYPES.items():
-        if path.endswith(ext):
-            return ctype
-    return b"application/octet-stream"
 
 
 class _NotFoundLeaf(Resource):
@@ -301,8 +278,7 @@ class SessionRequest(server.Request):
     def _respond_status(self, status: int, fault_type: str, body: bytes | None = None,
                         retry_after: int | None = None) -> None:
         if body is None:
-            body = json.dumps({"error": _STATUS_MESSAGES.get(fault_type, "injected fault"),
-                               "fault_type": fault_type, "status": status, "injected": True}).encode()
+            body = faults.fault_body(status, fault_type)
         self.setResponseCode(status)
         self.setHeader(b"content-type", b"application/json")
         self.setHeader(b"access-control-allow-origin", b"*")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamlab.formats import iso_ms
 from streamlab.proxy import rewrite
 
 HLS_MEDIA_FAULTS: frozenset[str] = frozenset({
@@ -171,8 +172,7 @@ def _shift_pdt(line: str, seconds: float) -> str:
 
 
 def _iso(t: datetime.datetime) -> str:
-    t = t.astimezone(datetime.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return iso_ms(t.timestamp())
 
 
 def hls_media(text: str, fault: str, value: float, now: float, state: ManifestFaultState) -> str:

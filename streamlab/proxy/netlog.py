@@ -18,7 +18,7 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ``dns_ms``                always 0 (name resolution happens on the client)
 ``connect_ms``            accept -> request parsed, for the request that opened the
                           connection (0 on a reused connection)
-``tls_ms``                TLS handshake (accept -> handshake done), 0 without TLS / reuse
+``tls_ms``                always 0 for now (spec field; the handshake is inside connect_ms)
 ``ttfb_ms``               request parsed -> first response byte written (0 if none)
 ``transfer_ms``           first -> last response byte written
 ``total_ms``              ttfb + transfer; without any byte written, parsed -> end
@@ -49,7 +49,6 @@ entries (:meth:`NetworkLog.mark`) so a waterfall or chart can show when they hap
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import sys
 from collections import deque
@@ -58,6 +57,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from streamlab.errors import Invalid
+from streamlab.formats import iso_ms, iso_of_ms, parse_time_ms  # noqa: F401 - re-exported
 
 ENTRY_FIELDS: tuple[str, ...] = (
     "seq", "timestamp", "method", "url", "path", "request_kind", "status", "bytes_in", "bytes_out",
@@ -114,53 +114,6 @@ def _row_cost(row: tuple[Any, ...]) -> int:
             continue
         size += sys.getsizeof(v)
     return size
-
-
-def iso_ms(t: float) -> str:
-    """Epoch seconds as ISO-8601 UTC with milliseconds (truncated) and ``Z``."""
-    return iso_of_ms(int(t * 1000 // 1))
-
-
-# The last second formatted, both ways: every request of a second shares it, so the
-# entry's timestamp costs a string concatenation instead of a strftime (and the ring's
-# read-back of that timestamp a comparison instead of fromisoformat).
-_last_second: tuple[int, str] = (-1, "")
-
-
-def _second_text(second: int) -> str:
-    global _last_second
-    if _last_second[0] != second:
-        dt = datetime.datetime.fromtimestamp(second, datetime.UTC)
-        _last_second = (second, dt.strftime("%Y-%m-%dT%H:%M:%S"))
-    return _last_second[1]
-
-
-def iso_of_ms(ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC with milliseconds and ``Z``."""
-    return f"{_second_text(ms // 1000)}.{ms % 1000:03d}Z"
-
-
-def parse_time_ms(value: str | float | int) -> int:
-    """Epoch milliseconds of an ISO-8601 timestamp (``Z`` or offset; naive = UTC) or of
-    epoch seconds given as a number/numeric string.  ValueError when unparseable."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(float(value) * 1000 // 1)
-    text = str(value).strip()
-    second, prefix = _last_second
-    if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[:19] == prefix \
-            and text[20:23].isdigit():  # the form iso_of_ms wrote this second
-        return second * 1000 + int(text[20:23])
-    try:
-        return int(float(text) * 1000 // 1)
-    except ValueError:
-        pass
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    dt = datetime.datetime.fromisoformat(text.replace(" ", "+") if "T" in text and " " in text else text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.UTC)
-    delta = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def _ms(a: float | None, b: float | None) -> float:

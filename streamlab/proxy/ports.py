@@ -37,10 +37,6 @@ class PortPool:
         """Inverse of :meth:`slot`."""
         return self.lo + slot - 1
 
-    def contains(self, port: int) -> bool:
-        """Is *port* in the range?"""
-        return self.lo <= port <= self.hi
-
     def acquire(self, now: float = 0.0, refuse_ttl: float = 30.0) -> int | None:
         """Take the lowest free port out of quarantine; else the free port released longest
         ago; None when every port is busy."""

@@ -26,11 +26,6 @@ from typing import Any
 
 from streamlab.proxy.classify import _clean, playlist_variant
 
-REWRITE_FIELDS: tuple[str, ...] = (
-    "content_strip_codecs", "content_strip_average_bandwidth", "content_overstate_bandwidth",
-    "content_allowed_variants", "content_live_offset",
-)
-
 _ATTR = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
 
 
@@ -233,6 +228,8 @@ def rewrite_mpd(text: str, controls: Mapping[str, Any]) -> str:
         return text                          # AVERAGE-BANDWIDTH has no DASH meaning
     doc = xml.dom.minidom.parseString(text.encode("utf-8"))
     root = doc.documentElement
+    if root is None:
+        return text
     allow = list(controls.get("content_allowed_variants") or [])
     if allow:
         for aset in _elements(root, "AdaptationSet"):

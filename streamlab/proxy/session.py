@@ -9,25 +9,17 @@ spec/sessions.md section 2.
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streamlab.formats import iso_ms_or_none as iso
 from streamlab.proxy.manifest_faults import ManifestFaultState
 from streamlab.proxy.tcpinfo import RttWindow, with_shaper_delay
 from streamlab.proxy.wire import SHAPING_RUNTIME_DEFAULTS
 
 _SEG_NUMBER = re.compile(r"seg_(\d+)\.")
-
-
-def iso(ts: float | None) -> str | None:
-    """Unix seconds -> ISO-8601 UTC with ``Z`` and milliseconds."""
-    if ts is None:
-        return None
-    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def group_of_player(player_id: str) -> str | None:

@@ -15,15 +15,16 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from streamlab.interfaces import IEventBus, IJobQueue
 from streamlab.push.sse import EventStream, SnapshotFeed
 
 
 class JobsFeed(Service):
-    """SSE fan-out of the job list of *jobs* (anything with ``list() -> list[dict]``)."""
+    """SSE fan-out of the job list of *jobs*."""
 
     name = "jobs-feed"
 
-    def __init__(self, clock: IReactorTime, bus: Any, jobs: Any, *, min_interval: float = 0.25,
+    def __init__(self, clock: IReactorTime, bus: IEventBus, jobs: IJobQueue, *, min_interval: float = 0.25,
                  keepalive: float = 15.0, max_buffer: int = 1 << 20) -> None:
         self.jobs = jobs
         self.stream = EventStream(clock, keepalive=keepalive, max_buffer=max_buffer)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from streamlab.errors import NotFound
+from streamlab.interfaces import IEventBus, IJobQueue
 
 log = Logger()
 
@@ -64,7 +66,7 @@ class JobStreamProtocol(WebSocketServerProtocol):
         self._loading = True
         self._pending: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUED)
         self._history = 0
-        self._unsub: Any = None
+        self._unsub: Callable[[], None] | None = None
         self._ended = False
 
     def onOpen(self) -> None:
@@ -170,7 +172,7 @@ class JobStreamFactory(WebSocketServerFactory):
 
     protocol = JobStreamProtocol
 
-    def __init__(self, jobs: Any, bus: Any, job_id: str) -> None:
+    def __init__(self, jobs: IJobQueue, bus: IEventBus, job_id: str) -> None:
         super().__init__()
         self.jobs = jobs
         self.bus = bus
@@ -178,6 +180,6 @@ class JobStreamFactory(WebSocketServerFactory):
         self.setProtocolOptions(autoPingInterval=30, autoPingTimeout=30)
 
 
-def job_stream_resource(jobs: Any, bus: Any, job_id: str) -> WebSocketResource:
+def job_stream_resource(jobs: IJobQueue, bus: IEventBus, job_id: str) -> WebSocketResource:
     """The resource that upgrades a request to the stream of *job_id*."""
     return WebSocketResource(JobStreamFactory(jobs, bus, job_id))

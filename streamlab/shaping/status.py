@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from streamlab.formats import json_number as num
 from streamlab.proxy.session import iso
 from streamlab.proxy.wire import SHAPING_FIELDS
 from streamlab.shaping.model import Capabilities, PortConfig
@@ -28,11 +29,6 @@ if TYPE_CHECKING:
 SUMMARY_KEYS = ("rate_mbps", "delay_ms", "loss_pct", "pattern_enabled", "pattern_step", "transport_fault",
                 "transport_fault_active", "transport_fault_drop_packets", "transport_fault_reject_packets",
                 "shaping_backend", "shaping_interface", "goodput_mbps", "warning")
-
-
-def num(value: float) -> int | float:
-    """``3.0`` -> ``3`` (whole numbers go out as integers), else unchanged."""
-    return int(value) if float(value).is_integer() else value
 
 
 def session_fields(rt: PortRuntime, drop: int, reject: int) -> dict[str, Any]:

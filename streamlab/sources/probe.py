@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamlab.errors import Unavailable, Unprocessable
+from streamlab.interfaces import IDaemonReactor
 
 log = Logger()
 
@@ -98,7 +99,8 @@ def parse_probe(data: bytes | str | dict[str, Any]) -> ProbeResult:
     if not isinstance(parsed, dict):
         raise Unprocessable("not a media file", detail="ffprobe output is not an object")
     streams = [s for s in parsed.get("streams") or [] if isinstance(s, dict)]
-    fmt = parsed.get("format") if isinstance(parsed.get("format"), dict) else {}
+    raw_format = parsed.get("format")
+    fmt: dict[str, Any] = raw_format if isinstance(raw_format, dict) else {}
     format_name = str(fmt.get("format_name") or "")
 
     def is_video(s: dict[str, Any]) -> bool:
@@ -159,13 +161,13 @@ class _ProbeProtocol(protocol.ProcessProtocol):
         code: int | None = None
         if reason.check(error.ProcessDone):
             code = 0
-        elif reason.check(error.ProcessTerminated):
+        elif isinstance(reason.value, error.ProcessTerminated):
             code = reason.value.exitCode
         if not self.done.called:
             self.done.callback((code, b"".join(self._out), b"".join(self._err)))
 
 
-def probe(reactor: Any, ffprobe: str, path: str, timeout: float = 30) -> Deferred[ProbeResult]:
+def probe(reactor: IDaemonReactor, ffprobe: str, path: str, timeout: float = 30) -> Deferred[ProbeResult]:
     """Probe *path* with ffprobe as a child process; :class:`ProbeResult` or Unprocessable.
 
     The child is killed after *timeout* seconds (then 422 "probe timed out").  A missing

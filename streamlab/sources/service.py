@@ -7,7 +7,6 @@ complete, probed and moved into originals/ atomically.
 
 from __future__ import annotations
 
-import datetime
 import os
 import uuid
 from collections.abc import Callable
@@ -17,8 +16,13 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from streamlab.config import Config
+from streamlab.deferreds import when_fired
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
+from streamlab.formats import iso_s
+from streamlab.interfaces import IDaemonReactor, IJobQueue, ISourceStore
 from streamlab.sources import files
 from streamlab.sources.probe import ProbeResult, probe
 from streamlab.sources.store import SourceStore
@@ -29,18 +33,11 @@ log = Logger()
 PROBE_TIMEOUT = 30.0
 
 
-def iso_utc(seconds: float) -> str:
-    """``2026-11-26T03:00:00Z`` for epoch *seconds*."""
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def jobs_ready(jobs: Any) -> Deferred[None]:
+def jobs_ready(jobs: IJobQueue) -> Deferred[None]:
     """Fires once the job service has loaded its jobs (its ``ready`` Deferred, if any)."""
     ready = getattr(jobs, "ready", None)
     if isinstance(ready, Deferred) and not ready.called:
-        d: Deferred[None] = Deferred()
-        ready.addBoth(lambda result: (d.callback(None), result)[1])
-        return d
+        return when_fired(ready, None)
     return defer.succeed(None)
 
 
@@ -53,13 +50,15 @@ def valid_id(value: str) -> bool:
     return len(value) == 36
 
 
+@implementer(ISourceStore)
 class SourceService(Service):
     """The source library.  ``jobs`` is a getter for the JobService (or None)."""
 
     name = "sources"
 
-    def __init__(self, config: Any, db: Database, reactor: Any,
-                 jobs: Callable[[], Any] | None = None, probe_timeout: float = PROBE_TIMEOUT) -> None:
+    def __init__(self, config: Config, db: Database, reactor: IDaemonReactor,
+                 jobs: Callable[[], IJobQueue | None] | None = None,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.config = config
         self.db = db
         self.reactor = reactor
@@ -94,7 +93,7 @@ class SourceService(Service):
 
     def path_of(self, source: dict[str, Any]) -> str:
         """Absolute path of a source's file (always inside media_dir)."""
-        path = os.path.abspath(os.path.join(self.media_dir, source["file_path"]))
+        path = os.path.abspath(os.path.join(self.media_dir, str(source["file_path"])))
         if not path.startswith(self.media_dir + os.sep):
             raise Invalid("bad source path", detail=source["file_path"])
         return path
@@ -139,7 +138,7 @@ class SourceService(Service):
             "original_filename": original_filename or filename,
             "file_path": f"{files.ORIGINALS}/{filename}",
             "file_size": size,
-            "uploaded_at": iso_utc(self.reactor.seconds()),
+            "uploaded_at": iso_s(self.reactor.seconds()),
             "status": "ready" if error is None else "invalid",
             "error": error,
         }

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamlab.errors import Unavailable
+from streamlab.interfaces import IDaemonReactor
 
 T = TypeVar("T")
 
@@ -138,11 +139,7 @@ class Database(Service):
 
     name = "db"
 
-    def __init__(self, path: str, reactor: Any = None, schema_dir: str = SCHEMA_DIR) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+    def __init__(self, path: str, reactor: IDaemonReactor, schema_dir: str = SCHEMA_DIR) -> None:
         self.path = path
         self.schema_dir = schema_dir
         self._reactor = reactor
@@ -218,15 +215,11 @@ class Database(Service):
 
     def run_query(self, sql: str, params: Sequence[Any] = ()) -> Deferred[list[sqlite3.Row]]:
         """Run one SELECT; the rows (sqlite3.Row) as a list."""
-        d = self.ready
-        d.addCallback(lambda _: self._pool_or_fail().runQuery(sql, tuple(params)))
-        return d
+        return self.ready.addCallback(lambda _: self._pool_or_fail().runQuery(sql, tuple(params)))
 
     def run_operation(self, sql: str, params: Sequence[Any] = ()) -> Deferred[None]:
         """Run one statement that returns no rows, committed."""
-        d = self.ready
-        d.addCallback(lambda _: self._pool_or_fail().runOperation(sql, tuple(params)))
-        return d
+        return self.ready.addCallback(lambda _: self._pool_or_fail().runOperation(sql, tuple(params)))
 
     def run_interaction(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run ``fn(cursor, *args)`` in the database thread as ONE transaction.
@@ -240,6 +233,4 @@ class Database(Service):
                 txn.execute("BEGIN")
             return fn(txn, *a)
 
-        d = self.ready
-        d.addCallback(lambda _: self._pool_or_fail().runInteraction(in_transaction, *args))
-        return d
+        return self.ready.addCallback(lambda _: self._pool_or_fail().runInteraction(in_transaction, *args))

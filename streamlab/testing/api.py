@@ -38,7 +38,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from autobahn.twisted.testing import create_memory_agent
 from autobahn.twisted.websocket import WebSocketClientProtocol
@@ -63,6 +63,7 @@ from streamlab.api.setup import SetupApi
 from streamlab.api.sources import SourcesApi
 from streamlab.api.uploads import UploadsApi
 from streamlab.events import EventBus
+from streamlab.interfaces import IDaemonReactor
 from streamlab.jobs.service import JobService
 from streamlab.jobs.setup import SetupService
 from streamlab.jobs.store import SqliteJobStore
@@ -199,13 +200,15 @@ class ApiHarness:
 
     def _build(self, db_path: str | None) -> None:
         """What streamlab.tap.build wires for the content pipeline, in the same order."""
-        config, reactor = self.config, self.reactor
+        config = self.config
+        # The memory reactor stands in for every facet the services use (IDaemonReactor).
+        reactor = cast(IDaemonReactor, self.reactor)
         self.services = MultiService()
         self.bus = EventBus()
         self.api = ApiRoot()
         self.root = MainRoot()
         self.root.mount("api", self.api)
-        self.db = self._add(SyncDatabase(db_path or ":memory:", reactor=reactor))
+        self.db = self._add(SyncDatabase(db_path or ":memory:", reactor=self.reactor))
         self.library = self._add(ContentLibrary(config.paths.media_dir, reactor))
         content_api = ContentApi(self.library, reactor, config.server.advertised_host)
         self.api.mount("content", content_api.app.resource())

@@ -12,19 +12,30 @@ from __future__ import annotations
 
 import itertools
 import signal as signalmod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import error
+from twisted.internet.interfaces import IAddress, IProcessProtocol, IProcessTransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 
+@implementer(IAddress)
+class _ChildAddress:
+    """A child process has no network address (like Twisted's own process transport)."""
+
+
+_PROCESS_ADDRESS = _ChildAddress()
+
+
+@implementer(IProcessTransport)
 class FakeProcess:
     """One spawned (fake) child: the transport handed to the ProcessProtocol."""
 
-    def __init__(self, reactor: FakeProcessReactor, proto: Any, executable: str, args: Sequence[str],
-                 env: Mapping[str, str] | None, path: str | None, pid: int) -> None:
+    def __init__(self, reactor: FakeProcessReactor, proto: IProcessProtocol, executable: str,
+                 args: Sequence[str], env: Mapping[str, str] | None, path: str | None, pid: int) -> None:
         self.reactor = reactor
         self.proto = proto
         self.executable = executable
@@ -48,6 +59,28 @@ class FakeProcess:
 
     def write(self, data: bytes) -> None:
         raise RuntimeError("fake process has no stdin consumer")
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        raise RuntimeError("fake process has no stdin consumer")
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:  # noqa: N803 - twisted API
+        raise RuntimeError("fake process has no stdin consumer")
+
+    def closeChildFD(self, descriptor: int) -> None:
+        if descriptor == 0:
+            self.closeStdin()
+
+    def closeStdout(self) -> None:
+        pass
+
+    def closeStderr(self) -> None:
+        pass
+
+    def getHost(self) -> IAddress:
+        return _PROCESS_ADDRESS
+
+    def getPeer(self) -> IAddress:
+        return _PROCESS_ADDRESS
 
     # --- the test side
     def out(self, data: bytes) -> None:
@@ -100,7 +133,7 @@ class FakeProcessReactor(Clock):
         self._pids = itertools.count(4000)
         self._pool = SyncThreadPool()
 
-    def spawnProcess(self, processProtocol: Any, executable: str, args: Sequence[str] = (),  # noqa: N803
+    def spawnProcess(self, processProtocol: IProcessProtocol, executable: str, args: Sequence[str] = (),  # noqa: N803
                      env: Mapping[str, str] | None = None, path: str | None = None,
                      uid: Any = None, gid: Any = None, usePTY: bool = False,  # noqa: N803
                      childFDs: Any = None) -> FakeProcess:  # noqa: N803

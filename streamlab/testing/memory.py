@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from streamlab.errors import Unavailable
+from streamlab.interfaces import IDaemonReactor
 from streamlab.storage.db import Database, _open_connection, migrate
 from streamlab.testing.fakemedia import FakeMedia
 from streamlab.testing.fakeprocess import FakeProcess, FakeProcessReactor
@@ -124,7 +125,7 @@ class SyncDatabase(Database):
     through the reactor's ``callFromThread`` (next turn), as adbapi delivers it."""
 
     def __init__(self, path: str, reactor: ApiReactor) -> None:
-        super().__init__(path, reactor=reactor)
+        super().__init__(path, reactor=cast(IDaemonReactor, reactor))
         self._turns = reactor
         self._sync: _SyncConnection | None = None
 

@@ -37,7 +37,7 @@ def boundary_of(content_type: str) -> str:
     ctype, options = multipart.parse_options_header(content_type)
     if ctype != "multipart/form-data" or not options.get("boundary"):
         raise Invalid("invalid form", detail="multipart/form-data with a boundary expected")
-    return options["boundary"]
+    return str(options["boundary"])
 
 
 def parse_multipart(content: IO[bytes], content_type: str, *, file_field: str = "file",

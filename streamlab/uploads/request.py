@@ -24,9 +24,9 @@ from typing import Any
 
 from twisted.web import server
 
-from streamlab.api.errors import error_body, write_error
 from streamlab.api.root import CORS_HEADERS, apply_api_headers
 from streamlab.errors import TooLarge
+from streamlab.web.errors import error_body, write_error
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ class LimitedRequest(server.Request):
         rule = _rule_for(site, path)
         if path is None:
             limits = [r.limit for r in getattr(site, "body_rules", ())]
-            self._body_limit = None if (not limits or None in limits) else max(limits)  # type: ignore[type-var]
+            known = [limit for limit in limits if limit is not None]
+            self._body_limit = None if (not limits or len(known) < len(limits)) else max(known)
         else:
             self._body_limit = rule.limit if rule else None
         if length is not None and self._body_limit is not None and length > self._body_limit:
@@ -123,10 +124,15 @@ class LimitedRequest(server.Request):
         self._body_received += len(data)
         if self._body_limit is not None and self._body_received > self._body_limit:
             self._body_too_large = True
-            self.content.close()
-            self.content = _Discard()
+            self._discard_body()
             return
         super().handleContentChunk(data)
+
+    def _discard_body(self) -> None:
+        """Close the body received so far (a spool file is removed) and drop the rest."""
+        if self.content is not None and not isinstance(self.content, _Discard):
+            self.content.close()
+        self.content = _Discard()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         rule = _rule_for(self._site(), path)
@@ -137,9 +143,7 @@ class LimitedRequest(server.Request):
                 self._body_too_large = True
         if self._body_too_large:
             self._parsePOSTFormSubmission = False
-            if not isinstance(self.content, _Discard):
-                self.content.close()
-                self.content = _Discard()
+            self._discard_body()
         super().requestReceived(command, path, version)
 
     def process(self) -> None:

@@ -12,7 +12,6 @@ deleted by a reactor timer and their jobs failed (``upload abandoned``).
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from twisted.internet import defer, task, threads
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
+from streamlab.config import Config
 from streamlab.errors import (
     Conflict,
     Invalid,
@@ -37,8 +37,10 @@ from streamlab.errors import (
     Unavailable,
     Unprocessable,
 )
+from streamlab.formats import iso_s
+from streamlab.interfaces import IDaemonReactor, IJobQueue, ISourceStore
 from streamlab.sources import files
-from streamlab.sources.service import SourceService, jobs_ready, valid_id
+from streamlab.sources.service import jobs_ready, valid_id
 from streamlab.storage.db import Database
 from streamlab.uploads import core, forms
 
@@ -48,10 +50,6 @@ BLOCK = 1024 * 1024
 SPOOL_LIMIT = 8 * 1024 * 1024
 COMPLETED_KEPT = 256
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
-
-
-def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -164,8 +162,8 @@ class UploadService(Service):
 
     name = "uploads"
 
-    def __init__(self, config: Any, db: Database, sources: SourceService, reactor: Any,
-                 jobs: Callable[[], Any] | None = None, sweep_interval: float | None = None,
+    def __init__(self, config: Config, db: Database, sources: ISourceStore, reactor: IDaemonReactor,
+                 jobs: Callable[[], IJobQueue | None] | None = None, sweep_interval: float | None = None,
                  thread_runner: Callable[..., Deferred[Any]] | None = None) -> None:
         self.config = config
         self.db = db
@@ -408,7 +406,7 @@ class UploadService(Service):
                         original_filename=original, expected_size=size, received_size=0, sha256=sha,
                         part_path=os.path.join(self.uploads_dir, f"{upload_id}.part"),
                         options={k: v for k, v in raw.items() if k not in ("file_size", "sha256")},
-                        status="uploading", created_at=_iso(now), last_activity=now,
+                        status="uploading", created_at=iso_s(now), last_activity=now,
                         hasher=hashlib.sha256())
         try:
             await self._in_thread(_create_empty, upload.part_path)

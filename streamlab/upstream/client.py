@@ -11,17 +11,18 @@ manifest with :func:`collect`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from twisted.internet import defer, ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 USER_AGENT = b"streamlab-upstream/1"
@@ -61,7 +62,7 @@ class NoVerifyPolicy:
 class UpstreamClient:
     """Requests to one upstream: pooled keep-alive connections and its extra headers."""
 
-    def __init__(self, reactor: Any, headers: Mapping[str, str], verify_tls: bool, *,
+    def __init__(self, reactor: IReactorTime, headers: Mapping[str, str], verify_tls: bool, *,
                  per_host: int = 8, connect_timeout: float = 10.0) -> None:
         self.reactor = reactor
         self.headers = dict(headers)
@@ -72,24 +73,26 @@ class UpstreamClient:
         agent = Agent(reactor, contextFactory=policy, pool=self.pool, connectTimeout=connect_timeout)
         self.http = HTTPClient(agent)
 
-    def request(self, method: bytes, url: str, extra: Mapping[bytes, bytes] | None = None) -> defer.Deferred:
-        """Start a request; fires with the response once its headers arrived (redirects
-        are followed, the body is not read)."""
-        hdrs: dict[bytes, list[bytes]] = {b"user-agent": [USER_AGENT], b"accept-encoding": [b"identity"]}
+    def request(self, method: bytes, url: str,
+                extra: Mapping[bytes, bytes] | None = None) -> defer.Deferred[Any]:
+        """Start a request; fires with the response (treq's wrapper of an IResponse) once its
+        headers arrived (redirects are followed, the body is not read)."""
+        hdrs = Headers({b"user-agent": [USER_AGENT], b"accept-encoding": [b"identity"]})
         for k, v in (extra or {}).items():
-            hdrs[k.lower()] = [v]
-        for k, v in self.headers.items():
-            hdrs[k.lower().encode("latin-1")] = [v.encode("latin-1")]
+            hdrs.setRawHeaders(k.lower(), [v])
+        for name, value in self.headers.items():
+            hdrs.setRawHeaders(name.lower().encode("latin-1"), [value.encode("latin-1")])
         return self.http.request(method.decode("ascii"), url, headers=hdrs, unbuffered=True,
                                  allow_redirects=True)
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Drop the idle connections."""
-        return self.pool.closeCachedConnections()
+        closed: defer.Deferred[None] = self.pool.closeCachedConnections()
+        return closed
 
 
 class _Collector(Protocol):
-    def __init__(self, limit: int, done: defer.Deferred) -> None:
+    def __init__(self, limit: int, done: defer.Deferred[bytes]) -> None:
         self.limit = limit
         self.done = done
         self.parts: list[bytes] = []
@@ -100,12 +103,13 @@ class _Collector(Protocol):
             return
         self.size += len(data)
         if self.size > self.limit:
-            self.transport.stopProducing()
+            # An Agent response body's transport is a TransportProxyProducer (IPushProducer).
+            cast(IPushProducer, self.transport).stopProducing()
             self.done.errback(Failure(TooBig(f"more than {self.limit} bytes")))
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure | None = None) -> None:  # noqa: N802
         if self.done.called:
             return
         if reason is None or reason.check(ResponseDone, PotentialDataLoss):
@@ -114,14 +118,14 @@ class _Collector(Protocol):
             self.done.errback(reason)
 
 
-def collect(response: Any, limit: int) -> defer.Deferred:
+def collect(response: IResponse, limit: int) -> defer.Deferred[bytes]:
     """The whole body of *response* (a manifest), failing with :class:`TooBig` past *limit*."""
-    done: defer.Deferred = defer.Deferred()
+    done: defer.Deferred[bytes] = defer.Deferred()
     response.deliverBody(_Collector(limit, done))
     return done
 
 
-def final_url(response: Any, fallback: str) -> str:
+def final_url(response: IResponse, fallback: str) -> str:
     """The URL a response came from after redirects (the base for relative URLs)."""
     req = getattr(response, "request", None)
     uri = getattr(req, "absoluteURI", None)

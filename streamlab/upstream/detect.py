@@ -41,7 +41,8 @@ def check_registration(body: Any) -> Registration:
                       fields={"name": "1-100 of [A-Za-z0-9_-]"})
     url = body.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 4096:
+    if not isinstance(url, str) or parts is None or parts.scheme not in ("http", "https") \
+            or not parts.hostname or len(url) > 4096:
         raise Invalid("bad url", detail="url must be an absolute http(s) URL of a master playlist or MPD",
                       fields={"url": "absolute http(s) URL"})
     headers = body.get("headers") or {}

@@ -23,23 +23,27 @@ fault or a connect-stage socket fault never reaches the upstream).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.iweb import IResponse
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from streamlab.errors import NotFound
+from streamlab import mediatypes
+from streamlab.errors import NotFound, Unavailable
 from streamlab.upstream import paths, rewrite
 from streamlab.upstream.client import TooBig, collect, final_url
+
+if TYPE_CHECKING:
+    from streamlab.upstream.service import Upstream
 
 log = Logger()
 
@@ -50,8 +54,8 @@ MANIFEST_CACHE = b"no-cache, no-store, must-revalidate"
 BLOCKING_ALLOWANCE = 30.0
 """Seconds added to the timeout of an LL-HLS blocking reload (``_HLS_msn``), which the
 upstream legitimately holds for up to three target durations."""
-HLS_TYPE = b"application/vnd.apple.mpegurl"
-DASH_TYPE = b"application/dash+xml"
+HLS_TYPE = mediatypes.HLS.encode()
+DASH_TYPE = mediatypes.DASH.encode()
 
 
 def manifest_kind(rest: str, dash: bool) -> str | None:
@@ -67,7 +71,7 @@ def manifest_kind(rest: str, dash: bool) -> str | None:
     return None
 
 
-def _gone(request: IRequest) -> bool:
+def _gone(request: Request) -> bool:
     return bool(getattr(request, "_disconnected", False) or getattr(request, "finished", False))
 
 
@@ -75,14 +79,17 @@ def _gone(request: IRequest) -> bool:
 class BodyRelay(Protocol):
     """Relays an upstream response body to the client request with back-pressure."""
 
-    def __init__(self, request: IRequest, done: defer.Deferred) -> None:
+    def __init__(self, request: Request, done: defer.Deferred[bool]) -> None:
         self.request = request
         self.done = done
         self.stopped = False
         self.registered = False
+        self.upstream: IPushProducer | None = None  # the response body's transport
 
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+    def makeConnection(self, transport: ITransport) -> None:  # noqa: N802
         super().makeConnection(transport)
+        # An Agent response body's transport is a TransportProxyProducer (IPushProducer).
+        self.upstream = cast(IPushProducer, transport)
         if not _gone(self.request):
             self.request.registerProducer(self, True)
             self.registered = True
@@ -94,23 +101,24 @@ class BodyRelay(Protocol):
             self.request.write(data)
 
     def pauseProducing(self) -> None:  # noqa: N802 - the client's socket is full
-        if not self.stopped:
-            self.transport.pauseProducing()
+        if not self.stopped and self.upstream is not None:
+            self.upstream.pauseProducing()
 
     def resumeProducing(self) -> None:  # noqa: N802
-        if not self.stopped:
-            self.transport.resumeProducing()
+        if not self.stopped and self.upstream is not None:
+            self.upstream.resumeProducing()
 
     def stopProducing(self) -> None:  # noqa: N802 - the client left or a fault killed the answer
         if self.stopped:
             return
         self.stopped = True
         try:
-            self.transport.stopProducing()
+            if self.upstream is not None:
+                self.upstream.stopProducing()
         except Exception:  # noqa: BLE001 - the upstream connection is already gone
             pass
 
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure | None = None) -> None:  # noqa: N802
         request = self.request
         if self.registered and not getattr(request, "_disconnected", False):
             self.registered = False
@@ -135,7 +143,7 @@ class BodyRelay(Protocol):
 class UpstreamFetch:
     """One client request answered from an upstream (see the module docstring)."""
 
-    def __init__(self, upstream: Any, request: IRequest, rest: str, clock: Any, timeout: float,
+    def __init__(self, upstream: Upstream, request: Request, rest: str, clock: IReactorTime, timeout: float,
                  manifest_limit: int) -> None:
         self.upstream = upstream
         self.request = request
@@ -144,8 +152,8 @@ class UpstreamFetch:
         self.timeout = timeout
         self.manifest_limit = manifest_limit
         self.started = clock.seconds()
-        self.pending: defer.Deferred | None = None
-        self.timer: Any = None
+        self.pending: defer.Deferred[Any] | None = None
+        self.timer: IDelayedCall | None = None
         self.relay: BodyRelay | None = None
         self.info: dict[str, Any] = {"ttfb_ms": None, "status": 0, "failure": ""}
         request.upstream_log = self.info  # type: ignore[attr-defined]
@@ -164,6 +172,8 @@ class UpstreamFetch:
             value = self.request.getHeader(name)
             if value is not None and not (self.kind and name != b"range"):
                 extra[name] = value
+        if up.client is None:  # set when the upstream is registered or loaded
+            raise Unavailable("upstream not ready", detail=up.name)
         self.pending = up.client.request(self.request.method, url, extra)
         if self.kind == "hls" and b"_HLS_msn=" in (self.request.uri or b""):
             self.timeout += BLOCKING_ALLOWANCE
@@ -195,7 +205,7 @@ class UpstreamFetch:
             self.timer.cancel()
         self.timer = None
 
-    def _response(self, response: Any) -> Any:
+    def _response(self, response: IResponse) -> defer.Deferred[Any] | None:
         self.pending = None
         now = self.clock.seconds()
         self.info["ttfb_ms"] = round((now - self.started) * 1000.0, 3)
@@ -216,12 +226,12 @@ class UpstreamFetch:
         if self.request.method == b"HEAD":
             self.request.finish()
             return None
-        done: defer.Deferred = defer.Deferred()
+        done: defer.Deferred[bool] = defer.Deferred()
         self.relay = BodyRelay(self.request, done)
         response.deliverBody(self.relay)
         return None
 
-    def _copy_headers(self, response: Any) -> None:
+    def _copy_headers(self, response: IResponse) -> None:
         request = self.request
         request.setResponseCode(response.code)
         for name in COPY_HEADERS:
@@ -233,7 +243,7 @@ class UpstreamFetch:
         if isinstance(length, int) and response.code not in (204, 304):
             request.setHeader(b"content-length", str(length).encode())
 
-    def _manifest(self, response: Any, body: bytes) -> None:
+    def _manifest(self, response: IResponse, body: bytes) -> None:
         self.pending = None
         self._cancel_timer()
         if _gone(self.request):

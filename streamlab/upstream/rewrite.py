@@ -22,6 +22,7 @@ the document is kept byte for byte.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from xml.sax.saxutils import escape, unescape
 
 from streamlab.upstream.paths import Origin, absolute, local_url
@@ -55,7 +56,7 @@ def rewrite_hls(text: str, base: str, origin: Origin, name: str) -> str:
         if stripped.startswith("#"):
             if stripped.startswith("#EXT"):
                 playlist = stripped.startswith(_PLAYLIST_TAGS)
-                line = _URI_ATTR.sub(lambda m, p=playlist: f'URI="{local(m.group(1), p)}"', line)
+                line = _URI_ATTR.sub(_uri_rewriter(local, playlist), line)
                 if stripped.startswith("#EXT-X-STREAM-INF"):
                     stream_inf = True
         elif stripped:
@@ -76,6 +77,15 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 def _dir_of(url: str) -> str:
     path = url.split("#", 1)[0].split("?", 1)[0]
     return path.rsplit("/", 1)[0] + "/"
+
+
+def _uri_rewriter(local: Callable[[str, bool], str], playlist: bool) -> Callable[[re.Match[str]], str]:
+    """The ``re.sub`` replacement for one tag's ``URI="..."`` attribute."""
+
+    def replace(match: re.Match[str]) -> str:
+        return f'URI="{local(match.group(1), playlist)}"'
+
+    return replace
 
 
 def rewrite_mpd(text: str, base: str, origin: Origin, name: str) -> str:

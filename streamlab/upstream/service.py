@@ -10,15 +10,20 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
+from streamlab.config import Config
 from streamlab.errors import Conflict, NotFound, Unprocessable
 from streamlab.fsutil import atomic_write
+from streamlab.interfaces import IDaemonReactor
 from streamlab.upstream import detect, paths
 from streamlab.upstream.client import TooBig, UpstreamClient, collect, final_url
 from streamlab.upstream.resource import UpstreamFetch
@@ -38,7 +43,7 @@ class Upstream:
     verify_tls: bool
     info: detect.ManifestInfo
     created_at: float
-    client: Any = field(default=None, repr=False)
+    client: UpstreamClient | None = field(default=None, repr=False)
 
     @property
     def origin(self) -> paths.Origin:
@@ -71,7 +76,7 @@ class UpstreamService(Service):
 
     name = "upstreams"
 
-    def __init__(self, reactor: Any, state_dir: str, *, timeout: float = 20.0, per_host: int = 8,
+    def __init__(self, reactor: IDaemonReactor, state_dir: str, *, timeout: float = 20.0, per_host: int = 8,
                  local_exists: Callable[[str], bool] | None = None) -> None:
         self.reactor = reactor
         self.path = os.path.join(state_dir, "upstreams.json")
@@ -82,7 +87,8 @@ class UpstreamService(Service):
         self._creating: set[str] = set()
 
     @classmethod
-    def from_config(cls, config: Any, reactor: Any, local_exists: Callable[[str], bool]) -> UpstreamService:
+    def from_config(cls, config: Config, reactor: IDaemonReactor,
+                    local_exists: Callable[[str], bool]) -> UpstreamService:
         """Built from ``[live] upstream_*`` keys."""
         live = config.live
         return cls(reactor, config.paths.state_dir, timeout=getattr(live, "upstream_timeout_seconds", 20.0),
@@ -167,7 +173,7 @@ class UpstreamService(Service):
         return UpstreamClient(self.reactor, headers, verify_tls, per_host=self.per_host,
                               connect_timeout=self.timeout)
 
-    def _save(self) -> defer.Deferred:
+    def _save(self) -> defer.Deferred[None]:
         data = json.dumps([u.record() for u in self.items()], indent=1).encode()
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          atomic_write, self.path, data, 0o600)
@@ -227,17 +233,19 @@ class UpstreamService(Service):
 
     def serve(self, request: IRequest, up: Upstream, segs: list[str]) -> Any:
         """Answer ``/go-live/{name}/{segs...}`` from the upstream (origin dispatch)."""
-        return UpstreamFetch(up, request, "/".join(segs), self.reactor, self.timeout, MANIFEST_LIMIT).start()
+        # The Site hands every resource a server.Request (the relay needs its producer API).
+        relayed = cast(Request, request)
+        return UpstreamFetch(up, relayed, "/".join(segs), self.reactor, self.timeout, MANIFEST_LIMIT).start()
 
 
 class _Discard:
     """Body sink for an answer we do not read (the connection is then reusable)."""
 
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+    def makeConnection(self, transport: ITransport) -> None:  # noqa: N802
         pass
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         pass
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         pass

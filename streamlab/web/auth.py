@@ -25,14 +25,18 @@ import json
 import os
 import re
 from collections import OrderedDict
-from typing import Any
+from typing import cast
 
-from twisted.internet import threads
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource, getChildForRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
+
+from streamlab.config import Config
+from streamlab.interfaces import IDaemonReactor
 
 log = Logger()
 
@@ -86,11 +90,14 @@ def credentials(request: IRequest) -> tuple[str, str] | None:
 
 
 class Htpasswd:
-    """The users of an htpasswd file, reloaded when the file changes."""
+    """The users of an htpasswd file, reloaded when the file changes.
 
-    def __init__(self, path: str, clock: IReactorTime) -> None:
+    *reactor* gives the time (reload checks) and the thread pool the bcrypt checks run on;
+    a ``task.Clock`` is enough while no bcrypt check has to run."""
+
+    def __init__(self, path: str, reactor: IDaemonReactor) -> None:
         self.path = path
-        self.clock = clock
+        self.reactor = reactor
         self._users: dict[str, str] = {}
         self._stamp: tuple[float, int] | None = None
         self._checked = -1.0
@@ -115,7 +122,7 @@ class Htpasswd:
         self._ok.clear()
 
     def _maybe_reload(self) -> None:
-        now = self.clock.seconds()
+        now = self.reactor.seconds()
         if now - self._checked >= 1.0:
             self._checked = now
             self.reload()
@@ -138,17 +145,15 @@ class Htpasswd:
             return self._remember(key, hashed, check_password(hashed, password))
         return None
 
-    def verify(self, user: str, password: str) -> Any:
-        """Deferred[bool]: the bcrypt check in a thread (answers cached ones at once)."""
-        from twisted.internet import defer
-
+    def verify(self, user: str, password: str) -> Deferred[bool]:
+        """The bcrypt check on the reactor's thread pool (cached answers at once)."""
         now = self.known(user, password)
         if now is not None:
             return defer.succeed(now)
         hashed = self._users[user]
-        d = threads.deferToThread(check_password, hashed, password)
-        d.addCallback(lambda ok: self._remember(self._key(user, password), hashed, ok))
-        return d
+        pool = self.reactor.getThreadPool()
+        d = threads.deferToThreadPool(self.reactor, pool, check_password, hashed, password)
+        return d.addCallback(lambda ok: self._remember(self._key(user, password), hashed, ok))
 
     def _remember(self, key: bytes, hashed: str, ok: bool) -> bool:
         if ok:
@@ -191,22 +196,25 @@ class _Pending(Resource):
         super().__init__()
         self.gate, self.path, self.user, self.password = gate, path, user, password
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: IRequest) -> int:
         d = self.gate.users.verify(self.user, self.password)
+        # The Site hands resources a server.Request (IRequest declares neither
+        # ``finished`` nor ``render``).
+        req = cast(Request, request)
 
         def decided(ok: bool) -> None:
-            if request.finished or getattr(request, "_disconnected", False):
+            if req.finished or getattr(request, "_disconnected", False):
                 return
             if not ok:
                 request.write(_deny(request))
                 request.finish()
                 return
             child = getChildForRequest(self.gate.inner.getChildWithDefault(self.path, request), request)
-            request.render(child)
+            req.render(child)
 
-        def failed(f: Any) -> None:
+        def failed(f: Failure) -> None:
             log.failure("auth check failed", f)
-            if not request.finished:
+            if not req.finished:
                 request.setResponseCode(500)
                 request.finish()
 
@@ -224,19 +232,24 @@ class AuthGate(Resource):
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:  # noqa: N802
         if not protected(path, request.method):
-            return self.inner.getChildWithDefault(path, request)
+            return self._inner_child(path, request)
         creds = credentials(request)
         if creds is None:
             return _Denied()
         known = self.users.known(*creds)
         if known is True:
-            return self.inner.getChildWithDefault(path, request)
+            return self._inner_child(path, request)
         if known is False:
             return _Denied()
         return _Pending(self, path, *creds)
 
-    def render(self, request: IRequest) -> Any:
-        return self.inner.render(request)
+    def _inner_child(self, path: bytes, request: IRequest) -> IResource:
+        child: IResource = self.inner.getChildWithDefault(path, request)
+        return child
+
+    def render(self, request: IRequest) -> bytes | int:
+        body: bytes | int = self.inner.render(request)
+        return body
 
 
 def _loopback_only(description: str) -> bool:
@@ -252,14 +265,14 @@ def _loopback_only(description: str) -> bool:
         return host == "localhost"
 
 
-def protect(root: IResource, config: Any, clock: IReactorTime) -> IResource:
+def protect(root: IResource, config: Config, reactor: IDaemonReactor) -> IResource:
     """*root* behind Basic auth when ``auth_htpasswd`` is set; otherwise *root* itself and
     a warning when any listener is reachable beyond loopback."""
     path = config.server.auth_htpasswd
     if path:
         log.info("auth: HTTP Basic required for every state-changing call, /debug and /dashboard/ ({path})",
                  path=path)
-        return AuthGate(root, Htpasswd(path, clock))
+        return AuthGate(root, Htpasswd(path, reactor))
     exposed = [d for d in (config.server.listen, config.server.bootstrap_listen) if not _loopback_only(d)]
     if exposed:
         log.warn("auth: listening beyond loopback ({listeners}) without auth_htpasswd: anyone who can reach "

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
@@ -102,7 +103,8 @@ class GuardedHTTPChannel(HTTPChannel):
         super().connectionMade()
         slots = self._site_setting("client_slots", None)
         if slots is not None:
-            host = str(getattr(self.transport.getPeer(), "host", ""))
+            peer = self.transport.getPeer() if self.transport is not None else None
+            host = str(getattr(peer, "host", ""))
             if not slots.take(host):
                 self._answer(429, f"more than {slots.limit} open connections from {host}")
                 return
@@ -110,7 +112,7 @@ class GuardedHTTPChannel(HTTPChannel):
         self._awaiting_head = True
         self._arm_head_timer()
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - twisted API
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - twisted API
         self._cancel_head_timer()
         host, self._slot_host = self._slot_host, None
         if host is not None:
@@ -181,7 +183,7 @@ class GuardedHTTPChannel(HTTPChannel):
                 self._answer(400, "Content-Length must be a number of at most "
                                   f"{MAX_CONTENT_LENGTH_DIGITS} digits")
                 return False
-        return super().headerReceived(line)
+        return bool(super().headerReceived(line))
 
     def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - twisted API
         self._answer(400, "malformed request")

@@ -18,18 +18,22 @@ import json
 import os
 import posixpath
 import socket
-from typing import Any
+from typing import cast
 
-from twisted.application.service import Service
+from twisted.application.service import IService, Service
 from twisted.internet import threads
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IListeningPort, IReactorThreads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.util import redirectTo
 
-from streamlab.api.errors import write_error
+from streamlab.config import Config
 from streamlab.errors import NotFound
+from streamlab.web.errors import write_error
 
 log = Logger()
 
@@ -74,13 +78,9 @@ class DashboardResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, root: str = DASHBOARD_DIR, reactor: Any = None) -> None:
+    def __init__(self, root: str = DASHBOARD_DIR, *, reactor: IReactorThreads) -> None:
         super().__init__()
         self.root = root
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.reactor = reactor
 
     def render(self, request: IRequest) -> bytes | int:
@@ -125,8 +125,9 @@ class DashboardResource(Resource):
         if request.method == b"HEAD":
             request.setHeader(b"content-length", str(st.st_size).encode())
             return b""
-        finished = []
-        request.notifyFinish().addBoth(finished.append)
+        finished: list[object] = []
+        # The Site hands resources a server.Request; IRequest does not declare notifyFinish.
+        cast(Request, request).notifyFinish().addBoth(finished.append)
 
         def read() -> bytes:
             with open(path, "rb") as fh:
@@ -139,7 +140,7 @@ class DashboardResource(Resource):
             request.write(body)
             request.finish()
 
-        def fail(failure: Any) -> None:
+        def fail(failure: Failure) -> None:
             log.failure("dashboard file {path} unreadable", failure, path=path)
             if not finished:
                 request.write(write_error(request, NotFound("not readable")))
@@ -150,7 +151,7 @@ class DashboardResource(Resource):
         return NOT_DONE_YET
 
 
-def dashboard_resource(reactor: Any = None) -> DashboardResource:
+def dashboard_resource(reactor: IReactorThreads) -> DashboardResource:
     """The resource to mount at ``/dashboard`` (files read on *reactor*'s thread pool)."""
     return DashboardResource(reactor=reactor)
 
@@ -177,7 +178,7 @@ class DashboardAnnouncer(Service):
     """Logs the dashboard's URL once the main listener listens (item: the startup log
     tells a new user where to go)."""
 
-    def __init__(self, listener: Any, config: Any, secure: bool) -> None:
+    def __init__(self, listener: IService, config: Config, secure: bool) -> None:
         self.listener = listener
         self.config = config
         self.secure = secure
@@ -190,10 +191,12 @@ class DashboardAnnouncer(Service):
             return
         waiting.addCallback(self._announce)
 
-    def _announce(self, port: Any) -> Any:
+    def _announce(self, port: IListeningPort) -> IListeningPort:
         try:
             address = port.getHost()
-            urls = dashboard_urls(address.port, getattr(address, "host", ""),
+            if not isinstance(address, IPv4Address | IPv6Address):  # a unix socket has no URL
+                return port
+            urls = dashboard_urls(address.port, address.host,
                                   self.config.server.advertised_host, self.secure, socket.gethostname())
             log.info("dashboard: {urls}", urls=" or ".join(urls))
         except Exception:  # noqa: BLE001 - a log line must never stop the daemon

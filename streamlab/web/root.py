@@ -6,8 +6,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.util import Redirect
 
-from streamlab.api.errors import write_error
 from streamlab.errors import NotFound
+from streamlab.web.errors import write_error
 
 
 class _NotFound(Resource):

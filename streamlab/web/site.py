@@ -9,17 +9,19 @@ deadline, 414/431/400 answers, optional per-client connection cap) and renders t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from streamlab.web.channel import DEFAULT_HEAD_TIMEOUT, ClientSlots, GuardedHTTPChannel
 
 
-def method_not_allowed(request: Any, allowed: Any) -> bytes:
+def method_not_allowed(request: IRequest, allowed: Iterable[bytes | str] | None) -> bytes:
     """Set a JSON 405 with an ``Allow`` header naming *allowed* (bytes or str methods)."""
     names = sorted({(m.decode("ascii") if isinstance(m, bytes) else str(m)).upper() for m in allowed or ()}
                    | {"OPTIONS"})
@@ -42,9 +44,10 @@ class _JsonMethods:
     def __init__(self, inner: IResource) -> None:
         self.inner = inner
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: IRequest) -> bytes | int:
         try:
-            return self.inner.render(request)
+            body: bytes | int = self.inner.render(request)
+            return body
         except UnsupportedMethod as exc:
             allowed = tuple(getattr(exc, "allowedMethods", ()) or ())
             if request.method == b"HEAD" and b"GET" in allowed:

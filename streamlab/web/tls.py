@@ -26,11 +26,14 @@ from typing import Any
 from OpenSSL.SSL import Error as SSLError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
-from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IStreamServerEndpoint
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from zope.interface import implementer
 
+from streamlab.config import Config
 from streamlab.fsutil import atomic_write
 
 log = Logger()
@@ -114,10 +117,11 @@ def cert_sans(cert_pem: bytes) -> set[str]:
 def _not_valid_after(cert: Any) -> datetime.datetime:
     """The certificate's expiry as an aware UTC datetime (cryptography 38, Debian 12's,
     only has the naive ``not_valid_after``; 42+ adds ``not_valid_after_utc``)."""
-    aware = getattr(cert, "not_valid_after_utc", None)
+    aware: datetime.datetime | None = getattr(cert, "not_valid_after_utc", None)
     if aware is not None:
         return aware
-    return cert.not_valid_after.replace(tzinfo=datetime.UTC)
+    naive: datetime.datetime = cert.not_valid_after
+    return naive.replace(tzinfo=datetime.UTC)
 
 
 def _needs_new(cert_path: str, key_path: str, sans: Sequence[str], now: datetime.datetime) -> str | None:
@@ -148,7 +152,7 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def auto_paths(config: Any) -> tuple[str, str]:
+def auto_paths(config: Config) -> tuple[str, str]:
     """Where ``tls = auto`` keeps its certificate and key."""
     server = config.server
     if server.tls_cert and server.tls_key:
@@ -157,7 +161,7 @@ def auto_paths(config: Any) -> tuple[str, str]:
     return os.path.join(base, "cert.pem"), os.path.join(base, "key.pem")
 
 
-def ensure_auto_certificate(config: Any, now: datetime.datetime | None = None) -> tuple[str, str]:
+def ensure_auto_certificate(config: Config, now: datetime.datetime | None = None) -> tuple[str, str]:
     """Generate (first start) or reuse the ``tls = auto`` certificate; its paths."""
     now = now or datetime.datetime.now(datetime.UTC)
     cert_path, key_path = auto_paths(config)
@@ -304,7 +308,7 @@ class TLS:
         return PromptCloseTLSFactory(self.context_factory(allow_h2), False, factory)
 
 
-def load(config: Any) -> TLS | None:
+def load(config: Config) -> TLS | None:
     """The daemon's :class:`TLS` for *config* (None when ``tls = off``)."""
     from streamlab.config import ConfigError
 
@@ -324,6 +328,7 @@ def load(config: Any) -> TLS | None:
         raise ConfigError(f"[server] {key}: unusable certificate or key: {exc}") from None
 
 
+@implementer(IStreamServerEndpoint)
 class _WrappedEndpoint:
     """An endpoint listening with a wrapped factory."""
 
@@ -332,19 +337,20 @@ class _WrappedEndpoint:
         self.tls = tls
         self.allow_h2 = allow_h2
 
-    def listen(self, factory: IProtocolFactory) -> Any:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         return self.inner.listen(self.tls.wrap(factory, self.allow_h2))
 
 
-def server_endpoint(reactor: Any, description: str, tls: TLS | None, allow_h2: bool = True) -> Any:
+def server_endpoint(reactor: IReactorCore, description: str, tls: TLS | None,
+                    allow_h2: bool = True) -> IStreamServerEndpoint:
     """The endpoint for a listener string (``tcp:30000:interface=...``), behind *tls*."""
-    inner = endpoints.serverFromString(reactor, description)
+    inner: IStreamServerEndpoint = endpoints.serverFromString(reactor, description)
     if tls is None or description.startswith(("ssl:", "ssl6:")):
         return inner  # an explicit ssl: endpoint string carries its own certificate
     return _WrappedEndpoint(inner, tls, allow_h2)
 
 
-def listener_service(reactor: Any, description: str, factory: IProtocolFactory, tls: TLS | None,
+def listener_service(reactor: IReactorCore, description: str, factory: IProtocolFactory, tls: TLS | None,
                      name: str) -> StreamServerEndpointService:
     """A service listening on *description* (replaces ``strports.service``)."""
     svc = StreamServerEndpointService(server_endpoint(reactor, description, tls), factory)
