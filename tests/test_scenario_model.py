@@ -139,3 +139,10 @@ def test_schema_is_valid_draft_2020_12_and_agrees_with_the_validator():
                 {"steps": [{"at": 0, "set": {"seed": 1}}], "expect": [{"kind": "requests"}]}):
         assert list(validator.iter_errors(bad)), bad
         assert model.validate(bad), bad
+
+
+def test_from_restored_needs_a_step_with_for():
+    errors = model.validate({"steps": [{"id": "a", "at": 0, "set": {"nftables_delay_ms": 1}}],
+                             "expect": [{"kind": "recover_top_within", "after_step": "a", "seconds": 5,
+                                         "from": "restored"}]})
+    assert errors == [{"path": "/expect/0/from", "message": "step a has no for: it is never restored"}]

@@ -444,6 +444,14 @@ def parse(raw: Any) -> Scenario:
             if isinstance(item, Mapping) and isinstance(item.get("id"), str):
                 all_ids.setdefault(item["id"], i)
     expect = _check_expect(raw.get("expect"), all_ids, nsteps, errors)
+    by_index = {s.index: s for s in steps}
+    for i, item in enumerate(raw.get("expect") or []):
+        if isinstance(item, Mapping) and item.get("from") == "restored":
+            ref = item.get("after_step")
+            index = all_ids.get(ref) if isinstance(ref, str) else ref
+            step = by_index.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
+            if step is not None and step.for_s is None:
+                errors.add(pointer("expect", i, "from"), f"step {ref} has no for: it is never restored")
     if errors.items:
         raise ScenarioInvalid(errors.items)
     scenario = Scenario(name.strip(), tuple(steps), tuple(expect), seed, duration, description, dict(raw))
