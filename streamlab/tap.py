@@ -213,10 +213,16 @@ def makeService(options: Any, reactor: Any = None) -> StreamlabService:  # noqa:
 
 
 def check_config_main(argv: list[str] | None = None) -> int:
-    """``streamlab --check-config [--config PATH]`` console entry point."""
+    """``streamlab --check-config [--config PATH]`` console entry point (``streamlab
+    scenario ...`` is the scenario runner, streamlab.scenario.cli)."""
+    argv = argv if argv is not None else sys.argv[1:]
+    if argv[:1] == ["scenario"]:
+        from streamlab.scenario.cli import main as scenario_main
+
+        return scenario_main(argv[1:])
     opts = Options()
     try:
-        opts.parseOptions(argv if argv is not None else sys.argv[1:])
+        opts.parseOptions(argv)
         cfg = load_config(opts)
     except (usage.UsageError, configmod.ConfigError) as exc:
         print(f"streamlab: config error: {exc}", file=sys.stderr)
