@@ -42,11 +42,16 @@ class Client:
             self.headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """``(status, parsed JSON or raw text)``; HTTP error statuses are returned, not raised."""
-        data = json.dumps(body).encode() if body is not None else None
+        """``(status, parsed JSON or raw text)``; HTTP error statuses are returned, not raised.
+        *body* is sent as JSON, or as it is when it is a :class:`Document` (YAML text)."""
         headers = dict(self.headers)
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        if isinstance(body, Document):
+            data: bytes | None = body.text.encode("utf-8")
+            headers["Content-Type"] = body.content_type
+        else:
+            data = json.dumps(body).encode() if body is not None else None
+            if data is not None:
+                headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the user's server
@@ -109,16 +114,31 @@ def _error_text(status: int, body: Any) -> str:
     return f"HTTP {status} {str(body)[:200]}".strip()
 
 
+class Document:
+    """A scenario sent as text (YAML: the server parses it; the runner needs no YAML library)."""
+
+    def __init__(self, text: str, content_type: str) -> None:
+        self.text = text
+        self.content_type = content_type
+
+
 def load_scenario(path: str, stdin: TextIO = sys.stdin) -> Any:
-    """The scenario document in *path* (``-`` = stdin), parsed as JSON."""
+    """The scenario in *path* (``-`` = stdin): parsed JSON, or a YAML :class:`Document`
+    for ``.yaml``/``.yml`` files."""
     try:
-        text = stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if path.lower().endswith((".yaml", ".yml")):
+        return Document(text, "application/yaml")
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise CliError(f"{path} is not JSON: {exc}") from None
+        raise CliError(f"{path} is not JSON (YAML files end in .yaml or .yml): {exc}") from None
 
 
 def _fmt(value: Any) -> str:

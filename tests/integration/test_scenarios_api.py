@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 
 import m3u8
 import pytest
+import yaml
 
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
@@ -185,10 +186,9 @@ def test_cli_exit_codes(d, tmp_path):
     base = {"steps": [{"at": 0.2, "for": 1.5, "set": {"nftables_delay_ms": 30}}], "duration": 2.5}
     lenient = dict(base, name="lenient", expect=[{"metric": "stalls", "op": "<=", "value": 3}])
     strict = dict(base, name="strict", expect=[{"metric": "stalls", "op": "==", "value": 0}])
-    paths = {}
-    for name, doc in (("lenient", lenient), ("strict", strict)):
-        paths[name] = tmp_path / f"{name}.json"
-        paths[name].write_text(json.dumps(doc))
+    paths = {"lenient": tmp_path / "lenient.yaml", "strict": tmp_path / "strict.json"}
+    paths["lenient"].write_text(yaml.safe_dump(lenient))   # the server reads YAML; the CLI needs no library
+    paths["strict"].write_text(json.dumps(strict))
     ok = _cli(d, str(paths["lenient"]), "sc-cli")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS" in ok.stdout and "PASSED" in ok.stdout and "applied" in ok.stdout
