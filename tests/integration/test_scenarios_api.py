@@ -202,3 +202,13 @@ def test_cli_exit_codes(d, tmp_path):
     assert broken.returncode == 2
     assert "/steps/0/at" in broken.stderr and "/steps/0/set/nftables_delay_ms" in broken.stderr
     assert d.get(f"/api/session/{sid}").json()["nftables_delay_ms"] == 0
+
+
+def test_a_run_still_going_when_the_daemon_stops(d):
+    """The module's daemon stops with this run going: the run is stopped (timers
+    cancelled, controls restored) and the log stays clean (checked by the conftest)."""
+    s = create_session(d, "sc-left-running")
+    r = d.request("POST", f"/api/session/{s['session_id']}/scenario",
+                  {"steps": [{"at": 0, "for": 120, "set": {"nftables_delay_ms": 20}}]})
+    assert r.status == 201
+    wait_for(lambda: d.get(f"/api/session/{s['session_id']}").json()["nftables_delay_ms"] == 20, timeout=5)
