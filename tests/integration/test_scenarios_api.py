@@ -1,4 +1,4 @@
-"""Scenarios against a real daemon: a ~6 s timeline of shaping, segment 404s and a
+"""Scenarios against a real daemon: a 7 s timeline of shaping, segment 404s and a
 repeated manifest fault on a session port, the metrics posted by the test (the player),
 the run log, the restore, the sessions SSE stream, the JUnit report, and the CLI runner
 as a subprocess for both exit codes."""
@@ -29,13 +29,13 @@ SCENARIO = {
     "seed": 321,
     "steps": [
         {"id": "slow", "at": 0.5, "for": 3, "set": {"nftables_bandwidth_mbps": 2, "nftables_delay_ms": 40}},
-        {"id": "404s", "at": 1.5, "for": 2,
+        {"id": "404s", "at": 1.5, "for": 3,
          "set": {"segment_failure_type": "404", "segment_failure_mode": "requests",
                  "segment_consecutive_failures": 0, "segment_failure_frequency": 0}},
         {"id": "jump", "after": "404s", "delay": 0.5, "repeat": {"every": 1, "times": 2},
          "set": {"manifest_fault_type": "sequence_jump", "manifest_fault_value": 5}},
     ],
-    "duration": 6,
+    "duration": 7,
     "expect": [
         {"metric": "stalls", "op": "<=", "value": 2},
         {"name": "404s seen", "kind": "requests", "match": {"request_kind": "segment", "status": 404},
@@ -88,10 +88,10 @@ def test_a_scenario_runs_on_a_session_port_and_restores(d):
     assert r.status == 201, r.text
     run = r.json()
     t0 = time.monotonic()
-    assert run["state"] == "running" and run["seed"] == 321 and run["duration_s"] == 6
+    assert run["state"] == "running" and run["seed"] == 321 and run["duration_s"] == 7
     assert d.request("POST", f"/api/session/{sid}/scenario", SCENARIO).status == 409
 
-    # during "404s" (1.5-3.5 s): a segment through the session port is a 404, the shaping is on
+    # during "404s" (1.5-4.5 s): a segment through the session port is a 404, the shaping is on
     wait_for(lambda: d.get(f"/api/session/{sid}").json()["segment_failure_type"] == "404", timeout=5)
     during = d.get(f"/api/session/{sid}").json()
     assert during["nftables_bandwidth_mbps"] == 2 and during["nftables_delay_ms"] == 40
@@ -111,7 +111,7 @@ def test_a_scenario_runs_on_a_session_port_and_restores(d):
     run = wait_for(lambda: (lambda r: r if r["state"] != "running" else None)(
         d.get(f"/api/session/{sid}/scenario").json()), timeout=15, interval=0.2)
     elapsed = time.monotonic() - t0
-    assert 5.5 < elapsed < 12, elapsed
+    assert 5.5 < elapsed < 15, elapsed
     assert run["state"] == "passed", run["verdict"]
     observed = {e["name"]: e["observed"] for e in run["verdict"]["expectations"]}
     assert observed["stalls <= 2"] == 1
@@ -122,8 +122,8 @@ def test_a_scenario_runs_on_a_session_port_and_restores(d):
     assert log == [(None, "applied"), (0, "applied"), (1, "applied"), (0, "restored"), (1, "restored"),
                    (2, "applied"), (2, "applied"), (None, "ended")]
     times = [e["t_s"] for e in run["log"]]
-    for got, want in zip(times, [0, 0.5, 1.5, 3.5, 3.5, 4, 5, 6], strict=True):
-        assert want - 0.01 <= got <= want + 1.0, (times, want)
+    for got, want in zip(times, [0, 0.5, 1.5, 3.5, 4.5, 5, 6, 7], strict=True):
+        assert want - 0.01 <= got <= want + 2.0, (times, want)
     assert run["log"][-1]["fields"]["manifest_fault_type"] == "none"
     assert [st["state"] for st in run["steps"]] == ["done", "done", "done"]
 
