@@ -203,9 +203,11 @@ class Runner:
         self._printed = 0
 
     def say(self, text: str) -> None:
+        """Print a line of progress or result."""
         print(text, file=self.out, flush=True)
 
     def validate(self, scenario: Any) -> dict[str, Any]:
+        """The server's validation answer; every error printed and CliError when invalid."""
         status, body = self.client.call("POST", "/api/scenarios/validate", scenario)
         if status == 400 and isinstance(body, dict) and body.get("errors"):
             for e in body["errors"]:
@@ -216,24 +218,28 @@ class Runner:
         return body
 
     def session(self, player_id: str) -> dict[str, Any]:
+        """The session of *player_id* (created when it has none yet)."""
         status, body = self.client.call("POST", "/api/sessions", {"player_id": player_id})
         if status not in (200, 201) or not isinstance(body, dict):
             raise CliError(f"finding the session of {player_id!r}: {_error_text(status, body)}")
         return body
 
     def start(self, sid: str, scenario: Any) -> dict[str, Any]:
+        """Start the run on session *sid*; the run JSON."""
         status, body = self.client.call("POST", f"/api/sessions/{urllib.parse.quote(sid)}/scenario", scenario)
         if status != 201 or not isinstance(body, dict):
             raise CliError(f"starting the run: {_error_text(status, body)}")
         return body
 
     def fetch(self, sid: str) -> dict[str, Any]:
+        """The session's current (last) run."""
         status, body = self.client.call("GET", f"/api/sessions/{urllib.parse.quote(sid)}/scenario")
         if status != 200 or not isinstance(body, dict):
             raise CliError(f"reading the run: {_error_text(status, body)}")
         return body
 
     def show_log(self, run: dict[str, Any]) -> None:
+        """Print the run-log entries not printed yet."""
         entries = run.get("log", [])
         for entry in entries[self._printed:]:
             self.say(log_line(entry))
