@@ -171,11 +171,11 @@ def test_stop_restores_at_once(d):
     assert after["all_failure_type"] == "none" and after["content_strip_codecs"] is False
 
 
-def _cli(d, path, player_id):
+def _cli(d, path, player_id, *extra):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run([sys.executable, "-m", "streamlab.scenario", "run", path, "--server",
                            f"http://127.0.0.1:{d.port}", "--player-id", player_id, "--wait",
-                           "--timeout", "60"],
+                           "--timeout", "60", *extra],
                           capture_output=True, text=True, timeout=90, env=env)
 
 
@@ -189,9 +189,12 @@ def test_cli_exit_codes(d, tmp_path):
     paths = {"lenient": tmp_path / "lenient.yaml", "strict": tmp_path / "strict.json"}
     paths["lenient"].write_text(yaml.safe_dump(lenient))   # the server reads YAML; the CLI needs no library
     paths["strict"].write_text(json.dumps(strict))
-    ok = _cli(d, str(paths["lenient"]), "sc-cli")
+    report = tmp_path / "junit.xml"
+    ok = _cli(d, str(paths["lenient"]), "sc-cli", "--junit", str(report))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS" in ok.stdout and "PASSED" in ok.stdout and "applied" in ok.stdout
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert suite.get("name") == "lenient" and suite.get("failures") == "0" and suite.get("tests") == "1"
     bad = _cli(d, str(paths["strict"]), "sc-cli")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "FAIL" in bad.stdout and "observed" in bad.stdout
