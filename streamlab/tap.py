@@ -26,6 +26,7 @@ from streamlab.api.discovery import DiscoveryApi
 from streamlab.api.jobs import JobsApi
 from streamlab.api.openapi import OpenApiResource
 from streamlab.api.root import ApiRoot
+from streamlab.api.scenarios import mount as mount_scenarios
 from streamlab.api.server import ServerApi
 from streamlab.api.sessions import MOUNTS as SESSION_MOUNTS
 from streamlab.api.sessions import SessionsApi
@@ -44,6 +45,7 @@ from streamlab.media.library import ContentLibrary
 from streamlab.metrics import Metrics, MetricsResource, counting_request_factory
 from streamlab.proxy.service import SessionService
 from streamlab.push.jobs_sse import JobsFeed
+from streamlab.scenario.service import ScenarioService
 from streamlab.shaping.service import ShapingService
 from streamlab.shutdown import GracefulStop, InFlight
 from streamlab.sources.service import SourceService
@@ -204,6 +206,8 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
         svc.api.mount(name, sessions_api)
     sessions.registry.shaping = shaping.attach(sessions.registry)
     svc.api.mount("nftables", ShapingApi(shaping).app.resource())
+    scenarios = svc.add(ScenarioService(sessions.registry, reactor, origin=origin.resource))
+    mount_scenarios(svc.api, scenarios, sessions_api)  # /api/scenarios, /api/session(s)/{id}/scenario
     svc.root.mount("debug", DebugPage(svc))
     svc.root.mount("dashboard", dashboard_resource(reactor))
     metrics.attach_sessions(sessions.registry)
@@ -242,10 +246,15 @@ def makeService(options: Options, reactor: Any = None) -> StreamlabService:  # n
 def check_config_main(argv: list[str] | None = None) -> int:
     """``streamlab [--check-config] [--config PATH]`` console entry point: the checks
     twistd makes, then the effective config on stdout; 1 with one line on stderr when the
-    config is bad."""
+    config is bad.  ``streamlab scenario ...`` is the scenario runner (streamlab.scenario.cli)."""
+    argv = argv if argv is not None else sys.argv[1:]
+    if argv[:1] == ["scenario"]:
+        from streamlab.scenario.cli import main as scenario_main
+
+        return scenario_main(argv[1:])
     opts = ConfigOptions()
     try:
-        opts.parseOptions(argv if argv is not None else sys.argv[1:])  # --check-config: prints, exits 0
+        opts.parseOptions(argv)  # --check-config: prints, exits 0
     except usage.UsageError as exc:
         print(f"streamlab: {exc}", file=sys.stderr)
         return 1
