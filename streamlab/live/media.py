@@ -26,6 +26,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from streamlab.live.answers import as_held
+
 CHUNK = 128 * 1024
 
 _TYPES_BY_EXT = {
@@ -180,7 +182,7 @@ class FilePushProducer:
         finally:
             if self.registered:
                 self.registered = False
-                self.request.unregisterProducer()
+                as_held(self.request).unregisterProducer()
             if complete:
                 self.request.finish()
 
@@ -209,7 +211,7 @@ class FileRangeProducer(FilePushProducer):
             self._end(True)
             return
         self.registered = True
-        self.request.registerProducer(self, True)
+        as_held(self.request).registerProducer(self, True)
         self._pump()
 
     def _pump(self) -> None:
