@@ -323,25 +323,29 @@ class OriginResource(Resource):
         # hold: count the request now, answer when the playlist contains the part
         self.workers.touch(content, "ll_hls")
         deadline = now + blocking.reload_deadline(index, "ll")
+        if ready_at > deadline:
+            self._hold(request, _Held(), deadline, lambda: self._finish_bytes(request, write_error(
+                request, Unavailable("blocking reload timed out",
+                                     detail="the requested part was not published in time"))))
+            return NOT_DONE_YET
+        # everything but the body is known now: the wake-up only renders (once for all the
+        # requests woken at that instant) and writes (docs/origin.md, "Held requests")
+        self._manifest_headers(request, HLS_TYPE)
         held = _Held()
 
         def wake() -> None:
             if held.gone:
                 return
-            if ready_at > deadline:
-                self._finish_bytes(request, write_error(request, Unavailable(
-                    "blocking reload timed out", detail="the requested part was not published in time")))
-                return
             t = max(self.waiters.now(), ready_at)
             try:
-                body = self._render(request, content, index, ("hls", kind), HLS_TYPE, what, t)
+                body = self._body(content, index, ("hls", kind), what, t)
             except Exception as exc:
                 if not isinstance(exc, StreamlabError):
                     log.failure("origin error serving held {uri}", Failure(), uri=request.uri)
                 body = write_error(request, exc)
             self._finish_bytes(request, body)
 
-        self._hold(request, held, min(ready_at, deadline), wake)
+        self._hold(request, held, ready_at, wake)
         return NOT_DONE_YET
 
     def _has_track(self, index: ContentIndex, track_id: str, container: str) -> bool:
@@ -355,12 +359,24 @@ class OriginResource(Resource):
     def _render(self, request: IRequest, content: str, index: ContentIndex, stream: tuple[str, str],
                 ctype: bytes, what: tuple[Any, ...], now: float) -> bytes:
         """Render (or reuse the render made for the same instant) and set the headers."""
+        body = self._body(content, index, stream, what, now)
+        self._manifest_headers(request, ctype)
+        return body
+
+    def _manifest_headers(self, request: IRequest, ctype: bytes) -> None:
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", ctype)
+        request.setHeader(b"cache-control", MANIFEST_CACHE)
+
+    def _body(self, content: str, index: ContentIndex, stream: tuple[str, str], what: tuple[Any, ...],
+              now: float) -> bytes:
+        """The manifest *what* at *now*: rendered once per instant, then reused (requests
+        woken together share one render and the tick bookkeeping of that one render)."""
         if self._cache_now != now:
             self._cache_now = now
             self._cache.clear()
         key = (content, id(index), *what)
         body = self._cache.get(key)
-        render_ms: float | None = None
         if body is None:
             t0 = time.perf_counter()
             try:
@@ -368,14 +384,8 @@ class OriginResource(Resource):
             except KeyError as exc:
                 raise NotFound("not found", detail=f"no such rendition: {exc}") from None
             body = text.encode("utf-8")
-            render_ms = (time.perf_counter() - t0) * 1000.0
             self._cache[key] = body
-            # a render served from the per-instant cache saw the same edge at the same
-            # instant: nothing to record (500 held reloads woken together observe once)
-            self._observe(content, index, stream, now, render_ms)
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", ctype)
-        request.setHeader(b"cache-control", MANIFEST_CACHE)
+            self._observe(content, index, stream, now, (time.perf_counter() - t0) * 1000.0)
         return body
 
     def _render_text(self, index: ContentIndex, what: tuple[Any, ...], now: float) -> str:
