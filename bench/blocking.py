@@ -10,7 +10,8 @@ them for the next-but-one part (``_HLS_msn``/``_HLS_part``) and reports
 * playlist render cost as seen over HTTP (sequential GETs, p50 / p95), and the daemon's
   own ``avg_render_ms_5m`` from ``/go-live/api/tick-stats``.
 
-``.venv/bin/python bench/blocking.py [--clients 500] [--rounds 3]``.  Prints figures,
+``.venv/bin/python bench/blocking.py [--clients 500] [--rounds 3] [--close]``;
+``--in-process`` measures only the server-side wake-up (no daemon, no sockets).  Prints figures,
 never fails on speed.
 """
 
@@ -178,6 +179,57 @@ def _get(port: int, path: str) -> bytes:
     return b"".join(chunks).partition(b"\r\n\r\n")[2]
 
 
+def in_process_wake(clients: int, repeats: int = 5) -> tuple[float, float]:
+    """Server-side cost of waking *clients* held reloads, without sockets or a client:
+    the origin on real ``twisted.web`` Requests over StringTransport, driven by a Clock.
+    Returns (best, median) milliseconds for the whole wake-up of the batch."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from streamlab.live.origin import OriginResource
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import render  # the synthetic 5-rung item of bench/render.py
+
+    index = render.build()
+
+    class Library:
+        def get(self, name: str) -> object:
+            return index if name == "bench" else None
+
+        def item_dir(self, name: str) -> str:
+            return "/nonexistent"
+
+    times = []
+    for _ in range(repeats):
+        clock = Clock()
+        clock.advance(EPOCH + 1000 * index.duration + 3.05)
+        origin = OriginResource(Library(), clock, epoch=EPOCH, window=36, idle_timeout=60)
+        root = Resource()
+        root.putChild(b"go-live", origin)
+        site = Site(root, reactor=clock)
+        site.timeOut = None
+        tl = LiveTimeline(index, EPOCH)
+        track = index.track("720p")
+        n, p = tl.live_edge(track, clock.seconds())
+        path = f"/go-live/bench/playlist_720p.m3u8?_HLS_msn={n}&_HLS_part={p + 3}"
+        transports = []
+        for _ in range(clients):
+            channel = site.buildProtocol(None)
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            channel.dataReceived(f"GET {path} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
+            transports.append(transport)
+        clock.advance(tl.part_publish_time(track, n, p + 3) - clock.seconds() - 1e-6)
+        t0 = time.perf_counter()
+        clock.advance(2e-6)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert all(t.value().startswith(b"HTTP/1.1 200") for t in transports)
+    return min(times), statistics.median(times)
+
+
 async def render_costs(d: Daemon, n: int) -> dict[str, tuple[float, float]]:
     out = {}
     for name in ("playlist_360p.m3u8", "playlist_360p.m3u8?_HLS_skip=YES", "playlist_2s_360p.m3u8",
@@ -233,12 +285,20 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--in-process", action="store_true",
+                    help="only the server-side wake-up cost, in process (no daemon, no sockets)")
     ap.add_argument("--clients", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--close", action="store_true",
                     help="Connection: close on every held request (the daemon also tears them down)")
     ap.add_argument("--renders", type=int, default=100)
-    asyncio.run(main_async(ap.parse_args()))
+    args = ap.parse_args()
+    if args.in_process:
+        best, median = in_process_wake(args.clients)
+        print(f"in process: waking {args.clients} held reloads takes {best:.2f} ms best, "
+              f"{median:.2f} ms median ({best / args.clients * 1000:.1f} us per request at best)")
+        return
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
