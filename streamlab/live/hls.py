@@ -145,7 +145,16 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
         # player holding exactly that far back has a few parts of margin (docs/origin.md)
         largest = max([part_target] + [_part_target(index, t) for t in ll_tracks(index)])
         hold_back = max(MIN_PART_HOLD_BACK, 3 * largest)
-        skip_until = 6.0 * target
+        # CAN-SKIP-UNTIL must be >= 6 target durations of this playlist; it is the same for
+        # every rendition (6 x the largest target), so the video and audio playlists of one
+        # master skip the same segments at the same instant.  With a per-playlist value
+        # (36 s video, 42 s audio: AAC segments of 6.016 s have target 7) a 36 s window made
+        # only the video delta updates skip, and hls.js (1.7) then counts the video
+        # playlist's discontinuities without the segment in progress and the audio's with
+        # it: at every loop boundary its audio controller waited ("endCC" ahead of main)
+        # until the video finished the new loop's first segment -- a stall at each seam
+        # (docs/streams.md, "Delta updates").
+        skip_until = 6.0 * max(target_duration([s.duration for s in t.segments]) for t in ll_tracks(index))
         top = (f"#EXTM3U\n#EXT-X-VERSION:{LL_VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
                f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={compact_number(hold_back)},"
                f"CAN-SKIP-UNTIL={compact_number(skip_until)}\n#EXT-X-PART-INF:PART-TARGET={compact_number(part_target)}\n")
