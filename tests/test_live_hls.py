@@ -126,7 +126,8 @@ def test_ll_playlist_shape():
     big = make_index(seg_dur=6.0, part_dur=0.5)  # 3 x 0.5 s parts is above the floor
     assert m3u8.loads(hls.render_media(big, "720p", "ll", now, EPOCH, 36)).server_control.part_hold_back \
         == pytest.approx(1.5)
-    assert m.server_control.can_skip_until == 36
+    # one CAN-SKIP-UNTIL for the whole master: 6 x the largest target (audio's 7 s)
+    assert m.server_control.can_skip_until == 42
     assert m.part_inf.part_target == pytest.approx(0.2)
     assert m.media_sequence == n - 6
     segs, tail = entries(text)
@@ -218,22 +219,40 @@ def test_delta_update(skip):
     now = EPOCH + 77777 * 6 + 4.1
     full = hls.render_media(IDX, "720p", "ll", now, EPOCH, 60)
     delta = hls.render_media(IDX, "720p", "ll", now, EPOCH, 60, skip=skip)
-    # playlist ends 4.1 s into segment n; segments starting >= 36 s before the end are skipped
-    # first listed n-10 starts 64.1 s before the end, n-6 starts 40.1 s before: 5 skipped
+    # playlist ends 4.1 s into segment n; segments starting >= CAN-SKIP-UNTIL (42 s: 6 x the
+    # audio rendition's target of 7) before the end are skipped: first listed n-10 starts
+    # 64.1 s before the end, n-7 starts 46.1 s before, n-6 40.1 s: 4 skipped
     md = m3u8.loads(delta)
-    assert md.skip.skipped_segments == 5
+    assert md.skip.skipped_segments == 4
     assert md.media_sequence == m3u8.loads(full).media_sequence
     assert m3u8.loads(full).discontinuity_sequence == md.discontinuity_sequence
     fs, _ = entries(full)
     ds, _ = entries(delta)
-    assert [s["msn"] for s in ds] == [s["msn"] for s in fs][5:]
+    assert [s["msn"] for s in ds] == [s["msn"] for s in fs][4:]
     # everything after EXT-X-SKIP is byte-identical to the tail of the full playlist
-    head, _, rest = delta.partition("#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n")
+    head, _, rest = delta.partition("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n")
     assert full.startswith(head) and "#EXT-X-MAP" in head
     lines = full.splitlines(keepends=True)
     extinf = [i for i, line in enumerate(lines) if line.startswith("#EXTINF")]
-    assert "".join(lines[extinf[4] + 2:]) == rest
-    assert delta.count("#EXTINF") == full.count("#EXTINF") - 5
+    assert "".join(lines[extinf[3] + 2:]) == rest
+    assert delta.count("#EXTINF") == full.count("#EXTINF") - 4
+
+
+def test_every_rendition_of_a_master_skips_the_same_segments():
+    """One CAN-SKIP-UNTIL for the master: the video (target 6) and audio (target 7) delta
+    updates skip the same segments at every instant.  With 36 s for video and 42 s for
+    audio a 36 s window made only the video skip, and hls.js then stalled its audio at
+    every loop boundary (issue #11; fails on the per-playlist value)."""
+    for window in (36, 48, 60):
+        for step in range(0, 40):
+            now = EPOCH + 77770 * 6 + step * 0.37
+            skipped = set()
+            for track in ("720p", "360p", "audio"):
+                text = hls.render_media(IDX, track, "ll", now, EPOCH, window, skip="YES")
+                m = m3u8.loads(text)
+                assert m.server_control.can_skip_until == 42
+                skipped.add(m.skip.skipped_segments if m.skip else 0)
+            assert len(skipped) == 1, (window, step, skipped)
 
 
 def test_delta_update_without_skippable_segments_is_the_full_playlist():

@@ -604,7 +604,7 @@ def test_unknown_content_creates_no_worker(env):
 
 
 def test_ll_dash_catch_up_respects_back_pressure(env, clock, monkeypatch):
-    import streamlab.live.origin as origin_mod
+    import streamlab.live.origin_media as origin_mod
 
     monkeypatch.setattr(origin_mod, "CHUNK", 1000)
     channel = env.site.buildProtocol(None)

@@ -23,7 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from streamlab.live.hls import compact_number, file_pieces, format_pdt, pieces_per_file
+from streamlab.live.hls import compact_number, format_pdt
+from streamlab.live.pieces import file_pieces, last_complete_piece, pieces_per_file
 from streamlab.live.timeline import EPS, LiveTimeline, index_cache
 from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, seq_prefix, timeline_query
 from streamlab.media.index import ContentIndex, Track
@@ -310,7 +311,6 @@ def render_mpd(index: ContentIndex, kind: str, now: float, epoch: float, window:
     periods: list[tuple[int, str]] = []
     if kind == "2s":
         k_per = pieces_per_file(index)
-        from streamlab.live.hls import last_complete_piece
         last = last_complete_piece(index, index.video[0], now, epoch)
         first = max(0, last - max(1, round(window * k_per / index.segment_duration)) + 1)
         recent = index_cache(index).setdefault("dash-2s-recent", {})

@@ -1,4 +1,4 @@
-"""HLS renderers (spec/streams.md section 3): masters and live media playlists.
+"""HLS media playlists (spec/streams.md section 3): LL, 2 s and 6 s, rendered at ``now``.
 
 Pure functions of ``(index, kind, now, epoch, window, request params)``; the output is
 byte-identical for identical inputs.  Everything that does not depend on ``now`` (the
@@ -9,6 +9,9 @@ render only slices and joins precomputed strings.
 Kinds: ``"ll"`` (LL-HLS: parts, preload hint, rendition reports, delta updates),
 ``"2s"`` (each 6 s file split into byte-range pieces that start at independent parts),
 ``"6s"`` (whole files).  URIs are relative to ``/go-live/<content>/``.
+
+Masters and playlist names live in :mod:`streamlab.live.hls_master`, the 2 s cut in
+:mod:`streamlab.live.pieces`; both are re-exported here, the module callers know.
 """
 
 from __future__ import annotations
@@ -17,35 +20,21 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from streamlab.live.hls_master import KINDS, LL_VERSION, VERSION, ll_tracks, playlist_name, render_master
+from streamlab.live.pieces import file_pieces, last_complete_piece, pieces_per_file
 from streamlab.live.timeline import EPS, LiveTimeline, index_cache, part_ends
 from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, seq_prefix, timeline_query
 from streamlab.media.index import ContentIndex, Track, target_duration
-
-KINDS = ("ll", "2s", "6s")
 
 #: Floor of PART-HOLD-BACK (seconds).  Three 0.2 s parts (0.6 s) left shaka 5 starving
 #: at the live edge on a loaded machine (a mid-segment stall once its latency fell to
 #: ~1 s); 1 s gives players that hold exactly PART-HOLD-BACK back five parts of margin.
 MIN_PART_HOLD_BACK = 1.0
 
-#: EXT-X-VERSION of LL media playlists (EXT-X-SKIP needs 9) and of non-LL ones.
-LL_VERSION = 9
-VERSION = 6
-
-
-def playlist_name(kind: str, track_id: str, container: str = "fmp4", timeline: str = DISCONTINUITY) -> str:
-    """Relative URI of the media playlist of *track_id* for *kind* (and container, and
-    timeline: the continuous mode is carried in the query so the player stays in it)."""
-    if kind == "ll":
-        name = f"playlist_{track_id}.m3u8"
-    else:
-        name = f"playlist_{kind}_{track_id}.m3u8"
-    query = []
-    if container == "ts":
-        query.append("format=ts")
-    if timeline == CONTINUOUS:
-        query.append("timeline=continuous")
-    return name + ("?" + "&".join(query) if query else "")
+__all__ = ["KINDS", "LL_VERSION", "MIN_PART_HOLD_BACK", "VERSION", "compact_number", "file_pieces",
+           "find_track", "format_pdt", "last_complete_piece", "pieces_per_file",
+           "playlist_name", "render_master", "render_media", "target_of",
+           "window_segments"]
 
 
 def compact_number(x: float) -> str:
@@ -85,67 +74,6 @@ def find_track(index: ContentIndex, track_id: str, container: str = "fmp4") -> T
         if t.id == track_id and t.container == container:
             return t
     raise KeyError(track_id)
-
-
-# --------------------------------------------------------------------------- pieces (2 s)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One entry of a 2 s playlist: a byte range of a segment file made of whole parts.
-
-    ``start``/``end`` are relative to the segment start (``end`` = publish instant of the
-    last part, see :func:`part_ends`); ``duration`` is the sum of the real part durations.
-    Pieces of one file tile it: the first starts at byte 0, the last ends at its size.
-    """
-
-    first_part: int
-    last_part: int
-    offset: int
-    length: int
-    start: float
-    end: float
-    duration: float
-
-
-def pieces_per_file(index: ContentIndex) -> int:
-    """How many ~2 s pieces each segment file is split into (3 for 6 s segments)."""
-    return max(1, round(index.segment_duration / 2.0))
-
-
-def file_pieces(index: ContentIndex, track: Track) -> tuple[tuple[Piece, ...], ...]:
-    """Per file (0-based), its 2 s pieces.  KeyError when a file has too few parts."""
-    cache = index_cache(index)
-    key = ("pieces", id(track))
-    got = cache.get(key)
-    if got is not None:
-        return got
-    k = pieces_per_file(index)
-    sd = index.segment_duration
-    all_ends = part_ends(index, track)
-    out = []
-    for seg, ends in zip(track.segments, all_ends, strict=True):
-        parts = seg.parts
-        if len(parts) < k:
-            raise KeyError(f"{track.id}: a file has fewer than {k} parts")
-        starts = [0.0] + list(ends[:-1])
-        firsts = [0]
-        for j in range(1, k):
-            target = j * sd / k
-            lo, hi = firsts[-1] + 1, len(parts) - (k - j)
-            cands = [i for i in range(lo, hi + 1) if parts[i].independent] or list(range(lo, hi + 1))
-            firsts.append(min(cands, key=lambda i, t=target: (abs(starts[i] - t), i)))
-        pieces = []
-        for j, first in enumerate(firsts):
-            last = (firsts[j + 1] - 1) if j + 1 < k else len(parts) - 1
-            off = 0 if j == 0 else parts[first].offset
-            end_byte = parts[firsts[j + 1]].offset if j + 1 < k else seg.size
-            pieces.append(Piece(first, last, off, end_byte - off, starts[first], ends[last],
-                                sum(p.duration for p in parts[first:last + 1])))
-        out.append(tuple(pieces))
-    got = tuple(out)
-    cache[key] = got
-    return got
 
 
 # --------------------------------------------------------------------------- precomputed lines
@@ -215,9 +143,18 @@ def _lines(index: ContentIndex, track: Track, kind: str) -> _Lines:
         # RFC 8216bis: with different part targets across renditions, PART-HOLD-BACK should
         # be at least three times the largest one; and at least MIN_PART_HOLD_BACK, so a
         # player holding exactly that far back has a few parts of margin (docs/origin.md)
-        largest = max([part_target] + [_part_target(index, t) for t in _ll_tracks(index)])
+        largest = max([part_target] + [_part_target(index, t) for t in ll_tracks(index)])
         hold_back = max(MIN_PART_HOLD_BACK, 3 * largest)
-        skip_until = 6.0 * target
+        # CAN-SKIP-UNTIL must be >= 6 target durations of this playlist; it is the same for
+        # every rendition (6 x the largest target), so the video and audio playlists of one
+        # master skip the same segments at the same instant.  With a per-playlist value
+        # (36 s video, 42 s audio: AAC segments of 6.016 s have target 7) a 36 s window made
+        # only the video delta updates skip, and hls.js (1.7) then counts the video
+        # playlist's discontinuities without the segment in progress and the audio's with
+        # it: at every loop boundary its audio controller waited ("endCC" ahead of main)
+        # until the video finished the new loop's first segment -- a stall at each seam
+        # (docs/streams.md, "Delta updates").
+        skip_until = 6.0 * max(target_duration([s.duration for s in t.segments]) for t in ll_tracks(index))
         top = (f"#EXTM3U\n#EXT-X-VERSION:{LL_VERSION}\n#EXT-X-TARGETDURATION:{target}\n"
                f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={compact_number(hold_back)},"
                f"CAN-SKIP-UNTIL={compact_number(skip_until)}\n#EXT-X-PART-INF:PART-TARGET={compact_number(part_target)}\n")
@@ -243,69 +180,6 @@ def target_of(index: ContentIndex, track: Track, kind: str) -> int:
     return _lines(index, track, kind).target
 
 
-# --------------------------------------------------------------------------- masters
-
-
-def _ll_tracks(index: ContentIndex) -> tuple[Track, ...]:
-    """Every rendition listed in an fMP4 master (video rungs then audio tracks)."""
-    return index.video + index.audio
-
-
-def render_master(index: ContentIndex, kind: str, container: str = "fmp4",
-                  timeline: str = DISCONTINUITY) -> str:
-    """The multivariant playlist for *kind* (``ll``/``2s``/``6s``).
-
-    ``container="ts"`` renders the MPEG-TS master (6 s only; KeyError when the item has no
-    TS renditions or for another kind).  Unknown kind or timeline -> KeyError.  The
-    media playlist URIs carry the timeline (``?timeline=continuous``).
-    """
-    if kind not in KINDS or timeline not in TIMELINES:
-        raise KeyError(kind)
-    cache = index_cache(index)
-    key = ("master", kind, container, timeline)
-    got = cache.get(key)
-    if got is not None:
-        return got
-    version = LL_VERSION if kind == "ll" else VERSION
-    out = [f"#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-INDEPENDENT-SEGMENTS\n"]
-    if container == "ts":
-        if kind != "6s" or not index.ts_tracks:
-            raise KeyError(f"{kind}/ts")
-        videos = sorted((t for t in index.ts_tracks if t.type == "video"), key=lambda t: -t.bandwidth)
-        audios = [t for t in index.ts_tracks if t.type == "audio"]
-    elif container == "fmp4":
-        videos, audios = list(index.video), list(index.audio)
-    else:
-        raise KeyError(container)
-    for i, a in enumerate(audios):
-        attrs = [f'TYPE=AUDIO,GROUP-ID="audio",NAME="{a.id}",LANGUAGE="{a.language}"',
-                 f'DEFAULT={"YES" if i == 0 else "NO"},AUTOSELECT=YES']
-        if a.channels:
-            attrs.append(f'CHANNELS="{a.channels}"')
-        attrs.append(f'URI="{playlist_name(kind, a.id, container, timeline)}"')
-        out.append("#EXT-X-MEDIA:" + ",".join(attrs) + "\n")
-    audio = audios[0] if audios else None
-    muxed_audio = index.audio[0] if (container == "ts" and not audios and index.audio) else None
-    for v in videos:
-        bw, avg, codecs = v.bandwidth, v.average_bandwidth, v.codecs
-        if audio is not None:
-            bw += max(a.bandwidth for a in audios)
-            avg += max(a.average_bandwidth for a in audios)
-            codecs = f"{codecs},{audio.codecs}"
-        elif muxed_audio is not None and "," not in codecs:
-            codecs = f"{codecs},{muxed_audio.codecs}"
-        attrs = [f"BANDWIDTH={bw}", f"AVERAGE-BANDWIDTH={avg}", f'CODECS="{codecs}"']
-        if v.width and v.height:
-            attrs.append(f"RESOLUTION={v.resolution}")
-        if v.frame_rate:
-            attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
-        if audio is not None:
-            attrs.append('AUDIO="audio"')
-        uri = playlist_name(kind, v.id, container, timeline)
-        out.append("#EXT-X-STREAM-INF:" + ",".join(attrs) + "\n" + uri + "\n")
-    got = "".join(out)
-    cache[key] = got
-    return got
 
 
 # --------------------------------------------------------------------------- media playlists
@@ -388,7 +262,7 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
         f = m % count
         if m == first or f == 0:
             out.append(_boundary(lines, m, first, count, epoch_ms, sd_ms, cont))
-        key = (m, m >= parts_from)
+        key = (m, int(m >= parts_from))
         text = blocks.get(key)
         if text is None:
             uri = f"{pre}{m}{post}"
@@ -409,7 +283,7 @@ def _render_ll(index: ContentIndex, track: Track, now: float, epoch: float, wind
         _remember(blocks, key, text)
     out.append(text)
     report_timeline = CONTINUOUS if cont else DISCONTINUITY
-    for other in _ll_tracks(index):
+    for other in ll_tracks(index):
         if other is track:
             continue
         msn, part = _last_report(tl, other, now)
@@ -460,16 +334,6 @@ def _boundary(lines: _Lines, m: int, first: int, count: int, epoch_ms: int, sd_m
         return (f"#EXT-X-DISCONTINUITY\n{lines.map_line}"
                 f"#EXT-X-PROGRAM-DATE-TIME:{format_pdt(epoch_ms + m * sd_ms)}\n")
     return ""
-
-
-def last_complete_piece(index: ContentIndex, track: Track, now: float, epoch: float) -> int:
-    """Absolute number (``n * pieces_per_file + j``) of the newest complete 2 s piece."""
-    tl = LiveTimeline(index, epoch)
-    k = pieces_per_file(index)
-    n = tl.in_progress(now)
-    into = now - epoch + EPS - n * tl.sd
-    done = sum(1 for pc in file_pieces(index, track)[n % tl.count] if pc.end <= into)
-    return n * k + done - 1
 
 
 def _render_2s(index: ContentIndex, track: Track, now: float, epoch: float, window: float,

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from streamlab.live.answers import as_held
 from streamlab.mediatypes import MEDIA_EXTS as _MEDIA_EXTS
 from streamlab.mediatypes import content_type  # noqa: F401 - re-exported for the origin
 
@@ -161,7 +162,7 @@ class FilePushProducer:
         finally:
             if self.registered:
                 self.registered = False
-                self.request.unregisterProducer()
+                as_held(self.request).unregisterProducer()
             if complete:
                 self.request.finish()
 
@@ -190,7 +191,7 @@ class FileRangeProducer(FilePushProducer):
             self._end(True)
             return
         self.registered = True
-        self.request.registerProducer(self, True)
+        as_held(self.request).registerProducer(self, True)
         self._pump()
 
     def _pump(self) -> None:

@@ -40,31 +40,13 @@ chunked delivery of the segment being produced) uses one shared
 a single reactor timer for all of them; a client that disconnects is removed through
 ``notifyFinish``'s errback.
 
-Media timing rules.  Manifests list *sequence-addressed* URLs (``video/<rung>/n<N>.m4s``,
-:mod:`streamlab.live.urls`): ``N`` is the absolute segment, so the answer is exact:
-
-* segment ``N`` complete: the bytes at once (200/206/416), from a push producer, whatever
-  the window;
-* segment ``N`` in production (or the next one): paced, each part's bytes released at its
-  publish time: a whole-file GET is 200 chunked (LL-DASH chunked CMAF), a range is 206
-  with its full ``Content-Length`` (a blocking preload hint asks ``bytes=N-``); a range
-  whose bytes are all published already (a listed part, a 2 s piece) goes out at once;
-* ``N`` more than one segment ahead: 404.
-
-Old-style file URLs (``seg_00005.m4s``) keep their old meaning, "this file in the current
-loop": whole-file GET and open-ended ranges of the file in production are paced, closed
-ranges and other files are served at once.
-
-``?timeline=continuous`` on an ``n<N>`` URL serves the file with every ``tfdt`` raised by
-``loop(N) x loop length`` (:mod:`streamlab.media.decode_times`, offsets indexed at load);
-MPEG-TS answers 400 in that mode, an item without a decode-time index 409.
+Media bytes (which file, which range, paced or at once, rewritten or not) are
+:mod:`streamlab.live.origin_media`; the status API is :mod:`streamlab.live.status_api`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -80,17 +62,21 @@ from twisted.web.server import NOT_DONE_YET
 
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError, Unavailable
 from streamlab.live import blocking, dash, hls
-from streamlab.live.media import (
-    CHUNK,
-    FilePushProducer,
-    FileRangeProducer,
-    Unsatisfiable,
-    content_type,
-    parse_range,
-    resolve,
+from streamlab.live.answers import (
+    CORS,
+    DASH_TYPE,
+    HLS_TYPE,
+    MANIFEST_CACHE,
+    PREFLIGHT,
+    MethodNotAllowed,
+    as_held,
+    json_answer,
+    query_arg,
 )
+from streamlab.live.origin_media import MediaServer
+from streamlab.live.status_api import STREAM_OF, StatusApi
 from streamlab.live.timeline import LiveTimeline
-from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, MediaRef, parse_media
+from streamlab.live.urls import CONTINUOUS, DISCONTINUITY, TIMELINES, parse_media
 from streamlab.live.waiters import Waiter, WaitQueue
 from streamlab.live.workers import WorkerRegistry, iso
 from streamlab.media import decode_times
@@ -100,19 +86,6 @@ from streamlab.web.errors import write_error
 
 log = Logger()
 
-MANIFEST_CACHE = b"no-cache, no-store, must-revalidate"
-MEDIA_CACHE = b"public, max-age=31536000, immutable"
-HLS_TYPE = b"application/vnd.apple.mpegurl"
-DASH_TYPE = b"application/dash+xml"
-CORS = {
-    b"access-control-allow-origin": b"*",
-    b"access-control-expose-headers": b"Content-Length, Content-Range, Date, Accept-Ranges, Age",
-}
-PREFLIGHT = {
-    b"access-control-allow-methods": b"GET, HEAD, DELETE, OPTIONS",
-    b"access-control-allow-headers": b"Range, Content-Type, Authorization, Player-ID, X-Playback-Session-Id",
-    b"access-control-max-age": b"86400",
-}
 MEDIA_DIRS = ("video", "audio", "ts")
 RESERVED = ("api", "healthz", "time")
 
@@ -120,30 +93,12 @@ _MASTER_RE = re.compile(r"^master(?:_(2s|6s))?\.m3u8$")
 _MPD_RE = re.compile(r"^manifest(?:_(2s|6s))?\.mpd$")
 _PLAYLIST_RE = re.compile(r"^playlist_(.+)\.m3u8$")
 
-STREAM_OF = {("hls", "ll"): "ll_hls", ("hls", "2s"): "hls_2s", ("hls", "6s"): "hls_6s",
-             ("dash", "ll"): "ll_dash", ("dash", "2s"): "dash_2s", ("dash", "6s"): "dash_6s"}
-
-
-class MethodNotAllowed(StreamlabError):
-    """HTTP method not supported on this path (405)."""
-
-    status = 405
-    error = "method not allowed"
-
 
 def _decode(segs: list[bytes]) -> list[str] | None:
     try:
         return [s.decode("utf-8") for s in segs]
     except UnicodeDecodeError:
         return None
-
-
-def _arg(request: IRequest, name: str) -> str | None:
-    values = (request.args or {}).get(name.encode())
-    if not values:
-        return None
-    v = values[0]
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
 
 
 class _Held:
@@ -187,6 +142,8 @@ class OriginResource(Resource):
         self._cache_now: float | None = None
         self._cache: dict[tuple[Any, ...], bytes] = {}
         self.upstreams: Any = None  # UpstreamService: /go-live/{upstream}/... (docs/upstream.md)
+        self.media = MediaServer(self)
+        self.api = StatusApi(self.workers, self.status_feed, clock)
 
     @classmethod
     def from_config(cls, library: Any, config: Any, clock: IReactorTime) -> OriginResource:
@@ -246,11 +203,11 @@ class OriginResource(Resource):
             raise NotFound("not found", detail="no content named")
         head = segs[0]
         if head == "api":
-            return self._api(request, segs[1:])
+            return self.api.serve(request, segs[1:])
         if method not in (b"GET", b"HEAD"):
             raise MethodNotAllowed(detail=method.decode("latin-1"))
         if segs == ["healthz"]:
-            return self._json(request, {"status": "ok"})
+            return json_answer(request, {"status": "ok"})
         if segs == ["time"]:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request.setHeader(b"cache-control", MANIFEST_CACHE)
@@ -264,73 +221,23 @@ class OriginResource(Resource):
         if index is None:
             raise NotFound("unknown content", detail=head)
         if segs[1] in MEDIA_DIRS:
-            return self._media(request, head, index, segs[1:])
+            return self.media.serve(request, head, index, segs[1:])
         if len(segs) == 2:
             return self._manifest(request, head, index, segs[1])
         raise NotFound("not found", detail="/".join(segs))
 
-    def _json(self, request: IRequest, body: Any, status: int = 200) -> bytes:
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", MANIFEST_CACHE)
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    # -- status API --------------------------------------------------------
-
-    def _api(self, request: IRequest, segs: list[str]) -> bytes | int:
-        method = request.method
-        if len(segs) == 2 and segs[0] == "stop":
-            if method != b"DELETE":
-                raise MethodNotAllowed(detail="use DELETE", allow="DELETE, OPTIONS")
-            if not self.workers.stop(segs[1]):
-                raise NotFound("no such worker", detail=segs[1])
-            return self._json(request, {"stopped": segs[1]})
-        if method not in (b"GET", b"HEAD"):
-            raise MethodNotAllowed(detail=method.decode("latin-1"))
-        if segs == ["status"]:
-            return self._json(request, self.workers.status())
-        if segs == ["status", "stream"]:
-            if method != b"GET":
-                raise MethodNotAllowed(detail="use GET")
-            return self.status_feed.attach(request)
-        if len(segs) == 2 and segs[0] in ("tick-stats", "dash-tick-stats"):
-            content = segs[1]
-            if segs[0] == "tick-stats":
-                stream = "ll_hls"
-            else:
-                duration = _arg(request, "duration") or "ll"
-                if duration not in ("ll", "2s", "6s"):
-                    raise Invalid("bad duration", detail="duration must be ll, 2s or 6s",
-                                  fields={"duration": "ll|2s|6s"})
-                stream = STREAM_OF[("dash", duration)]
-            worker = self.workers.get(content)
-            if worker is None:
-                raise NotFound("no worker for content", detail=content)
-            now = self.clock.seconds()
-            stats = worker.stream(stream).tick_stats(now) if stream in worker.streams else {
-                "last_tick_at": None, "tick_interval_ms": None, "avg_tick_interval_ms_5m": None,
-                "last_render_ms": None, "avg_render_ms_5m": None}
-            body: dict[str, Any] = {"content": content}
-            if segs[0] == "dash-tick-stats":
-                body["duration"] = stream.replace("dash_", "").replace("ll_dash", "ll")
-            body.update(stats)
-            body["variant_count"] = len(worker.variants)
-            body["audio_count"] = len(worker.audio)
-            return self._json(request, body)
-        raise NotFound("not found", detail="/api/" + "/".join(segs))
-
     # -- manifests -----------------------------------------------------------
 
-    def _timeline(self, content: str, index: ContentIndex) -> LiveTimeline:
+    def live_timeline(self, content: str, index: ContentIndex) -> LiveTimeline:
         cached = self._timelines.get(content)
         if cached is None or cached[0] is not index:
             cached = (index, LiveTimeline(index, self.epoch))
             self._timelines[content] = cached
         return cached[1]
 
-    def _timeline_of(self, request: IRequest) -> str:
+    def timeline_of(self, request: IRequest) -> str:
         """The request's ``timeline`` query (400 when unknown), else the configured default."""
-        value = _arg(request, "timeline")
+        value = query_arg(request, "timeline")
         if value is None:
             return self.timeline
         if value not in TIMELINES:
@@ -338,7 +245,7 @@ class OriginResource(Resource):
                           fields={"timeline": "|".join(TIMELINES)})
         return value
 
-    def _times(self, content: str) -> decode_times.DecodeTimes:
+    def decode_times(self, content: str) -> decode_times.DecodeTimes:
         """The item's decode-time index, needed by the continuous timeline (409 without)."""
         getter = getattr(self.library, "decode_times", None)
         times = getter(content) if getter is not None else None
@@ -347,7 +254,7 @@ class OriginResource(Resource):
                            detail=times if isinstance(times, str) else "the item has no decode-time index")
         return times
 
-    def _check_continuous(self, content: str, index: ContentIndex, container: str, loop: int,
+    def check_continuous(self, content: str, index: ContentIndex, container: str, loop: int,
                           tracks: tuple[Track, ...] | None = None) -> None:
         """400 for MPEG-TS (no PES timestamp rewriting), 409 when the item (or *tracks*)
         cannot be rewritten for *loop* (no index, or a 32-bit tfdt that would overflow)."""
@@ -356,7 +263,7 @@ class OriginResource(Resource):
                           detail="timeline=continuous rewrites fMP4 decode times only; "
                                  "use the fMP4 streams or timeline=discontinuity with format=ts",
                           fields={"timeline": "discontinuity with format=ts"})
-        times = self._times(content)
+        times = self.decode_times(content)
         for t in tracks if tracks is not None else index.video + index.audio:
             tt = times.track(t)
             if tt is None or not tt.fits(loop):
@@ -364,17 +271,17 @@ class OriginResource(Resource):
                                detail=f"track {t.id}: a 32-bit tfdt would overflow in loop {loop}")
 
     def _manifest(self, request: IRequest, content: str, index: ContentIndex, name: str) -> bytes | int:
-        container = _arg(request, "format") or "fmp4"
+        container = query_arg(request, "format") or "fmp4"
         if container not in ("fmp4", "ts"):
             raise Invalid("bad format", detail="format must be ts or fmp4", fields={"format": "ts|fmp4"})
         if container == "ts" and not index.ts_tracks:
             raise NotFound("no MPEG-TS renditions", detail=content)
-        timeline = self._timeline_of(request)
+        timeline = self.timeline_of(request)
         if timeline == CONTINUOUS:
-            tl = self._timeline(content, index)
+            tl = self.live_timeline(content, index)
             # the loop playing now and the next one must be servable
             loop = tl.loop_of(tl.segment_number(self.clock.seconds())) + 1
-            self._check_continuous(content, index, container, loop)
+            self.check_continuous(content, index, container, loop)
         m = _MASTER_RE.match(name)
         if m:
             kind = m.group(1) or "ll"
@@ -399,8 +306,9 @@ class OriginResource(Resource):
             return self._answer(request, content, index, ("hls", kind), HLS_TYPE,
                                 ("media", kind, variant, None, container, timeline), now)
         try:
-            reload_req = blocking.parse_reload_params(_arg(request, "_HLS_msn"), _arg(request, "_HLS_part"),
-                                                      _arg(request, "_HLS_skip"))
+            reload_req = blocking.parse_reload_params(query_arg(request, "_HLS_msn"),
+                                                      query_arg(request, "_HLS_part"),
+                                                      query_arg(request, "_HLS_skip"))
             skip = getattr(reload_req, "skip", None) if reload_req is not None else None
             ready_at = now
             if reload_req is not None and getattr(reload_req, "msn", None) is not None:
@@ -415,25 +323,29 @@ class OriginResource(Resource):
         # hold: count the request now, answer when the playlist contains the part
         self.workers.touch(content, "ll_hls")
         deadline = now + blocking.reload_deadline(index, "ll")
+        if ready_at > deadline:
+            self._hold(request, _Held(), deadline, lambda: self._finish_bytes(request, write_error(
+                request, Unavailable("blocking reload timed out",
+                                     detail="the requested part was not published in time"))))
+            return NOT_DONE_YET
+        # everything but the body is known now: the wake-up only renders (once for all the
+        # requests woken at that instant) and writes (docs/origin.md, "Held requests")
+        self._manifest_headers(request, HLS_TYPE)
         held = _Held()
 
         def wake() -> None:
             if held.gone:
                 return
-            if ready_at > deadline:
-                self._finish_bytes(request, write_error(request, Unavailable(
-                    "blocking reload timed out", detail="the requested part was not published in time")))
-                return
             t = max(self.waiters.now(), ready_at)
             try:
-                body = self._render(request, content, index, ("hls", kind), HLS_TYPE, what, t)
+                body = self._body(content, index, ("hls", kind), what, t)
             except Exception as exc:
                 if not isinstance(exc, StreamlabError):
                     log.failure("origin error serving held {uri}", Failure(), uri=request.uri)
                 body = write_error(request, exc)
             self._finish_bytes(request, body)
 
-        self._hold(request, held, min(ready_at, deadline), wake)
+        self._hold(request, held, ready_at, wake)
         return NOT_DONE_YET
 
     def _has_track(self, index: ContentIndex, track_id: str, container: str) -> bool:
@@ -447,12 +359,24 @@ class OriginResource(Resource):
     def _render(self, request: IRequest, content: str, index: ContentIndex, stream: tuple[str, str],
                 ctype: bytes, what: tuple[Any, ...], now: float) -> bytes:
         """Render (or reuse the render made for the same instant) and set the headers."""
+        body = self._body(content, index, stream, what, now)
+        self._manifest_headers(request, ctype)
+        return body
+
+    def _manifest_headers(self, request: IRequest, ctype: bytes) -> None:
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", ctype)
+        request.setHeader(b"cache-control", MANIFEST_CACHE)
+
+    def _body(self, content: str, index: ContentIndex, stream: tuple[str, str], what: tuple[Any, ...],
+              now: float) -> bytes:
+        """The manifest *what* at *now*: rendered once per instant, then reused (requests
+        woken together share one render and the tick bookkeeping of that one render)."""
         if self._cache_now != now:
             self._cache_now = now
             self._cache.clear()
         key = (content, id(index), *what)
         body = self._cache.get(key)
-        render_ms: float | None = None
         if body is None:
             t0 = time.perf_counter()
             try:
@@ -460,12 +384,8 @@ class OriginResource(Resource):
             except KeyError as exc:
                 raise NotFound("not found", detail=f"no such rendition: {exc}") from None
             body = text.encode("utf-8")
-            render_ms = (time.perf_counter() - t0) * 1000.0
             self._cache[key] = body
-        self._observe(content, index, stream, now, render_ms)
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", ctype)
-        request.setHeader(b"cache-control", MANIFEST_CACHE)
+            self._observe(content, index, stream, now, (time.perf_counter() - t0) * 1000.0)
         return body
 
     def _render_text(self, index: ContentIndex, what: tuple[Any, ...], now: float) -> str:
@@ -495,7 +415,7 @@ class OriginResource(Resource):
 
     def _edge(self, content: str, index: ContentIndex, kind: str, now: float) -> Any:
         """The live edge a render at *now* shows: (msn, part) for LL, the 2 s / 6 s segment."""
-        tl = self._timeline(content, index)
+        tl = self.live_timeline(content, index)
         if kind == "ll":
             return tuple(tl.live_edge(index.video[0], now))
         if kind == "6s":
@@ -519,207 +439,12 @@ class OriginResource(Resource):
             wake()
 
         held.waiter = self.waiters.add(wake_at, fire)
-        request.notifyFinish().addErrback(gone)
+        as_held(request).notifyFinish().addErrback(gone)
 
     def _finish_bytes(self, request: IRequest, body: bytes) -> None:
         request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)
         request.finish()
-
-    # -- media -------------------------------------------------------------------
-
-    def _media(self, request: IRequest, content: str, index: ContentIndex, segs: list[str]) -> bytes | int:
-        ref = parse_media(index, "/".join(segs))
-        if ref is not None and ref.seq is not None:
-            # n<N>: the file that segment N plays (then the same checks as any path)
-            segs = ref.track.segment_path(ref.file_number).split("/")
-        found = resolve(self.library.item_dir(content), segs)
-        if found is None:
-            raise NotFound("not found", detail="/".join(segs))
-        full, rel = found
-        self.workers.touch(content, "media")
-        try:
-            fh = open(full, "rb")  # noqa: SIM115 - handed to the producer, which closes it
-        except OSError:
-            raise NotFound("not found", detail=rel) from None
-        try:
-            size = os.fstat(fh.fileno()).st_size
-            return self._media_open(request, content, index, ref, rel, fh, size)
-        except BaseException:  # nothing raises once a producer owns the file
-            fh.close()
-            raise
-
-    def _media_open(self, request: IRequest, content: str, index: ContentIndex, ref: MediaRef | None,
-                    rel: str, fh: Any, size: int) -> bytes | int:
-        rewrite = self._rewrite(request, content, index, ref)
-        now = self.clock.seconds()
-        if ref is not None and ref.seq is not None:
-            # a sequence-addressed URL: exactly one segment, complete or not
-            n_live = self._timeline(content, index).in_progress(now)
-            if ref.seq > n_live + 1:
-                fh.close()
-                wait = (ref.seq - n_live) * index.segment_duration
-                raise NotFound("segment not produced yet", detail=f"segment {ref.seq} starts in {wait:g} s")
-        request.setHeader(b"accept-ranges", b"bytes")
-        request.setHeader(b"content-type", content_type(rel).encode())
-        request.setHeader(b"cache-control", MEDIA_CACHE)
-        range_header = request.getHeader(b"range")
-        try:
-            rng = parse_range(range_header.decode("latin-1") if range_header else None, size)
-        except Unsatisfiable:
-            fh.close()
-            request.setHeader(b"content-range", f"bytes */{size}".encode())
-            return write_error(request, _RangeNotSatisfiable(detail=f"file is {size} bytes"))
-        first, last = (rng.first, rng.last) if rng else (0, size - 1)
-        schedule = None
-        if ref is not None and request.method == b"GET":
-            schedule = self._schedule(index, ref, rng, first, now)
-        if rng is not None:
-            request.setResponseCode(206)
-            request.setHeader(b"content-range", rng.content_range().encode())
-        if schedule:
-            # paced: parts are released at their publish times (chunked when no Range)
-            if rng is not None:
-                request.setHeader(b"content-length", str(last - first + 1).encode())
-            _Paced(self, request, fh, first, last, schedule, rewrite).start()
-            return NOT_DONE_YET
-        request.setHeader(b"content-length", str(last - first + 1).encode())
-        if request.method == b"HEAD" or last < first:
-            fh.close()
-            return b""
-        FileRangeProducer(request, fh, first, last - first + 1, rewrite=rewrite).start()
-        return NOT_DONE_YET
-
-    def _schedule(self, index: ContentIndex, ref: MediaRef, rng: Any, first: int,
-                  now: float) -> list[tuple[Any, float]] | None:
-        """Publish times of the parts to pace, or None to serve the bytes at once."""
-        track = ref.track
-        if ref.seq is not None:
-            # unambiguous: paced exactly when that segment is in production (any Range;
-            # bytes already published go at once), complete segments at full speed
-            sched = blocking.seq_schedule(index, track, ref.seq, now, self.epoch)
-            last = rng.last if rng is not None else track.segments[ref.file_number - 1].size - 1
-            if sched is not None and blocking.released_at(sched, last) <= now:
-                return None  # e.g. a 2 s piece or a listed part of the live segment
-            return sched
-        # an old-style file URL means "this file in the current loop"
-        if rng is None:  # whole file: LL-DASH chunked delivery if it is in progress
-            return blocking.chunk_schedule(index, track, ref.file_number, now, self.epoch)
-        if rng.open_ended:
-            # a blocking preload hint (BYTERANGE-START without a length) asks ``bytes=N-``
-            # of the file in production: every part from N on is released at its publish
-            # time, also when N's own part is out already (the rest of the file is not);
-            # closed ranges name parts a playlist listed, i.e. published (maybe in an
-            # earlier loop of the same file), and are served at once
-            sched = blocking.chunk_schedule(index, track, ref.file_number, now, self.epoch)
-            if sched is not None and blocking.released_at(sched, rng.last) > now:
-                return sched
-        return None
-
-    def _rewrite(self, request: IRequest, content: str, index: ContentIndex,
-                 ref: MediaRef | None) -> Callable[[int, bytes], bytes] | None:
-        """The continuous timeline's tfdt patcher for this response (None: bytes as on disk).
-
-        Only ``?timeline=continuous`` on a sequence-addressed fMP4 segment asks for it; the
-        default timeline of the config does not apply to media (a media URL is complete
-        as listed).  Init segments are the same in both timelines."""
-        if _arg(request, "timeline") is None or self._timeline_of(request) != CONTINUOUS or ref is None:
-            return None
-        container = ref.track.container
-        if ref.seq is None:
-            raise Invalid("continuous timeline needs a sequence-addressed URL",
-                          detail="request the n<N> URL the continuous manifests list")
-        loop = ref.seq // index.segment_count
-        self._check_continuous(content, index, container, loop, (ref.track,))
-        tt = self._times(content).track(ref.track)
-        if tt is None or ref.file_number > len(tt.files):
-            raise Conflict("continuous timeline unavailable",
-                           detail=f"no decode-time index for {ref.track.id}")
-        fields = tt.files[ref.file_number - 1]
-        delta = tt.delta(loop)
-        if not delta or not fields.offsets:
-            return None
-        return lambda pos, data: decode_times.patch(data, pos, fields, delta)
-
-
-class _RangeNotSatisfiable(StreamlabError):
-    status = 416
-    error = "range not satisfiable"
-
-
-class _Paced(FilePushProducer):
-    """Writes bytes ``first..last`` of a segment file as its parts are published: the bytes
-    up to the end of a part are released at that part's publish time (bytes before the first
-    part with it, bytes after the last part with the last).  Released bytes are written as a
-    push producer in chunks of at most :data:`~streamlab.live.media.CHUNK`, so catching up
-    on a big in-progress segment respects the transport's back-pressure; between releases
-    the request waits in the shared :class:`WaitQueue`."""
-
-    def __init__(self, origin: OriginResource, request: IRequest, fh: Any, first: int, last: int,
-                 schedule: list[tuple[Any, float]],
-                 rewrite: Callable[[int, bytes], bytes] | None = None) -> None:
-        self.origin = origin
-        self.rewrite = rewrite
-        self.request = request
-        self.fh = fh
-        self.pos = first
-        self.released = first
-        self.last = last
-        self.waiter: Waiter | None = None
-        cuts: list[tuple[int, float]] = []
-        for part, at in sorted(schedule, key=lambda pa: pa[1]):
-            end = last + 1 if part is None else part.offset + part.size
-            if end > first:
-                cuts.append((min(end, last + 1), at))
-        if cuts:
-            cuts[-1] = (last + 1, cuts[-1][1])
-        else:
-            cuts = [(last + 1, origin.clock.seconds())]
-        self.cuts = cuts
-
-    def start(self) -> None:
-        """Register with the request and write what is published already."""
-        self.request.notifyFinish().addErrback(self.connection_lost)
-        self.registered = True
-        self.request.registerProducer(self, True)
-        self._pump()
-
-    def _wake(self) -> None:
-        self.waiter = None
-        self._pump()
-
-    def _pump(self) -> None:
-        if self._writing or self.done:
-            return
-        self._writing = True
-        try:
-            now = self.origin.waiters.now()
-            while self.cuts and self.cuts[0][1] <= now:
-                self.released = max(self.released, self.cuts.pop(0)[0])
-            while not self.paused and not self.done and self.pos < self.released:
-                self.fh.seek(self.pos)
-                data = self.fh.read(min(CHUNK, self.released - self.pos))
-                if not data:  # the file shrank under us: end the response
-                    self.pos = self.last + 1
-                    break
-                if self.rewrite is not None:
-                    data = self.rewrite(self.pos, data)
-                self.pos += len(data)
-                self.request.write(data)
-            if self.done:
-                return
-            if self.pos > self.last:
-                self._end(True)
-            elif self.pos >= self.released and self.waiter is None and self.cuts:
-                self.waiter = self.origin.waiters.add(self.cuts[0][1], self._wake)
-        finally:
-            self._writing = False
-
-    def _on_end(self) -> None:
-        if self.waiter is not None:
-            self.waiter.cancel()
-            self.waiter = None
-
 
 class OriginService(Service):
     """Owns the origin's timers: cancels held requests and worker timers on stop."""

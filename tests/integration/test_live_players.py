@@ -19,6 +19,7 @@ import pytest
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
 from tests.integration.dashboard_helpers import VENDOR, route_player_pages
+from tests.integration.test_live_timelines_browser import HLSJS_LL_AUDIO_RACE
 
 pytestmark = pytest.mark.browser
 
@@ -183,11 +184,7 @@ def test_hls_js_and_dash_js_play_live_streams_across_a_loop(origin):
     _check(_run(origin, BATCHES))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue #11 (open): hls.js LL-HLS in the discontinuity timeline sometimes stalls once "
-    "near a segment boundary in the full suite (seen: 5.8 s of media in 28.4 s, stall at "
-    "position 30.0); passes alone and in most runs, cause not found yet. The continuous "
-    "timeline is checked strictly in test_live_timelines_browser.py"))
+@pytest.mark.xfail(strict=False, reason=HLSJS_LL_AUDIO_RACE)
 def test_hls_js_plays_ll_hls_across_a_loop(origin):
     # hls.js 1.7 used to stall ~20 s at segment ends whose last AAC part was a 2-3 frame
     # tail; the packager now cuts audio into even 8-9 frame parts (packager.group_parts).
