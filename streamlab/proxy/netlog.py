@@ -50,14 +50,16 @@ entries (:meth:`NetworkLog.mark`) so a waterfall or chart can show when they hap
 from __future__ import annotations
 
 import datetime
-import http.client
 import sys
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from streamlab.errors import Invalid
+from streamlab.proxy.exchange import ExchangeRecord
+from streamlab.proxy.har import to_har
+
+__all__ = ["ENTRY_FIELDS", "NetworkLog", "iso_ms", "make_entry", "parse_time_ms", "to_har"]
 
 ENTRY_FIELDS: tuple[str, ...] = (
     "seq", "timestamp", "method", "url", "path", "request_kind", "status", "bytes_in", "bytes_out",
@@ -298,7 +300,44 @@ class NetworkLog:
         row[_TS] = None
         if row[_PATH] == str(stored.get("url") or "").split("?", 1)[0]:
             row[_PATH] = None
-        values = tuple(row)
+        self._store(ts, tuple(row), request_headers, response_headers)
+        return stored
+
+    def add(self, record: ExchangeRecord, play_id: str = "") -> int:
+        """Add the entry of one session-port request (the fast path of :meth:`append`:
+        no intermediate dict); returns its ``seq``."""
+        self._seq += 1
+        arrived, accepted, first = record.arrived, record.accepted, record.first_byte
+        if first is not None:
+            ttfb = _ms(arrived, first)
+            transfer = _ms(first, record.last_byte)
+            total = round(ttfb + transfer, 3)
+        else:
+            ttfb = transfer = 0.0
+            total = _ms(arrived, record.finished)
+        upstream = record.upstream_failure
+        fault_type = record.fault_type or upstream
+        category = record.fault_category or ("upstream" if upstream else "")
+        faulted = category != "upstream" and (
+            bool(fault_type) or bool(category and category != "client_disconnect"))
+        url, path = record.url, record.path
+        up_ttfb = record.upstream_ttfb_ms
+        intern = sys.intern
+        values = (
+            self._seq, None, intern(record.method), url,
+            None if path is url or path == url.split("?", 1)[0] else path,
+            intern(record.kind), record.status, record.bytes_in, record.bytes_out,
+            intern(record.content_type), intern(play_id), record.request_range, 0.0,
+            _ms(accepted, arrived) if accepted is not None else 0.0, 0.0, ttfb, transfer, total,
+            faulted,
+            intern(fault_type), intern(record.fault_action), intern(category), record.shaper_delay_ms,
+            None if up_ttfb is None else round(float(up_ttfb), 3),
+        )
+        self._store(int(arrived * 1000 // 1), values, record.request_headers, record.response_headers)
+        return self._seq
+
+    def _store(self, ts: int, values: tuple[Any, ...], request_headers: Iterable[tuple[Any, Any]],
+               response_headers: Iterable[tuple[Any, Any]]) -> None:
         cost = _row_cost(values) + 120  # + the ring's own tuple and the boxed ints
         # headers: a block equal to the previous one is shared, not stored again
         req, added = self._pack(request_headers, "_last_req")
@@ -310,7 +349,6 @@ class NetworkLog:
         while len(self._ring) > 1 and (len(self._ring) > self.size or self._bytes > self.max_bytes):
             self._bytes -= self._ring.popleft()[2]
             self.dropped += 1
-        return stored
 
     def _pack(self, pairs: Iterable[tuple[Any, Any]], last_attr: str) -> tuple[str, int]:
         """*pairs* packed, and the memory it adds: nothing when equal to the previous
@@ -337,7 +375,7 @@ class NetworkLog:
         rows: Iterable[tuple[int, int, int, tuple[Any, ...], str, str]] = self._ring
         if since not in (None, ""):
             try:
-                since_ms = parse_time_ms(since)  # type: ignore[arg-type]
+                since_ms = parse_time_ms(str(since))
             except (ValueError, OverflowError):
                 raise Invalid("invalid", fields={"since": "must be an ISO-8601 timestamp"}) from None
             rows = [r for r in rows if r[0] > since_ms]
@@ -350,11 +388,12 @@ class NetworkLog:
             rows = rows[-limit:] if limit else []
         return [self._expand(r, headers) for r in rows]
 
-    def entry(self, seq: int) -> dict[str, Any] | None:
-        """One entry with its headers, or None when it is no longer (or not yet) held."""
+    def entry(self, seq: int, headers: bool = True) -> dict[str, Any] | None:
+        """One entry (with its headers unless *headers* is False), or None when it is no
+        longer (or not yet) held."""
         for r in reversed(self._ring):
             if r[1] == seq:
-                return self._expand(r, True)
+                return self._expand(r, headers)
             if r[1] < seq:
                 break
         return None
@@ -391,119 +430,3 @@ class NetworkLog:
         """Drop every entry (``seq`` keeps counting)."""
         self._ring.clear()
         self._bytes = 0
-
-
-# --------------------------------------------------------------------------- HAR 1.2
-
-
-def _status_text(status: int) -> str:
-    return http.client.responses.get(status, "") if status else ""
-
-
-def _har_entry(entry: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    url = str(entry.get("url") or entry.get("path") or "/")
-    if "://" not in url:
-        url = base_url.rstrip("/") + (url if url.startswith("/") else "/" + url)
-    status = int(entry.get("status") or 0)
-    connect = float(entry.get("connect_ms") or 0)
-    tls = float(entry.get("tls_ms") or 0)
-    dns = float(entry.get("dns_ms") or 0)
-    wait = float(entry.get("ttfb_ms") or 0)
-    receive = float(entry.get("transfer_ms") or 0)
-    if status == 0 and not wait and not receive:
-        wait = float(entry.get("total_ms") or 0)
-    timings = {
-        "blocked": -1,
-        "dns": round(dns, 3) if dns > 0 else -1,
-        "connect": round(connect, 3) if connect > 0 else -1,
-        "ssl": round(tls, 3) if tls > 0 else -1,
-        "send": 0,
-        "wait": round(wait, 3),
-        "receive": round(receive, 3),
-    }
-    total = sum(v for k, v in timings.items() if k != "ssl" and v > 0)
-    req_headers = list(entry.get("request_headers") or ())
-    if not req_headers and entry.get("request_range"):
-        req_headers = [{"name": "Range", "value": entry["request_range"]}]
-    resp_headers = list(entry.get("response_headers") or ())
-    if not resp_headers and entry.get("content_type"):
-        resp_headers = [{"name": "Content-Type", "value": entry["content_type"]}]
-    method = str(entry.get("method") or "GET")
-    bytes_out = int(entry.get("bytes_out") or 0)
-    return {
-        "startedDateTime": entry.get("timestamp"),
-        "time": round(total, 3),
-        "request": {
-            "method": method,
-            "url": url,
-            "httpVersion": "HTTP/1.1",
-            "cookies": [],
-            "headers": req_headers,
-            "queryString": [{"name": k, "value": v}
-                            for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)],
-            "headersSize": -1,
-            "bodySize": 0 if method in ("GET", "HEAD") else -1,
-        },
-        "response": {
-            "status": status,
-            "statusText": _status_text(status),
-            "httpVersion": "HTTP/1.1" if status else "",
-            "cookies": [],
-            "headers": resp_headers,
-            "content": {"size": bytes_out, "mimeType": entry.get("content_type") or "x-unknown"},
-            "redirectURL": "",
-            "headersSize": -1,
-            "bodySize": bytes_out,
-        },
-        "cache": {},
-        "timings": timings,
-        "_streamlab": {
-            "seq": entry.get("seq"),
-            "path": entry.get("path"),
-            "request_kind": entry.get("request_kind"),
-            "play_id": entry.get("play_id"),
-            "bytes_in": entry.get("bytes_in"),
-            "total_ms": entry.get("total_ms"),
-            "faulted": bool(entry.get("faulted")),
-            "fault_type": entry.get("fault_type") or "",
-            "fault_action": entry.get("fault_action") or "",
-            "fault_category": entry.get("fault_category") or "",
-        },
-    }
-
-
-def to_har(*args: Any, session_id: Any = None, entries: Sequence[Mapping[str, Any]] | None = None,
-           creator_version: str | None = None, base_url: str | None = None,
-           host: str | None = None) -> dict[str, Any]:
-    """A HAR 1.2 document of *entries* (fault details under each entry's ``_streamlab``).
-
-    Canonical call: ``to_har(session_id, entries, creator_version, base_url=...)``; the
-    form ``to_har(entries, session_id=..., host=...)`` is accepted too.  Relative entry URLs
-    are made absolute with *base_url* (e.g. ``http://lab:30181``), else with *host* when it
-    is a ``host[:port]``, else ``http://localhost``.
-    """
-    positional = list(args)
-    if positional and isinstance(positional[0], (list, tuple)):
-        entries = positional.pop(0)
-        if positional:
-            creator_version = positional.pop(0)
-    else:
-        names = ["session_id", "entries", "creator_version"]
-        got = dict(zip(names, positional, strict=False))
-        session_id = got.get("session_id", session_id)
-        entries = got.get("entries", entries)
-        creator_version = got.get("creator_version", creator_version)
-    if creator_version is None:
-        try:
-            from streamlab import __version__ as creator_version  # type: ignore[attr-defined]
-        except ImportError:
-            creator_version = "0"
-    if base_url is None:
-        base_url = f"http://{host}" if host and " " not in host and "/" not in host else "http://localhost"
-    log: dict[str, Any] = {
-        "version": "1.2",
-        "creator": {"name": "streamlab", "version": str(creator_version)},
-        "entries": [_har_entry(e, base_url) for e in entries or ()],
-        "comment": f"streamlab session {session_id}" + (f" ({host})" if host else ""),
-    }
-    return {"log": log}

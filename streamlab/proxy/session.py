@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from streamlab.proxy.manifest_faults import ManifestFaultState
@@ -183,7 +183,8 @@ class Session:
 
     # ------------------------------------------------------------------ JSON
 
-    def to_json(self, now: float, providers: list[Callable[[Session], Mapping[str, Any]]] = ()) -> dict:
+    def to_json(self, now: float,
+                providers: Sequence[Callable[[Session], Mapping[str, Any]]] = ()) -> dict[str, Any]:
         """The normalised session object."""
         out: dict[str, Any] = {
             "session_id": self.session_id,

@@ -1,0 +1,534 @@
+"""The fault layer: one request on a session port.
+
+A :class:`SessionRequest` is a ``twisted.web.server.Request`` that asks its session
+(an :class:`~streamlab.proxy.exchange.ISessionExchange`) for a
+:class:`~streamlab.proxy.exchange.Plan` when it arrives, carries the plan out (status
+answer, socket fault, body cut, zeroed body, buffered playlist rewrite, transfer
+timeouts), measures its own timings and, once over, hands the session one
+:class:`~streamlab.proxy.exchange.ExchangeRecord`.
+
+Its state is explicit: a :class:`Phase` (where the response is), a :class:`BodyMode`
+(what happens to body bytes on the way out), the :class:`FaultMark` that touched it and
+the record once it is over.  The data path stays thin: on an unfaulted segment ``write``
+adds two identity checks and one counter call to Twisted's own path.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, NamedTuple
+from urllib.parse import unquote
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+
+from streamlab.proxy import faults, sockets
+from streamlab.proxy.bootstrap import client_ip
+from streamlab.proxy.exchange import ExchangeRecord, ISessionExchange, Plan, RequestInfo
+from streamlab.proxy.faults import FaultDecision
+
+log = Logger()
+
+_CONTENT_TYPES = {
+    ".m3u8": b"application/vnd.apple.mpegurl",
+    ".mpd": b"application/dash+xml",
+    ".m4s": b"video/mp4",
+    ".mp4": b"video/mp4",
+    ".m4a": b"audio/mp4",
+    ".ts": b"video/mp2t",
+    ".cmfv": b"video/mp4",
+    ".cmfa": b"audio/mp4",
+}
+
+_STATUS_MESSAGES = {
+    "timeout": "gateway timeout", "connection_refused": "service unavailable",
+    "dns_failure": "bad gateway", "rate_limiting": "too many requests",
+}
+
+
+def _idle_step(idle: float) -> float:
+    """How often the idle timeout looks at the socket: 1/40 of it (so it fires within
+    2.5 %), at most every 0.25 s, at least every 20 ms."""
+    return min(0.25, max(0.02, idle / 40.0))
+
+
+def _guess_type(path: str) -> bytes:
+    for ext, ctype in _CONTENT_TYPES.items():
+        if path.endswith(ext):
+            return ctype
+    return b"application/octet-stream"
+
+
+class Phase(enum.Enum):
+    """Where a session request's response is."""
+
+    #: not through the fault layer (yet): a plain Twisted request
+    NEW = "new"
+    #: the origin's bytes go to the client (through the :class:`BodyMode`)
+    SERVING = "serving"
+    #: finished writing; the transfer timeouts watch until the client took every byte
+    DRAINING = "draining"
+    #: finished and taken by the client (or nothing to watch)
+    DONE = "done"
+    #: a fault owns the connection: nothing more from the origin reaches the client
+    CUT = "cut"
+
+
+class BodyMode(enum.Enum):
+    """What happens to body bytes on the way to the client."""
+
+    PASS = "pass"
+    #: ``socket_body_bytes`` go out, then the fault's socket action (body-stage faults)
+    CUT_AFTER = "cut_after"
+    #: every byte replaced by 0x00 (``corrupted``)
+    ZERO = "zero"
+
+
+class FaultMark(NamedTuple):
+    """The fault that touched a request, as the network log names it."""
+
+    type: str
+    category: str
+    action: str
+
+
+_CLIENT_GONE = FaultMark("", "client_disconnect", "client_disconnect")
+
+
+class SessionRequest(server.Request):
+    """A request through the fault layer (see the module docstring)."""
+
+    # state (class defaults keep __init__ cheap)
+    phase = Phase.NEW
+    body_mode = BodyMode.PASS
+    _plan: Plan | None = None
+    _mark: FaultMark | None = None
+    #: set once the request is over (``end`` was called)
+    _record: ExchangeRecord | None = None
+    #: the playlist body held for ``rewrite`` (None: not buffering)
+    _buffer: list[bytes] | None = None
+    _action: sockets.SocketAction | None = None
+    # measurements
+    _url = ""
+    _rel = ""
+    _accepted_at: float | None = None
+    _t_arrived = 0.0
+    _t_first: float | None = None
+    _t_last: float | None = None
+    _body_bytes = 0
+    _status_seen = 0
+    _undelivered: int | None = None
+    _shaper_delay = 0.0
+    # timers and the idle watch
+    _active_timer: IDelayedCall | None = None
+    _idle_timer: IDelayedCall | None = None
+    _drain_timer: IDelayedCall | None = None
+    _idle_timeout = 0.0
+    _idle_since: float | None = None
+    _idle_progress = -1
+    _transport_ref: Any = None
+    _inflight: Any = None
+    #: set by the upstream relay (docs/upstream.md): ``{"failure", "ttfb_ms"}``
+    upstream_log: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ entry
+
+    def process(self) -> None:
+        channel: Any = self.channel
+        site = channel.site
+        self._site = site
+        self._exchange: ISessionExchange = site.exchange
+        inflight = site.inflight
+        if inflight is not None:
+            # the graceful stop waits for it (finished, aborted or cut at the grace time)
+            inflight.begin()
+            self._inflight = inflight
+            self.notifyFinish().addBoth(lambda _: self._leave_inflight())
+        try:
+            handled = self._begin(site)
+        except Exception:  # noqa: BLE001 - a bug in the layer must not take the stream down
+            log.failure("session fault layer failed on {uri}", uri=self.uri)
+            handled = self.phase is Phase.CUT or bool(self.finished or self.startedWriting)
+        if not handled:
+            server.Request.process(self)
+
+    def _begin(self, site: Any) -> bool:
+        """Ask the session for a plan and start carrying it out; True when the request
+        is already answered (the origin must not be asked)."""
+        channel: Any = self.channel
+        now = site.clock.seconds()
+        transport = getattr(channel, "transport", None)
+        self._transport_ref = transport
+        # The userspace shaper may have held the request (its one-way delay): the
+        # request reached the socket that much earlier, and the log's timings count it.
+        held = sockets.shaper_hold(transport)
+        self._shaper_delay = held
+        if getattr(channel, "requests_started", 1) == 0:
+            self._accepted_at = channel.accepted_at
+        if hasattr(channel, "requests_started"):
+            channel.requests_started += 1
+        url = self.uri.decode("latin-1")
+        path = unquote(url.split("?", 1)[0])
+        self._url, self._rel = url, path
+        ip = getattr(channel, "client_ip", None)
+        new_client = ip is None
+        if new_client:  # once per connection: X-Forwarded-For parsing is not free
+            ip = client_ip(self, site.settings.trusted_proxies)
+            try:
+                channel.client_ip = ip
+            except AttributeError:
+                pass
+        ua = self.getHeader(b"user-agent")
+        args = self.args or {}
+        info = RequestInfo(
+            method=self.method.decode("latin-1"), url=url, path=path, client_ip=ip or "",
+            user_agent=ua.decode("utf-8", "replace")[:512] if ua else "",
+            play_id=_arg(args, b"play_id"), attempt_id=_arg(args, b"attempt_id"),
+            new_connection=new_client, shaper_hold=held)
+        plan = self._exchange.begin(info, now)
+        self._plan = plan
+        self._t_arrived = now - held
+        self.phase = Phase.SERVING
+        self._arm_timeouts(plan)
+        fault = plan.fault
+        if fault is not None:
+            self._mark = FaultMark(fault.fault_type, fault.category,
+                                   f"{fault.stage}_{fault.action}" if fault.stage else fault.action)
+            if self._apply_fault(fault):
+                return True
+        if plan.buffer_body:
+            self._buffer = []
+        return False
+
+    def _apply_fault(self, d: FaultDecision) -> bool:
+        """Carry out *d*; True when the origin must not be asked."""
+        if d.status:
+            self._respond_status(int(d.status), d.fault_type, faults.status_body(d), d.retry_after)
+            return True
+        if d.stage == "connect":
+            self._cut()
+            self._start_action(d.action, drain=False)
+            return True
+        if d.stage == "first_byte":
+            self.setResponseCode(200)
+            self.setHeader(b"content-type", _guess_type(self._rel))
+            self.setHeader(b"access-control-allow-origin", b"*")
+            self.responseHeaders.removeHeader(b"content-length")
+            self.write(b"")  # status line + headers, chunked (no length)
+            self._cut()
+            self._start_action(d.action, drain=True)
+            return True
+        if d.stage == "body":
+            self.body_mode = BodyMode.CUT_AFTER
+        elif d.fault_type == "corrupted":
+            self.body_mode = BodyMode.ZERO
+        return False
+
+    def _respond_status(self, status: int, fault_type: str, body: bytes | None = None,
+                        retry_after: int | None = None) -> None:
+        if body is None:
+            body = json.dumps({"error": _STATUS_MESSAGES.get(fault_type, "injected fault"),
+                               "fault_type": fault_type, "status": status, "injected": True}).encode()
+        self.setResponseCode(status)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"access-control-allow-origin", b"*")
+        self.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
+        if status == 429:
+            self.setHeader(b"retry-after", str(retry_after or 1).encode())
+        self.setHeader(b"content-length", str(len(body)).encode())
+        self.write(body)
+        self.finish()
+
+    # ------------------------------------------------------------------ fault mechanics
+
+    def _cut(self) -> None:
+        """From now on nothing the origin does reaches the client."""
+        self.phase = Phase.CUT
+        producer = self.producer
+        if producer is not None:  # its bytes will not be sent
+            try:
+                producer.stopProducing()
+            except Exception:  # noqa: BLE001 - a producer failing to stop must not break the fault
+                pass
+
+    def _leave_inflight(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.end()
+
+    def _start_action(self, action: str, drain: bool) -> None:
+        transport = self._transport_ref
+        if transport is None:
+            return
+        settings = self._site.settings
+        self._action = sockets.SocketAction(
+            self._site.clock, transport, action or "reset", hang_seconds=settings.socket_hang_seconds,
+            delay_seconds=settings.socket_delay_seconds, drain=drain)
+        self._action.start()
+        if self._action.action in ("hang", "delayed"):
+            # Record now: the connection may stay open for a long time.  No answer is
+            # coming, so a graceful stop has nothing to wait for either.
+            self._end(disconnected=False)
+            self._leave_inflight()
+
+    def _arm_timeouts(self, plan: Plan) -> None:
+        clock = self._site.clock
+        if plan.active_timeout > 0:
+            self._active_timer = clock.callLater(plan.active_timeout, self._active_timeout)
+        if plan.idle_timeout > 0:
+            self._idle_timeout = float(plan.idle_timeout)
+            self._idle_timer = clock.callLater(_idle_step(self._idle_timeout), self._idle_check)
+
+    def _watching(self) -> bool:
+        """Whether the transfer timeouts still have something to watch."""
+        return self.phase is not Phase.CUT and not self._disconnected \
+            and (not self.finished or self.phase is Phase.DRAINING)
+
+    def _active_timeout(self) -> None:
+        self._active_timer = None
+        if self._watching():
+            self._timeout_fault("transfer_active_timeout")
+
+    def _timeout_fault(self, name: str) -> None:
+        self._mark = FaultMark(name, "transfer_timeout", name[len("transfer_"):])
+        self._exchange.faulted(name)
+        self._cancel_timers()
+        if not self.startedWriting:
+            self._buffer = None
+            self.body_mode = BodyMode.PASS
+            self._cut()
+            self.phase = Phase.SERVING  # the 504 itself goes out
+            self._respond_status(504, "timeout")
+            self.phase = Phase.CUT
+            return
+        was_finished = self.finished
+        self._note_undelivered()
+        self._cut()
+        transport = self._transport_ref
+        if transport is not None:
+            transport.abortConnection()
+        if was_finished:
+            self._end(disconnected=False)
+
+    def transport_paused(self) -> None:
+        """The client's socket is full (it is not reading)."""
+        if self._idle_since is None:
+            self._idle_since = self._site.clock.seconds()
+
+    def transport_resumed(self) -> None:
+        """The client drained its socket."""
+        self._idle_since = None
+
+    def _idle_check(self) -> None:
+        """Cut when bytes wait for the client and it has taken none for the idle timeout.
+
+        Progress is what the client's TCP acknowledged (TCP_INFO), not what was written:
+        bytes moving from the userspace shaper's queue into the socket buffers are not
+        progress, and neither is the origin filling that queue.  Nothing waiting (the
+        origin is slow, not the client) is never idle."""
+        self._idle_timer = None
+        if not self._watching():
+            return
+        clock = self._site.clock
+        now = clock.seconds()
+        transport = self._transport_ref
+        pending = sockets.pending_bytes(transport) if transport is not None else 0
+        acked = sockets.acked_bytes(transport) if transport is not None else None
+        progress = acked if acked is not None else self._body_bytes - pending
+        if pending <= 0 or progress > self._idle_progress:
+            # Either nothing is waiting for the client, or it took some bytes.
+            self._idle_progress = max(self._idle_progress, progress)
+            self._idle_since = now
+        elif self._idle_since is None:
+            self._idle_since = now
+        if self.startedWriting and pending > 0 and now - self._idle_since >= self._idle_timeout - 1e-6:
+            self._timeout_fault("transfer_idle_timeout")
+            return
+        self._idle_timer = clock.callLater(_idle_step(self._idle_timeout), self._idle_check)
+
+    def _note_undelivered(self) -> None:
+        """Before the connection is cut: how many body bytes will never reach the client
+        (still queued in user space — shaper, TLS, Twisted — or not yet transmitted by
+        the kernel, which a reset discards; transmitted bytes still arrive)."""
+        if self._undelivered is not None:
+            return
+        transport = self._transport_ref
+        if transport is None:
+            self._undelivered = 0
+            return
+        waiting = sockets.pending_user_bytes(transport) + sockets.kernel_not_sent_bytes(transport)
+        self._undelivered = max(0, min(self._body_bytes, waiting))
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._active_timer, self._idle_timer, self._drain_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._active_timer = self._idle_timer = self._drain_timer = None
+
+    # ------------------------------------------------------------------ write path
+
+    def write(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is Phase.CUT:
+            return
+        if self._buffer is not None:
+            self._buffer.append(data)
+            return
+        if phase is Phase.NEW:
+            self._body_bytes += len(data)
+            server.Request.write(self, data)
+            return
+        if self._t_first is None:
+            self._t_first = self._site.clock.seconds()
+            self._status_seen = self.code
+        mode = self.body_mode
+        if mode is BodyMode.CUT_AFTER:
+            remaining = self._site.settings.socket_body_bytes - self._body_bytes
+            if len(data) >= remaining:
+                data = data[:remaining]
+                self._body_bytes += len(data)
+                self._exchange.sent(len(data))
+                server.Request.write(self, data)
+                self._cut_now()
+                return
+        elif mode is BodyMode.ZERO and data:
+            data = bytes(len(data))
+        n = len(data)
+        self._body_bytes += n
+        self._exchange.sent(n)
+        server.Request.write(self, data)
+
+    def _cut_now(self) -> None:
+        self._t_last = self._site.clock.seconds()
+        self._cut()
+        fault = self._plan.fault if self._plan is not None else None
+        self._start_action(fault.action if fault is not None else "reset", drain=True)
+
+    def finish(self) -> None:
+        if self._buffer is not None and self.phase is Phase.SERVING:
+            self._flush_buffer()
+        phase = self.phase
+        cutting = self.body_mode is BodyMode.CUT_AFTER and not self._disconnected
+        if phase is Phase.CUT:
+            if cutting and self._action is None:
+                self._cut_now()
+            return
+        if cutting:
+            # Shorter body than socket_body_bytes: send it all, then the socket action.
+            self._cut_now()
+            return
+        if phase is Phase.NEW:
+            server.Request.finish(self)
+            return
+        now = self._site.clock.seconds()
+        self._t_last = now
+        if self._t_first is None:
+            self._t_first = now
+        server.Request.finish(self)
+        transport = self._transport_ref
+        if (self._active_timer is not None or self._idle_timer is not None) and transport is not None \
+                and sockets.pending_bytes(transport) > 0:
+            # Written, but still in the socket buffers: the timeouts keep watching until the
+            # client has taken it all.
+            self.phase = Phase.DRAINING
+            self._drain_timer = self._site.clock.callLater(0.05, self._drain_poll)
+            return
+        self.phase = Phase.DONE
+        self._cancel_timers()
+        self._end(disconnected=False)
+
+    def _drain_poll(self) -> None:
+        self._drain_timer = None
+        if self.phase is not Phase.DRAINING or self._record is not None:
+            return
+        if self._transport_ref is None or sockets.pending_bytes(self._transport_ref) <= 0:
+            self.phase = Phase.DONE
+            self._cancel_timers()
+            self._end(disconnected=False)
+            return
+        self._drain_timer = self._site.clock.callLater(0.05, self._drain_poll)
+
+    def _flush_buffer(self) -> None:
+        """Send the held playlist body, rewritten by the session (content edits and
+        manifest fault; the log names a manifest fault unless another one touched the
+        request)."""
+        chunks, self._buffer = self._buffer, None
+        body = b"".join(chunks or [])
+        if self.code == 200 and body and self._plan is not None:
+            applied = ""
+            try:
+                now = self._site.clock.seconds()
+                body, applied = self._exchange.rewrite(self._plan, self._rel, body, now)
+            except Exception:  # noqa: BLE001 - never break a playlist over a rewrite bug
+                log.failure("playlist rewrite failed")
+            if applied and self._mark is None:
+                self._mark = FaultMark(applied, "manifest", "rewrite")
+                self._exchange.faulted(applied)
+            self.setHeader(b"content-length", str(len(body)).encode())
+        if body:
+            self.write(body)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - twisted API
+        phase = self.phase
+        if phase is not Phase.NEW and self._record is None and (not self.finished or phase is Phase.DRAINING):
+            self._note_undelivered()  # the client left mid-body: what it never got
+        super().connectionLost(reason)
+        if phase is Phase.NEW:
+            return
+        self._cancel_timers()
+        if self._action is not None and self._action.action != "reset" and not self._action.done:
+            self._action.cancel()
+        self._end(disconnected=True)
+
+    # ------------------------------------------------------------------ the record
+
+    def _end(self, disconnected: bool) -> None:
+        """Build the record and hand it to the session, once."""
+        if self._record is not None or self._plan is None:
+            return
+        now = self._site.clock.seconds()
+        mark = self._mark
+        if mark is None and disconnected and not self.finished:
+            mark = _CLIENT_GONE
+        first = self._t_first
+        status = self._status_seen if first is not None else (self.code if self.startedWriting else 0)
+        undelivered = self._undelivered or 0
+        req_headers = tuple(self.requestHeaders.getAllRawHeaders())
+        length = 0
+        content = self.content
+        if content is not None:
+            try:
+                length = len(content.getbuffer()) if hasattr(content, "getbuffer") else 0
+            except (ValueError, AttributeError):
+                length = 0
+        up = self.upstream_log or {}
+        ctype = self.responseHeaders.getRawHeaders(b"content-type")
+        rng = self.getHeader(b"range")
+        bytes_in = length + len(self.uri) + 16 + sum(len(k) + len(v) + 4 for k, vs in req_headers for v in vs)
+        record = ExchangeRecord(
+            kind=self._plan.kind, method=self.method.decode("latin-1"), url=self._url, path=self._rel,
+            status=status, bytes_in=bytes_in,
+            bytes_out=self._body_bytes - undelivered, undelivered=undelivered,
+            content_type=ctype[0].decode("latin-1") if ctype else "",
+            request_range=rng.decode("latin-1") if rng else "",
+            accepted=self._accepted_at, arrived=self._t_arrived, first_byte=first,
+            last_byte=self._t_last or (now if first is not None else None), finished=now,
+            fault_type=mark.type if mark else "", fault_category=mark.category if mark else "",
+            fault_action=mark.action if mark else "",
+            shaper_delay_ms=round(self._shaper_delay * 1000.0, 3),
+            upstream_failure=up.get("failure") or "", upstream_ttfb_ms=up.get("ttfb_ms"),
+            request_headers=req_headers,
+            response_headers=tuple(self.responseHeaders.getAllRawHeaders()) if status else ())
+        self._record = record
+        try:
+            self._exchange.end(record)
+        except Exception:  # noqa: BLE001 - logging must never break the response path
+            log.failure("network log entry failed")
+
+
+def _arg(args: dict[bytes, list[bytes]], name: bytes) -> str:
+    values = args.get(name)
+    return values[0].decode("utf-8", "replace")[:256] if values else ""
