@@ -20,7 +20,8 @@ from streamlab.proxy.request import BodyMode, Phase, SessionRequest
 from streamlab.proxy.session_exchange import SessionExchange
 
 BODY = b"#EXTM3U\n" + b"#EXTINF:2.0,\nseg.m4s\n" * 50
-SEGMENT = b"GET /go-live/c/video/360p/seg_00001.m4s?play_id=p9 HTTP/1.1\r\nHost: x\r\nUser-Agent: ua/1\r\n\r\n"
+SEGMENT = (b"GET /go-live/c/video/360p/seg_00001.m4s?play_id=p9 HTTP/1.1\r\n"
+           b"Host: x\r\nUser-Agent: ua/1\r\n\r\n")
 
 
 @implementer(ISessionExchange)
@@ -131,7 +132,8 @@ def test_a_status_fault_answers_without_the_origin():
     proto.dataReceived(SEGMENT)
     assert transport.value().startswith(b"HTTP/1.1 404") and origin.rendered == 0
     rec = ex.records[0]
-    assert (rec.status, rec.fault_type, rec.fault_category, rec.fault_action) == (404, "404", "http", "status")
+    assert (rec.status, rec.fault_type, rec.fault_category, rec.fault_action) == \
+        (404, "404", "http", "status")
 
 
 def test_a_buffered_playlist_goes_through_rewrite_and_a_manifest_fault_is_counted():

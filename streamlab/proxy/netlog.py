@@ -87,6 +87,16 @@ def pack_headers(pairs: Iterable[tuple[Any, Any]]) -> str:
     return text[:HEADER_CAP]
 
 
+def _pack_raw(pairs: tuple[tuple[Any, Any], ...]) -> str:
+    """:func:`pack_headers` of Twisted's ``(bytes, [bytes])`` pairs, joined as bytes (the
+    per-request path; other shapes fall back to :func:`pack_headers`)."""
+    try:
+        joined = b"\n".join([name + b": " + value for name, values in pairs for value in values])
+    except TypeError:
+        return pack_headers(pairs)
+    return joined[:HEADER_CAP].decode("latin-1")
+
+
 def unpack_headers(text: str) -> list[dict[str, str]]:
     """HAR-shaped ``[{"name", "value"}]`` of a :func:`pack_headers` text."""
     out = []
@@ -116,6 +126,12 @@ def _row_cost(row: tuple[Any, ...]) -> int:
             continue
         size += sys.getsizeof(v)
     return size
+
+
+# the part of an add()ed row's cost that does not depend on the request: the payload
+# tuple, the ring's own tuple and ints, and six boxed floats (the request's time stamps
+# and shaper delay)
+_ADD_FIXED = sys.getsizeof(tuple(range(ExchangeRecord._fields.index("request_headers")))) + 120 + 6 * 24
 
 
 def iso_ms(t: float) -> str:
@@ -241,6 +257,40 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
     }
 
 
+#: one ring row (see NetworkLog.__init__)
+_Row = tuple[int, int, int, tuple[Any, ...], str, str, "str | None"]
+#: the fields of an ExchangeRecord a ring row keeps (everything before the raw headers)
+_RAW = ExchangeRecord._fields.index("request_headers")
+
+
+def _entry_of_record(raw: tuple[Any, ...], seq: int, ts_ms: int, play_id: str) -> dict[str, Any]:
+    """The entry fields of a record added with :meth:`NetworkLog.add`."""
+    r = ExchangeRecord._make(raw + ((), ()))
+    arrived, first = r.arrived, r.first_byte
+    if first is not None:
+        ttfb = _ms(arrived, first)
+        transfer = _ms(first, r.last_byte)
+        total = round(ttfb + transfer, 3)
+    else:
+        ttfb = transfer = 0.0
+        total = _ms(arrived, r.finished)
+    upstream = r.upstream_failure
+    fault_type = r.fault_type or upstream
+    category = r.fault_category or ("upstream" if upstream else "")
+    return {
+        "seq": seq, "timestamp": iso_of_ms(ts_ms), "method": r.method, "url": r.url, "path": r.path,
+        "request_kind": r.kind, "status": r.status, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out,
+        "content_type": r.content_type, "play_id": play_id, "request_range": r.request_range,
+        "dns_ms": 0.0, "connect_ms": _ms(r.accepted, arrived) if r.accepted is not None else 0.0,
+        "tls_ms": 0.0, "ttfb_ms": ttfb, "transfer_ms": transfer, "total_ms": total,
+        "faulted": category != "upstream"
+        and (bool(fault_type) or bool(category and category != "client_disconnect")),
+        "fault_type": fault_type, "fault_action": r.fault_action, "fault_category": category,
+        "shaper_delay_ms": r.shaper_delay_ms,
+        "upstream_ttfb_ms": None if r.upstream_ttfb_ms is None else round(float(r.upstream_ttfb_ms), 3),
+    }
+
+
 class NetworkLog:
     """The last entries of one session, newest last, bounded by count (*size*) and by
     estimated memory (*max_bytes*); plus the session's control-change markers."""
@@ -252,16 +302,18 @@ class NetworkLog:
             raise ValueError("network log max_bytes must be at least 1024")
         self.size = size
         self.max_bytes = max_bytes
-        # (timestamp ms, seq, cost, values in ENTRY_FIELDS order, request headers, response headers)
-        self._ring: deque[tuple[int, int, int, tuple[Any, ...], str, str]] = deque()
+        # (timestamp ms, seq, cost, payload, request headers, response headers, play id):
+        # the payload is the values in ENTRY_FIELDS order (append) or the record's
+        # measurements (add, then the play id is set)
+        self._ring: deque[_Row] = deque()
         self._bytes = 0
         self._seq = 0
         self.dropped = 0
         self._markers: deque[dict[str, Any]] = deque(maxlen=MARKERS_KEPT)
         # the previous header blocks, raw (as given) and packed: a player repeats its
         # request headers, and a playlist's response headers repeat too
-        self._last_req: tuple[list[Any], str] = ([], "")
-        self._last_resp: tuple[list[Any], str] = ([], "")
+        self._last_req: tuple[tuple[Any, ...], str] = ((), "")
+        self._last_resp: tuple[tuple[Any, ...], str] = ((), "")
 
     @property
     def count(self) -> int:
@@ -304,36 +356,23 @@ class NetworkLog:
         return stored
 
     def add(self, record: ExchangeRecord, play_id: str = "") -> int:
-        """Add the entry of one session-port request (the fast path of :meth:`append`:
-        no intermediate dict); returns its ``seq``."""
+        """Add the entry of one session-port request; returns its ``seq``.
+
+        The per-request path: the record's measurements are kept as they are (one tuple
+        slice) and turned into the entry's fields only when the entry is read."""
         self._seq += 1
-        arrived, accepted, first = record.arrived, record.accepted, record.first_byte
-        if first is not None:
-            ttfb = _ms(arrived, first)
-            transfer = _ms(first, record.last_byte)
-            total = round(ttfb + transfer, 3)
-        else:
-            ttfb = transfer = 0.0
-            total = _ms(arrived, record.finished)
-        upstream = record.upstream_failure
-        fault_type = record.fault_type or upstream
-        category = record.fault_category or ("upstream" if upstream else "")
-        faulted = category != "upstream" and (
-            bool(fault_type) or bool(category and category != "client_disconnect"))
-        url, path = record.url, record.path
-        up_ttfb = record.upstream_ttfb_ms
-        intern = sys.intern
-        values = (
-            self._seq, None, intern(record.method), url,
-            None if path is url or path == url.split("?", 1)[0] else path,
-            intern(record.kind), record.status, record.bytes_in, record.bytes_out,
-            intern(record.content_type), intern(play_id), record.request_range, 0.0,
-            _ms(accepted, arrived) if accepted is not None else 0.0, 0.0, ttfb, transfer, total,
-            faulted,
-            intern(fault_type), intern(record.fault_action), intern(category), record.shaper_delay_ms,
-            None if up_ttfb is None else round(float(up_ttfb), 3),
-        )
-        self._store(int(arrived * 1000 // 1), values, record.request_headers, record.response_headers)
+        url, path, rng = record.url, record.path, record.request_range
+        # what _row_cost would say, without walking the row: the strings of this request
+        # and the big ints (the floats are the request's own stamps, counted in the fixed part)
+        cost = _ADD_FIXED + sys.getsizeof(url) + (0 if path is url else sys.getsizeof(path)) \
+            + (sys.getsizeof(rng) if rng else 0) + (28 if record.bytes_in > 256 else 0) \
+            + (28 if record.bytes_out > 256 else 0) + (28 if self._seq > 256 else 0)
+        req, added = self._pack(record.request_headers, "_last_req")
+        cost += added
+        resp, added = self._pack(record.response_headers, "_last_resp")
+        cost += added
+        ts = int(record.arrived * 1000 // 1)
+        self._append_row((ts, self._seq, cost, record[:_RAW], req, resp, play_id))
         return self._seq
 
     def _store(self, ts: int, values: tuple[Any, ...], request_headers: Iterable[tuple[Any, Any]],
@@ -344,8 +383,11 @@ class NetworkLog:
         cost += added
         resp, added = self._pack(response_headers, "_last_resp")
         cost += added
-        self._ring.append((ts, self._seq, cost, values, req, resp))
-        self._bytes += cost
+        self._append_row((ts, self._seq, cost, values, req, resp, None))
+
+    def _append_row(self, row: _Row) -> None:
+        self._ring.append(row)
+        self._bytes += row[2]
         while len(self._ring) > 1 and (len(self._ring) > self.size or self._bytes > self.max_bytes):
             self._bytes -= self._ring.popleft()[2]
             self.dropped += 1
@@ -353,11 +395,11 @@ class NetworkLog:
     def _pack(self, pairs: Iterable[tuple[Any, Any]], last_attr: str) -> tuple[str, int]:
         """*pairs* packed, and the memory it adds: nothing when equal to the previous
         block (compared raw, before packing; the packed text is then shared)."""
-        raw = list(pairs)
+        raw = pairs if type(pairs) is tuple else tuple(pairs)
         last_raw, last_text = getattr(self, last_attr)
         if raw == last_raw:
             return last_text, 0
-        text = pack_headers(raw)
+        text = _pack_raw(raw)
         if text == last_text:
             setattr(self, last_attr, (raw, last_text))
             return last_text, 0
@@ -372,7 +414,7 @@ class NetworkLog:
 
         Raises ``Invalid`` for an unparseable *since* or a negative *limit*.
         """
-        rows: Iterable[tuple[int, int, int, tuple[Any, ...], str, str]] = self._ring
+        rows: Iterable[_Row] = self._ring
         if since not in (None, ""):
             try:
                 since_ms = parse_time_ms(str(since))
@@ -399,11 +441,14 @@ class NetworkLog:
         return None
 
     @staticmethod
-    def _expand(row: tuple[int, int, int, tuple[Any, ...], str, str], headers: bool) -> dict[str, Any]:
-        out = dict(zip(ENTRY_FIELDS, row[3], strict=True))
-        out["timestamp"] = iso_of_ms(row[0])
-        if out["path"] is None:
-            out["path"] = str(out["url"] or "").split("?", 1)[0]
+    def _expand(row: _Row, headers: bool) -> dict[str, Any]:
+        if row[6] is not None:  # added from a record
+            out = _entry_of_record(row[3], row[1], row[0], row[6])
+        else:
+            out = dict(zip(ENTRY_FIELDS, row[3], strict=True))
+            out["timestamp"] = iso_of_ms(row[0])
+            if out["path"] is None:
+                out["path"] = str(out["url"] or "").split("?", 1)[0]
         if headers:
             out["request_headers"] = unpack_headers(row[4])
             out["response_headers"] = unpack_headers(row[5])

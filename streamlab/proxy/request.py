@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -96,6 +97,7 @@ class FaultMark(NamedTuple):
 
 
 _CLIENT_GONE = FaultMark("", "client_disconnect", "client_disconnect")
+_NO_FAULT = FaultMark("", "", "")
 
 
 class SessionRequest(server.Request):
@@ -112,6 +114,7 @@ class SessionRequest(server.Request):
     _buffer: list[bytes] | None = None
     _action: sockets.SocketAction | None = None
     # measurements
+    _method = "GET"
     _url = ""
     _rel = ""
     _accepted_at: float | None = None
@@ -166,12 +169,15 @@ class SessionRequest(server.Request):
         # request reached the socket that much earlier, and the log's timings count it.
         held = sockets.shaper_hold(transport)
         self._shaper_delay = held
-        if getattr(channel, "requests_started", 1) == 0:
-            self._accepted_at = channel.accepted_at
-        if hasattr(channel, "requests_started"):
-            channel.requests_started += 1
+        started = getattr(channel, "requests_started", None)  # None: not a SessionChannel (h2)
+        if started is not None:
+            if started == 0:
+                self._accepted_at = channel.accepted_at
+            channel.requests_started = started + 1
         url = self.uri.decode("latin-1")
-        path = unquote(url.split("?", 1)[0])
+        path = url.split("?", 1)[0]
+        if "%" in path:
+            path = unquote(path)
         self._url, self._rel = url, path
         ip = getattr(channel, "client_ip", None)
         new_client = ip is None
@@ -181,18 +187,21 @@ class SessionRequest(server.Request):
                 channel.client_ip = ip
             except AttributeError:
                 pass
-        ua = self.getHeader(b"user-agent")
-        args = self.args or {}
+        ua = self.requestHeaders.getRawHeaders(b"user-agent")
+        args = self.args
+        # interned: every network-log entry of every session shares one string per value
+        self._method = method = sys.intern(self.method.decode("latin-1"))
         info = RequestInfo(
-            method=self.method.decode("latin-1"), url=url, path=path, client_ip=ip or "",
-            user_agent=ua.decode("utf-8", "replace")[:512] if ua else "",
-            play_id=_arg(args, b"play_id"), attempt_id=_arg(args, b"attempt_id"),
-            new_connection=new_client, shaper_hold=held)
+            method, url, path, ip or "",
+            ua[-1].decode("utf-8", "replace")[:512] if ua else "",
+            _arg(args, b"play_id") if args else "", _arg(args, b"attempt_id") if args else "",
+            new_client, held)
         plan = self._exchange.begin(info, now)
         self._plan = plan
         self._t_arrived = now - held
         self.phase = Phase.SERVING
-        self._arm_timeouts(plan)
+        if plan.active_timeout or plan.idle_timeout:
+            self._arm_timeouts(plan)
         fault = plan.fault
         if fault is not None:
             self._mark = FaultMark(fault.fault_type, fault.category,
@@ -497,31 +506,30 @@ class SessionRequest(server.Request):
         status = self._status_seen if first is not None else (self.code if self.startedWriting else 0)
         undelivered = self._undelivered or 0
         req_headers = tuple(self.requestHeaders.getAllRawHeaders())
-        length = 0
+        bytes_in = len(self.uri) + 16
+        for name, values in req_headers:
+            for value in values:
+                bytes_in += len(name) + len(value) + 4
         content = self.content
         if content is not None:
             try:
-                length = len(content.getbuffer()) if hasattr(content, "getbuffer") else 0
+                bytes_in += len(content.getbuffer())
             except (ValueError, AttributeError):
-                length = 0
-        up = self.upstream_log or {}
+                pass
+        up = self.upstream_log
         ctype = self.responseHeaders.getRawHeaders(b"content-type")
-        rng = self.getHeader(b"range")
-        bytes_in = length + len(self.uri) + 16 + sum(len(k) + len(v) + 4 for k, vs in req_headers for v in vs)
+        rng = self.requestHeaders.getRawHeaders(b"range")
+        if mark is None:
+            mark = _NO_FAULT
         record = ExchangeRecord(
-            kind=self._plan.kind, method=self.method.decode("latin-1"), url=self._url, path=self._rel,
-            status=status, bytes_in=bytes_in,
-            bytes_out=self._body_bytes - undelivered, undelivered=undelivered,
-            content_type=ctype[0].decode("latin-1") if ctype else "",
-            request_range=rng.decode("latin-1") if rng else "",
-            accepted=self._accepted_at, arrived=self._t_arrived, first_byte=first,
-            last_byte=self._t_last or (now if first is not None else None), finished=now,
-            fault_type=mark.type if mark else "", fault_category=mark.category if mark else "",
-            fault_action=mark.action if mark else "",
-            shaper_delay_ms=round(self._shaper_delay * 1000.0, 3),
-            upstream_failure=up.get("failure") or "", upstream_ttfb_ms=up.get("ttfb_ms"),
-            request_headers=req_headers,
-            response_headers=tuple(self.responseHeaders.getAllRawHeaders()) if status else ())
+            self._plan.kind, self._method, self._url, self._rel, status, bytes_in,
+            self._body_bytes - undelivered, undelivered,
+            sys.intern(ctype[0].decode("latin-1")) if ctype else "", rng[-1].decode("latin-1") if rng else "",
+            self._accepted_at, self._t_arrived, first,
+            self._t_last or (now if first is not None else None), now,
+            mark.type, mark.category, mark.action, round(self._shaper_delay * 1000.0, 3),
+            (up.get("failure") or "") if up else "", up.get("ttfb_ms") if up else None,
+            req_headers, tuple(self.responseHeaders.getAllRawHeaders()) if status else ())
         self._record = record
         try:
             self._exchange.end(record)

@@ -49,6 +49,8 @@ class SessionExchange:
         self._external_ips = external_ips
         self._observers = observers
         self._loop_of = loop_of
+        #: request kinds by path: a player asks for the same playlists again and again
+        self._kinds: dict[str, str] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -69,7 +71,13 @@ class SessionExchange:
         session = self.session
         session.shaper_delay_ms = round(info.shaper_hold * 1000.0, 3)
         path = info.path
-        kind = classify_mod.classify(path)
+        kind = self._kinds.get(path)
+        if kind is None:
+            kind = classify_mod.classify(path)
+            if kind != "segment":  # segment paths rarely come back
+                if len(self._kinds) >= 256:
+                    self._kinds.clear()
+                self._kinds[path] = kind
         session.on_request(kind, info.url, path, now)
         ip = info.client_ip
         if ip:
@@ -98,7 +106,7 @@ class SessionExchange:
         if decision is not None:
             session.count_fault(faults.counter_key(decision.fault_type))
         controls = session.controls.values
-        active, idle = faults.transfer_timeouts(controls, kind)
+        active, idle = faults.transfer_timeouts(controls, kind) if kind != "other" else (0.0, 0.0)
         buffer_body = info.method == "GET" and (
             kind == "master_manifest"
             or (kind == "manifest" and controls.get("manifest_fault_type", "none") != "none"))
