@@ -7,18 +7,18 @@ answer, socket fault, body cut, zeroed body, buffered playlist rewrite, transfer
 timeouts), measures its own timings and, once over, hands the session one
 :class:`~streamlab.proxy.exchange.ExchangeRecord`.
 
-Its state is explicit: a :class:`Phase` (where the response is), a :class:`BodyMode`
-(what happens to body bytes on the way out), the :class:`FaultMark` that touched it and
-the record once it is over.  The data path stays thin: on an unfaulted segment ``write``
-adds two identity checks and one counter call to Twisted's own path.
+Its state is explicit (:mod:`streamlab.proxy.request_state`): a ``Phase`` (where the
+response is), a ``BodyMode`` (what happens to body bytes on the way out), the
+``FaultMark`` that touched it, its ``IdleWatch`` and the record once it is over.  The
+data path stays thin: on an unfaulted segment ``write`` adds a few identity checks and
+one counter call to Twisted's own path.  (A little over 450 lines: one request's life is
+one state machine, easier to follow in one file than spread over several.)
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import unquote
 
 from twisted.internet.interfaces import IDelayedCall
@@ -30,74 +30,20 @@ from streamlab.proxy import faults, sockets
 from streamlab.proxy.bootstrap import client_ip
 from streamlab.proxy.exchange import ExchangeRecord, ISessionExchange, Plan, RequestInfo
 from streamlab.proxy.faults import FaultDecision
+from streamlab.proxy.request_state import (
+    CLIENT_GONE,
+    NO_FAULT,
+    BodyMode,
+    FaultMark,
+    IdleWatch,
+    Phase,
+    guess_type,
+    injected_body,
+)
+
+__all__ = ["BodyMode", "FaultMark", "Phase", "SessionRequest"]
 
 log = Logger()
-
-_CONTENT_TYPES = {
-    ".m3u8": b"application/vnd.apple.mpegurl",
-    ".mpd": b"application/dash+xml",
-    ".m4s": b"video/mp4",
-    ".mp4": b"video/mp4",
-    ".m4a": b"audio/mp4",
-    ".ts": b"video/mp2t",
-    ".cmfv": b"video/mp4",
-    ".cmfa": b"audio/mp4",
-}
-
-_STATUS_MESSAGES = {
-    "timeout": "gateway timeout", "connection_refused": "service unavailable",
-    "dns_failure": "bad gateway", "rate_limiting": "too many requests",
-}
-
-
-def _idle_step(idle: float) -> float:
-    """How often the idle timeout looks at the socket: 1/40 of it (so it fires within
-    2.5 %), at most every 0.25 s, at least every 20 ms."""
-    return min(0.25, max(0.02, idle / 40.0))
-
-
-def _guess_type(path: str) -> bytes:
-    for ext, ctype in _CONTENT_TYPES.items():
-        if path.endswith(ext):
-            return ctype
-    return b"application/octet-stream"
-
-
-class Phase(enum.Enum):
-    """Where a session request's response is."""
-
-    #: not through the fault layer (yet): a plain Twisted request
-    NEW = "new"
-    #: the origin's bytes go to the client (through the :class:`BodyMode`)
-    SERVING = "serving"
-    #: finished writing; the transfer timeouts watch until the client took every byte
-    DRAINING = "draining"
-    #: finished and taken by the client (or nothing to watch)
-    DONE = "done"
-    #: a fault owns the connection: nothing more from the origin reaches the client
-    CUT = "cut"
-
-
-class BodyMode(enum.Enum):
-    """What happens to body bytes on the way to the client."""
-
-    PASS = "pass"
-    #: ``socket_body_bytes`` go out, then the fault's socket action (body-stage faults)
-    CUT_AFTER = "cut_after"
-    #: every byte replaced by 0x00 (``corrupted``)
-    ZERO = "zero"
-
-
-class FaultMark(NamedTuple):
-    """The fault that touched a request, as the network log names it."""
-
-    type: str
-    category: str
-    action: str
-
-
-_CLIENT_GONE = FaultMark("", "client_disconnect", "client_disconnect")
-_NO_FAULT = FaultMark("", "", "")
 
 
 class SessionRequest(server.Request):
@@ -129,9 +75,7 @@ class SessionRequest(server.Request):
     _active_timer: IDelayedCall | None = None
     _idle_timer: IDelayedCall | None = None
     _drain_timer: IDelayedCall | None = None
-    _idle_timeout = 0.0
-    _idle_since: float | None = None
-    _idle_progress = -1
+    _idle: IdleWatch | None = None
     _transport_ref: Any = None
     _inflight: Any = None
     #: set by the upstream relay (docs/upstream.md): ``{"failure", "ttfb_ms"}``
@@ -223,7 +167,7 @@ class SessionRequest(server.Request):
             return True
         if d.stage == "first_byte":
             self.setResponseCode(200)
-            self.setHeader(b"content-type", _guess_type(self._rel))
+            self.setHeader(b"content-type", guess_type(self._rel))
             self.setHeader(b"access-control-allow-origin", b"*")
             self.responseHeaders.removeHeader(b"content-length")
             self.write(b"")  # status line + headers, chunked (no length)
@@ -239,8 +183,7 @@ class SessionRequest(server.Request):
     def _respond_status(self, status: int, fault_type: str, body: bytes | None = None,
                         retry_after: int | None = None) -> None:
         if body is None:
-            body = json.dumps({"error": _STATUS_MESSAGES.get(fault_type, "injected fault"),
-                               "fault_type": fault_type, "status": status, "injected": True}).encode()
+            body = injected_body(status, fault_type)
         self.setResponseCode(status)
         self.setHeader(b"content-type", b"application/json")
         self.setHeader(b"access-control-allow-origin", b"*")
@@ -288,8 +231,8 @@ class SessionRequest(server.Request):
         if plan.active_timeout > 0:
             self._active_timer = clock.callLater(plan.active_timeout, self._active_timeout)
         if plan.idle_timeout > 0:
-            self._idle_timeout = float(plan.idle_timeout)
-            self._idle_timer = clock.callLater(_idle_step(self._idle_timeout), self._idle_check)
+            self._idle = IdleWatch(float(plan.idle_timeout))
+            self._idle_timer = clock.callLater(self._idle.step, self._idle_check)
 
     def _watching(self) -> bool:
         """Whether the transfer timeouts still have something to watch."""
@@ -324,39 +267,29 @@ class SessionRequest(server.Request):
 
     def transport_paused(self) -> None:
         """The client's socket is full (it is not reading)."""
-        if self._idle_since is None:
-            self._idle_since = self._site.clock.seconds()
+        if self._idle is not None:
+            self._idle.paused(self._site.clock.seconds())
 
     def transport_resumed(self) -> None:
         """The client drained its socket."""
-        self._idle_since = None
+        if self._idle is not None:
+            self._idle.resumed()
 
     def _idle_check(self) -> None:
-        """Cut when bytes wait for the client and it has taken none for the idle timeout.
-
-        Progress is what the client's TCP acknowledged (TCP_INFO), not what was written:
-        bytes moving from the userspace shaper's queue into the socket buffers are not
-        progress, and neither is the origin filling that queue.  Nothing waiting (the
-        origin is slow, not the client) is never idle."""
+        """Cut when bytes wait for the client and it has taken none for the idle timeout
+        (see :class:`~streamlab.proxy.request_state.IdleWatch`)."""
         self._idle_timer = None
-        if not self._watching():
+        idle = self._idle
+        if idle is None or not self._watching():
             return
-        clock = self._site.clock
-        now = clock.seconds()
         transport = self._transport_ref
         pending = sockets.pending_bytes(transport) if transport is not None else 0
         acked = sockets.acked_bytes(transport) if transport is not None else None
-        progress = acked if acked is not None else self._body_bytes - pending
-        if pending <= 0 or progress > self._idle_progress:
-            # Either nothing is waiting for the client, or it took some bytes.
-            self._idle_progress = max(self._idle_progress, progress)
-            self._idle_since = now
-        elif self._idle_since is None:
-            self._idle_since = now
-        if self.startedWriting and pending > 0 and now - self._idle_since >= self._idle_timeout - 1e-6:
+        now = self._site.clock.seconds()
+        if idle.expired(now, pending, acked, self._body_bytes) and self.startedWriting:
             self._timeout_fault("transfer_idle_timeout")
             return
-        self._idle_timer = clock.callLater(_idle_step(self._idle_timeout), self._idle_check)
+        self._idle_timer = self._site.clock.callLater(idle.step, self._idle_check)
 
     def _note_undelivered(self) -> None:
         """Before the connection is cut: how many body bytes will never reach the client
@@ -501,7 +434,7 @@ class SessionRequest(server.Request):
         now = self._site.clock.seconds()
         mark = self._mark
         if mark is None and disconnected and not self.finished:
-            mark = _CLIENT_GONE
+            mark = CLIENT_GONE
         first = self._t_first
         status = self._status_seen if first is not None else (self.code if self.startedWriting else 0)
         undelivered = self._undelivered or 0
@@ -520,7 +453,7 @@ class SessionRequest(server.Request):
         ctype = self.responseHeaders.getRawHeaders(b"content-type")
         rng = self.requestHeaders.getRawHeaders(b"range")
         if mark is None:
-            mark = _NO_FAULT
+            mark = NO_FAULT
         record = ExchangeRecord(
             self._plan.kind, self._method, self._url, self._rel, status, bytes_in,
             self._body_bytes - undelivered, undelivered,

@@ -1,0 +1,119 @@
+"""The explicit state of a session-port request (:mod:`streamlab.proxy.request`) and
+the small fixed answers it writes."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import NamedTuple
+
+_CONTENT_TYPES = {
+    ".m3u8": b"application/vnd.apple.mpegurl",
+    ".mpd": b"application/dash+xml",
+    ".m4s": b"video/mp4",
+    ".mp4": b"video/mp4",
+    ".m4a": b"audio/mp4",
+    ".ts": b"video/mp2t",
+    ".cmfv": b"video/mp4",
+    ".cmfa": b"audio/mp4",
+}
+
+_STATUS_MESSAGES = {
+    "timeout": "gateway timeout", "connection_refused": "service unavailable",
+    "dns_failure": "bad gateway", "rate_limiting": "too many requests",
+}
+
+
+def idle_step(idle: float) -> float:
+    """How often the idle timeout looks at the socket: 1/40 of it (so it fires within
+    2.5 %), at most every 0.25 s, at least every 20 ms."""
+    return min(0.25, max(0.02, idle / 40.0))
+
+
+def guess_type(path: str) -> bytes:
+    """The Content-Type a socket fault's bare 200 headers carry for *path*."""
+    for ext, ctype in _CONTENT_TYPES.items():
+        if path.endswith(ext):
+            return ctype
+    return b"application/octet-stream"
+
+
+class Phase(enum.Enum):
+    """Where a session request's response is."""
+
+    #: not through the fault layer (yet): a plain Twisted request
+    NEW = "new"
+    #: the origin's bytes go to the client (through the :class:`BodyMode`)
+    SERVING = "serving"
+    #: finished writing; the transfer timeouts watch until the client took every byte
+    DRAINING = "draining"
+    #: finished and taken by the client (or nothing to watch)
+    DONE = "done"
+    #: a fault owns the connection: nothing more from the origin reaches the client
+    CUT = "cut"
+
+
+class BodyMode(enum.Enum):
+    """What happens to body bytes on the way to the client."""
+
+    PASS = "pass"
+    #: ``socket_body_bytes`` go out, then the fault's socket action (body-stage faults)
+    CUT_AFTER = "cut_after"
+    #: every byte replaced by 0x00 (``corrupted``)
+    ZERO = "zero"
+
+
+class FaultMark(NamedTuple):
+    """The fault that touched a request, as the network log names it."""
+
+    type: str
+    category: str
+    action: str
+
+
+CLIENT_GONE = FaultMark("", "client_disconnect", "client_disconnect")
+NO_FAULT = FaultMark("", "", "")
+
+
+class IdleWatch:
+    """The idle transfer timeout of one response (pure: times and byte counts in).
+
+    Progress is what the client's TCP acknowledged (TCP_INFO), not what was written:
+    bytes moving from the userspace shaper's queue into the socket buffers are not
+    progress, and neither is the origin filling that queue.  Nothing waiting (the origin
+    is slow, not the client) is never idle."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        #: how often to look: 1/40 of the timeout (so it fires within 2.5 %)
+        self.step = idle_step(timeout)
+        self.since: float | None = None
+        self.progress = -1
+
+    def paused(self, now: float) -> None:
+        """The client's socket is full."""
+        if self.since is None:
+            self.since = now
+
+    def resumed(self) -> None:
+        """The client drained its socket."""
+        self.since = None
+
+    def expired(self, now: float, pending: int, acked: int | None, written: int) -> bool:
+        """Whether *pending* bytes have waited for the client, without progress, for the
+        whole timeout (*acked*: bytes its TCP acknowledged, None when unknown)."""
+        progress = acked if acked is not None else written - pending
+        if pending <= 0 or progress > self.progress:
+            # Either nothing is waiting for the client, or it took some bytes.
+            self.progress = max(self.progress, progress)
+            self.since = now
+        elif self.since is None:
+            self.since = now
+        return pending > 0 and now - self.since >= self.timeout - 1e-6
+
+
+def injected_body(status: int, fault_type: str) -> bytes:
+    """The short JSON body of a status the fault layer answers itself (e.g. the 504 of
+    a transfer timeout)."""
+    return json.dumps({"error": _STATUS_MESSAGES.get(fault_type, "injected fault"),
+                       "fault_type": fault_type, "status": status, "injected": True}).encode()
