@@ -379,7 +379,8 @@ class SessionRequest(server.Request):
             self._drain_timer = self._site.clock.callLater(0.05, self._drain_poll)
             return
         self.phase = Phase.DONE
-        self._cancel_timers()
+        if self._active_timer is not None or self._idle_timer is not None:
+            self._cancel_timers()
         self._end(disconnected=False)
 
     def _drain_poll(self) -> None:

@@ -21,10 +21,16 @@ from streamlab.proxy import faults, manifest_faults, rewrite
 from streamlab.proxy.control_changes import DisarmTimers
 from streamlab.proxy.exchange import ExchangeRecord, ISessionExchange, Plan, RequestInfo
 from streamlab.proxy.external_ips import ExternalIps
+from streamlab.proxy.fields import HTTP_PREFIXES
 from streamlab.proxy.metering import Metering
 from streamlab.proxy.session import Session
 
 log = Logger()
+
+#: the controls naming each HTTP rule's fault type
+_RULE_TYPES = tuple(f"{prefix}_failure_type" for prefix in HTTP_PREFIXES)
+#: the plan of a request nothing happens to, per kind
+_PLAIN = {kind: Plan(kind) for kind in classify_mod.KINDS}
 
 #: ``(session, record)`` after every finished session-port request (metrics)
 RequestObserver = Callable[[Session, ExchangeRecord], None]
@@ -96,22 +102,29 @@ class SessionExchange:
             if rung and not classify_mod.is_audio(path, kind):
                 loop_of = self._loop_of
                 session.on_video_segment(rung, path, loop_of(path) if loop_of is not None else None)
-        decision = None
-        if path.startswith("/go-live/"):
-            try:
-                decision = session.engine.decide(kind, path, now)
-            except Exception:  # noqa: BLE001 - a broken rule must not break serving
-                log.failure("fault engine failed")
-        self._disarm.after_decide(session, decision is not None)
-        if decision is not None:
-            session.count_fault(faults.counter_key(decision.fault_type))
         controls = session.controls.values
-        active, idle = faults.transfer_timeouts(controls, kind) if kind != "other" else (0.0, 0.0)
+        decision = None
+        # no HTTP rule armed (the usual case): the engine has nothing to decide or disarm
+        if any(controls.get(key, "none") != "none" for key in _RULE_TYPES):
+            if path.startswith("/go-live/"):
+                try:
+                    decision = session.engine.decide(kind, path, now)
+                except Exception:  # noqa: BLE001 - a broken rule must not break serving
+                    log.failure("fault engine failed")
+            self._disarm.after_decide(session, decision is not None)
+            if decision is not None:
+                session.count_fault(faults.counter_key(decision.fault_type))
+        session.in_flight += 1
+        self._changed(session)
         buffer_body = info.method == "GET" and (
             kind == "master_manifest"
             or (kind == "manifest" and controls.get("manifest_fault_type", "none") != "none"))
-        session.in_flight += 1
-        self._changed(session)
+        if kind == "other":
+            active = idle = 0.0
+        else:
+            active, idle = faults.transfer_timeouts(controls, kind)
+        if decision is None and not buffer_body and not active and not idle:
+            return _PLAIN[kind]
         return Plan(kind, decision, active, idle, buffer_body)
 
     def sent(self, nbytes: int) -> None:
