@@ -268,7 +268,7 @@ class SessionRegistry:
                               netlog=NetworkLog(self.config.sessions.network_log_size,
                                                 self.config.sessions.network_log_max_bytes), now=now)
             exchange = SessionExchange(
-                session, self.clock, changed=self._changed, disarm=self.changes.disarm,
+                session, self.clock, changed=self.feed.changed, disarm=self.changes.disarm,
                 metering=self.metering, external_ips=self.external_ips, observers=self.request_observers,
                 loop_of=getattr(self._origin(), "loop_of_path", None))  # n<N> URLs name their loop
             site = SessionSite(exchange, self._origin(), self.clock, self.settings, inflight=self.inflight,
@@ -375,7 +375,7 @@ class SessionRegistry:
         for hook in self.release_hooks:
             waits.append(defer.maybeDeferred(hook, port))
         self.bus.publish("session.removed", {"session_id": sid, "port": port})
-        self.feed.removed(sid)
+        self._changed(None, urgent=True)  # gone, and its group may have dissolved
         log.info("session {sid} on port {port} removed ({reason})", sid=sid, port=port, reason=reason)
 
         def done(results: list[Any]) -> None:

@@ -9,7 +9,8 @@ the network-log entry.  One adapter per session, built by the registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -29,6 +30,16 @@ log = Logger()
 
 #: the controls naming each HTTP rule's fault type
 _RULE_TYPES = tuple(f"{prefix}_failure_type" for prefix in HTTP_PREFIXES)
+_NONE = ("none",) * len(_RULE_TYPES)
+_rule_types = itemgetter(*_RULE_TYPES)
+
+
+def _armed(controls: Mapping[str, Any]) -> bool:
+    """Whether any HTTP fault rule is set (the engine has something to decide)."""
+    try:
+        return _rule_types(controls) != _NONE
+    except KeyError:
+        return True
 #: the plan of a request nothing happens to, per kind
 _PLAIN = {kind: Plan(kind) for kind in classify_mod.KINDS}
 
@@ -40,10 +51,10 @@ RequestObserver = Callable[[Session, ExchangeRecord], None]
 class SessionExchange:
     """The :class:`ISessionExchange` of one session (see the module docstring).
 
-    *changed(session)* tells the SSE feed the session moved; *loop_of(path)* is the
+    *changed(session_id)* tells the SSE feed the session moved; *loop_of(path)* is the
     origin's loop number of a sequence-addressed segment URL (None: not known)."""
 
-    def __init__(self, session: Session, clock: IReactorTime, *, changed: Callable[[Session], None],
+    def __init__(self, session: Session, clock: IReactorTime, *, changed: Callable[[str], None],
                  disarm: DisarmTimers, metering: Metering, external_ips: ExternalIps,
                  observers: Sequence[RequestObserver],
                  loop_of: Callable[[str], int | None] | None = None) -> None:
@@ -105,7 +116,7 @@ class SessionExchange:
         controls = session.controls.values
         decision = None
         # no HTTP rule armed (the usual case): the engine has nothing to decide or disarm
-        if any(controls.get(key, "none") != "none" for key in _RULE_TYPES):
+        if _armed(controls):
             if path.startswith("/go-live/"):
                 try:
                     decision = session.engine.decide(kind, path, now)
@@ -115,7 +126,7 @@ class SessionExchange:
             if decision is not None:
                 session.count_fault(faults.counter_key(decision.fault_type))
         session.in_flight += 1
-        self._changed(session)
+        self._changed(session.session_id)
         buffer_body = info.method == "GET" and (
             kind == "master_manifest"
             or (kind == "manifest" and controls.get("manifest_fault_type", "none") != "none"))
@@ -134,7 +145,7 @@ class SessionExchange:
     def faulted(self, fault_type: str) -> None:
         """A fault the request hit after ``begin`` (transfer timeout, manifest fault)."""
         self.session.count_fault(faults.counter_key(fault_type))
-        self._changed(self.session)
+        self._changed(self.session.session_id)
 
     def rewrite(self, plan: Plan, path: str, body: bytes, now: float) -> tuple[bytes, str]:
         """Master edits (and the ladder of the unmodified master), then the manifest fault."""
@@ -189,7 +200,7 @@ class SessionExchange:
         first, last = record.first_byte, record.last_byte
         if record.kind == "segment" and first is not None and last is not None and not record.fault_category:
             session.on_segment_complete(record.bytes_out, last - first)
-        self._changed(session)
+        self._changed(session.session_id)
         netlog = session.netlog
         if netlog is None:
             return

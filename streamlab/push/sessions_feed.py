@@ -28,8 +28,9 @@ class SessionsFeed:
     """Keyed snapshot feed of the sessions (see the module docstring).
 
     *keys()* lists the live keys in order, *render(key)* builds one item, *active()* says
-    whether heartbeats are due.  ``changed(key)`` / ``changed_all()`` / ``removed(key)``
-    tell it what moved; nothing is tracked or rendered while no client listens."""
+    whether heartbeats are due.  ``changed(key)`` / ``changed_many(keys)`` /
+    ``changed_all()`` tell it what moved (an item missing from *keys()* is sent as
+    removed); nothing is tracked or rendered while no client listens."""
 
     event = "sessions"
     delta_event = "sessions.delta"
@@ -81,12 +82,6 @@ class SessionsFeed:
         if self.watched:
             self._all = True
             self._poke(urgent)
-
-    def removed(self, key: str) -> None:
-        """Item *key* went away (sent at once)."""
-        if self.watched:
-            self._dirty.discard(key)
-            self._poke(True)
 
     def attach(self, request: IRequest) -> Any:
         """A new client: the full snapshot now (rendered fresh), then events."""
