@@ -29,23 +29,23 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamlab.errors import Invalid, NotFound, TooMany, Unavailable
 from streamlab.proxy import fields as fields_mod
-from streamlab.proxy import lifetime
 from streamlab.proxy.control_changes import MAX_GROUP, ControlChanges
 from streamlab.proxy.controls import ControlState
 from streamlab.proxy.exchange import PortSettings
+from streamlab.proxy.expiry import SessionExpiry
 from streamlab.proxy.external_ips import ExternalIps, is_public_ip
 from streamlab.proxy.faults import FaultEngine
 from streamlab.proxy.listener import SessionSite
 from streamlab.proxy.metering import Metering
 from streamlab.proxy.netlog import NetworkLog
 from streamlab.proxy.ports import PortPool, listen_session_port
-from streamlab.proxy.session import Session, group_of_player, iso
+from streamlab.proxy.session import Session, group_of_player
 from streamlab.proxy.session_exchange import RequestObserver, SessionExchange
 from streamlab.push.sessions_feed import SessionsFeed
 from streamlab.push.sse import EventStream
@@ -81,21 +81,22 @@ class SessionRegistry:
         self.origin = origin
         self._listen = listen
         self._listen_reactor = listen_reactor if listen_reactor is not None else clock
+        self._by_id: dict[str, Session] = {}
         lo, hi = config.server.session_ports
         self.pool = PortPool(lo, hi, config.sessions.session_port_quarantine)
         self.settings = port_settings(config)
         self.idle_timeout = config.sessions.session_idle_timeout
-        self.expiry_grace = config.sessions.session_expiry_grace
         self._sid_seq = 0  # session ids are a counter, never reused while the daemon runs
-        self._keep: set[str] = set()
-        self._countdown: dict[str, float] = {}
-        self._defaults = fields_mod.control_defaults(config.shaping.default_rate_mbps)
         self.factory_wrappers: list[Callable[[int, IProtocolFactory], IProtocolFactory]] = []
         self.release_hooks: list[Callable[[int], Any]] = []
         # read-only observers (metrics): every finished session-port request, every removal
         self.request_observers: list[RequestObserver] = []
         self.removal_hooks: list[Callable[[Session], None]] = []
-        self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = [self._lifetime_fields]
+        self.expiry = SessionExpiry(clock, config.sessions.session_idle_timeout,
+                                    config.sessions.session_expiry_grace,
+                                    fields_mod.control_defaults(config.shaping.default_rate_mbps),
+                                    lookup=self._by_id_get, expire=self._expire, changed=self._changed)
+        self.field_providers: list[Callable[[Session], Mapping[str, Any]]] = [self.expiry.fields]
         # host-specific checks of the merged controls (e.g. packet-counted transport faults
         # need the kernel backend); each raises Invalid, called before anything is applied
         self.validators: list[Callable[[Mapping[str, Any], int], None]] = []
@@ -103,9 +104,7 @@ class SessionRegistry:
         self.refreshers: list[Callable[[Session], Any]] = []
         #: like ``refreshers``, for every session at once (one batched read each)
         self.bulk_refreshers: list[Callable[[], Any]] = []
-        self._by_id: dict[str, Session] = {}
         self._by_player: dict[str, str] = {}
-        self._expiry: dict[str, IDelayedCall] = {}
         self._releasing: dict[int, defer.Deferred] = {}
         self.external_ips = ExternalIps()
         self.feed = SessionsFeed(clock, self._session_keys, self._render, lambda: bool(self._by_id))
@@ -191,6 +190,12 @@ class SessionRegistry:
         same objects one session at a time)."""
         now = self.clock.seconds()
         return [s.to_json(now, self.field_providers) for s in self.all()]
+
+    def _by_id_get(self, session_id: str) -> Session | None:
+        return self._by_id.get(session_id)
+
+    def _expire(self, session_id: str) -> None:
+        self.remove(session_id, "expired")
 
     def _session_keys(self) -> list[str]:
         return sorted(self._by_id, key=int)
@@ -288,7 +293,7 @@ class SessionRegistry:
             self._sid_seq += 1
             self._by_id[sid] = session
             self._by_player[player_id] = sid
-            self._expiry[sid] = self.clock.callLater(self.idle_timeout, self._check_expiry, sid)
+            self.expiry.start(sid)
             return session
 
     # ------------------------------------------------------------------ change
@@ -349,11 +354,7 @@ class SessionRegistry:
         self._by_id.pop(sid, None)
         if self._by_player.get(session.player_id) == sid:
             del self._by_player[session.player_id]
-        self._keep.discard(sid)
-        self._countdown.pop(sid, None)
-        timer = self._expiry.pop(sid, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.expiry.forget(sid)
         self.changes.disarm.cancel(sid)
         self.changes.leave_group(session)
         self.pool.begin_release(port)
@@ -396,66 +397,12 @@ class SessionRegistry:
         ds = [self.remove(sid, "cleared") for sid in ids]
         return len(ids), defer.DeferredList(ds)
 
-    def _lifetime(self, session: Session, now: float) -> lifetime.Lifetime:
-        defaults = self._defaults
-        stream = session.net_stream
-        return lifetime.decide(
-            now, session.last_activity, self.idle_timeout, self.expiry_grace,
-            keep=session.session_id in self._keep, watched=bool(stream is not None and stream.clients),
-            has_controls=bool(lifetime.controls_set(session.controls.values, defaults)),
-            in_flight=session.in_flight, countdown_from=self._countdown.get(session.session_id))
-
-    def _lifetime_fields(self, session: Session) -> dict[str, Any]:
-        now = self.clock.seconds()
-        verdict = self._lifetime(session, now)
-        return {"session_keep": session.session_id in self._keep, "session_state": verdict.state,
-                "session_idle_s": round(max(0.0, now - session.last_activity), 1),
-                "session_idle_timeout_s": self.idle_timeout,
-                "session_expires_at": iso(verdict.expires_at) if verdict.expires_at is not None else None,
-                "session_expires_in_s": round(max(0.0, verdict.expires_at - now), 1)
-                if verdict.expires_at is not None else None}
-
     def set_keep(self, session_id: str, keep: bool) -> dict[str, Any]:
         """Keep *session_id* while idle (``keep``), or let it expire by the usual rules."""
         session = self.get(session_id)
-        if keep:
-            self._keep.add(session.session_id)
-        else:
-            self._keep.discard(session.session_id)
-        self._countdown.pop(session.session_id, None)
-        self._reschedule_expiry(session.session_id, 0.01)
+        self.expiry.set_keep(session, keep)
         self._changed(session, urgent=True)
         return self.to_json(session)
-
-    def _reschedule_expiry(self, sid: str, delay: float) -> None:
-        timer = self._expiry.pop(sid, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        self._expiry[sid] = self.clock.callLater(max(0.01, delay), self._check_expiry, sid)
-
-    def _check_expiry(self, sid: str) -> None:
-        self._expiry.pop(sid, None)
-        session = self._by_id.get(sid)
-        if session is None:
-            return
-        try:
-            now = self.clock.seconds()
-            verdict = self._lifetime(session, now)
-            if verdict.state == lifetime.EXPIRED:
-                self.remove(sid, "expired")
-                return
-            if verdict.countdown_from is not None:
-                if sid not in self._countdown:
-                    log.info("session {sid} idle with controls set: expires in {grace:g} s unless kept",
-                             sid=sid, grace=self.expiry_grace)
-                    self._changed(session, urgent=True)
-                self._countdown[sid] = verdict.countdown_from
-            else:
-                self._countdown.pop(sid, None)
-            delay = max(0.01, verdict.recheck_at - now)
-            self._expiry[sid] = self.clock.callLater(delay, self._check_expiry, sid)
-        except Exception:  # noqa: BLE001 - timers survive their errors
-            log.failure("expiry check failed")
 
     def stop_accepting(self) -> defer.Deferred:
         """Graceful stop, first phase: no new session, no new connection on any session
