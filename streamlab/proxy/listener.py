@@ -69,7 +69,8 @@ class SessionChannel(GuardedHTTPChannel):
 
     accepted_at = 0.0
     requests_started = 0
-    client_ip: str | None = None
+    #: the client as its first request showed it (``streamlab.proxy.request._Peer``)
+    peer: Any = None
 
     site: Any  # the SessionSite (set by the factory)
 

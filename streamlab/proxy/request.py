@@ -70,7 +70,7 @@ class SessionRequest(server.Request):
     _body_bytes = 0
     _status_seen = 0
     _undelivered: int | None = None
-    _shaper_delay = 0.0
+    _shaper_ms = 0.0
     # timers and the idle watch
     _active_timer: IDelayedCall | None = None
     _idle_timer: IDelayedCall | None = None
@@ -109,10 +109,6 @@ class SessionRequest(server.Request):
         now = site.clock.seconds()
         transport = getattr(channel, "transport", None)
         self._transport_ref = transport
-        # The userspace shaper may have held the request (its one-way delay): the
-        # request reached the socket that much earlier, and the log's timings count it.
-        held = sockets.shaper_hold(transport)
-        self._shaper_delay = held
         started = getattr(channel, "requests_started", None)  # None: not a SessionChannel (h2)
         if started is not None:
             if started == 0:
@@ -123,21 +119,25 @@ class SessionRequest(server.Request):
         if "%" in path:
             path = unquote(path)
         self._url, self._rel = url, path
-        ip = getattr(channel, "client_ip", None)
-        new_client = ip is None
-        if new_client:  # once per connection: X-Forwarded-For parsing is not free
-            ip = client_ip(self, site.settings.trusted_proxies)
+        peer: _Peer | None = getattr(channel, "peer", None)
+        new_client = peer is None
+        if peer is None:  # once per connection: X-Forwarded-For parsing is not free
+            peer = _Peer(self, site.settings.trusted_proxies)
             try:
-                channel.client_ip = ip
+                channel.peer = peer
             except AttributeError:
                 pass
-        ua = self.requestHeaders.getRawHeaders(b"user-agent")
+        # The userspace shaper may have held the request (its one-way delay): the
+        # request reached the socket that much earlier, and the log's timings count it.
+        shaper = peer.shaper
+        held = float(shaper.held_for) if shaper is not None else 0.0
+        if held:
+            self._shaper_ms = round(held * 1000.0, 3)
         args = self.args
         # interned: every network-log entry of every session shares one string per value
-        self._method = method = sys.intern(self.method.decode("latin-1"))
+        self._method = method = _METHODS.get(self.method) or sys.intern(self.method.decode("latin-1"))
         info = RequestInfo(
-            method, url, path, ip or "",
-            ua[-1].decode("utf-8", "replace")[:512] if ua else "",
+            method, url, path, peer.ip, peer.user_agent,
             _arg(args, b"play_id") if args else "", _arg(args, b"attempt_id") if args else "",
             new_client, held)
         plan = self._exchange.begin(info, now)
@@ -439,36 +439,64 @@ class SessionRequest(server.Request):
         first = self._t_first
         status = self._status_seen if first is not None else (self.code if self.startedWriting else 0)
         undelivered = self._undelivered or 0
+        # one pass over the request headers (Twisted keeps canonical names): the request's
+        # size, its Range, and whether it had a body
         req_headers = tuple(self.requestHeaders.getAllRawHeaders())
         bytes_in = len(self.uri) + 16
+        rng = b""
+        body = False
         for name, values in req_headers:
             for value in values:
                 bytes_in += len(name) + len(value) + 4
+            if name == b"Range":
+                rng = values[-1]
+            elif name == b"Content-Length" or name == b"Transfer-Encoding":
+                body = True
         content = self.content
-        if content is not None:
+        if body and content is not None:
             try:
                 bytes_in += len(content.getbuffer())
             except (ValueError, AttributeError):
                 pass
+        resp_headers = tuple(self.responseHeaders.getAllRawHeaders())
+        ctype = ""
+        for name, values in resp_headers:
+            if name == b"Content-Type":
+                ctype = sys.intern(values[0].decode("latin-1"))
+                break
         up = self.upstream_log
-        ctype = self.responseHeaders.getRawHeaders(b"content-type")
-        rng = self.requestHeaders.getRawHeaders(b"range")
         if mark is None:
             mark = NO_FAULT
         record = ExchangeRecord(
             self._plan.kind, self._method, self._url, self._rel, status, bytes_in,
-            self._body_bytes - undelivered, undelivered,
-            sys.intern(ctype[0].decode("latin-1")) if ctype else "", rng[-1].decode("latin-1") if rng else "",
+            self._body_bytes - undelivered, undelivered, ctype, rng.decode("latin-1") if rng else "",
             self._accepted_at, self._t_arrived, first,
             self._t_last or (now if first is not None else None), now,
-            mark.type, mark.category, mark.action, round(self._shaper_delay * 1000.0, 3),
+            mark.type, mark.category, mark.action, self._shaper_ms,
             (up.get("failure") or "") if up else "", up.get("ttfb_ms") if up else None,
-            req_headers, tuple(self.responseHeaders.getAllRawHeaders()) if status else ())
+            req_headers, resp_headers if status else ())
         self._record = record
         try:
             self._exchange.end(record)
         except Exception:  # noqa: BLE001 - logging must never break the response path
             log.failure("network log entry failed")
+
+
+_METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"OPTIONS": "OPTIONS"}
+
+
+class _Peer:
+    """What a connection's first request tells about the client, kept on the channel:
+    its address (``X-Forwarded-For`` from trusted proxies only), its user agent and the
+    userspace shaper in its transport chain (None: not shaped in user space)."""
+
+    __slots__ = ("ip", "shaper", "user_agent")
+
+    def __init__(self, request: server.Request, trusted: Any) -> None:
+        self.ip = client_ip(request, trusted) or ""
+        ua = request.getHeader(b"user-agent")
+        self.user_agent = ua.decode("utf-8", "replace")[:512] if ua else ""
+        self.shaper = sockets.shaper_of(getattr(request.channel, "transport", None))
 
 
 def _arg(args: dict[bytes, list[bytes]], name: bytes) -> str:
