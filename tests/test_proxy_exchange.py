@@ -186,3 +186,22 @@ def test_a_corrupting_plan_zeroes_the_body(fault_type: str, mode: BodyMode):
     proto.dataReceived(SEGMENT)
     assert transport.value().endswith(b"\0" * len(BODY))
     assert ex.records[0].fault_action == "corrupt" and ex.bytes == len(BODY)
+
+
+def test_the_graceful_stop_counts_a_request_until_it_finishes_or_its_client_leaves():
+    from streamlab.shutdown import InFlight
+
+    inflight = InFlight()
+    origin = _Origin(b"x" * 100, finish=False)
+    clock = MemoryReactorClock()
+    site = SessionSite(FakeExchange(Plan("segment")), origin, clock, PortSettings(), inflight=inflight)
+    proto = site.buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    proto.dataReceived(SEGMENT)
+    assert inflight.count == 1
+    origin.requests_seen[0].finish()
+    assert inflight.count == 0
+    proto.dataReceived(SEGMENT)
+    assert inflight.count == 1
+    proto.connectionLost(Exception("gone"))
+    assert inflight.count == 0

@@ -54,7 +54,8 @@ class SessionRoot(Resource):
     def getChild(self, path: bytes, request: IRequest) -> IResource:  # noqa: N802
         if request.method not in (b"GET", b"HEAD", b"OPTIONS"):  # media only: no control calls
             return _MethodLeaf()
-        if path == b"go-live" and request.postpath[:1] != [b"api"] and self._origin is not None:
+        postpath = request.postpath
+        if path == b"go-live" and self._origin is not None and (not postpath or postpath[0] != b"api"):
             return self._origin
         return _NotFoundLeaf()
 

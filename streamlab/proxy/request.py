@@ -90,10 +90,10 @@ class SessionRequest(server.Request):
         self._exchange: ISessionExchange = site.exchange
         inflight = site.inflight
         if inflight is not None:
-            # the graceful stop waits for it (finished, aborted or cut at the grace time)
+            # the graceful stop waits for it (finished, aborted or cut at the grace time):
+            # it leaves in finish() or connectionLost()
             inflight.begin()
             self._inflight = inflight
-            self.notifyFinish().addBoth(lambda _: self._leave_inflight())
         try:
             handled = self._begin(site)
         except Exception:  # noqa: BLE001 - a bug in the layer must not take the stream down
@@ -207,8 +207,9 @@ class SessionRequest(server.Request):
                 pass
 
     def _leave_inflight(self) -> None:
-        inflight, self._inflight = self._inflight, None
+        inflight = self._inflight
         if inflight is not None:
+            self._inflight = None
             inflight.end()
 
     def _start_action(self, action: str, drain: bool) -> None:
@@ -364,12 +365,14 @@ class SessionRequest(server.Request):
             return
         if phase is Phase.NEW:
             server.Request.finish(self)
+            self._leave_inflight()
             return
         now = self._site.clock.seconds()
         self._t_last = now
         if self._t_first is None:
             self._t_first = now
         server.Request.finish(self)
+        self._leave_inflight()
         transport = self._transport_ref
         if (self._active_timer is not None or self._idle_timer is not None) and transport is not None \
                 and sockets.pending_bytes(transport) > 0:
@@ -419,6 +422,7 @@ class SessionRequest(server.Request):
         if phase is not Phase.NEW and self._record is None and (not self.finished or phase is Phase.DRAINING):
             self._note_undelivered()  # the client left mid-body: what it never got
         super().connectionLost(reason)
+        self._leave_inflight()
         if phase is Phase.NEW:
             return
         self._cancel_timers()
