@@ -11,8 +11,9 @@ Its state is explicit (:mod:`streamlab.proxy.request_state`): a ``Phase`` (where
 response is), a ``BodyMode`` (what happens to body bytes on the way out), the
 ``FaultMark`` that touched it, its ``IdleWatch`` and the record once it is over.  The
 data path stays thin: on an unfaulted segment ``write`` adds a few identity checks and
-one counter call to Twisted's own path.  (A little over 450 lines: one request's life is
-one state machine, easier to follow in one file than spread over several.)
+one counter call to Twisted's own path.  (Near 490 lines: one request's life is one
+state machine, easier to follow in one file than spread over several; its states and
+small values live in request_state.py.)
 """
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from streamlab.proxy import faults, sockets
-from streamlab.proxy.bootstrap import client_ip
 from streamlab.proxy.exchange import ExchangeRecord, ISessionExchange, Plan, RequestInfo
 from streamlab.proxy.faults import FaultDecision
 from streamlab.proxy.request_state import (
     CLIENT_GONE,
+    METHODS,
     NO_FAULT,
     BodyMode,
     FaultMark,
     IdleWatch,
+    Peer,
     Phase,
     guess_type,
     injected_body,
+    query_arg,
 )
 
 __all__ = ["BodyMode", "FaultMark", "Phase", "SessionRequest"]
@@ -119,10 +122,10 @@ class SessionRequest(server.Request):
         if "%" in path:
             path = unquote(path)
         self._url, self._rel = url, path
-        peer: _Peer | None = getattr(channel, "peer", None)
+        peer: Peer | None = getattr(channel, "peer", None)
         new_client = peer is None
         if peer is None:  # once per connection: X-Forwarded-For parsing is not free
-            peer = _Peer(self, site.settings.trusted_proxies)
+            peer = Peer(self, site.settings.trusted_proxies)
             try:
                 channel.peer = peer
             except AttributeError:
@@ -135,10 +138,10 @@ class SessionRequest(server.Request):
             self._shaper_ms = round(held * 1000.0, 3)
         args = self.args
         # interned: every network-log entry of every session shares one string per value
-        self._method = method = _METHODS.get(self.method) or sys.intern(self.method.decode("latin-1"))
+        self._method = method = METHODS.get(self.method) or sys.intern(self.method.decode("latin-1"))
         info = RequestInfo(
             method, url, path, peer.ip, peer.user_agent,
-            _arg(args, b"play_id") if args else "", _arg(args, b"attempt_id") if args else "",
+            query_arg(args, b"play_id") if args else "", query_arg(args, b"attempt_id") if args else "",
             new_client, held)
         plan = self._exchange.begin(info, now)
         self._plan = plan
@@ -484,25 +487,3 @@ class SessionRequest(server.Request):
             self._exchange.end(record)
         except Exception:  # noqa: BLE001 - logging must never break the response path
             log.failure("network log entry failed")
-
-
-_METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"OPTIONS": "OPTIONS"}
-
-
-class _Peer:
-    """What a connection's first request tells about the client, kept on the channel:
-    its address (``X-Forwarded-For`` from trusted proxies only), its user agent and the
-    userspace shaper in its transport chain (None: not shaped in user space)."""
-
-    __slots__ = ("ip", "shaper", "user_agent")
-
-    def __init__(self, request: server.Request, trusted: Any) -> None:
-        self.ip = client_ip(request, trusted) or ""
-        ua = request.getHeader(b"user-agent")
-        self.user_agent = ua.decode("utf-8", "replace")[:512] if ua else ""
-        self.shaper = sockets.shaper_of(getattr(request.channel, "transport", None))
-
-
-def _arg(args: dict[bytes, list[bytes]], name: bytes) -> str:
-    values = args.get(name)
-    return values[0].decode("utf-8", "replace")[:256] if values else ""

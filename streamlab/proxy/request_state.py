@@ -1,11 +1,16 @@
-"""The explicit state of a session-port request (:mod:`streamlab.proxy.request`) and
-the small fixed answers it writes."""
+"""The explicit state of a session-port request (:mod:`streamlab.proxy.request`), what
+it reads once per connection, and the small fixed answers it writes."""
 
 from __future__ import annotations
 
 import enum
 import json
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from twisted.web import server
+
+from streamlab.proxy import sockets
+from streamlab.proxy.bootstrap import client_ip
 
 _CONTENT_TYPES = {
     ".m3u8": b"application/vnd.apple.mpegurl",
@@ -117,3 +122,27 @@ def injected_body(status: int, fault_type: str) -> bytes:
     a transfer timeout)."""
     return json.dumps({"error": _STATUS_MESSAGES.get(fault_type, "injected fault"),
                        "fault_type": fault_type, "status": status, "injected": True}).encode()
+
+
+#: request methods as interned text
+METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"OPTIONS": "OPTIONS"}
+
+
+class Peer:
+    """What a connection's first request tells about the client, kept on the channel:
+    its address (``X-Forwarded-For`` from trusted proxies only), its user agent and the
+    userspace shaper in its transport chain (None: not shaped in user space)."""
+
+    __slots__ = ("ip", "shaper", "user_agent")
+
+    def __init__(self, request: server.Request, trusted: Any) -> None:
+        self.ip = client_ip(request, trusted) or ""
+        ua = request.getHeader(b"user-agent")
+        self.user_agent = ua.decode("utf-8", "replace")[:512] if ua else ""
+        self.shaper = sockets.shaper_of(getattr(request.channel, "transport", None))
+
+
+def query_arg(args: dict[bytes, list[bytes]], name: bytes) -> str:
+    """The first value of query argument *name* as text (at most 256 chars; "" if absent)."""
+    values = args.get(name)
+    return values[0].decode("utf-8", "replace")[:256] if values else ""
