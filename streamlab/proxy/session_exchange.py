@@ -40,8 +40,16 @@ def _armed(controls: Mapping[str, Any]) -> bool:
         return _rule_types(controls) != _NONE
     except KeyError:
         return True
-#: the plan of a request nothing happens to, per kind
-_PLAIN = {kind: Plan(kind) for kind in classify_mod.KINDS}
+
+
+def _plan(kind: str, method: str, controls: Mapping[str, Any]) -> Plan:
+    """The plan of an unfaulted request of *kind*: its transfer timeouts, and whether its
+    body is held for the master edits or the manifest fault."""
+    buffer_body = method == "GET" and (
+        kind == "master_manifest"
+        or (kind == "manifest" and controls.get("manifest_fault_type", "none") != "none"))
+    active, idle = faults.transfer_timeouts(controls, kind) if kind != "other" else (0.0, 0.0)
+    return Plan(kind, None, active, idle, buffer_body)
 
 #: ``(session, record)`` after every finished session-port request (metrics)
 RequestObserver = Callable[[Session, ExchangeRecord], None]
@@ -68,6 +76,10 @@ class SessionExchange:
         self._loop_of = loop_of
         #: request kinds by path: a player asks for the same playlists again and again
         self._kinds: dict[str, str] = {}
+        #: the unfaulted plan per (kind, method) under the controls of revision _plans_rev
+        self._plans: dict[tuple[str, str], Plan] = {}
+        self._plans_rev = -1
+        self._armed = False
 
     # ------------------------------------------------------------------ connections
 
@@ -113,10 +125,14 @@ class SessionExchange:
             if rung and not classify_mod.is_audio(path, kind):
                 loop_of = self._loop_of
                 session.on_video_segment(rung, path, loop_of(path) if loop_of is not None else None)
-        controls = session.controls.values
+        controls = session.controls
+        if controls.revision_number != self._plans_rev:  # every control write bumps it
+            self._plans_rev = controls.revision_number
+            self._plans = {}
+            self._armed = _armed(controls.values)
         decision = None
         # no HTTP rule armed (the usual case): the engine has nothing to decide or disarm
-        if _armed(controls):
+        if self._armed:
             if path.startswith("/go-live/"):
                 try:
                     decision = session.engine.decide(kind, path, now)
@@ -127,16 +143,10 @@ class SessionExchange:
                 session.count_fault(faults.counter_key(decision.fault_type))
         session.in_flight += 1
         self._changed(session.session_id)
-        buffer_body = info.method == "GET" and (
-            kind == "master_manifest"
-            or (kind == "manifest" and controls.get("manifest_fault_type", "none") != "none"))
-        if kind == "other":
-            active = idle = 0.0
-        else:
-            active, idle = faults.transfer_timeouts(controls, kind)
-        if decision is None and not buffer_body and not active and not idle:
-            return _PLAIN[kind]
-        return Plan(kind, decision, active, idle, buffer_body)
+        plan = self._plans.get((kind, info.method))
+        if plan is None:
+            plan = self._plans[(kind, info.method)] = _plan(kind, info.method, controls.values)
+        return plan if decision is None else plan._replace(fault=decision)
 
     def sent(self, nbytes: int) -> None:
         """Body bytes written to the client."""
