@@ -109,9 +109,10 @@ def req_per_s(port: int, seconds: float) -> float:
     return n / dt
 
 
-def cpu_per_request(n: int = 3000) -> tuple[float, float]:
-    """In-process CPU microseconds per small request: a plain Site vs a session Site
-    (fault layer + network log, no sockets, no shaping) serving the same resource."""
+def cpu_per_request(n: int = 3000) -> tuple[float, float, float]:
+    """In-process CPU microseconds per small request: a plain Site, the main port's Site
+    (``build_site``: the guarded channel with its head deadline) and a session Site (fault
+    layer + network log, no sockets, no shaping) serving the same resource."""
     from twisted.internet.testing import MemoryReactorClock, StringTransport
     from twisted.web.resource import Resource
     from twisted.web.server import Site
@@ -119,6 +120,7 @@ def cpu_per_request(n: int = 3000) -> tuple[float, float]:
     from streamlab import config as configmod
     from streamlab.events import EventBus
     from streamlab.proxy.registry import SessionRegistry
+    from streamlab.web.site import build_site
 
     class Playlist(Resource):
         isLeaf = True
@@ -148,9 +150,17 @@ def cpu_per_request(n: int = 3000) -> tuple[float, float]:
     registry.get_or_create("bench")
     session_site = reactor.tcpServers[-1][1]
     plain = Site(Root())
+    main_site = build_site(Root(), reactor, head_timeout=cfg.server.request_head_timeout)
     plain_us = min(run(plain) for _ in range(3))
+    main_us = min(run(main_site) for _ in range(3))
     session_us = min(run(session_site) for _ in range(3))
-    return plain_us, session_us
+    return plain_us, main_us, session_us
+
+
+def _cpu_line(plain_us: float, main_us: float, session_us: float) -> str:
+    return (f"CPU per small request     : plain Site {plain_us:.1f} us, main-port Site {main_us:.1f} us, "
+            f"session Site {session_us:.1f} us (x{session_us / plain_us:.2f} plain, "
+            f"x{session_us / main_us:.2f} main)")
 
 
 def main() -> None:
@@ -163,9 +173,7 @@ def main() -> None:
                     help="only the in-process CPU per small request (no daemon, a few seconds)")
     args = ap.parse_args()
     if args.cpu_only:
-        plain_us, session_us = cpu_per_request()
-        print(f"CPU per small request     : plain Site {plain_us:.1f} us, session Site {session_us:.1f} us "
-              f"(x{session_us / plain_us:.2f})")
+        print(_cpu_line(*cpu_per_request()))
         return
     with tempfile.TemporaryDirectory() as work:
         d = Daemon(work, session_ports=4)
@@ -201,9 +209,7 @@ def main() -> None:
     print(f"session / main            : {ratio:8.1f} %  (cost {100 - ratio:.1f} %)")
     print(f"playlist req/s main       : {pl_main:8.0f}")
     print(f"playlist req/s session    : {pl_sess:8.0f}")
-    plain_us, session_us = cpu_per_request()
-    print(f"CPU per small request     : plain Site {plain_us:.1f} us, session Site {session_us:.1f} us "
-          f"(fault layer + log {session_us - plain_us:.1f} us)")
+    print(_cpu_line(*cpu_per_request()))
     if entries:
         print(f"last session log entry    : {entries[-1]['request_kind']} {entries[-1]['status']}"
               f" total {entries[-1]['total_ms']} ms")

@@ -49,6 +49,7 @@ __all__ = [
     "IDaemonReactor",
     "IEventBus",
     "IJobQueue",
+    "ISessionExchange",
     "ISourceStore",
     "Json",
 ]
@@ -182,8 +183,7 @@ class IJobQueue(Interface):
 
 
 # --- session hooks ---------------------------------------------------------------------
-# MERGE POINT (#13 item 1): the request-path branch adds streamlab/proxy/exchange.py with
-# the listener <-> registry contract (begin(request_info, now) -> Plan, end(record)).
-# Re-export its interface(s) here once both branches are merged, e.g.
-#     from streamlab.proxy.exchange import ISessionExchange  # noqa: F401
-# and add the name to __all__ and to docs/architecture.md ("Interfaces").
+# The session request path (listener <-> session: begin(info, now) -> Plan, end(record))
+# has its contract next to its values in streamlab/proxy/exchange.py; it is listed here
+# so this file stays the one list of the seams services talk through.
+from streamlab.proxy.exchange import ISessionExchange  # noqa: E402 - after the interfaces it may need

@@ -140,11 +140,11 @@ class Metrics:
         """*jobs* returns the job service (or None)."""
         self._jobs = jobs
 
-    def _session_request(self, session: Any, fields: dict[str, Any]) -> None:
-        kind = fields["kind"]
-        self.requests[("session", kind, int(fields["status"] or 0))] += 1
-        if kind in MANIFEST_KINDS and fields["first"] is not None:
-            self.render_latency.observe(max(0.0, fields["first"] - fields["arrived"]))
+    def _session_request(self, session: Any, record: Any) -> None:
+        kind = record.kind  # a streamlab.proxy.exchange.ExchangeRecord
+        self.requests[("session", kind, int(record.status or 0))] += 1
+        if kind in MANIFEST_KINDS and record.first_byte is not None:
+            self.render_latency.observe(max(0.0, record.first_byte - record.arrived))
 
     def _session_removed(self, session: Any) -> None:
         self._retired_sessions += 1

@@ -74,8 +74,8 @@ def test_exposition_and_totals_survive_session_removal():
                         bytes_out_total=1000)
     reg.sessions.append(s)
     for observe in reg.request_observers:
-        observe(s, {"kind": "manifest", "status": 200, "first": 10.02, "arrived": 10.0})
-        observe(s, {"kind": "segment", "status": 404, "first": 10.5, "arrived": 10.4})
+        observe(s, SimpleNamespace(kind="manifest", status=200, first_byte=10.02, arrived=10.0))
+        observe(s, SimpleNamespace(kind="segment", status=404, first_byte=10.5, arrived=10.4))
     m.main_request_done("master_manifest", 200, 0.003, 500)
     inflight.begin()
     clock.advance(5)

@@ -201,19 +201,25 @@ def test_marker_text_for_manifest_faults():
 
 
 def test_registry_applies_per_session_and_rearms_on_patch():
+    from streamlab.proxy.exchange import Plan
     from tests.test_sessions_registry import _registry
     reg, reactor, _ = _registry()
     s, _ = reg.get_or_create("mf")
     other, _ = reg.get_or_create("mf-other")
     reg.patch(s.session_id, {"manifest_fault_type": "stale_playlist", "manifest_fault_value": 5})
     first, later = media().encode(), media(NOW + 7).encode()
-    assert reg.manifest_fault(s, "manifest", PATH, first) == (first, "stale_playlist")
+    plan = Plan("manifest", buffer_body=True)
+
+    def manifest_fault(session, body):  # what the session's port does to a buffered playlist
+        return reg.exchange(session).rewrite(plan, PATH, body, reactor.seconds())
+
+    assert manifest_fault(s, first) == (first, "stale_playlist")
     reactor.advance(3)
-    assert reg.manifest_fault(s, "manifest", PATH, later) == (first, "stale_playlist")
-    assert reg.manifest_fault(other, "manifest", PATH, later) == (later, "")   # not a group field
+    assert manifest_fault(s, later) == (first, "stale_playlist")
+    assert manifest_fault(other, later) == (later, "")   # not a group field
     reactor.advance(3)                                                          # window over
-    assert reg.manifest_fault(s, "manifest", PATH, later) == (later, "")
+    assert manifest_fault(s, later) == (later, "")
     reg.patch(s.session_id, {"manifest_fault_value": 5})                        # same value: re-armed
-    assert reg.manifest_fault(s, "manifest", PATH, later) == (later, "stale_playlist")
+    assert manifest_fault(s, later) == (later, "stale_playlist")
     snapshot = reg.to_json(s)
     assert snapshot["manifest_fault_type"] == "stale_playlist" and isinstance(snapshot["seed"], int)

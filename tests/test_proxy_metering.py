@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from streamlab import config as configmod
 from streamlab.events import EventBus
-from streamlab.proxy import registry as registry_mod
+from streamlab.proxy import metering as metering_mod
 from streamlab.proxy.registry import SessionRegistry
 from streamlab.proxy.tcpinfo import TcpInfo
 
@@ -45,18 +45,21 @@ def _setup(monkeypatch: Any, sessions: int = 3) -> tuple[SessionRegistry, Memory
         return TcpInfo(rtt_us=2000 + 100 * len(reads), rttvar_us=100, rto_us=201_000, min_rtt_us=1500,
                        bytes_acked=0, notsent_bytes=0)
 
-    monkeypatch.setattr(registry_mod, "read_tcp_info", fake_read)
-    monkeypatch.setattr(registry_mod, "socket_of", lambda transport: transport)
+    monkeypatch.setattr(metering_mod, "read_tcp_info", fake_read)
+    monkeypatch.setattr(metering_mod, "socket_of", lambda transport: transport)
     return reg, reactor, reads, pinger
+
+
+class _Channel:
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
 
 
 def _connect(reg: SessionRegistry, player: str) -> Any:
     session = reg.get_or_create(player)[0]
-    channel = object()
-    session.channels.add(channel)
-    session.latest_transport = f"sock-{player}"
+    channel = _Channel(f"sock-{player}")
     session.player_ip = "10.0.0.7"
-    reg.connection_opened(session, channel)
+    reg.exchange(session).connection_made(channel)
     return session
 
 

@@ -233,3 +233,58 @@ def test_twisted_style_header_lists_are_flattened():
     assert full["request_headers"] == [{"name": "Accept", "value": "*/*"}, {"name": "X-Two", "value": "a"},
                                        {"name": "X-Two", "value": "b"}]
     assert full["response_headers"] == [{"name": "Server", "value": "TwistedWeb"}]
+
+
+def _record(t, url, kind, i=0):
+    from streamlab.proxy.exchange import ExchangeRecord
+    req = tuple((k, [v]) for k, v in REQ_HEADERS)
+    resp = ((b"Content-Length", [str(40000 + i).encode()]), (b"Date", [f"{int(t)}".encode()])) \
+        + tuple((k, [v]) for k, v in RESP_HEADERS[2:])
+    return ExchangeRecord(kind, "GET", url, url.split("?")[0], 200, 310, 40000 + i, 0, "video/mp4", "",
+                          None, t, t + 0.004, t + 0.05, t + 0.05, request_headers=req, response_headers=resp)
+
+
+def test_a_record_reads_back_as_the_entry_make_entry_builds():
+    from streamlab.proxy.exchange import ExchangeRecord
+    log = NetworkLog(10)
+    rec = ExchangeRecord("segment", "GET", "/go-live/c/v/seg_1.m4s?play_id=x", "/go-live/c/v/seg_1.m4s", 206,
+                         300, 65536, 12, "video/mp4", "bytes=0-65535", T0 - 0.010, T0, T0 + 0.020, T0 + 0.120,
+                         T0 + 0.121, "request_body_reset", "socket", "body_reset", shaper_delay_ms=1.5,
+                         request_headers=((b"Range", [b"bytes=0-65535"]),),
+                         response_headers=((b"Content-Type", [b"video/mp4"]),))
+    seq = log.add(rec, "p1")
+    want = make_entry(timestamp=T0, url=rec.url, path=rec.path, request_kind="segment", status=206,
+                      bytes_in=300, bytes_out=65536, content_type="video/mp4", play_id="p1",
+                      request_range="bytes=0-65535",
+                      accepted=T0 - 0.010, parsed=T0, first_byte=T0 + 0.020, last_byte=T0 + 0.120,
+                      finished=T0 + 0.121, fault_type="request_body_reset", fault_category="socket",
+                      fault_action="body_reset", shaper_delay_ms=1.5)
+    want["seq"] = seq
+    got = log.entry(seq)
+    assert got is not None
+    assert got.pop("request_headers") == [{"name": "Range", "value": "bytes=0-65535"}]
+    assert got.pop("response_headers") == [{"name": "Content-Type", "value": "video/mp4"}]
+    assert got == want
+    assert log.entries() == [want]
+
+
+def test_records_stay_within_the_memory_bound_and_the_estimate_is_honest():
+    import tracemalloc
+
+    budget = 4 * 1024 * 1024
+    log = NetworkLog(1_000_000, budget)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    n = 12 * 60 * 18
+    for i in range(n):
+        t = T0 + i / 18
+        url = [f"/go-live/demo/video/720p/part_{i:06d}.2.m4s",
+               f"/go-live/demo/playlist_720p.m3u8?_HLS_msn={i // 10}&_HLS_part={i % 5}"][i % 2]
+        log.add(_record(t, url, "segment", i), "play")
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    stats = log.stats()
+    assert stats["bytes"] <= budget and log.dropped == n - log.count
+    print(f"\n{log.count} records in {stats['bytes'] / 2**20:.2f} MiB (estimate), "
+          f"{held / 2**20:.2f} MiB held")
+    assert held == pytest.approx(stats["bytes"], rel=0.3), (held, stats["bytes"])

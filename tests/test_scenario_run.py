@@ -139,7 +139,7 @@ def test_the_session_json_carries_the_run_and_sse_is_pushed(lab):
     clock, registry, service, session = lab
     assert registry.to_json(session)["scenario"] is None
     pushes = []
-    registry.feed.changed = lambda urgent=False: pushes.append(urgent)
+    registry.feed.changed = lambda key=None, urgent=False: pushes.append(urgent)
     service.start(session.session_id, {"name": "sse", "steps": [
         {"at": 1, "for": 2, "set": {"nftables_delay_ms": 50}}, {"at": 5, "set": {"nftables_delay_ms": 10}}]})
     advance_to(clock, 1.5)

@@ -49,49 +49,33 @@ entries (:meth:`NetworkLog.mark`) so a waterfall or chart can show when they hap
 
 from __future__ import annotations
 
-import http.client
 import sys
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from streamlab.errors import Invalid
-from streamlab.formats import iso_ms, iso_of_ms, parse_time_ms  # noqa: F401 - re-exported
-
-ENTRY_FIELDS: tuple[str, ...] = (
-    "seq", "timestamp", "method", "url", "path", "request_kind", "status", "bytes_in", "bytes_out",
-    "content_type", "play_id", "request_range", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms",
-    "transfer_ms", "total_ms", "faulted", "fault_type", "fault_action", "fault_category",
-    "shaper_delay_ms", "upstream_ttfb_ms",
+from streamlab.proxy.exchange import ExchangeRecord
+from streamlab.proxy.har import to_har
+from streamlab.proxy.netlog_entry import (
+    ENTRY_FIELDS,
+    HEADER_CAP,
+    RAW_FIELDS,
+    entry_of_record,
+    iso_ms,
+    iso_of_ms,
+    make_entry,
+    pack_headers,
+    pack_raw_headers,
+    parse_time_ms,
+    unpack_headers,
 )
 
+__all__ = ["ENTRY_FIELDS", "HEADER_CAP", "NetworkLog", "iso_ms", "make_entry", "pack_headers",
+           "parse_time_ms", "to_har", "unpack_headers"]
 
-HEADER_CAP = 4096
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 MARKERS_KEPT = 500
-
-
-def pack_headers(pairs: Iterable[tuple[Any, Any]]) -> str:
-    """``name: value`` lines of *pairs* (bytes or str; a value may be a list of values, as
-    in Twisted's ``getAllRawHeaders()``), at most :data:`HEADER_CAP` chars."""
-    lines = []
-    for name, value in pairs:
-        n = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-        for one in value if isinstance(value, (list, tuple)) else (value,):
-            v = one.decode("latin-1") if isinstance(one, bytes) else str(one)
-            lines.append(f"{n}: {v}".replace("\n", " "))
-    text = "\n".join(lines)
-    return text[:HEADER_CAP]
-
-
-def unpack_headers(text: str) -> list[dict[str, str]]:
-    """HAR-shaped ``[{"name", "value"}]`` of a :func:`pack_headers` text."""
-    out = []
-    for line in text.split("\n") if text else ():
-        name, _, value = line.partition(": ")
-        out.append({"name": name, "value": value})
-    return out
 
 
 # categorical string fields: interned, so every entry shares one object per value
@@ -116,80 +100,16 @@ def _row_cost(row: tuple[Any, ...]) -> int:
     return size
 
 
-def _ms(a: float | None, b: float | None) -> float:
-    if a is None or b is None:
-        return 0.0
-    return round(max(0.0, (b - a) * 1000.0), 3)
+# the part of an add()ed row's cost that does not depend on the request: the payload
+# tuple, the ring's own tuple and ints, and six boxed floats (the request's time stamps
+# and shaper delay)
+_ADD_FIXED = sys.getsizeof(tuple(range(ExchangeRecord._fields.index("request_headers")))) + 120 + 6 * 24
 
 
-def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", path: str = "",
-               request_kind: str = "other", status: int = 0, bytes_in: int = 0, bytes_out: int = 0,
-               content_type: str = "", play_id: str = "", request_range: str = "",
-               accepted: float | None = None, parsed: float | None = None, tls_done: float | None = None,
-               first_byte: float | None = None, last_byte: float | None = None,
-               finished: float | None = None, dns_ms: float = 0.0,
-               connect_ms: float | None = None, tls_ms: float | None = None, ttfb_ms: float | None = None,
-               transfer_ms: float | None = None, total_ms: float | None = None,
-               fault_type: str = "", fault_action: str = "", fault_category: str = "",
-               decision: Any = None, shaper_delay_ms: float = 0.0,
-               upstream_ttfb_ms: float | None = None) -> dict[str, Any]:
-    """Build one log entry (see the module docstring for every field).
-
-    Timings come either from raw clock stamps in seconds — *accepted* (connection
-    accepted; pass it only for the request that opened the connection), *tls_done*,
-    *parsed* (request parsed; defaults to *timestamp*), *first_byte*, *last_byte*,
-    *finished* (end of the request, used when no byte was written) — or directly as
-    ``*_ms`` values, which win.  *timestamp* is epoch seconds or an ISO string.
-    *decision* (a :class:`~streamlab.proxy.faults.FaultDecision`) fills the fault fields
-    that are not given.
-    """
-    if isinstance(timestamp, str):
-        ts_ms = parse_time_ms(timestamp)
-        t0 = ts_ms / 1000.0
-    else:
-        t0 = float(timestamp)
-    if parsed is None:
-        parsed = t0
-    if decision is not None:
-        fault_type = fault_type or decision.fault_type
-        fault_category = fault_category or decision.category
-        if not fault_action:
-            fault_action = f"{decision.stage}_{decision.action}" if decision.stage else decision.action
-    c_ms = connect_ms if connect_ms is not None else (_ms(accepted, parsed) if accepted is not None else 0.0)
-    t_ms = tls_ms if tls_ms is not None else (_ms(accepted, tls_done) if accepted is not None else 0.0)
-    f_ms = ttfb_ms if ttfb_ms is not None else (_ms(parsed, first_byte) if first_byte is not None else 0.0)
-    x_ms = transfer_ms if transfer_ms is not None else (
-        _ms(first_byte, last_byte) if first_byte is not None else 0.0)
-    if total_ms is None:
-        total_ms = round(f_ms + x_ms, 3) if first_byte is not None or ttfb_ms is not None \
-            else _ms(parsed, finished)
-    return {
-        "seq": 0,
-        "timestamp": iso_ms(t0),
-        "method": method,
-        "url": url,
-        "path": path,
-        "request_kind": request_kind,
-        "status": int(status or 0),
-        "bytes_in": int(bytes_in or 0),
-        "bytes_out": int(bytes_out or 0),
-        "content_type": content_type or "",
-        "play_id": play_id or "",
-        "request_range": request_range or "",
-        "dns_ms": round(float(dns_ms), 3),
-        "connect_ms": round(float(c_ms), 3),
-        "tls_ms": round(float(t_ms), 3),
-        "ttfb_ms": round(float(f_ms), 3),
-        "transfer_ms": round(float(x_ms), 3),
-        "total_ms": round(float(total_ms), 3),
-        "faulted": fault_category != "upstream"
-        and (bool(fault_type) or bool(fault_category and fault_category != "client_disconnect")),
-        "fault_type": fault_type or "",
-        "fault_action": fault_action or "",
-        "fault_category": fault_category or "",
-        "shaper_delay_ms": round(float(shaper_delay_ms or 0.0), 3),
-        "upstream_ttfb_ms": None if upstream_ttfb_ms is None else round(float(upstream_ttfb_ms), 3),
-    }
+#: one ring row (see NetworkLog.__init__)
+_Row = tuple[int, int, int, tuple[Any, ...], str, str, "str | None"]
+#: the fields of an ExchangeRecord a ring row keeps (everything before the raw headers)
+_RAW = RAW_FIELDS
 
 
 class NetworkLog:
@@ -203,16 +123,18 @@ class NetworkLog:
             raise ValueError("network log max_bytes must be at least 1024")
         self.size = size
         self.max_bytes = max_bytes
-        # (timestamp ms, seq, cost, values in ENTRY_FIELDS order, request headers, response headers)
-        self._ring: deque[tuple[int, int, int, tuple[Any, ...], str, str]] = deque()
+        # (timestamp ms, seq, cost, payload, request headers, response headers, play id):
+        # the payload is the values in ENTRY_FIELDS order (append) or the record's
+        # measurements (add, then the play id is set)
+        self._ring: deque[_Row] = deque()
         self._bytes = 0
         self._seq = 0
         self.dropped = 0
         self._markers: deque[dict[str, Any]] = deque(maxlen=MARKERS_KEPT)
         # the previous header blocks, raw (as given) and packed: a player repeats its
         # request headers, and a playlist's response headers repeat too
-        self._last_req: tuple[list[Any], str] = ([], "")
-        self._last_resp: tuple[list[Any], str] = ([], "")
+        self._last_req: tuple[tuple[Any, ...], str] = ((), "")
+        self._last_resp: tuple[tuple[Any, ...], str] = ((), "")
 
     @property
     def count(self) -> int:
@@ -251,28 +173,54 @@ class NetworkLog:
         row[_TS] = None
         if row[_PATH] == str(stored.get("url") or "").split("?", 1)[0]:
             row[_PATH] = None
-        values = tuple(row)
+        self._store(ts, tuple(row), request_headers, response_headers)
+        return stored
+
+    def add(self, record: ExchangeRecord, play_id: str = "") -> int:
+        """Add the entry of one session-port request; returns its ``seq``.
+
+        The per-request path: the record's measurements are kept as they are (one tuple
+        slice) and turned into the entry's fields only when the entry is read."""
+        self._seq += 1
+        url, path, rng = record.url, record.path, record.request_range
+        # what _row_cost would say, without walking the row: the strings of this request
+        # and the big ints (the floats are the request's own stamps, counted in the fixed part)
+        cost = _ADD_FIXED + sys.getsizeof(url) + (0 if path is url else sys.getsizeof(path)) \
+            + (sys.getsizeof(rng) if rng else 0) + (28 if record.bytes_in > 256 else 0) \
+            + (28 if record.bytes_out > 256 else 0) + (28 if self._seq > 256 else 0)
+        req, added = self._pack(record.request_headers, "_last_req")
+        cost += added
+        resp, added = self._pack(record.response_headers, "_last_resp")
+        cost += added
+        ts = int(record.arrived * 1000 // 1)
+        self._append_row((ts, self._seq, cost, record[:_RAW], req, resp, play_id))
+        return self._seq
+
+    def _store(self, ts: int, values: tuple[Any, ...], request_headers: Iterable[tuple[Any, Any]],
+               response_headers: Iterable[tuple[Any, Any]]) -> None:
         cost = _row_cost(values) + 120  # + the ring's own tuple and the boxed ints
         # headers: a block equal to the previous one is shared, not stored again
         req, added = self._pack(request_headers, "_last_req")
         cost += added
         resp, added = self._pack(response_headers, "_last_resp")
         cost += added
-        self._ring.append((ts, self._seq, cost, values, req, resp))
-        self._bytes += cost
+        self._append_row((ts, self._seq, cost, values, req, resp, None))
+
+    def _append_row(self, row: _Row) -> None:
+        self._ring.append(row)
+        self._bytes += row[2]
         while len(self._ring) > 1 and (len(self._ring) > self.size or self._bytes > self.max_bytes):
             self._bytes -= self._ring.popleft()[2]
             self.dropped += 1
-        return stored
 
     def _pack(self, pairs: Iterable[tuple[Any, Any]], last_attr: str) -> tuple[str, int]:
         """*pairs* packed, and the memory it adds: nothing when equal to the previous
         block (compared raw, before packing; the packed text is then shared)."""
-        raw = list(pairs)
+        raw = pairs if type(pairs) is tuple else tuple(pairs)
         last_raw, last_text = getattr(self, last_attr)
         if raw == last_raw:
             return last_text, 0
-        text = pack_headers(raw)
+        text = pack_raw_headers(raw)
         if text == last_text:
             setattr(self, last_attr, (raw, last_text))
             return last_text, 0
@@ -287,10 +235,10 @@ class NetworkLog:
 
         Raises ``Invalid`` for an unparseable *since* or a negative *limit*.
         """
-        rows: Iterable[tuple[int, int, int, tuple[Any, ...], str, str]] = self._ring
+        rows: Iterable[_Row] = self._ring
         if since not in (None, ""):
             try:
-                since_ms = parse_time_ms(since)  # type: ignore[arg-type]
+                since_ms = parse_time_ms(str(since))
             except (ValueError, OverflowError):
                 raise Invalid("invalid", fields={"since": "must be an ISO-8601 timestamp"}) from None
             rows = [r for r in rows if r[0] > since_ms]
@@ -303,21 +251,25 @@ class NetworkLog:
             rows = rows[-limit:] if limit else []
         return [self._expand(r, headers) for r in rows]
 
-    def entry(self, seq: int) -> dict[str, Any] | None:
-        """One entry with its headers, or None when it is no longer (or not yet) held."""
+    def entry(self, seq: int, headers: bool = True) -> dict[str, Any] | None:
+        """One entry (with its headers unless *headers* is False), or None when it is no
+        longer (or not yet) held."""
         for r in reversed(self._ring):
             if r[1] == seq:
-                return self._expand(r, True)
+                return self._expand(r, headers)
             if r[1] < seq:
                 break
         return None
 
     @staticmethod
-    def _expand(row: tuple[int, int, int, tuple[Any, ...], str, str], headers: bool) -> dict[str, Any]:
-        out = dict(zip(ENTRY_FIELDS, row[3], strict=True))
-        out["timestamp"] = iso_of_ms(row[0])
-        if out["path"] is None:
-            out["path"] = str(out["url"] or "").split("?", 1)[0]
+    def _expand(row: _Row, headers: bool) -> dict[str, Any]:
+        if row[6] is not None:  # added from a record
+            out = entry_of_record(row[3], row[1], row[0], row[6])
+        else:
+            out = dict(zip(ENTRY_FIELDS, row[3], strict=True))
+            out["timestamp"] = iso_of_ms(row[0])
+            if out["path"] is None:
+                out["path"] = str(out["url"] or "").split("?", 1)[0]
         if headers:
             out["request_headers"] = unpack_headers(row[4])
             out["response_headers"] = unpack_headers(row[5])
@@ -344,119 +296,3 @@ class NetworkLog:
         """Drop every entry (``seq`` keeps counting)."""
         self._ring.clear()
         self._bytes = 0
-
-
-# --------------------------------------------------------------------------- HAR 1.2
-
-
-def _status_text(status: int) -> str:
-    return http.client.responses.get(status, "") if status else ""
-
-
-def _har_entry(entry: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    url = str(entry.get("url") or entry.get("path") or "/")
-    if "://" not in url:
-        url = base_url.rstrip("/") + (url if url.startswith("/") else "/" + url)
-    status = int(entry.get("status") or 0)
-    connect = float(entry.get("connect_ms") or 0)
-    tls = float(entry.get("tls_ms") or 0)
-    dns = float(entry.get("dns_ms") or 0)
-    wait = float(entry.get("ttfb_ms") or 0)
-    receive = float(entry.get("transfer_ms") or 0)
-    if status == 0 and not wait and not receive:
-        wait = float(entry.get("total_ms") or 0)
-    timings = {
-        "blocked": -1,
-        "dns": round(dns, 3) if dns > 0 else -1,
-        "connect": round(connect, 3) if connect > 0 else -1,
-        "ssl": round(tls, 3) if tls > 0 else -1,
-        "send": 0,
-        "wait": round(wait, 3),
-        "receive": round(receive, 3),
-    }
-    total = sum(v for k, v in timings.items() if k != "ssl" and v > 0)
-    req_headers = list(entry.get("request_headers") or ())
-    if not req_headers and entry.get("request_range"):
-        req_headers = [{"name": "Range", "value": entry["request_range"]}]
-    resp_headers = list(entry.get("response_headers") or ())
-    if not resp_headers and entry.get("content_type"):
-        resp_headers = [{"name": "Content-Type", "value": entry["content_type"]}]
-    method = str(entry.get("method") or "GET")
-    bytes_out = int(entry.get("bytes_out") or 0)
-    return {
-        "startedDateTime": entry.get("timestamp"),
-        "time": round(total, 3),
-        "request": {
-            "method": method,
-            "url": url,
-            "httpVersion": "HTTP/1.1",
-            "cookies": [],
-            "headers": req_headers,
-            "queryString": [{"name": k, "value": v}
-                            for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)],
-            "headersSize": -1,
-            "bodySize": 0 if method in ("GET", "HEAD") else -1,
-        },
-        "response": {
-            "status": status,
-            "statusText": _status_text(status),
-            "httpVersion": "HTTP/1.1" if status else "",
-            "cookies": [],
-            "headers": resp_headers,
-            "content": {"size": bytes_out, "mimeType": entry.get("content_type") or "x-unknown"},
-            "redirectURL": "",
-            "headersSize": -1,
-            "bodySize": bytes_out,
-        },
-        "cache": {},
-        "timings": timings,
-        "_streamlab": {
-            "seq": entry.get("seq"),
-            "path": entry.get("path"),
-            "request_kind": entry.get("request_kind"),
-            "play_id": entry.get("play_id"),
-            "bytes_in": entry.get("bytes_in"),
-            "total_ms": entry.get("total_ms"),
-            "faulted": bool(entry.get("faulted")),
-            "fault_type": entry.get("fault_type") or "",
-            "fault_action": entry.get("fault_action") or "",
-            "fault_category": entry.get("fault_category") or "",
-        },
-    }
-
-
-def to_har(*args: Any, session_id: Any = None, entries: Sequence[Mapping[str, Any]] | None = None,
-           creator_version: str | None = None, base_url: str | None = None,
-           host: str | None = None) -> dict[str, Any]:
-    """A HAR 1.2 document of *entries* (fault details under each entry's ``_streamlab``).
-
-    Canonical call: ``to_har(session_id, entries, creator_version, base_url=...)``; the
-    form ``to_har(entries, session_id=..., host=...)`` is accepted too.  Relative entry URLs
-    are made absolute with *base_url* (e.g. ``http://lab:30181``), else with *host* when it
-    is a ``host[:port]``, else ``http://localhost``.
-    """
-    positional = list(args)
-    if positional and isinstance(positional[0], (list, tuple)):
-        entries = positional.pop(0)
-        if positional:
-            creator_version = positional.pop(0)
-    else:
-        names = ["session_id", "entries", "creator_version"]
-        got = dict(zip(names, positional, strict=False))
-        session_id = got.get("session_id", session_id)
-        entries = got.get("entries", entries)
-        creator_version = got.get("creator_version", creator_version)
-    if creator_version is None:
-        try:
-            from streamlab import __version__ as creator_version  # type: ignore[attr-defined]
-        except ImportError:
-            creator_version = "0"
-    if base_url is None:
-        base_url = f"http://{host}" if host and " " not in host and "/" not in host else "http://localhost"
-    log: dict[str, Any] = {
-        "version": "1.2",
-        "creator": {"name": "streamlab", "version": str(creator_version)},
-        "entries": [_har_entry(e, base_url) for e in entries or ()],
-        "comment": f"streamlab session {session_id}" + (f" ({host})" if host else ""),
-    }
-    return {"log": log}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from streamlab.formats import iso_ms_or_none as iso
@@ -176,7 +176,8 @@ class Session:
 
     # ------------------------------------------------------------------ JSON
 
-    def to_json(self, now: float, providers: list[Callable[[Session], Mapping[str, Any]]] = ()) -> dict:
+    def to_json(self, now: float,
+                providers: Sequence[Callable[[Session], Mapping[str, Any]]] = ()) -> dict[str, Any]:
         """The normalised session object."""
         out: dict[str, Any] = {
             "session_id": self.session_id,

@@ -117,20 +117,21 @@ def pending_user_bytes(transport: Any) -> int:
     return total
 
 
-def shaper_hold(transport: Any) -> float:
-    """Seconds the userspace shaper held the request bytes being delivered right now
-    (its added delay), 0 when no shaper is in the chain."""
+def shaper_of(transport: Any) -> Any:
+    """The userspace shaper's protocol in *transport*'s chain (it carries ``held_for``),
+    or None when there is none; fixed for the life of a connection."""
     t = transport
     for _ in range(6):
         attrs = getattr(t, "__dict__", None)
         if attrs is None:
             break
         if "held_for" in attrs:
-            return float(attrs["held_for"])
+            return t
         t = attrs.get("transport")
         if t is None:
             break
-    return 0.0
+    return None
+
 
 
 def kernel_unsent_bytes(transport: Any) -> int:

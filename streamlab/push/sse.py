@@ -10,6 +10,9 @@ throttled snapshot feed.
 * :class:`SnapshotFeed` — publishes a full snapshot ``{"<key>": [...], "revision": n}``
   on change (urgent changes at once, others at most every ``min_interval``), and at
   least every ``heartbeat`` seconds while ``active()`` is true.
+
+The sessions stream (only what changed is serialised or sent) is
+:class:`streamlab.push.sessions_feed.SessionsFeed`.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ class SSEClient:
         """End the stream cleanly (server side)."""
         if self.closed:
             return
-        request = self.request
+        request: Any = self.request
         self.close()
         try:
             request.unregisterProducer()
@@ -135,8 +138,9 @@ class EventStream:
         self._ka_timer: IDelayedCall | None = None
         self.dropped = 0
 
-    def attach(self, request: IRequest, initial: Iterable[bytes] = ()) -> Any:
-        """Make *request* an SSE client; write *initial* frames; return NOT_DONE_YET."""
+    def attach(self, req: IRequest, initial: Iterable[bytes] = ()) -> Any:
+        """Make *req* an SSE client; write *initial* frames; return NOT_DONE_YET."""
+        request: Any = req  # a twisted.web Request (IRequest lacks the producer methods)
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
