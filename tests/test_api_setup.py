@@ -131,3 +131,18 @@ def test_no_seed_on_first_start_when_content_exists(tmp_path, test_item):
     with harness as api:
         assert api.media.syntheses == [] and api.get("/api/jobs").json() == []
         assert api.get("/api/setup").json()["content_count"] == 1
+
+
+def test_a_seed_that_finishes_at_once_answers_its_own_result(api):
+    """seed() hands back the run's own Deferred: a run that fired synchronously (no
+    thread hop) must not give the caller the attribute its completion cleared."""
+    from twisted.internet import defer
+
+    result = {"status": "queued", "job_id": "j1"}
+    api.setup._seed = lambda: defer.succeed(result)
+    got = []
+    d = api.setup.seed()
+    assert d is not None
+    d.addCallback(got.append)
+    assert got == [result]
+    assert api.setup._seeding is None  # the next seed starts a new run

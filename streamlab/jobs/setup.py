@@ -197,14 +197,17 @@ class SetupService(Service):
         """Synthesise + index + queue the demo encode (concurrent calls share one run)."""
         if self._seeding is not None:
             return when_fired(self._seeding, {"status": "exists"})
-        self._seeding = self._seed()
+        d = self._seeding = self._seed()
 
         def done(result: Any) -> Any:
-            self._seeding = None
+            if self._seeding is d:
+                self._seeding = None
             return result
 
-        self._seeding.addBoth(done)
-        return self._seeding
+        # A run that finished at once (no thread hop) has already fired: the caller
+        # still gets its own Deferred, never the attribute done() just cleared.
+        d.addBoth(done)
+        return d
 
     @defer.inlineCallbacks
     def _seed(self) -> Any:
