@@ -11,11 +11,11 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from streamlab.push.sse import EventStream, encode_event
+from streamlab.push.sse import EventStream, FlushSchedule, encode_event
 
 log = Logger()
 
@@ -45,8 +45,7 @@ class SessionsFeed:
         self._keys = keys
         self._render = render
         self._active = active
-        self.min_interval = min_interval
-        self.heartbeat = heartbeat
+        self.schedule = FlushSchedule(clock, self._flush, min_interval, heartbeat)
         self.refresh = refresh
         self.revision = 0
         #: JSON text of every item as last sent, and when it was rendered
@@ -56,9 +55,6 @@ class SessionsFeed:
         self._all = True
         #: items serialised since start (a cost figure for /debug and tests)
         self.rendered = 0
-        self._last_emit = float("-inf")
-        self._timer: IDelayedCall | None = None
-        self._timer_at = float("inf")
 
     @property
     def watched(self) -> bool:
@@ -132,30 +128,17 @@ class SessionsFeed:
         return keys, changed, removed
 
     def _poke(self, urgent: bool) -> None:
-        now = self.clock.seconds()
-        self._schedule(now if urgent else max(now, self._last_emit + self.min_interval))
-
-    def _schedule(self, at: float) -> None:
-        if self._timer is not None and self._timer.active():
-            if self._timer_at <= at:
-                return
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._flush)
+        self.schedule.poke(urgent)
 
     def _schedule_heartbeat(self) -> None:
-        if self.watched and self._active():
-            base = self._last_emit if self._last_emit > float("-inf") else self.clock.seconds()
-            self._schedule(max(self.clock.seconds(), base + self.heartbeat))
+        self.schedule.heartbeat_if(self.watched and self._active())
 
     def _flush(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
         try:
             if self.watched:
                 now = self.clock.seconds()
                 keys, changed, removed = self._update(now)
-                self._last_emit = now
+                self.schedule.sent(now)
                 self.revision += 1
                 texts = self._texts
                 if self.stream.clients:
@@ -170,7 +153,5 @@ class SessionsFeed:
 
     def stop(self) -> None:
         """Cancel timers and finish every client."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self.schedule.stop()
         self.delta_stream.close()

@@ -203,6 +203,58 @@ class EventStream:
             self._ka_timer = self.clock.callLater(delay, self._tick_keepalive)
 
 
+class FlushSchedule:
+    """When a snapshot feed sends next: at once for an urgent change, at most every
+    *min_interval* for others, and a heartbeat *heartbeat* seconds after the last send
+    while the feed is active.  One timer; *flush* is called when it fires (and must call
+    :meth:`sent`)."""
+
+    def __init__(self, clock: IReactorTime, flush: Callable[[], None], min_interval: float,
+                 heartbeat: float) -> None:
+        self.clock = clock
+        self._flush = flush
+        self.min_interval = min_interval
+        self.heartbeat = heartbeat
+        self.last_emit = float("-inf")
+        self._timer: IDelayedCall | None = None
+        self._timer_at = float("inf")
+
+    def poke(self, urgent: bool) -> None:
+        """Something changed: send now (*urgent*) or once the interval allows."""
+        now = self.clock.seconds()
+        self._at(now if urgent else max(now, self.last_emit + self.min_interval))
+
+    def heartbeat_if(self, due: bool) -> None:
+        """Schedule the next heartbeat when *due* (someone listens to an active feed)."""
+        if due:
+            now = self.clock.seconds()
+            base = self.last_emit if self.last_emit > float("-inf") else now
+            self._at(max(now, base + self.heartbeat))
+
+    def sent(self, now: float) -> None:
+        """The feed sent at *now*."""
+        self.last_emit = now
+
+    def stop(self) -> None:
+        """Cancel the timer."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _at(self, at: float) -> None:
+        if self._timer is not None and self._timer.active():
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self._flush()
+
+
 class SnapshotFeed:
     """Full-snapshot SSE feed with throttling and heartbeat.
 
@@ -220,12 +272,8 @@ class SnapshotFeed:
         self.event = event
         self._snapshot = snapshot
         self._active = active
-        self.min_interval = min_interval
-        self.heartbeat = heartbeat
+        self.schedule = FlushSchedule(clock, self._flush, min_interval, heartbeat)
         self.revision = 0
-        self._last_emit = float("-inf")
-        self._timer: IDelayedCall | None = None
-        self._timer_at = float("inf")
         self._dirty = False
 
     def frame(self) -> bytes:
@@ -236,48 +284,28 @@ class SnapshotFeed:
     def attach(self, request: IRequest) -> Any:
         """A new client: one full snapshot now, then updates."""
         result = self.stream.attach(request, [self.frame()])
-        self._schedule_heartbeat()
+        self.schedule.heartbeat_if(bool(self.stream.clients) and self._active())
         return result
 
     def changed(self, urgent: bool = False) -> None:
         """Something in the snapshot changed."""
         self._dirty = True
-        if not self.stream.clients:
-            return
-        now = self.clock.seconds()
-        at = now if urgent else max(now, self._last_emit + self.min_interval)
-        self._schedule(at)
-
-    def _schedule(self, at: float) -> None:
-        if self._timer is not None and self._timer.active():
-            if self._timer_at <= at:
-                return
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._flush)
-
-    def _schedule_heartbeat(self) -> None:
-        if self.stream.clients and self._active():
-            base = self._last_emit if self._last_emit > float("-inf") else self.clock.seconds()
-            self._schedule(max(self.clock.seconds(), base + self.heartbeat))
+        if self.stream.clients:
+            self.schedule.poke(urgent)
 
     def _flush(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
         try:
             if self.stream.clients:
                 self._dirty = False
-                self._last_emit = self.clock.seconds()
+                self.schedule.sent(self.clock.seconds())
                 self.stream.send_frame(self.frame())
         except Exception:  # noqa: BLE001 - periodic tasks survive their errors
             log.failure("SSE snapshot failed")
-        self._schedule_heartbeat()
+        self.schedule.heartbeat_if(bool(self.stream.clients) and self._active())
 
     def stop(self) -> None:
         """Cancel timers."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self.schedule.stop()
 
 
 class SSEResource(Resource):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from streamlab.testing.daemon import Daemon, request
+from streamlab.testing.fixtures import install_test_item
 
 
 class RawResponseView:
@@ -162,3 +165,16 @@ def stable_seg(rung: str = "360p", files: int = 4, duration: float = 6.0) -> str
 def get(port: int, path: str, **kw):
     """Blocking GET on any port."""
     return request(port, "GET", path, **kw)
+
+
+@contextlib.contextmanager
+def serving(daemon: Daemon) -> Iterator[Daemon]:
+    """*daemon* (not started yet) with the test item installed, started, serving the item,
+    and stopped afterwards: the body of every module-scoped daemon fixture."""
+    install_test_item(daemon.media_dir)
+    daemon.start()
+    try:
+        wait_item(daemon)
+        yield daemon
+    finally:
+        daemon.stop()

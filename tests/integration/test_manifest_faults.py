@@ -12,8 +12,14 @@ import m3u8
 import pytest
 
 from streamlab.testing.daemon import Daemon
-from streamlab.testing.fixtures import install_test_item
-from tests.integration.sessions_helpers import create_session, get, network, patch, wait_for, wait_item
+from tests.integration.sessions_helpers import (
+    create_session,
+    get,
+    network,
+    patch,
+    serving,
+    wait_for,
+)
 
 PLAYLIST = "/go-live/testclip/playlist_2s_360p.m3u8"
 MASTER = "/go-live/testclip/master.m3u8"
@@ -24,11 +30,8 @@ MPD = "/go-live/testclip/manifest_2s.mpd"
 def d(tmp_path_factory, test_item):
     daemon = Daemon(str(tmp_path_factory.mktemp("manifest-faults")), session_ports=10,
                     config={"sessions": {"session_idle_timeout": 300}})
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    wait_item(daemon)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 def _port(s: dict) -> int:

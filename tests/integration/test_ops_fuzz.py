@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.sessions_helpers import serving
+
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
@@ -39,7 +41,6 @@ from schemathesis import checks as st_checks  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 from streamlab.testing.daemon import Daemon  # noqa: E402
-from streamlab.testing.fixtures import install_test_item  # noqa: E402
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 SKIP = {("POST", "/api/setup/seed")}
@@ -58,14 +59,8 @@ def d(tmp_path_factory):
     # POST /api/sessions may create a session per example: enough ports that none runs out
     daemon = Daemon(str(tmp_path_factory.mktemp("ops-fuzz")), session_ports=FUZZ_EXAMPLES + 24,
                     config={"server": {"max_sessions_per_client_ip": 0}})
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    deadline = time.monotonic() + 30
-    while daemon.get("/go-live/testclip/master.m3u8").status != 200:
-        assert time.monotonic() < deadline, "test item not served"
-        time.sleep(0.1)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 def _streams(operation: Any) -> bool:

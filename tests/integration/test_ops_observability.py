@@ -7,13 +7,12 @@ import json
 import re
 import signal
 import socket
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamlab.testing.daemon import Daemon, request
-from streamlab.testing.fixtures import install_test_item
+from tests.integration.sessions_helpers import serving
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +21,8 @@ def d(tmp_path_factory, test_item):
     daemon = Daemon(str(tmp_path_factory.mktemp("ops-obs")), session_ports=4,
                     config={"sessions": {"socket_body_bytes": 1000}},
                     twistd_args=["--logger", "streamlab.logs.json"])
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    deadline = time.monotonic() + 30
-    while daemon.get("/go-live/testclip/master.m3u8").status != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 def _scrape(d) -> dict[tuple[str, tuple], float]:

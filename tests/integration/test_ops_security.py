@@ -28,7 +28,7 @@ import m3u8
 import pytest
 
 from streamlab.testing.daemon import Daemon, Response, request
-from streamlab.testing.fixtures import install_test_item
+from tests.integration.sessions_helpers import serving
 
 USERS = {"alice": "wonder land", "bob": "builder"}
 BODY = 65536
@@ -114,14 +114,8 @@ def d(tmp_path_factory, test_item):
     daemon = TlsDaemon(str(work), session_ports=8, config={
         "server": {"tls": "auto", "tls_san": "localhost,127.0.0.1", "auth_htpasswd": str(htpasswd)},
         "sessions": {"socket_body_bytes": BODY}})
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    deadline = time.monotonic() + 30
-    while daemon.get("/go-live/testclip/master.m3u8").status != 200:
-        assert time.monotonic() < deadline, "test item not served"
-        time.sleep(0.1)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 def test_generated_certificate_has_the_configured_sans(d):

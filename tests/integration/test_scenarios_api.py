@@ -18,8 +18,14 @@ import pytest
 import yaml
 
 from streamlab.testing.daemon import Daemon
-from streamlab.testing.fixtures import install_test_item
-from tests.integration.sessions_helpers import create_session, get, open_get, sse_events, wait_for, wait_item
+from tests.integration.sessions_helpers import (
+    create_session,
+    get,
+    open_get,
+    serving,
+    sse_events,
+    wait_for,
+)
 
 MASTER = "/go-live/testclip/master_2s.m3u8"
 PLAYLIST = "/go-live/testclip/playlist_2s_360p.m3u8"
@@ -51,11 +57,8 @@ SCENARIO = {
 def d(tmp_path_factory, test_item):
     daemon = Daemon(str(tmp_path_factory.mktemp("scenarios")), session_ports=10,
                     config={"sessions": {"session_idle_timeout": 300}})
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    wait_item(daemon)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 def _segment_path(port: int) -> str:

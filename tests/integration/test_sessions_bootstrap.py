@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamlab.testing.daemon import Daemon, request
-from streamlab.testing.fixtures import install_test_item
-from tests.integration.sessions_helpers import get, wait_item
+from tests.integration.sessions_helpers import get, serving
 
 PATH = "/go-live/testclip/master.m3u8"
 
@@ -16,11 +15,8 @@ def d(tmp_path_factory, test_item):
     daemon = Daemon(str(tmp_path_factory.mktemp("bootstrap")), session_ports=3,
                     config={"server": {"advertised_port_offset": 0, "trusted_proxies": "127.0.0.1/32",
                                        "max_sessions_per_client_ip": 1}})
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    wait_item(daemon)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 def _boot(d, path: str, headers=None):

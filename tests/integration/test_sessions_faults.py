@@ -19,7 +19,6 @@ import m3u8
 import pytest
 
 from streamlab.testing.daemon import Daemon
-from streamlab.testing.fixtures import install_test_item
 from tests.integration.sessions_helpers import (
     create_session,
     get,
@@ -27,10 +26,10 @@ from tests.integration.sessions_helpers import (
     open_get,
     patch,
     read_phases,
+    serving,
     sse_events,
     stable_seg,
     wait_for,
-    wait_item,
 )
 
 HANG, DELAY, BODY = 3.0, 1.0, 65536
@@ -43,11 +42,8 @@ def d(tmp_path_factory, test_item):
     daemon = Daemon(str(tmp_path_factory.mktemp("sessions")), session_ports=40, config={
         "sessions": {"socket_hang_seconds": HANG, "socket_delay_seconds": DELAY,
                      "socket_body_bytes": BODY, "session_idle_timeout": 300}})
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    wait_item(daemon)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from streamlab.testing.daemon import Daemon, free_port, request
-from streamlab.testing.fixtures import install_test_item
 from tests.integration.sessions_helpers import (
     create_session,
     get,
@@ -20,8 +19,8 @@ from tests.integration.sessions_helpers import (
     open_get,
     patch,
     read_phases,
+    serving,
     wait_for,
-    wait_item,
 )
 from tests.integration.upstream_helpers import StaticServer, make_vod
 
@@ -32,11 +31,8 @@ BODY = 65536
 def origin(tmp_path_factory, test_item):
     """The project's own origin as an upstream (LL-HLS, DASH)."""
     daemon = Daemon(str(tmp_path_factory.mktemp("up-origin")), session_ports=2)
-    install_test_item(daemon.media_dir)
-    daemon.start()
-    wait_item(daemon)
-    yield daemon
-    daemon.stop()
+    with serving(daemon):
+        yield daemon
 
 
 @pytest.fixture(scope="module")
