@@ -318,3 +318,12 @@ def test_metrics_validation():
     with pytest.raises(Invalid) as info:
         fields.validate_metrics({})
     assert info.value.error == "no fields provided"
+
+
+@pytest.mark.parametrize("text", [" 404", "404\n", "\u0664\u0660\u0664", "\uff14\uff10\uff14"])
+def test_a_status_code_string_is_three_ascii_digits_as_the_schema_says(text):
+    """The OpenAPI schema allows ``^[45][0-9][0-9]$``; the validator must not accept more
+    (the API fuzzer found padded and non-ASCII digit strings answered 200)."""
+    with pytest.raises(ValueError):
+        fields.normalise_fault_type(text)
+    assert fields.normalise_fault_type("404") == "404"

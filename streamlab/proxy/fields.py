@@ -312,6 +312,10 @@ def normalise_fault_type(value: Any) -> str:
     if text == "":
         return "none"
     if text.isdecimal():
+        # As the schema says (``^[45][0-9][0-9]$``): ASCII digits only, nothing around
+        # them ("٤٠٤" or " 404" are not a status code a player would be sent).
+        if not (value.isascii() and value.isdecimal()):
+            raise _Bad("a status code is three ASCII digits 400-599")
         code = int(text)
         if 400 <= code <= 599:
             return str(code)
