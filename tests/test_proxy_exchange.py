@@ -205,3 +205,69 @@ def test_the_graceful_stop_counts_a_request_until_it_finishes_or_its_client_leav
     assert inflight.count == 1
     proto.connectionLost(Exception("gone"))
     assert inflight.count == 0
+
+
+class _TCPStringTransport(StringTransport):
+    def setTcpNoDelay(self, enabled: bool) -> None:  # noqa: N802 - ITCPTransport
+        pass
+
+
+@pytest.mark.parametrize("shaped", [True, False])
+def test_a_tls_connections_first_request_carries_its_handshake_time(tmp_path, shaped: bool):
+    """A real TLS handshake (the daemon's TLS wrapper, over the userspace shaper or not)
+    with a Python client on memory BIOs: the first request's record has the handshake's
+    end, the second request on the same connection has none (like ``accepted``)."""
+    import ssl
+
+    from streamlab import config as configmod
+    from streamlab.shaping.userspace import UserspaceBackend
+    from streamlab.web import tls
+
+    cfg = configmod.load(None, {"media-dir": str(tmp_path / "m"), "state-dir": str(tmp_path / "s"),
+                                "tls": "auto"})
+    ex = FakeExchange(Plan("segment"))
+    clock = MemoryReactorClock()
+    clock.advance(1_700_000_000)
+    factory: Any = SessionSite(ex, _Origin(), clock, PortSettings())
+    if shaped:
+        factory = UserspaceBackend(clock).wrap(30181, factory)
+    server = tls.load(cfg).wrap(factory, allow_h2=False).buildProtocol(None)
+    wire = _TCPStringTransport()
+    server.makeConnection(wire)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(incoming, outgoing)
+
+    def pump() -> None:
+        for _ in range(20):
+            moved = False
+            if outgoing.pending:
+                server.dataReceived(outgoing.read())
+                moved = True
+            if wire.value():
+                incoming.write(wire.value())
+                wire.clear()
+                moved = True
+            if not moved:
+                return
+
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()  # the ClientHello
+    clock.advance(0.025)  # the round trips of the handshake
+    pump()
+    client.do_handshake()
+    pump()
+    clock.advance(0.010)
+    for _ in range(2):
+        client.write(SEGMENT)
+        pump()
+        for _ in range(20):  # drain the response
+            try:
+                client.read(65536)
+            except ssl.SSLWantReadError:
+                break
+    first, second = ex.records
+    assert first.accepted == 1_700_000_000 and first.tls_done == pytest.approx(1_700_000_000.025)
+    assert second.accepted is None and second.tls_done is None

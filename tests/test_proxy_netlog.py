@@ -268,6 +268,33 @@ def test_a_record_reads_back_as_the_entry_make_entry_builds():
     assert log.entries() == [want]
 
 
+def test_tls_ms_is_the_handshake_of_a_connections_first_request_inside_connect_ms():
+    from streamlab.proxy.exchange import ExchangeRecord
+
+    def rec(accepted, tls_done, arrived=T0):
+        return ExchangeRecord("segment", "GET", "/s.m4s", "/s.m4s", 200, 100, 10, 0, "video/mp4", "",
+                              accepted, arrived, arrived + 0.01, arrived + 0.02, arrived + 0.02,
+                              tls_done=tls_done)
+
+    log = NetworkLog(10)
+    first = log.entry(log.add(rec(T0 - 0.030, T0 - 0.012)), headers=False)
+    assert first is not None and (first["connect_ms"], first["tls_ms"]) == (30.0, 18.0)
+    # the same through make_entry (the entry a record must read back as)
+    assert make_entry(timestamp=T0, accepted=T0 - 0.030, tls_done=T0 - 0.012)["tls_ms"] == 18.0
+    # plain HTTP (no handshake) and a reused connection (no accept): 0
+    plain = log.entry(log.add(rec(T0 - 0.030, None)), headers=False)
+    reused = log.entry(log.add(rec(None, None)), headers=False)
+    assert plain is not None and reused is not None
+    assert (plain["connect_ms"], plain["tls_ms"]) == (30.0, 0.0)
+    assert (reused["connect_ms"], reused["tls_ms"]) == (0.0, 0.0)
+    # never more than the connect time that contains it
+    odd = log.entry(log.add(rec(T0 - 0.030, T0 + 0.005)), headers=False)
+    assert odd is not None and odd["tls_ms"] == odd["connect_ms"] == 30.0
+    har = to_har("s", log.entries(), "1")["log"]["entries"]
+    assert [e["timings"]["ssl"] for e in har] == [18.0, -1, -1, 30.0]
+    assert har[0]["timings"]["connect"] == 30.0 and har[0]["time"] == pytest.approx(30.0 + 10 + 10)
+
+
 def test_records_stay_within_the_memory_bound_and_the_estimate_is_honest():
     import tracemalloc
 

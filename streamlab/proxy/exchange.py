@@ -101,6 +101,9 @@ class ExchangeRecord(NamedTuple):
     #: upstream origins only (docs/upstream.md): the relay's failure and time to headers
     upstream_failure: str = ""
     upstream_ttfb_ms: float | None = None
+    #: TLS handshake done on this request's connection (first request of a TLS
+    #: connection only, like ``accepted``; None on plain HTTP and reused connections)
+    tls_done: float | None = None
     #: raw header pairs as Twisted holds them (``(name, [values])``); the response's
     #: only when a status line was sent
     request_headers: tuple[tuple[bytes, Sequence[bytes]], ...] = ()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
 
 from streamlab.errors import NotFound
 from streamlab.proxy.exchange import ISessionExchange, PortSettings
@@ -63,12 +64,15 @@ class SessionRoot(Resource):
         return _NotFoundLeaf().render(request)
 
 
+@implementer(IHandshakeListener)
 class SessionChannel(GuardedHTTPChannel):
-    """HTTPChannel that remembers when it was accepted, tells the session about the
-    connection, and tells its request when the transport stops/starts accepting data
-    (the idle-timeout signal)."""
+    """HTTPChannel that remembers when it was accepted (and when its TLS handshake was
+    done), tells the session about the connection, and tells its request when the
+    transport stops/starts accepting data (the idle-timeout signal)."""
 
     accepted_at = 0.0
+    #: when the TLS layer under the channel finished its handshake (None: plain HTTP)
+    tls_done_at: float | None = None
     requests_started = 0
     #: the client as its first request showed it (``streamlab.proxy.request._Peer``)
     peer: Any = None
@@ -80,6 +84,10 @@ class SessionChannel(GuardedHTTPChannel):
         self.accepted_at = site.clock.seconds()
         super().connectionMade()
         site.exchange.connection_made(self)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - twisted API (IHandshakeListener)
+        """The TLS layer finished its handshake (called once, before any request)."""
+        self.tls_done_at = self.site.clock.seconds()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - twisted API
         self.site.exchange.connection_lost(self)
@@ -98,6 +106,17 @@ class SessionChannel(GuardedHTTPChannel):
             req = self.requests[0]
             if isinstance(req, SessionRequest):
                 req.transport_resumed()
+
+
+@implementer(IHandshakeListener)
+class _SessionChannelProtocol(_GenericHTTPChannelProtocol):
+    """Twisted's HTTP/1.x-or-h2 switch, passing the TLS layer's handshake-done signal to
+    the session channel (Twisted's own proxies ``IProtocol`` only)."""
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - twisted API (IHandshakeListener)
+        channel = self._channel
+        if IHandshakeListener.providedBy(channel):
+            channel.handshakeCompleted()
 
 
 class SessionSite(server.Site):
@@ -119,7 +138,7 @@ class SessionSite(server.Site):
         self.timeOut = 120
 
     def protocol(self) -> Any:  # the Factory calls self.protocol()
-        return _GenericHTTPChannelProtocol(SessionChannel())
+        return _SessionChannelProtocol(SessionChannel())
 
     def log(self, request: object) -> None:  # noqa: D102 - no access log (the network log covers it)
         pass

@@ -17,8 +17,11 @@ Entry fields (spec/sessions.md section 6; every entry has all of them):
 ``request_range``         the request's ``Range`` header ("" when none)
 ``dns_ms``                always 0 (name resolution happens on the client)
 ``connect_ms``            accept -> request parsed, for the request that opened the
-                          connection (0 on a reused connection)
-``tls_ms``                always 0 for now (spec field; the handshake is inside connect_ms)
+                          connection (0 on a reused connection); on a TLS port it
+                          *includes* the handshake (as HAR's ``connect`` includes ``ssl``)
+``tls_ms``                accept -> TLS handshake done, for the request that opened a TLS
+                          connection (0 on plain HTTP and on a reused connection; never
+                          more than ``connect_ms``, which contains it)
 ``ttfb_ms``               request parsed -> first response byte written (0 if none)
 ``transfer_ms``           first -> last response byte written
 ``total_ms``              ttfb + transfer; without any byte written, parsed -> end

@@ -73,7 +73,8 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
     """Build one log entry (see the module docstring for every field).
 
     Timings come either from raw clock stamps in seconds — *accepted* (connection
-    accepted; pass it only for the request that opened the connection), *tls_done*,
+    accepted; pass it only for the request that opened the connection), *tls_done*
+    (its TLS handshake done; ``tls_ms`` is accepted -> tls_done, at most ``connect_ms``),
     *parsed* (request parsed; defaults to *timestamp*), *first_byte*, *last_byte*,
     *finished* (end of the request, used when no byte was written) — or directly as
     ``*_ms`` values, which win.  *timestamp* is epoch seconds or an ISO string.
@@ -93,7 +94,8 @@ def make_entry(*, timestamp: float | str, method: str = "GET", url: str = "", pa
         if not fault_action:
             fault_action = f"{decision.stage}_{decision.action}" if decision.stage else decision.action
     c_ms = connect_ms if connect_ms is not None else (_ms(accepted, parsed) if accepted is not None else 0.0)
-    t_ms = tls_ms if tls_ms is not None else (_ms(accepted, tls_done) if accepted is not None else 0.0)
+    t_ms = tls_ms if tls_ms is not None else (
+        min(_ms(accepted, tls_done), c_ms) if accepted is not None else 0.0)
     f_ms = ttfb_ms if ttfb_ms is not None else (_ms(parsed, first_byte) if first_byte is not None else 0.0)
     x_ms = transfer_ms if transfer_ms is not None else (
         _ms(first_byte, last_byte) if first_byte is not None else 0.0)
@@ -144,6 +146,12 @@ def entry_of_record(raw: tuple[Any, ...], seq: int, ts_ms: int, play_id: str) ->
     else:
         ttfb = transfer = 0.0
         total = _ms(arrived, r.finished)
+    accepted = r.accepted
+    if accepted is not None:
+        connect = _ms(accepted, arrived)
+        tls = min(_ms(accepted, r.tls_done), connect)  # the handshake is part of connect
+    else:
+        connect = tls = 0.0
     upstream = r.upstream_failure
     fault_type = r.fault_type or upstream
     category = r.fault_category or ("upstream" if upstream else "")
@@ -151,8 +159,8 @@ def entry_of_record(raw: tuple[Any, ...], seq: int, ts_ms: int, play_id: str) ->
         "seq": seq, "timestamp": iso_of_ms(ts_ms), "method": r.method, "url": r.url, "path": r.path,
         "request_kind": r.kind, "status": r.status, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out,
         "content_type": r.content_type, "play_id": play_id, "request_range": r.request_range,
-        "dns_ms": 0.0, "connect_ms": _ms(r.accepted, arrived) if r.accepted is not None else 0.0,
-        "tls_ms": 0.0, "ttfb_ms": ttfb, "transfer_ms": transfer, "total_ms": total,
+        "dns_ms": 0.0, "connect_ms": connect, "tls_ms": tls, "ttfb_ms": ttfb, "transfer_ms": transfer,
+        "total_ms": total,
         "faulted": category != "upstream"
         and (bool(fault_type) or bool(category and category != "client_disconnect")),
         "fault_type": fault_type, "fault_action": r.fault_action, "fault_category": category,

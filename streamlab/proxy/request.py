@@ -66,6 +66,7 @@ class SessionRequest(server.Request):
     _url = ""
     _rel = ""
     _accepted_at: float | None = None
+    _tls_done: float | None = None
     _t_arrived = 0.0
     _t_first: float | None = None
     _t_last: float | None = None
@@ -115,6 +116,7 @@ class SessionRequest(server.Request):
         if started is not None:
             if started == 0:
                 self._accepted_at = channel.accepted_at
+                self._tls_done = channel.tls_done_at
             channel.requests_started = started + 1
         url = self.uri.decode("latin-1")
         path = url.split("?", 1)[0]
@@ -479,7 +481,7 @@ class SessionRequest(server.Request):
             self._accepted_at, self._t_arrived, first,
             self._t_last or (now if first is not None else None), now,
             mark.type, mark.category, mark.action, self._shaper_ms,
-            (up.get("failure") or "") if up else "", up.get("ttfb_ms") if up else None,
+            (up.get("failure") or "") if up else "", up.get("ttfb_ms") if up else None, self._tls_done,
             req_headers, resp_headers if status else ())
         self._record = record
         try:

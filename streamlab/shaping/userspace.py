@@ -36,6 +36,7 @@ from typing import Any, cast
 
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHandshakeListener,
     IProtocolFactory,
     IPushProducer,
     IReactorTime,
@@ -232,8 +233,10 @@ class _NetProducer:
         pass
 
 
+@implementer(IHandshakeListener)
 class ShapedProtocol(ProtocolWrapper):
-    """The per-connection shaper between the socket and the wrapped protocol."""
+    """The per-connection shaper between the socket and the wrapped protocol (a TLS
+    layer under it reports its handshake through it: the network log's ``tls_ms``)."""
 
     def __init__(self, factory: WrappingFactory, wrapped: Any, shaper: PortShaper) -> None:
         super().__init__(factory, wrapped)
@@ -287,6 +290,11 @@ class ShapedProtocol(ProtocolWrapper):
             self.hold()
         self._inner_connected = True
         self.wrappedProtocol.makeConnection(cast(ITransport, self))  # provides it (directlyProvides)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - twisted API (IHandshakeListener)
+        wrapped = self.wrappedProtocol
+        if IHandshakeListener.providedBy(wrapped):
+            wrapped.handshakeCompleted()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True

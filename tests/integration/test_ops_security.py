@@ -197,6 +197,33 @@ def test_socket_reset_fault_still_resets_under_tls(d):
     assert 0 < len(body) <= BODY + 64  # at most the configured bytes (+ chunk framing)
 
 
+def test_network_log_times_the_tls_handshake_of_a_connections_first_request(d):
+    r = d.request("POST", "/api/sessions", {"player_id": "tls-timing"}, headers=_basic("bob", USERS["bob"]))
+    assert r.status in (200, 201), r.text
+    sid, port = r.json()["session_id"], int(r.json()["x_forwarded_port"])
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=d.ctx, timeout=30)
+    try:
+        for play_id in ("first", "second"):  # one keep-alive TLS connection
+            conn.request("GET", f"/go-live/testclip/master.m3u8?play_id={play_id}")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read()
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while True:
+        entries = d.get(f"/api/session/{sid}/network").json()["entries"]
+        if len(entries) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    first, second = ({e["play_id"]: e for e in entries}[p] for p in ("first", "second"))
+    # the connection's first request carries the handshake, inside its connect time
+    assert 0 < first["tls_ms"] <= first["connect_ms"], first
+    # the reused connection had no handshake (and no connect)
+    assert second["tls_ms"] == 0 and second["connect_ms"] == 0, second
+    har = d.get(f"/api/session/{sid}/network.har").json()["log"]["entries"]
+    assert [e["timings"]["ssl"] > 0 for e in har] == [True, False]
+
+
 def test_mutations_debug_and_dashboard_need_auth(d):
     anon = d.request("POST", "/api/sessions", {"player_id": "auth-anon"})
     assert anon.status == 401

@@ -286,6 +286,7 @@ def test_network_log_timings_and_client_disconnect(d):
     seg = [e for e in log if e["request_kind"] == "segment"][0]
     assert seg["status"] == 200 and seg["bytes_out"] > BODY and seg["play_id"] == "p1"
     assert seg["connect_ms"] >= 0 and seg["ttfb_ms"] >= 0 and seg["transfer_ms"] >= 0
+    assert seg["tls_ms"] == 0  # plain HTTP: no handshake, even on a connection's first request
     assert seg["total_ms"] == pytest.approx(seg["ttfb_ms"] + seg["transfer_ms"], abs=0.01)
     assert seg["content_type"] == "video/mp4"
     limited = d.get(f"/api/session/{sid}/network?limit=1").json()
