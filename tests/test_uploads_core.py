@@ -10,7 +10,7 @@ import pytest
 from streamlab.errors import Conflict, Invalid, TooLarge, Unprocessable
 from streamlab.sources.files import safe_filename, source_name
 from streamlab.uploads import core
-from streamlab.uploads.service import apply_chunk, hash_file
+from streamlab.uploads.partfile import apply_chunk, hash_file
 
 
 def test_append_at_received_size():

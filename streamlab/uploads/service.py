@@ -8,23 +8,24 @@ is updated in the thread that writes the chunk, in order (one chunk at a time pe
 upload).  Only a complete, hash-checked, probed file is moved into originals/, so a
 half-uploaded file is never a source.  Uploads without a chunk for ``upload_ttl`` are
 deleted by a reactor timer and their jobs failed (``upload abandoned``).
+
+This module is the upload protocol (single shot, init/chunk/complete, cancel, sweep);
+the bytes on disk are :mod:`streamlab.uploads.partfile`, the ``uploads`` rows
+:mod:`streamlab.uploads.table`, what a restart resumes :mod:`streamlab.uploads.recovery`,
+the pure checks :mod:`streamlab.uploads.core`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from streamlab.config import Config
@@ -43,118 +44,20 @@ from streamlab.sources import files
 from streamlab.sources.service import jobs_ready, valid_id
 from streamlab.storage.db import Database
 from streamlab.uploads import core, forms
+from streamlab.uploads.partfile import (
+    apply_chunk,
+    create_empty,
+    extract_chunk,
+    free_bytes,
+    write_single,
+)
+from streamlab.uploads.recovery import recover_uploads
+from streamlab.uploads.table import Upload, UploadTable
 
 log = Logger()
 
-BLOCK = 1024 * 1024
-SPOOL_LIMIT = 8 * 1024 * 1024
 COMPLETED_KEPT = 256
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
-
-
-@dataclass
-class Upload:
-    """One chunked upload in progress (mirrors its ``uploads`` row)."""
-
-    upload_id: str
-    job_ids: list[str]
-    source_id: str
-    filename: str
-    original_filename: str
-    expected_size: int
-    received_size: int
-    sha256: str | None
-    part_path: str
-    options: dict[str, Any]
-    status: str
-    created_at: str
-    last_activity: float
-    hasher: Any = None
-    lock: DeferredLock = field(default_factory=DeferredLock)
-
-    def progress(self) -> dict[str, Any]:
-        """What ``GET /api/upload/{job_id}`` answers."""
-        return {"job_id": self.upload_id, "received_size": self.received_size,
-                "expected_size": self.expected_size, "status": self.status}
-
-
-# ---------------------------------------------------------------------- blocking helpers
-
-
-def hash_file(path: str, size: int) -> tuple[Any, int]:
-    """Cut *path* to *size* bytes (dropping unacknowledged bytes) and hash it.
-
-    Returns ``(hasher, size actually present)``; a file shorter than *size* keeps what
-    it has.  Blocking: run in a thread.
-    """
-    hasher = hashlib.sha256()
-    if not os.path.exists(path):
-        open(path, "wb").close()
-    with open(path, "r+b") as fh:
-        present = min(size, os.fstat(fh.fileno()).st_size)
-        fh.truncate(present)
-        remaining = present
-        while remaining:
-            data = fh.read(min(BLOCK, remaining))
-            if not data:
-                break
-            hasher.update(data)
-            remaining -= len(data)
-    return hasher, present
-
-
-def apply_chunk(part_path: str, plan: core.ChunkPlan, src: IO[bytes], start: int, hasher: Any) -> Any:
-    """Compare the repeated part of a chunk with the file, append the new part, fsync.
-
-    Returns the updated hasher (a copy; *hasher* is untouched), or None when the
-    repeated bytes differ from what is on disk.  Blocking: run in a thread.
-    """
-    with open(part_path, "r+b") as fh:
-        if plan.compare_len:
-            fh.seek(plan.offset)
-            src.seek(start)
-            remaining = plan.compare_len
-            while remaining:
-                n = min(BLOCK, remaining)
-                if fh.read(n) != src.read(n):
-                    return None
-                remaining -= n
-        if not plan.append_len:
-            return hasher
-        updated = hasher.copy()
-        write_at = plan.offset + plan.compare_len
-        fh.seek(write_at)
-        src.seek(start + plan.compare_len)
-        remaining = plan.append_len
-        while remaining:
-            data = src.read(min(BLOCK, remaining))
-            if not data:
-                raise Invalid("invalid chunk", detail="chunk body is shorter than announced")
-            fh.write(data)
-            updated.update(data)
-            remaining -= len(data)
-        fh.truncate(write_at + plan.append_len)
-        fh.flush()
-        os.fsync(fh.fileno())
-        return updated
-
-
-def _write_single(content: IO[bytes], content_type: str, dest: str, limit: int) -> forms.FormResult:
-    with open(dest, "wb") as out:
-        result = forms.parse_multipart(content, content_type, file_dest=out, file_limit=limit)
-        out.flush()
-        os.fsync(out.fileno())
-    return result
-
-
-def _extract_chunk(content: IO[bytes], content_type: str, limit: int) -> tuple[forms.FormResult, IO[bytes]]:
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT)  # noqa: SIM115 - returned
-    try:
-        result = forms.parse_multipart(content, content_type, file_dest=spool, file_limit=limit)
-    except BaseException:
-        spool.close()
-        raise
-    return result, spool
 
 
 class UploadService(Service):
@@ -171,6 +74,7 @@ class UploadService(Service):
         self.reactor = reactor
         self._jobs = jobs or (lambda: None)
         self.uploads_dir = os.path.join(os.path.abspath(config.paths.state_dir), "uploads")
+        self.table = UploadTable(db, self.uploads_dir)
         self.max_bytes = int(config.jobs.max_upload_bytes)
         self.ttl = float(config.jobs.upload_ttl)
         self.sweep_interval = sweep_interval or max(0.25, min(60.0, self.ttl / 4))
@@ -233,50 +137,9 @@ class UploadService(Service):
         jobs = self._jobs()
         if jobs is not None:
             await jobs_ready(jobs)  # job states must be known before uploads touch them
-        rows = await self.db.run_query("SELECT * FROM uploads")
-        referenced = set()
-        for row in rows:
-            upload = Upload(
-                upload_id=row["upload_id"], job_ids=json.loads(row["job_ids"]), source_id=row["source_id"],
-                filename=row["filename"], original_filename=row["original_filename"],
-                expected_size=row["expected_size"], received_size=row["received_size"], sha256=row["sha256"],
-                # always inside uploads_dir, whatever the row says (and if state_dir moved)
-                part_path=os.path.join(self.uploads_dir, os.path.basename(row["part_path"])),
-                options=json.loads(row["options"]), status="uploading",
-                created_at=row["created_at"], last_activity=row["last_activity"])
-            referenced.add(os.path.basename(upload.part_path))
-            if not os.path.exists(upload.part_path):
-                await self._recover_missing_part(upload)
-                continue
-            hasher, present = await self._in_thread(hash_file, upload.part_path, upload.received_size)
-            if present != upload.received_size:
-                log.warn("upload {id}: part file has {present} of {acked} acknowledged bytes",
-                         id=upload.upload_id, present=present, acked=upload.received_size)
-                upload.received_size = present
-            upload.hasher = hasher
-            # a restart counts as activity: the client gets a full ttl to resume
-            upload.last_activity = max(upload.last_activity, self.reactor.seconds())
-            await self._persist(upload)
+        for upload in await recover_uploads(self.table, self.sources, jobs, self._in_thread,
+                                            self.reactor.seconds()):
             self._uploads[upload.upload_id] = upload
-            log.info("upload {id} resumable at {size} of {expected} bytes", id=upload.upload_id,
-                     size=upload.received_size, expected=upload.expected_size)
-        await self._in_thread(_remove_strays, self.uploads_dir, referenced)
-
-    async def _recover_missing_part(self, upload: Upload) -> None:
-        """A row without its part file: the daemon stopped during completion (or the file
-        was removed by hand)."""
-        jobs = self._jobs()
-        try:
-            await self.sources.get(upload.source_id)
-            exists = True
-        except NotFound:
-            exists = False
-        if jobs is not None:
-            if exists:
-                await jobs.release_upload(upload.job_ids)
-            else:
-                await jobs.fail_jobs(upload.job_ids, "upload lost")
-        await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
 
     # ------------------------------------------------------------------ helpers
 
@@ -323,10 +186,7 @@ class UploadService(Service):
         return upload
 
     def _persist(self, upload: Upload) -> Deferred[None]:
-        return self.db.run_operation(
-            "UPDATE uploads SET received_size = ?, status = ?, last_activity = ?, sha256 = ? "
-            "WHERE upload_id = ?",
-            (upload.received_size, upload.status, upload.last_activity, upload.sha256, upload.upload_id))
+        return self.table.update(upload)
 
     async def _discard(self, upload: Upload, error: str) -> None:
         """Fail an upload's jobs, then delete its bytes and row."""
@@ -338,7 +198,7 @@ class UploadService(Service):
         finally:
             self._uploads.pop(upload.upload_id, None)
         await self._in_thread(files.remove_file, upload.part_path)
-        await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload.upload_id,))
+        await self.table.delete(upload.upload_id)
         log.info("upload {id} discarded: {error}", id=upload.upload_id, error=error)
 
     # ------------------------------------------------------------------ single shot
@@ -365,7 +225,7 @@ class UploadService(Service):
         self._parse_options(raw, name, None)  # 400 before storing anything
         part = os.path.join(self.uploads_dir, f"single-{uuid.uuid4()}.part")
         try:
-            await self._in_thread(_write_single, content, content_type, part, self.max_bytes)
+            await self._in_thread(write_single, content, content_type, part, self.max_bytes)
             probed = await self.sources.probe(part)
             options = self._parse_options(raw, name, probed.height)
             source = await self.sources.add_file(part, first.filename or filename, probed=probed)
@@ -393,7 +253,7 @@ class UploadService(Service):
         # The source's height is unknown until it is complete: without an explicit
         # max_resolution ask for the top rung; the encoder skips rungs above the source.
         options = self._parse_options(raw, name, None if raw.get("max_resolution") else 2160)
-        free = await self._in_thread(_free_bytes, self.uploads_dir)
+        free = await self._in_thread(free_bytes, self.uploads_dir)
         if free is not None and size > free - FREE_SPACE_MARGIN:
             raise TooLarge("not enough disk space", detail=f"{size} bytes do not fit: {free} bytes free",
                            free_bytes=free, file_size=size)
@@ -409,14 +269,8 @@ class UploadService(Service):
                         status="uploading", created_at=iso_s(now), last_activity=now,
                         hasher=hashlib.sha256())
         try:
-            await self._in_thread(_create_empty, upload.part_path)
-            await self.db.run_operation(
-                "INSERT INTO uploads (upload_id, job_ids, source_id, filename, original_filename, "
-                "expected_size, received_size, sha256, part_path, options, status, created_at, "
-                "last_activity) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 'uploading', ?, ?)",
-                (upload_id, json.dumps(job_ids), source_id, filename, original, size, sha,
-                 upload.part_path, json.dumps(upload.options, default=str), upload.created_at, now))
+            await self._in_thread(create_empty, upload.part_path)
+            await self.table.insert(upload)
         except Exception:
             await self._in_thread(files.remove_file, upload.part_path)
             await self.jobs().fail_jobs(job_ids, "upload could not be started")
@@ -440,7 +294,7 @@ class UploadService(Service):
         length = body_length
         try:
             if content_type.split(";")[0].strip().lower() == "multipart/form-data":
-                result, spool = await self._in_thread(_extract_chunk, body, content_type, self.max_bytes)
+                result, spool = await self._in_thread(extract_chunk, body, content_type, self.max_bytes)
                 if not result.has_file:
                     raise Invalid("invalid chunk", detail="multipart field 'file' is missing",
                                   fields={"file": "required"})
@@ -529,7 +383,7 @@ class UploadService(Service):
                 await self._persist(upload)
                 raise
             self._uploads.pop(upload_id, None)
-            await self.db.run_operation("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            await self.table.delete(upload_id)
             jobs = self._jobs()
             if jobs is not None:
                 await jobs.release_upload(upload.job_ids)
@@ -581,25 +435,3 @@ class UploadService(Service):
 
         return d.addCallback(report)
 
-
-def _free_bytes(directory: str) -> int | None:
-    try:
-        return shutil.disk_usage(directory).free
-    except OSError:
-        return None
-
-
-def _create_empty(path: str) -> None:
-    with open(path, "wb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _remove_strays(uploads_dir: str, keep: set[str]) -> None:
-    """Delete leftovers of interrupted single-shot uploads."""
-    try:
-        names = os.listdir(uploads_dir)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if name.endswith(".part") and name not in keep:
-            files.remove_file(os.path.join(uploads_dir, name))
