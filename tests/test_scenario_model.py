@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 
 from streamlab.proxy import fields
 from streamlab.scenario import model
+from streamlab.scenario import schema as scenario_schema
 from streamlab.scenario import timeline as tl
 
 GOOD = {
@@ -126,7 +127,7 @@ def test_every_control_patch_accepts_is_accepted_in_a_step():
 
 
 def test_schema_is_valid_draft_2020_12_and_agrees_with_the_validator():
-    schema = model.json_schema()
+    schema = scenario_schema.json_schema()
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema)
     assert list(validator.iter_errors(GOOD)) == []
@@ -155,8 +156,8 @@ def test_the_documented_example_is_valid_and_is_the_schemas_example():
 
     doc = (pathlib.Path(__file__).parent.parent / "docs" / "scenarios.md").read_text()
     first = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))
-    assert first == model.EXAMPLE
+    assert first == scenario_schema.EXAMPLE
     assert model.validate(first) == []
-    schema = model.json_schema()
+    schema = scenario_schema.json_schema()
     assert schema["examples"] == [first]
     assert list(Draft202012Validator(schema).iter_errors(first)) == []

@@ -21,6 +21,7 @@ from streamlab.api import errors
 from streamlab.api.jsonio import check_depth, read_body, read_json, respond
 from streamlab.errors import Conflict
 from streamlab.scenario import junit, loader, model
+from streamlab.scenario import schema as scenario_schema
 from streamlab.scenario import timeline as tl
 from streamlab.scenario.service import ScenarioService
 
@@ -70,7 +71,7 @@ class ScenariosApi:
     @app.route("/scenarios/schema", methods=["GET"])
     def schema(self, request: IRequest) -> bytes:
         """The JSON Schema (draft 2020-12) of a scenario."""
-        return respond(request, model.json_schema())
+        return respond(request, scenario_schema.json_schema())
 
     @app.route("/scenarios/validate", methods=["POST"])
     def validate(self, request: IRequest) -> bytes:
@@ -212,7 +213,7 @@ def run_schema() -> dict[str, Any]:
 
 def request_bodies() -> dict[str, dict[str, Any]]:
     """Request body schemas of the scenario operations (``api/schemas.py`` merges them)."""
-    scenario = model.json_schema()
+    scenario = scenario_schema.json_schema()
     scenario.pop("$schema", None)
     scenario.pop("$id", None)
     paths = ("/api/sessions/{sid}/scenario", "/api/session/{sid}/scenario",

@@ -1,7 +1,9 @@
 """Scenarios: declarative fault timelines run against a session, with a verdict (#16).
 
 * :mod:`streamlab.scenario.model` — the format: parse, validate (every error with its
-  JSON-pointer path), the published JSON Schema (pure);
+  JSON-pointer path; the ``expect`` entries in :mod:`streamlab.scenario.expectations`,
+  the shared checks in :mod:`streamlab.scenario.checks`), and
+  :mod:`streamlab.scenario.schema`, the published JSON Schema (pure);
 * :mod:`streamlab.scenario.timeline` — when each step takes effect and ends (pure);
 * :mod:`streamlab.scenario.verdict` — expectations over player metrics and the network
   log (pure); :mod:`streamlab.scenario.junit` — the verdict as JUnit XML (pure);

@@ -21,7 +21,7 @@ from typing import Any
 
 from streamlab.proxy import classify
 from streamlab.proxy.netlog import parse_time_ms
-from streamlab.scenario.model import Expectation
+from streamlab.scenario.expectations import Expectation
 
 OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
