@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IReactorCore,
+    IReactorFDSet,
     IReactorProcess,
     IReactorTCP,
     IReactorThreads,
@@ -61,10 +62,12 @@ JsonList = list[Json]
 LogLines = list[str]
 
 
-class IDaemonReactor(IReactorCore, IReactorTime, IReactorThreads, IReactorProcess, IReactorTCP):
+class IDaemonReactor(IReactorCore, IReactorTime, IReactorThreads, IReactorProcess, IReactorTCP,
+                     IReactorFDSet):
     """What a service may ask of the daemon's reactor: ``seconds``/``callLater``, the
     thread pool (``deferToThreadPool(reactor, reactor.getThreadPool(), ...)``),
-    ``spawnProcess``, TCP listeners and system event triggers.  The reactor ``twistd`` runs provides
+    ``spawnProcess``, TCP listeners, readers (the ICMP pinger's raw socket) and system
+    event triggers.  The reactor ``twistd`` runs provides
     all of them; it is handed down from ``tap.makeService``, never imported."""
 
 

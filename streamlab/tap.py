@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
@@ -37,6 +37,7 @@ from streamlab.api.uploads import UploadsApi
 from streamlab.api.upstreams import UpstreamsApi
 from streamlab.discovery.service import DiscoveryService
 from streamlab.events import EventBus
+from streamlab.interfaces import IDaemonReactor
 from streamlab.jobs.service import JobService
 from streamlab.jobs.setup import SetupService
 from streamlab.jobs.store import SqliteJobStore
@@ -126,7 +127,7 @@ class StreamlabService(MultiService):
     """The daemon: every subsystem is a named child service (``getServiceNamed``) and,
     for the ones the daemon itself reads, an attribute set by :func:`build`."""
 
-    def __init__(self, config: configmod.Config, reactor: Any) -> None:
+    def __init__(self, config: configmod.Config, reactor: IDaemonReactor) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -163,7 +164,7 @@ class StreamlabService(MultiService):
         return child
 
 
-def build(config: configmod.Config, reactor: Any) -> StreamlabService:
+def build(config: configmod.Config, reactor: IDaemonReactor) -> StreamlabService:
     """Wire every subsystem for *config* on *reactor*.  Nothing here touches the network
     or the disk: services open what they need in ``startService``."""
     svc = StreamlabService(config, reactor)
@@ -230,12 +231,12 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
     return svc
 
 
-def makeService(options: Options, reactor: Any = None) -> StreamlabService:  # noqa: N802
+def makeService(options: Options, reactor: IDaemonReactor | None = None) -> StreamlabService:  # noqa: N802
     """twistd entry point: *options* are parsed (the config is loaded and checked)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
-        reactor = default_reactor
+        reactor = cast(IDaemonReactor, default_reactor)  # the one twistd runs provides them all
     cfg = options.checked_config if options.checked_config is not None else load_config(options)
     try:
         return build(cfg, reactor)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from streamlab.errors import StreamlabError
-from streamlab.ffmpeg import FFmpegChild, FFmpegError
+from streamlab.ffmpeg import FFmpegChild, FFmpegError, ProcessReactor
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import EncodeStep, SourceFacts, output_frame_rate, plan_encode, plan_loop
 from streamlab.jobs.options import EncodeOptions, av1_encoder
@@ -146,7 +146,9 @@ class JobRunner:
                 self.tracker.update(block)
                 self._progress(stage, force=block.end)
 
-            proc = encode_child(svc.reactor, step.argv, kill_grace=svc.kill_grace,
+            # the daemon reactor provides IReactorProcess; mypy cannot match a zope
+            # interface against the ProcessReactor protocol structurally
+            proc = encode_child(cast(ProcessReactor, svc.reactor), step.argv, kill_grace=svc.kill_grace,
                                 on_line=lambda line: svc.log_line(job_id, line), on_progress=on_block)
             run.proc = proc
             try:

@@ -39,8 +39,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from streamlab.config import Config
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError
-from streamlab.interfaces import IJobQueue
+from streamlab.interfaces import IContentLibrary, IDaemonReactor, IEventBus, IJobQueue, ISourceStore
 from streamlab.jobs import state as st
 from streamlab.jobs.ladder import font_or_none
 from streamlab.jobs.logs import JobLogs
@@ -77,8 +78,9 @@ class JobService(Service):
 
     name = "jobs"
 
-    def __init__(self, config: Any, reactor: Any, store: JobStore, *, bus: Any, sources: Any,
-                 library: Any = None, logs: JobLogs | None = None, encoders: set[str] | None = None,
+    def __init__(self, config: Config, reactor: IDaemonReactor, store: JobStore, *, bus: IEventBus,
+                 sources: ISourceStore, library: IContentLibrary | None = None, logs: JobLogs | None = None,
+                 encoders: set[str] | None = None,
                  package: Callable[..., Deferred[Any]] | None = None, font: str | None | bool = True,
                  thread_runner: Callable[..., Deferred[Any]] | None = None) -> None:
         self.config = config

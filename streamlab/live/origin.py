@@ -50,7 +50,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -84,6 +84,10 @@ from streamlab.media.index import ContentIndex, Track
 from streamlab.push.sse import EventStream, SnapshotFeed
 from streamlab.web.errors import write_error
 
+if TYPE_CHECKING:
+    from streamlab.config import Config
+    from streamlab.interfaces import IContentLibrary
+
 log = Logger()
 
 MEDIA_DIRS = ("video", "audio", "ts")
@@ -113,13 +117,13 @@ class _Held:
 
 class OriginResource(Resource):
     """``/go-live``: live manifests rendered on demand, media from disk, workers and the
-    status API.  *library* provides ``get(name) -> ContentIndex | None`` and
-    ``item_dir(name) -> str``; *clock* is the reactor (all times and timers);
+    status API.  *library* is the content library (``get`` and ``item_dir`` are
+    used); *clock* is the reactor (all times and timers);
     *epoch* is ``live_epoch`` in unix seconds."""
 
     isLeaf = True
 
-    def __init__(self, library: Any, clock: IReactorTime, *, epoch: float, window: float,
+    def __init__(self, library: IContentLibrary, clock: IReactorTime, *, epoch: float, window: float,
                  idle_timeout: float, timeline: str = DISCONTINUITY) -> None:
         super().__init__()
         if timeline not in TIMELINES:
@@ -146,7 +150,7 @@ class OriginResource(Resource):
         self.api = StatusApi(self.workers, self.status_feed, clock)
 
     @classmethod
-    def from_config(cls, library: Any, config: Any, clock: IReactorTime) -> OriginResource:
+    def from_config(cls, library: IContentLibrary, config: Config, clock: IReactorTime) -> OriginResource:
         """Build from the daemon config (``[live]`` section)."""
         live = config.live
         return cls(library, clock, epoch=live.live_epoch.timestamp(), window=live.window_seconds,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
@@ -83,7 +83,7 @@ class MediaServer:
             raise
 
     def _media_open(self, request: IRequest, content: str, index: ContentIndex, ref: MediaRef | None,
-                    rel: str, fh: Any, size: int) -> bytes | int:
+                    rel: str, fh: BinaryIO, size: int) -> bytes | int:
         rewrite = self._rewrite(request, content, index, ref)
         now = self.origin.clock.seconds()
         if ref is not None and ref.seq is not None:
@@ -190,7 +190,7 @@ class _Paced(FilePushProducer):
     on a big in-progress segment respects the transport's back-pressure; between releases
     the request waits in the shared :class:`WaitQueue`."""
 
-    def __init__(self, origin: OriginResource, request: IRequest, fh: Any, first: int, last: int,
+    def __init__(self, origin: OriginResource, request: IRequest, fh: BinaryIO, first: int, last: int,
                  schedule: list[tuple[Any, float]],
                  rewrite: Callable[[int, bytes], bytes] | None = None) -> None:
         self.origin = origin

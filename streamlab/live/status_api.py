@@ -11,6 +11,7 @@ from twisted.web.iweb import IRequest
 from streamlab.errors import Invalid, NotFound
 from streamlab.live.answers import MethodNotAllowed, json_answer, query_arg
 from streamlab.live.workers import WorkerRegistry
+from streamlab.push.sse import SnapshotFeed
 
 STREAM_OF = {("hls", "ll"): "ll_hls", ("hls", "2s"): "hls_2s", ("hls", "6s"): "hls_6s",
              ("dash", "ll"): "ll_dash", ("dash", "2s"): "dash_2s", ("dash", "6s"): "dash_6s"}
@@ -19,7 +20,7 @@ STREAM_OF = {("hls", "ll"): "ll_hls", ("hls", "2s"): "hls_2s", ("hls", "6s"): "h
 class StatusApi:
     """The status API over *workers*; *status_feed* serves ``api/status/stream``."""
 
-    def __init__(self, workers: WorkerRegistry, status_feed: Any, clock: IReactorTime) -> None:
+    def __init__(self, workers: WorkerRegistry, status_feed: SnapshotFeed, clock: IReactorTime) -> None:
         self.workers = workers
         self.status_feed = status_feed
         self.clock = clock

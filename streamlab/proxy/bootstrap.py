@@ -10,14 +10,20 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from streamlab.errors import Invalid, StreamlabError
 from streamlab.web.errors import write_error
 from streamlab.web.site import build_site
+
+if TYPE_CHECKING:
+    from streamlab.config import Config
+    from streamlab.proxy.registry import SessionRegistry
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -100,7 +106,7 @@ class BootstrapResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: Any, config: Any, scheme: str = "http") -> None:
+    def __init__(self, registry: SessionRegistry, config: Config, scheme: str = "http") -> None:
         super().__init__()
         self.registry = registry
         self.config = config
@@ -138,7 +144,8 @@ class BootstrapResource(Resource):
                            "location": location}).encode()
 
 
-def bootstrap_site(registry: Any, config: Any, reactor: Any, scheme: str = "http") -> Any:
+def bootstrap_site(registry: SessionRegistry, config: Config, reactor: IReactorTime,
+                   scheme: str = "http") -> Site:
     """The Site of the bootstrap listener."""
     return build_site(BootstrapResource(registry, config, scheme), reactor,
                       head_timeout=getattr(config.server, "request_head_timeout", None))

@@ -9,7 +9,7 @@ this module owns what happens when their controls change.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -19,6 +19,9 @@ from streamlab.proxy import fields as fields_mod
 from streamlab.proxy import manifest_faults, markers
 from streamlab.proxy.session import Session
 from streamlab.shaping.host import ControlsChanged, SessionShaping
+
+if TYPE_CHECKING:
+    from streamlab.interfaces import IEventBus
 
 log = Logger()
 
@@ -83,7 +86,7 @@ class ControlChanges:
     and gets one ``controls_changed`` call per changed session; *to_json* renders a
     session for a conflict body."""
 
-    def __init__(self, sessions: Mapping[str, Session], clock: IReactorTime, bus: Any, *,
+    def __init__(self, sessions: Mapping[str, Session], clock: IReactorTime, bus: IEventBus, *,
                  changed: Callable[[Session | None, bool], None],
                  shaping: Callable[[], SessionShaping | None],
                  to_json: Callable[[Session], dict[str, Any]]) -> None:

@@ -22,6 +22,8 @@ from zope.interface import implementer
 from streamlab.errors import NotFound
 from streamlab.proxy.exchange import ISessionExchange, PortSettings
 from streamlab.proxy.request import SessionRequest
+from streamlab.proxy.request_state import Peer
+from streamlab.shutdown import InFlight
 from streamlab.web.channel import GuardedHTTPChannel
 from streamlab.web.errors import write_error
 from streamlab.web.site import method_not_allowed
@@ -74,8 +76,8 @@ class SessionChannel(GuardedHTTPChannel):
     #: when the TLS layer under the channel finished its handshake (None: plain HTTP)
     tls_done_at: float | None = None
     requests_started = 0
-    #: the client as its first request showed it (``streamlab.proxy.request._Peer``)
-    peer: Any = None
+    #: the client as its first request showed it
+    peer: Peer | None = None
 
     site: Any  # the SessionSite (set by the factory)
 
@@ -125,7 +127,7 @@ class SessionSite(server.Site):
     requests for the graceful stop."""
 
     def __init__(self, exchange: ISessionExchange, origin: IResource | None, clock: IReactorTime,
-                 settings: PortSettings, *, inflight: Any = None,
+                 settings: PortSettings, *, inflight: InFlight | None = None,
                  head_timeout: float | None = None) -> None:
         super().__init__(SessionRoot(origin), requestFactory=SessionRequest, reactor=clock)
         self.exchange = exchange

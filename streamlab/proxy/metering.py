@@ -8,7 +8,7 @@ The pure parts (``struct tcp_info`` parsing, 1 s RTT windows, ICMP packets) are 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -23,6 +23,23 @@ log = Logger()
 TICK = 0.1
 
 
+class Pinger(Protocol):
+    """What the ticker asks of the ICMP pinger (:class:`streamlab.proxy.tcpinfo.IcmpPinger`)."""
+
+    @property
+    def available(self) -> bool:
+        """False when pings cannot be sent (no CAP_NET_RAW)."""
+
+    def ping(self, ip: str) -> None:
+        """Send one echo request to *ip*."""
+
+    def rtt_ms(self, ip: str, now: float) -> float | None:
+        """The latest round trip to *ip* (None: no recent reply)."""
+
+    def close(self) -> None:
+        """Stop reading replies and close the socket."""
+
+
 class Metering:
     """Runs while any session has an open connection or a moving transfer rate.
 
@@ -32,7 +49,7 @@ class Metering:
 
     def __init__(self, clock: IReactorTime, sessions: Callable[[], Iterable[Session]],
                  watched: Callable[[], bool], changed: Callable[[list[str]], None],
-                 pinger: Any = None) -> None:
+                 pinger: Pinger | None = None) -> None:
         self.clock = clock
         self.pinger = pinger
         self._sessions = sessions

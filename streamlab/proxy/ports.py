@@ -10,9 +10,12 @@ skipped for a while.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+
+if TYPE_CHECKING:
+    from streamlab.web.tls import TLS
 
 
 class PortPool:
@@ -95,7 +98,7 @@ class PortPool:
 
 
 def listen_session_port(reactor: Any, port: int, factory: IProtocolFactory,
-                        interface: str = "", tls: Any = None) -> IListeningPort:
+                        interface: str = "", tls: TLS | None = None) -> IListeningPort:
     """Open the listener of one session port (the single place to swap in TLS).
 
     *tls*: the daemon's :class:`streamlab.web.tls.TLS` (None = plain HTTP); session ports

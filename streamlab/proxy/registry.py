@@ -27,14 +27,16 @@ after every control change (one per group member), ``"session.removed"``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
 
+from streamlab.config import Config
 from streamlab.errors import Invalid, NotFound, TooMany, Unavailable
 from streamlab.proxy import fields as fields_mod
 from streamlab.proxy.control_changes import MAX_GROUP, ControlChanges
@@ -44,7 +46,7 @@ from streamlab.proxy.expiry import SessionExpiry
 from streamlab.proxy.external_ips import ExternalIps, is_public_ip
 from streamlab.proxy.faults import FaultEngine
 from streamlab.proxy.listener import SessionSite
-from streamlab.proxy.metering import Metering
+from streamlab.proxy.metering import Metering, Pinger
 from streamlab.proxy.netlog import NetworkLog
 from streamlab.proxy.ports import PortPool, listen_session_port
 from streamlab.proxy.session import Session, group_of_player
@@ -52,6 +54,10 @@ from streamlab.proxy.session_exchange import RequestObserver, SessionExchange
 from streamlab.push.sessions_feed import SessionsFeed
 from streamlab.push.sse import EventStream
 from streamlab.shaping.host import SessionShaping
+
+if TYPE_CHECKING:
+    from streamlab.interfaces import IEventBus
+    from streamlab.shutdown import InFlight
 
 __all__ = ["MAX_GROUP", "ExternalIps", "SessionRegistry", "is_public_ip"]
 
@@ -62,7 +68,7 @@ def _log_close_failure(failure: Failure, port: int) -> None:
     log.failure("closing session port {port}", failure, port=port)
 
 
-def port_settings(cfg: Any) -> PortSettings:
+def port_settings(cfg: Config) -> PortSettings:
     """The socket-fault settings of every session port (config ``[sessions]``)."""
     return PortSettings(socket_hang_seconds=cfg.sessions.socket_hang_seconds,
                         socket_delay_seconds=cfg.sessions.socket_delay_seconds,
@@ -70,12 +76,17 @@ def port_settings(cfg: Any) -> PortSettings:
                         trusted_proxies=tuple(cfg.server.trusted_proxies or ()))
 
 
+#: the origin resource session ports serve at ``/go-live``, or a callable returning it
+#: once it is wired (None: not yet)
+OriginRef: TypeAlias = "IResource | Callable[[], IResource | None] | None"
+
+
 class SessionRegistry:
     """All live sessions (see the module docstring)."""
 
-    def __init__(self, config: Any, clock: IReactorTime, bus: Any, origin: Any = None, *,
+    def __init__(self, config: Config, clock: IReactorTime, bus: IEventBus, origin: OriginRef = None, *,
                  listen: Callable[[Any, int, IProtocolFactory, str], Any] = listen_session_port,
-                 listen_reactor: Any = None, pinger: Any = None) -> None:
+                 listen_reactor: Any = None, pinger: Pinger | None = None) -> None:
         self.config = config
         self.clock = clock
         self.bus = bus
@@ -114,7 +125,7 @@ class SessionRegistry:
         # for new connections, open ones finish their responses within the grace time
         self.accepting = True
         # streamlab.shutdown.InFlight (set by the daemon): session-port requests count there
-        self.inflight: Any = None
+        self.inflight: InFlight | None = None
 
     @property
     def stopped(self) -> bool:
@@ -126,7 +137,7 @@ class SessionRegistry:
         self.metering.stopped = value
 
     @property
-    def pinger(self) -> Any:
+    def pinger(self) -> Pinger | None:
         """The ICMP pinger of the metering ticker (None: no pings)."""
         return self.metering.pinger
 
@@ -436,7 +447,7 @@ class SessionRegistry:
             session.net_stream = EventStream(self.clock)
         return session.net_stream
 
-    def _origin(self) -> Any:
+    def _origin(self) -> IResource | None:
         """The origin resource (resolved once it is wired)."""
         origin = self.origin
         if origin is not None and callable(origin) and not hasattr(origin, "render"):
@@ -444,4 +455,4 @@ class SessionRegistry:
             if resolved is not None:
                 self.origin = resolved
             return resolved
-        return origin
+        return cast("IResource | None", origin)  # not a getter: the resource itself

@@ -42,6 +42,7 @@ from streamlab.proxy.request_state import (
     Phase,
     query_arg,
 )
+from streamlab.shutdown import InFlight
 
 __all__ = ["BodyMode", "FaultMark", "Phase", "SessionRequest"]
 
@@ -80,7 +81,7 @@ class SessionRequest(server.Request):
     _drain_timer: IDelayedCall | None = None
     _idle: IdleWatch | None = None
     _transport_ref: Any = None
-    _inflight: Any = None
+    _inflight: InFlight | None = None
     #: set by the upstream relay (docs/upstream.md): ``{"failure", "ttfb_ms"}``
     upstream_log: dict[str, Any] | None = None
 

@@ -4,7 +4,8 @@ it reads once per connection, and the small fixed answers it writes."""
 from __future__ import annotations
 
 import enum
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from twisted.web import server
 
@@ -103,7 +104,7 @@ class Peer:
 
     __slots__ = ("ip", "shaper", "user_agent")
 
-    def __init__(self, request: server.Request, trusted: Any) -> None:
+    def __init__(self, request: server.Request, trusted: Sequence[str]) -> None:
         self.ip = client_ip(request, trusted) or ""
         ua = request.getHeader(b"user-agent")
         self.user_agent = ua.decode("utf-8", "replace")[:512] if ua else ""

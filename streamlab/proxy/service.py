@@ -4,23 +4,28 @@ orderly release of every session port on stop."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
 
 from streamlab.proxy.bootstrap import bootstrap_site
 from streamlab.proxy.ports import listen_session_port
-from streamlab.proxy.registry import SessionRegistry
+from streamlab.proxy.registry import OriginRef, SessionRegistry
 from streamlab.proxy.tcpinfo import IcmpPinger
-from streamlab.web.tls import listener_service
+from streamlab.web.tls import TLS, listener_service
+
+if TYPE_CHECKING:
+    from streamlab.config import Config
+    from streamlab.interfaces import IDaemonReactor, IEventBus
+    from streamlab.shutdown import InFlight
 
 
 class SessionService(MultiService):
     """Owns :class:`SessionRegistry` and the bootstrap listener."""
 
-    def __init__(self, config: Any, reactor: Any, bus: Any, origin: Any = None, tls: Any = None,
-                 inflight: Any = None) -> None:
+    def __init__(self, config: Config, reactor: IDaemonReactor, bus: IEventBus, origin: OriginRef = None,
+                 tls: TLS | None = None, inflight: InFlight | None = None) -> None:
         """*tls*: the daemon's :class:`streamlab.web.tls.TLS` (None = plain HTTP) for the
         bootstrap listener and every session port; *inflight*: the daemon's
         :class:`streamlab.shutdown.InFlight` (session-port requests count in it)."""

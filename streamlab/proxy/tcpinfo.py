@@ -10,7 +10,13 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from twisted.internet.interfaces import IReadDescriptor
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from streamlab.interfaces import IDaemonReactor
 
 # struct tcp_info (linux/tcp.h) up to tcpi_min_rtt: 8 u8, 24 u32, 4 u64, 4 u32.
 _FMT = "=8B24I4Q4I"
@@ -149,6 +155,7 @@ def parse_echo_reply(packet: bytes, ident: int) -> int | None:
     return seq
 
 
+@implementer(IReadDescriptor)
 class IcmpPinger:
     """1 Hz ICMP echo to player addresses over a raw socket, where permitted.
 
@@ -158,7 +165,7 @@ class IcmpPinger:
     IPv4 only.
     """
 
-    def __init__(self, reactor: Any, max_age: float = 3.0) -> None:
+    def __init__(self, reactor: IDaemonReactor, max_age: float = 3.0) -> None:
         import os
 
         self._reactor = reactor

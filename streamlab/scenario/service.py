@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -25,13 +25,17 @@ from streamlab.proxy.session import Session
 from streamlab.scenario import model
 from streamlab.scenario.run import ScenarioRun
 
+if TYPE_CHECKING:
+    from streamlab.live.origin import OriginResource
+    from streamlab.proxy.registry import SessionRegistry
+
 log = Logger()
 
 
 class RegistryTarget:
     """A session of the registry as a run's :class:`~streamlab.scenario.run.ControlTarget`."""
 
-    def __init__(self, registry: Any, session: Session) -> None:
+    def __init__(self, registry: SessionRegistry, session: Session) -> None:
         self.registry = registry
         self.session = session
 
@@ -76,8 +80,8 @@ class ScenarioService(Service):
 
     name = "scenarios"
 
-    def __init__(self, registry: Any, clock: IReactorTime, *,
-                 origin: Any = None) -> None:
+    def __init__(self, registry: SessionRegistry, clock: IReactorTime, *,
+                 origin: OriginResource | None = None) -> None:
         self.registry = registry
         self.clock = clock
         self.origin = origin

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyroute2.netlink.rtnl import tcmsg
 from pyroute2.netlink.rtnl.tcmsg import sched_pfifo
@@ -46,6 +46,9 @@ from twisted.python.threadpool import ThreadPool
 from streamlab.shaping.nft import CHAIN, FAMILY, TABLE, KernelError, Nft, echo_handle, rule, rule_counters
 from streamlab.shaping.reconcile import KernelPort, Op, after, plan
 from streamlab.shaping.route import NftProof, Route, TcProof, route_from_lookup
+
+if TYPE_CHECKING:
+    from streamlab.interfaces import IDaemonReactor
 
 log = Logger()
 
@@ -108,7 +111,7 @@ class KernelBackend:
     our htb root is installed on an interface when its first class is added and removed
     on :meth:`stop`."""
 
-    def __init__(self, reactor: Any, interface: str = "", netns: str | None = None,
+    def __init__(self, reactor: IDaemonReactor, interface: str = "", netns: str | None = None,
                  nft: str = "nft", ip: str = "ip") -> None:
         self.reactor = reactor
         self.interface = interface

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer, protocol
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorProcess
+
     from streamlab.shaping.reconcile import Op
 
 TABLE = "streamlab"
@@ -58,7 +60,8 @@ class _NftProtocol(protocol.ProcessProtocol):
 class Nft:
     """Runs ``nft -j`` as a child process (optionally inside a network namespace)."""
 
-    def __init__(self, reactor: Any, netns: str | None = None, nft: str = "nft", ip: str = "ip") -> None:
+    def __init__(self, reactor: IReactorProcess, netns: str | None = None, nft: str = "nft",
+                 ip: str = "ip") -> None:
         self.reactor = reactor
         self.prefix = [ip, "netns", "exec", netns, nft] if netns else [nft]
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from streamlab.config import Config
 from streamlab.errors import Invalid, NotFound
 from streamlab.proxy import fields as fields_mod
 from streamlab.shaping import status as views
@@ -50,6 +51,9 @@ from streamlab.shaping.route import NftProof
 from streamlab.shaping.runtime import PortRuntime
 from streamlab.shaping.userspace import PortShaper, UserspaceBackend
 
+if TYPE_CHECKING:
+    from streamlab.interfaces import IDaemonReactor
+
 log = Logger()
 
 
@@ -70,7 +74,7 @@ class ShapingService(Service):
 
     name = "shaping"
 
-    def __init__(self, config: Any, reactor: Any, *, clock: IReactorTime | None = None,
+    def __init__(self, config: Config, reactor: IDaemonReactor, *, clock: IReactorTime | None = None,
                  kernel: KernelBackend | None = None) -> None:
         self.config = config
         self.reactor = reactor

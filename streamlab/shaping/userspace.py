@@ -37,6 +37,7 @@ from typing import Any, cast
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
+    IProtocol,
     IProtocolFactory,
     IPushProducer,
     IReactorTime,
@@ -238,7 +239,7 @@ class ShapedProtocol(ProtocolWrapper):
     """The per-connection shaper between the socket and the wrapped protocol (a TLS
     layer under it reports its handshake through it: the network log's ``tls_ms``)."""
 
-    def __init__(self, factory: WrappingFactory, wrapped: Any, shaper: PortShaper) -> None:
+    def __init__(self, factory: WrappingFactory, wrapped: IProtocol, shaper: PortShaper) -> None:
         super().__init__(factory, wrapped)
         self._wrapping = factory
         self.shaper = shaper

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+
+if TYPE_CHECKING:
+    from streamlab.tap import StreamlabService
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -30,7 +33,7 @@ class DebugPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, svc: Any) -> None:
+    def __init__(self, svc: StreamlabService) -> None:
         super().__init__()
         self.svc = svc
 
