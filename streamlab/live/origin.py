@@ -50,7 +50,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -60,7 +60,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from streamlab.config import Config
 from streamlab.errors import Conflict, Invalid, NotFound, StreamlabError, Unavailable
+from streamlab.interfaces import IContentLibrary
 from streamlab.live import blocking, dash, hls
 from streamlab.live.answers import (
     CORS,
@@ -83,10 +85,6 @@ from streamlab.media import decode_times
 from streamlab.media.index import ContentIndex, Track
 from streamlab.push.sse import EventStream, SnapshotFeed
 from streamlab.web.errors import write_error
-
-if TYPE_CHECKING:
-    from streamlab.config import Config
-    from streamlab.interfaces import IContentLibrary
 
 log = Logger()
 
