@@ -130,7 +130,7 @@ export async function mount(root, route) {
     try {
       return JSON.parse(editor.value);
     } catch (err) {
-      const where = jsonErrorWhere(editor.value, err);
+      const where = /line \d+/.test(err.message || "") ? "" : jsonErrorWhere(editor.value, err);
       showErrors([{ path: "", message: `Not valid JSON${where ? ` at ${where}` : ""}: ${err.message}` }]);
       return undefined;
     }
@@ -313,7 +313,10 @@ export async function mount(root, route) {
       " ",
       r.verdict ? h("a.button.small#report-link", { href: `/api/sessions/${enc(r.session_id)}/scenario/report.xml`, target: "_blank" }, "JUnit report.xml") : "",
       " ",
-      h("a.button.small", { href: link("session", sessionPlayer(r.session_id) || "", { play: "0" }) }, "Session"));
+      h("a.button.small", { href: link("session", sessionPlayer(r.session_id) || "", { play: "0" }) }, "Session"),
+      " ",
+      r.scenario ? editThis(r.scenario) : "");
+    if (r.error) runMsg.show(`The run ended with an error: ${r.error}`);
     paintSteps(r);
     paintClock();
     clear(activeBox, Object.keys(r.active || {}).length
@@ -328,6 +331,12 @@ export async function mount(root, route) {
     paintVerdict(r);
   }
 
+  function editThis(scenario) {
+    const b = h("button.small", { type: "button", title: "Put this run's scenario into the editor" }, "Edit this scenario");
+    b.addEventListener("click", () => { setEditor(JSON.stringify(scenario, null, 2)); editor.scrollIntoView({ block: "nearest" }); });
+    return b;
+  }
+
   function sessionPlayer(sid) {
     const s = sessions.find((x) => String(x.session_id) === String(sid));
     return s ? s.player_id : "";
@@ -339,23 +348,53 @@ export async function mount(root, route) {
     return end || 1;
   }
 
+  /** The times a step takes effect: [at_s] or, with repeat, every `every` s `times` times. */
+  function occurrences(s) {
+    const at = Number(s.at_s) || 0;
+    const rep = s.repeat;
+    if (!rep || !(Number(rep.every) > 0)) return [at];
+    const n = Math.max(1, Math.min(200, Number(rep.times) || 1));
+    return Array.from({ length: n }, (_, k) => at + k * Number(rep.every));
+  }
+
+  function runLength(r) {
+    let end = Number(r.duration_s) || 0;
+    for (const s of r.steps || []) {
+      const occ = occurrences(s);
+      end = Math.max(end, occ[occ.length - 1] + (Number(s.for_s) || 0));
+    }
+    return end || 1;
+  }
+
   function paintSteps(r) {
     const total = runLength(r);
     clear(stepsBody, (r.steps || []).map((s) => h("tr", { class: `step-${s.state}${s.index === r.current_step ? " current" : ""}`, dataset: { step: s.index, state: s.state } },
-      h("td.num", String(s.index)), h("td", s.id || "–"), h("td.num", fmtS(s.at_s)), h("td.num", s.for_s ? fmtS(s.for_s) : "–"),
-      h("td.small", describeSet(s.set)), h("td", badge(s.state, STATE_KIND[s.state] || "")))));
+      h("td.num", String(s.index)), h("td", s.id || "–"),
+      h("td.num", fmtS(s.at_s), s.repeat ? h("div.muted.small", `every ${fmtS(s.repeat.every)} × ${s.repeat.times}`) : ""),
+      h("td.num", s.for_s ? fmtS(s.for_s) : "–"),
+      h("td.small", describeSet(s.set)),
+      h("td", badge(s.state, STATE_KIND[s.state] || ""), s.applied > 1 ? h("span.muted.small", ` applied ${s.applied}×`) : ""))));
     clear(timeline,
       (r.steps || []).map((s) => {
-        const left = (100 * (Number(s.at_s) || 0)) / total;
         const width = s.for_s ? (100 * Number(s.for_s)) / total : 0;
-        return h("div.tl-row", h("span.tl-label", { title: describeSet(s.set) }, s.id || `step ${s.index}`),
-          h("div.tl-track", h(`div.tl-bar.${s.state}${width ? "" : ".instant"}`, {
-            style: { left: `${left}%`, width: width ? `${width}%` : "" }, title: `${fmtS(s.at_s)}${s.for_s ? ` for ${fmtS(s.for_s)}` : ""}: ${describeSet(s.set)}`,
-          })));
+        const label = s.id || `step ${s.index}`;
+        return h("div.tl-row", h("span.tl-label", { title: describeSet(s.set) }, label),
+          h("div.tl-track", occurrences(s).map((at, k) => h(`div.tl-bar.${occurrenceState(r, s, k, at)}${width ? "" : ".instant"}`, {
+            style: { left: `${(100 * at) / total}%`, width: width ? `${width}%` : "" },
+            title: `${label}: ${fmtS(at)}${s.for_s ? ` for ${fmtS(s.for_s)}` : ""} — ${describeSet(s.set)}`,
+          }))));
       }),
       h("div.tl-cursor#tl-cursor"),
       h("div.tl-row.tl-axis", h("span.tl-label"), h("div.tl-track",
         [0, 0.25, 0.5, 0.75, 1].map((f) => h("span.tl-tick", { style: { left: `${f * 100}%` } }, `${Math.round(f * total)} s`)))));
+  }
+
+  /** The state of one occurrence of a repeated step (the run reports the step's state). */
+  function occurrenceState(r, s, k, at) {
+    if (!s.repeat) return s.state;
+    if (k < (s.applied || 0) - 1) return "done";
+    if (k === (s.applied || 0) - 1) return s.state === "active" ? "active" : "done";
+    return "pending";
   }
 
   /** Elapsed time and countdown, advanced locally between two reads of the run. */
@@ -376,7 +415,10 @@ export async function mount(root, route) {
       parts.push(cur ? `Current step: ${cur.id || `#${cur.index}`} (${cur.index + 1} of ${(run.steps || []).length})` : "Waiting for the first step");
       parts.push(next !== null ? `next step in ${fmtNum(next, 1)} s` : "no more steps");
     } else {
-      parts.push(`The run is ${run.state}.`);
+      parts.push({
+        passed: "Finished: every expectation met.", failed: "Finished: some expectations were not met.",
+        stopped: "Stopped: every control the run set is restored.", error: "The run ended with an error (see the log).",
+      }[run.state] || `The run is ${run.state}.`);
     }
     nowLine.textContent = parts.join(" · ");
   }
@@ -428,7 +470,7 @@ export async function mount(root, route) {
       const me = sessions.find((s) => String(s.session_id) === String(watched));
       const sum = me ? me.scenario : null;
       const key = summaryKey(sum);
-      if (key !== lastKey) { lastKey = key; refresh(true); } else if (sum && sum.state === "running") refresh(false);
+      if (key !== lastKey) { lastKey = key; refresh(true); } else if ((sum && sum.state === "running") || (run && run.state === "running")) refresh(false);
     },
   });
   cleanups.push(() => feed.close());
