@@ -149,6 +149,10 @@ def test_manifest_fault_controls_patch_the_session(daemon: Daemon, page: Any) ->
 
     page.click("#disarm-manifest-fault")
     wait_for(lambda: sget(daemon, sid)["manifest_fault_type"] == "none", 5, "disarmed")
+    # the unsent bad value went with the fault: the control shows the server's value again
+    value = str(sget(daemon, sid)["manifest_fault_value"])
+    wait_for(lambda: page.input_value(fld("manifest_fault_value")) == value
+             and not page.inner_text("[data-error-for='manifest_fault_value']"), 5, "the value reloaded")
     screenshot(page, "scenarios_manifest_fault_tab")
     assert not page.errors.items, page.errors.items
 

@@ -508,7 +508,14 @@ export async function mount(root, route) {
     type.addEventListener("change", paintValue);
     apply.addEventListener("click", () => guarded(null, apply, () => ctl.send(MANIFEST_FAULT_FIELDS, msg, { label: "Manifest fault" })));
     rearm.addEventListener("click", () => guarded(null, rearm, () => ctl.send(MANIFEST_FAULT_FIELDS, msg, { always: true, label: "Manifest fault re-armed; it" })));
-    disarm.addEventListener("click", () => guarded(null, disarm, () => ctl.send(["manifest_fault_type"], msg, { values: { manifest_fault_type: "none" }, label: "Disarm" })));
+    disarm.addEventListener("click", () => guarded(null, disarm, async () => {
+      const s = await ctl.send(["manifest_fault_type"], msg, { values: { manifest_fault_type: "none" }, label: "Disarm" });
+      if (!s) return;
+      // an unsent edit of the value or the variants is dropped with the fault
+      for (const f of MANIFEST_FAULT_FIELDS) ctl.settle(f);
+      ctl.clearErrors(MANIFEST_FAULT_FIELDS);
+      ctl.update(s, { force: MANIFEST_FAULT_FIELDS });
+    }));
     const panel = h("div.tab-panel", { dataset: { panel: "manifest_fault" } },
       h("p.muted", "Breaks the text of the playlists and MPDs this session serves (200 answers): a live edge that stops, a sequence that jumps, a missing segment… Only this session; rewritten answers are flagged in the network log."),
       h("div.form-grid",
