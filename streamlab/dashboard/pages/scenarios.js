@@ -324,9 +324,17 @@ export async function mount(root, route) {
       : h("dd.muted", "nothing set by the run right now"));
     const atBottom = logBody.parentElement && logBody.closest(".table-scroll")
       ? logBody.closest(".table-scroll").scrollTop + logBody.closest(".table-scroll").clientHeight >= logBody.closest(".table-scroll").scrollHeight - 4 : true;
+    const stepName = (i) => {
+      if (i === null || i === undefined) return "–";
+      const st = (r.steps || []).find((x) => x.index === i);
+      return st && st.id ? `${st.id} (#${i})` : `#${i}`;
+    };
     clear(logBody, (r.log || []).map((e) => h("tr", { dataset: { event: e.event } },
-      h("td.num", fmtS(e.t_s)), h("td", e.step === null || e.step === undefined ? "–" : String(e.step)), h("td", e.event),
-      h("td.small", e.fields && typeof e.fields === "object" ? describeSet(e.fields) : (e.fields ?? "")))));
+      h("td.num", fmtS(e.t_s)), h("td", stepName(e.step)), h("td", e.event),
+      h("td.small",
+        e.fields && typeof e.fields === "object" ? describeSet(e.fields) : (e.fields ?? ""),
+        e.kept && Object.keys(e.kept).length ? h("div.muted", `left as changed meanwhile: ${describeSet(e.kept)}`) : "",
+        e.error ? h("div.msg.error", e.error) : ""))));
     if (atBottom && logBody.closest(".table-scroll")) logBody.closest(".table-scroll").scrollTop = 1e9;
     paintVerdict(r);
   }
