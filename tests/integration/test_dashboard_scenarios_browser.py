@@ -9,6 +9,7 @@ build/screenshots/scenarios_*.png (not committed).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -209,6 +210,12 @@ def playing_while(daemon: Daemon, sid: Any, check: Callable[[], Any]) -> Callabl
     return predicate
 
 
+def run_named(daemon: Daemon, sid: Any, name: str) -> bool:
+    """Whether the session's last run is the scenario called *name*."""
+    r = daemon.get(f"/api/sessions/{sid}/scenario")
+    return r.status == 200 and r.json().get("name") == name
+
+
 def step_state(page: Any, index: int) -> str | None:
     """The state the page shows for step *index* of the run."""
     return page.get_attribute(f"#run-steps tr[data-step='{index}']", "data-state")
@@ -328,7 +335,6 @@ def test_scenarios_page_stops_a_run_and_starts_one_on_a_group(daemon: Daemon, pa
     page.fill("#scenario-editor", json.dumps(short))
     page.click("#scenario-start")
     for member in (sid, other):
-        wait_for(lambda m=member: daemon.get(f"/api/sessions/{m}/scenario").json().get("name")
-                 == "group-short", 10, f"the run of member {member}")
+        wait_for(functools.partial(run_named, daemon, member, "group-short"), 10, f"member {member}'s run")
     wait_for(lambda: page.inner_text("#run-members").count("qa-scn-") == 2, 10, "both members listed")
     assert not page.errors.items, page.errors.items

@@ -14,6 +14,7 @@ JUnit XML (junitparser) with one test case per expectation.  About 60 s of wall 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ STEPS = [
              "segment_failure_frequency": 3}},
 ]
 
-LENIENT = {
+LENIENT: dict[str, Any] = {
     "name": "lenient", "seed": 1601, "duration": RUN_SECONDS, "steps": STEPS,
     "expect": [
         {"name": "few stalls", "metric": "stalls", "op": "<=", "value": 1000},
@@ -60,7 +61,7 @@ LENIENT = {
     ],
 }
 
-STRICT = {
+STRICT: dict[str, Any] = {
     "name": "strict", "seed": 1601, "duration": RUN_SECONDS, "steps": STEPS,
     "expect": [
         {"name": "few stalls", "metric": "stalls", "op": "<=", "value": 1000},
@@ -133,8 +134,9 @@ def run_of(daemon: Daemon, sid: Any) -> dict:
     return r.json()
 
 
-def ended(run: dict) -> dict | None:
-    """The run once it is no longer running."""
+def ended_run(daemon: Daemon, sid: Any) -> dict | None:
+    """The session's run once it is no longer running."""
+    run = run_of(daemon, sid)
     return run if run["state"] != "running" else None
 
 
@@ -183,8 +185,8 @@ def test_scenario_verdicts_with_hls_js_playing_through_the_session(daemon: Daemo
                  "the session picked")
         ui.fill("#scenario-editor", json.dumps(LENIENT, indent=2))
         ui.click("#scenario-start")
-        r = daemon.request("POST", f"/api/sessions/{sids['strict']}/scenario", STRICT)
-        assert r.status == 201, r.text
+        resp = daemon.request("POST", f"/api/sessions/{sids['strict']}/scenario", STRICT)
+        assert resp.status == 201, resp.text
         wait_for(lambda: run_of(daemon, sids["lenient"])["state"] == "running", 10, "the lenient run started")
 
         # while it runs: the session JSON carries the run, the page shows the timeline advancing
@@ -199,7 +201,7 @@ def test_scenario_verdicts_with_hls_js_playing_through_the_session(daemon: Daemo
         screenshot(ui, "scenarios_run_live")
 
         # both end with a verdict (the players keep playing and posting meanwhile)
-        runs = {name: wait_for(lambda sid=sid: ended(run_of(daemon, sid)), RUN_SECONDS + 30,
+        runs = {name: wait_for(functools.partial(ended_run, daemon, sid), RUN_SECONDS + 30,
                                f"the {name} run to end")
                 for name, sid in sids.items()}
         ui.wait_for_selector("#verdict-banner", timeout=15000)
