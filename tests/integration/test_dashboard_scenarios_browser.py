@@ -312,6 +312,12 @@ def test_scenarios_page_stops_a_run_and_starts_one_on_a_group(daemon: Daemon, pa
     page.fill("#scenario-editor", json.dumps(long))
     page.click("#scenario-start")
     wait_for(lambda: sget(daemon, sid)["segment_failure_type"] == "503", 10, "the step applied")
+    # the Testing session page says a run drives this session
+    other_page = page.context.new_page()
+    other_page.goto(url(daemon, "session/qa-scn-stop?play=0"))
+    other_page.wait_for_selector("#scenario-banner:not([hidden])")
+    assert "“long” is running" in other_page.inner_text("#scenario-banner")
+    other_page.close()
     # one run at a time: a second start is refused with the reason
     page.click("#scenario-start")
     wait_for(lambda: "already running" in page.inner_text("main"), 10, "the 409 explained")

@@ -769,6 +769,22 @@ export async function mount(root, route) {
     location.hash = "#/sessions";
   }));
 
+  // a scenario running on this session changes its controls on its own timeline
+  const scenarioBanner = h("div.banner.info#scenario-banner", { hidden: true });
+  let scenarioKey = "";
+  ctl.onUpdate((s) => {
+    const run = s.scenario;
+    const key = run ? `${run.id}|${run.state}|${run.current_step}|${run.passed}` : "";
+    if (key === scenarioKey) return;
+    scenarioKey = key;
+    scenarioBanner.hidden = !run;
+    if (!run) return;
+    const open = h("a", { href: link("scenarios", { session: sid }) }, "open it in Scenarios");
+    clear(scenarioBanner, run.state === "running"
+      ? [`Scenario “${run.name}” is running on this session (step ${run.current_step ?? "–"}): it sets and restores controls on its timeline — `, open]
+      : [`Scenario “${run.name}” ${run.state}. `, open, " for the verdict."]);
+  });
+
   const lifeLine = h("span.badge#session-life");
   const keepBox = h("input#session-keep", { type: "checkbox" });
   const keepMsg = errorLine();
@@ -787,7 +803,7 @@ export async function mount(root, route) {
   clear(root,
     pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, lifeLine, keepLabel, harLink, delBtn),
     keepMsg,
-    topMsg, goneBanner,
+    topMsg, goneBanner, scenarioBanner,
     // the fault controls sit beside the player, above the fold at 1280x720
     h("div.session-top",
       h("div.video-col",
