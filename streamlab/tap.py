@@ -22,6 +22,7 @@ from streamlab.api.discovery import DiscoveryApi
 from streamlab.api.jobs import JobsApi
 from streamlab.api.openapi import OpenApiResource
 from streamlab.api.root import ApiRoot
+from streamlab.api.scenarios import mount as mount_scenarios
 from streamlab.api.server import ServerApi
 from streamlab.api.sessions import MOUNTS as SESSION_MOUNTS
 from streamlab.api.sessions import SessionsApi
@@ -40,6 +41,7 @@ from streamlab.media.library import ContentLibrary
 from streamlab.metrics import Metrics, MetricsResource, counting_request_factory
 from streamlab.proxy.service import SessionService
 from streamlab.push.jobs_sse import JobsFeed
+from streamlab.scenario.service import ScenarioService
 from streamlab.shaping.service import ShapingService
 from streamlab.shutdown import GracefulStop, InFlight
 from streamlab.sources.service import SourceService
@@ -160,6 +162,9 @@ def build(config: configmod.Config, reactor: Any) -> StreamlabService:
         svc.api.mount(name, sessions_api)
     shaping.attach(sessions.registry, svc.bus)
     svc.api.mount("nftables", ShapingApi(shaping, sessions.registry).app.resource())
+    scenarios = svc.add("scenarios", ScenarioService(sessions.registry, reactor,
+                                                     origin=lambda: _origin_resource(svc)))
+    mount_scenarios(svc.api, scenarios, sessions_api)  # /api/scenarios, /api/session(s)/{id}/scenario
     svc.root.mount("debug", DebugPage(svc))
     svc.root.mount("dashboard", dashboard_resource())
     metrics.attach_sessions(sessions.registry)
@@ -208,10 +213,16 @@ def makeService(options: Any, reactor: Any = None) -> StreamlabService:  # noqa:
 
 
 def check_config_main(argv: list[str] | None = None) -> int:
-    """``streamlab --check-config [--config PATH]`` console entry point."""
+    """``streamlab --check-config [--config PATH]`` console entry point (``streamlab
+    scenario ...`` is the scenario runner, streamlab.scenario.cli)."""
+    argv = argv if argv is not None else sys.argv[1:]
+    if argv[:1] == ["scenario"]:
+        from streamlab.scenario.cli import main as scenario_main
+
+        return scenario_main(argv[1:])
     opts = Options()
     try:
-        opts.parseOptions(argv if argv is not None else sys.argv[1:])
+        opts.parseOptions(argv)
         cfg = load_config(opts)
     except (usage.UsageError, configmod.ConfigError) as exc:
         print(f"streamlab: config error: {exc}", file=sys.stderr)

@@ -313,6 +313,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
         "POST /api/setup/seed": EMPTY,
         "POST /api/sources/scan-originals": EMPTY,
         "POST /api/content/{name}/generate-byteranges": EMPTY,
+        **_scenario_bodies("request_bodies"),
     }
 
 
@@ -430,7 +431,16 @@ def response_bodies() -> dict[str, dict[str, Any]]:
             _TICKS, properties={**_TICKS["properties"], "duration": S}
         ),
         "DELETE /go-live/api/stop/{worker_id}": _obj({"stopped": S}, ("stopped",)),
+        **_scenario_bodies("response_bodies"),
     }
+
+
+def _scenario_bodies(which: str) -> dict[str, dict[str, Any]]:
+    """The scenario operations' bodies (streamlab.api.scenarios owns them)."""
+    from streamlab.api import scenarios
+
+    bodies: dict[str, dict[str, Any]] = getattr(scenarios, which)()
+    return bodies
 
 
 def multipart_upload(key: str) -> dict[str, Any]:
