@@ -250,6 +250,8 @@ def test_scenarios_page_validates_runs_and_shows_the_verdict(daemon: Daemon, pag
     page.goto(url(daemon, f"scenarios?session={sid}"))
     page.wait_for_selector("#scenario-editor")
     wait_for(lambda: page.input_value("#scenario-target") == f"s:{sid}", 10, "the session picked")
+    page.wait_for_selector("#run-none:not([hidden])")
+    assert not page.errors.items, page.errors.items  # no run yet: nothing asked, nothing failed
 
     # every example validates on the server
     n = page.locator("#scenario-example option").count() - 1
@@ -318,6 +320,7 @@ def test_scenarios_page_stops_a_run_and_starts_one_on_a_group(daemon: Daemon, pa
     other_page.wait_for_selector("#scenario-banner:not([hidden])")
     assert "“long” is running" in other_page.inner_text("#scenario-banner")
     other_page.close()
+    assert not page.errors.items, page.errors.items
     # one run at a time: a second start is refused with the reason
     page.click("#scenario-start")
     wait_for(lambda: "already running" in page.inner_text("main"), 10, "the 409 explained")

@@ -41,6 +41,11 @@ pytestmark = [*browser_marks(), pytest.mark.skipif(
     reason="the scenario engine (streamlab.scenario) is not on this branch")]
 
 RUN_SECONDS = 40
+#: The player page is fulfilled by Playwright (route_player_pages), so it has no server
+#: address: Chromium's Local Network Access checks class it as public and refuse its
+#: requests to 127.0.0.1 (the session port's stream, the main port's metrics API).  A page a
+#: lab serves from its own box has a loopback/private address and is not refused.
+NO_LNA = "--disable-features=LocalNetworkAccessChecks"
 
 STEPS = [
     {"id": "rate-drop", "at": 4, "for": 10, "set": {"nftables_bandwidth_mbps": 0.5}},
@@ -92,7 +97,10 @@ v.addEventListener('waiting', () => {
   if (rec.playingAt !== null && rec.stalledAt === null) { rec.stalls++; rec.stalledAt = performance.now(); }
 });
 const hls = new Hls({lowLatencyMode: false});
-hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) rec.errors.push(d.type + ':' + d.details); });
+hls.on(Hls.Events.ERROR, (e, d) => {
+  if (d.fatal) rec.errors.push(d.type + ':' + d.details + ' ' + (d.response ? d.response.code : '') + ' '
+                              + (d.url || ''));
+});
 hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => {
   if (rec.level !== null && d.level !== rec.level) rec.switches++;
   rec.level = d.level;
@@ -159,7 +167,7 @@ def test_scenario_verdicts_with_hls_js_playing_through_the_session(daemon: Daemo
 
     base = f"http://127.0.0.1:{daemon.port}"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, NO_LNA], headless=True)
         ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
         route_player_pages(ctx, page_for)
         players = {}

@@ -55,6 +55,7 @@ function fmtS(v) {
 
 /** What a summary says that matters for a re-read (not the ticking clocks). */
 function summaryKey(sum) {
+  if (sum === undefined) return "unknown";
   if (!sum) return "none";
   const { elapsed_s: _e, next_step_in_s: _n, ...rest } = sum;
   return JSON.stringify(rest);
@@ -238,6 +239,7 @@ export async function mount(root, route) {
     h("h3", "Verdict"), verdictBox);
   const noRun = h("p.empty#run-none", "No scenario has run on this session yet.");
 
+  let haveSessions = false; // the first snapshot of the sessions feed arrived
   let watched = null; // session id whose run is shown
   let run = null;
   let fetchedAt = 0;
@@ -268,11 +270,19 @@ export async function mount(root, route) {
     if (sid !== watched) {
       watched = sid;
       run = null;
-      lastKey = "";
       runMsg.clear();
       showRun(null);
-      refresh(true);
+      const sum = summaryOf(sid);
+      lastKey = summaryKey(sum);
+      // a live session without a run has nothing to read (its summary says so)
+      if (sum !== null && haveSessions) refresh(true);
     }
+  }
+
+  /** The watched session's run summary from the feed: undefined = not a live session. */
+  function summaryOf(sid) {
+    const me = sessions.find((s) => String(s.session_id) === String(sid));
+    return me ? (me.scenario ?? null) : undefined;
   }
 
   /** Re-reads the watched session's run (one request at a time). */
@@ -473,12 +483,15 @@ export async function mount(root, route) {
   const feed = sse("/api/sessions/stream", {
     sessions(d) {
       sessions = d.sessions || [];
+      haveSessions = true;
       paintTargets();
       if (want.startsWith("g:")) follow();
-      const me = sessions.find((s) => String(s.session_id) === String(watched));
-      const sum = me ? me.scenario : null;
+      const sum = summaryOf(watched);
       const key = summaryKey(sum);
-      if (key !== lastKey) { lastKey = key; refresh(true); } else if ((sum && sum.state === "running") || (run && run.state === "running")) refresh(false);
+      if (key !== lastKey) {
+        lastKey = key;
+        if (sum === null) showRun(null); else refresh(true);
+      } else if ((sum && sum.state === "running") || (run && run.state === "running")) refresh(false);
     },
   });
   cleanups.push(() => feed.close());
