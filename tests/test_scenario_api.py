@@ -5,6 +5,7 @@ JSON's ``scenario`` and the JUnit report checked against the JUnit structure."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -138,6 +139,7 @@ def junit_cases(xml: bytes):
     assert int(suite.get("failures")) == len(failures)
     assert int(suite.get("errors")) == sum(1 for c in cases if c.find("error") is not None)
     float(suite.get("time"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp"))  # the JUnit XSD pattern
     for case in cases:
         assert case.get("name") and case.get("classname")
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}

@@ -246,3 +246,25 @@ def test_verdict_on_metrics_and_the_network_log(lab):
         "requests >= 3": (3, True),                          # segments at 3, 4 and 5 s
         "no request outside the window": (1, False),         # the unfaulted 404
     }, run.verdict
+
+
+def test_the_origins_window_tells_behind_in_and_ahead(lab):
+    """``no_request_outside_window`` asks the origin's live clock about n<N> segments."""
+    from types import SimpleNamespace
+
+    from tests.live_helpers import EPOCH, make_index
+
+    clock, registry, service, session = lab
+    index = make_index()  # 6 s segments
+    origin = SimpleNamespace(library=SimpleNamespace(get=lambda name: index if name == "clip" else None),
+                             epoch=EPOCH, window=36.0)
+    service.origin = lambda: origin
+    now = EPOCH + 600 * 6 + 1.0  # segment 600 in production
+    check = service.window_check
+    assert check("/go-live/clip/video/720p/n600.m4s", now) == "in"
+    assert check("/go-live/clip/video/720p/n601.m4s", now) == "in"       # the next one (preload)
+    assert check("/go-live/clip/video/720p/n602.m4s", now) == "ahead"
+    assert check("/go-live/clip/video/720p/n593.m4s", now) == "in"       # 6 segments of window + 1
+    assert check("/go-live/clip/video/720p/n592.m4s", now) == "behind"
+    assert check("/go-live/clip/video/720p/seg_00001.m4s", now) is None  # old-style: the origin cannot tell
+    assert check("/go-live/other/video/720p/n600.m4s", now) is None

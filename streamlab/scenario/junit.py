@@ -38,7 +38,7 @@ def report(run: Mapping[str, Any]) -> bytes:
     suite = ET.SubElement(suites, "testsuite", name=name, tests=str(len(cases) + errors),
                           failures=str(failures), errors=str(errors), skipped="0",
                           time=f"{run.get('elapsed_s') or 0:.3f}",
-                          timestamp=str(run.get("started_at") or "").removesuffix("Z"),
+                          timestamp=str(run.get("started_at") or "")[:19],  # xs:dateTime, UTC
                           hostname="streamlab", id=str(run.get("id", "")))
     props = ET.SubElement(suite, "properties")
     for key in ("id", "session_id", "seed", "state", "started_at", "ended_at", "duration_s"):

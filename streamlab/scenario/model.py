@@ -33,7 +33,7 @@ MAX_REPEAT = 10000
 MAX_OCCURRENCES = 10000
 """Applications of all steps together (``repeat.times`` summed): bounds a run's timers."""
 MAX_NAME = 200
-ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _ID = re.compile(ID_PATTERN)
 METRIC_PATTERN = r"^[A-Za-z0-9_]{1,115}$"
 _METRIC = re.compile(METRIC_PATTERN)
@@ -217,7 +217,7 @@ def _check_steps(raw: Any, errors: _Errors) -> list[Step]:
         _unknown(item, STEP_KEYS, base, errors)
         sid = item.get("id")
         if sid is not None and (not isinstance(sid, str) or not _ID.match(sid)):
-            errors.add(base + "/id", "must be a name: a letter, then letters, digits, _ . - (max 64)")
+            errors.add(base + "/id", "must be a name: letters, digits, _ . - (not first; max 64)")
             ok = False
         note = item.get("note", "")
         if not isinstance(note, str) or len(note) > 1000:

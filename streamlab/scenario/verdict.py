@@ -83,13 +83,15 @@ def observe_metric(spec: Mapping[str, Any], obs: Observations) -> tuple[float | 
     """``(observed value, detail)`` of a metric expectation."""
     key = _metric_key(str(spec["metric"]))
     agg = spec.get("agg", "last")
-    values = [v for v in (_num(m.get(key)) for _t, m in obs.samples if key in m) if v is not None]
+    # the player's last report before the run still stands: it counts as the first sample
+    reports = ([obs.baseline] if key in obs.baseline else []) + [m for _t, m in obs.samples if key in m]
+    values = [v for v in (_num(m.get(key)) for m in reports) if v is not None]
     if not values and key == "player_metrics_stall_seconds_total":
         derived = _stall_seconds(obs)
         if derived is not None:
             return derived, "derived from player_metrics_state samples"
     if not values:
-        return None, f"the player reported no {key} during the run ({len(obs.samples)} metric posts)"
+        return None, f"the player reported no {key} ({len(obs.samples)} metric posts during the run)"
     if agg == "max":
         value = max(values)
     elif agg == "min":
@@ -99,6 +101,7 @@ def observe_metric(spec: Mapping[str, Any], obs: Observations) -> tuple[float | 
     elif agg == "delta":
         base = _num(obs.baseline.get(key))
         value = values[-1] - (base if base is not None else values[0])
+        return round(value, 6), f"last minus first of {len(values)} values of {key}"
     else:
         value = values[-1]
     return round(value, 6), f"{agg} of {len(values)} samples of {key}"
