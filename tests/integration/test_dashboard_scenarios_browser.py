@@ -10,7 +10,6 @@ build/screenshots/scenarios_*.png (not committed).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import re
 import time
@@ -33,10 +32,6 @@ from tests.integration.dashboard_helpers import (
 from tests.integration.sessions_helpers import create_session, get, stable_seg, wait_item
 
 pytestmark = browser_marks()
-#: the scenario engine (branch scenario-core) is merged separately: until then the
-#: Scenarios page has no API to talk to
-needs_scenarios = pytest.mark.skipif(importlib.util.find_spec("streamlab.scenario") is None,
-                                     reason="the scenario engine (streamlab.scenario) is not on this branch")
 
 PLAYLIST = "/go-live/testclip/playlist_360p.m3u8"
 
@@ -244,7 +239,6 @@ BROKEN = {
 }
 
 
-@needs_scenarios
 def test_scenarios_page_validates_runs_and_shows_the_verdict(daemon: Daemon, page: Any) -> None:
     sid = create_session(daemon, "qa-scn-page")["session_id"]
     page.goto(url(daemon, f"scenarios?session={sid}"))
@@ -303,7 +297,6 @@ def test_scenarios_page_validates_runs_and_shows_the_verdict(daemon: Daemon, pag
     assert not page.errors.items, page.errors.items
 
 
-@needs_scenarios
 def test_scenarios_page_stops_a_run_and_starts_one_on_a_group(daemon: Daemon, page: Any) -> None:
     sid = create_session(daemon, "qa-scn-stop")["session_id"]
     long = {"name": "long", "duration": 120, "steps": [

@@ -15,7 +15,6 @@ JUnit XML (junitparser) with one test case per expectation.  About 60 s of wall 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -36,9 +35,7 @@ from tests.integration.dashboard_helpers import (
 )
 from tests.integration.sessions_helpers import create_session, wait_item
 
-pytestmark = [*browser_marks(), pytest.mark.skipif(
-    importlib.util.find_spec("streamlab.scenario") is None,
-    reason="the scenario engine (streamlab.scenario) is not on this branch")]
+pytestmark = browser_marks()
 
 RUN_SECONDS = 40
 #: The player page is fulfilled by Playwright (route_player_pages), so it has no server
