@@ -256,6 +256,13 @@ def test_scenarios_page_validates_runs_and_shows_the_verdict(daemon: Daemon, pag
         page.click("#scenario-validate")
         wait_for(lambda: page.inner_text("#scenario-validity") == "valid", 10, f"example {i} valid")
 
+    # a scenario file is loaded into the editor
+    page.set_input_files("#scenario-file", files=[{
+        "name": "from-disk.json", "mimeType": "application/json",
+        "buffer": json.dumps({**SHORT, "name": "from-disk"}).encode()}])
+    wait_for(lambda: json.loads(page.input_value("#scenario-editor"))["name"] == "from-disk", 5,
+             "the file loaded")
+
     # every error with its path; Start refuses
     page.fill("#scenario-editor", json.dumps(BROKEN))
     page.click("#scenario-validate")
@@ -312,6 +319,8 @@ def test_scenarios_page_stops_a_run_and_starts_one_on_a_group(daemon: Daemon, pa
     other_page.goto(url(daemon, "session/qa-scn-stop?play=0"))
     other_page.wait_for_selector("#scenario-banner:not([hidden])")
     assert "“long” is running" in other_page.inner_text("#scenario-banner")
+    other_page.goto(url(daemon, "sessions"))  # and the Sessions list
+    other_page.wait_for_selector(f"tr[data-session='{sid}'] a .badge:text('scenario long: running')")
     other_page.close()
     assert not page.errors.items, page.errors.items
     # one run at a time: a second start is refused with the reason
