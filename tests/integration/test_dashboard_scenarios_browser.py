@@ -349,3 +349,21 @@ def test_scenarios_page_stops_a_run_and_starts_one_on_a_group(daemon: Daemon, pa
         wait_for(functools.partial(run_named, daemon, member, "group-short"), 10, f"member {member}'s run")
     wait_for(lambda: page.inner_text("#run-members").count("qa-scn-") == 2, 10, "both members listed")
     assert not page.errors.items, page.errors.items
+
+
+def test_session_page_player_posts_what_scenario_expectations_read(daemon: Daemon, page: Any) -> None:
+    page.goto(url(daemon, ""))
+    if not page.evaluate("() => window.MediaSource !== undefined && "
+                         "MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01E\"')"):
+        pytest.skip("this Chromium build has no H.264 in MediaSource (proprietary codecs missing)")
+    page.goto(url(daemon, "session/qa-scn-metrics?content=testclip&protocol=hls&duration=2s&engine=hls"))
+    page.wait_for_selector("#apply-segment")
+    sid = wait_for(lambda: next((s["session_id"] for s in daemon.get("/api/sessions").json()
+                                 if s["player_id"] == "qa-scn-metrics"), None), 10, "the session")
+    posted = wait_for(lambda: (s := sget(daemon, sid)).get("player_metrics_state") == "playing" and s, 40,
+                      "the page's player to play and post")
+    for key in ("player_metrics_stalls", "player_metrics_stall_seconds_total", "player_metrics_switches",
+                "player_metrics_switches_up", "player_metrics_switches_down"):
+        assert isinstance(posted.get(key), (int, float)), (key, posted.get(key))
+    assert page.inner_text("[data-stat='stall_seconds_total']") != "–"
+    assert not page.errors.items, page.errors.items
