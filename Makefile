@@ -12,7 +12,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the Debian package does (constraints.txt, docs/operations.md).
 SYSTEM_PACKAGES := python3 python3-venv ffmpeg nftables iproute2 chromium fonts-dejavu-core systemd \
                    python3-cryptography python3-openssl python3-service-identity \
-                   python3-bcrypt python3-zope.interface python3-markupsafe \
+                   python3-bcrypt python3-zope.interface python3-markupsafe python3-yaml \
                    debhelper dh-python python3-all dpkg-dev
 # Node.js/npm only when no npm is on PATH (a NodeSource nodejs already bundles npm and
 # conflicts with Debian's npm package).

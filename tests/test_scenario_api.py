@@ -176,3 +176,22 @@ def test_group_runs_one_run_per_member(api):
     assert [registry.get(s).controls.values["nftables_delay_ms"] for s in ("1", "2")] == [0, 0]
     st, body = call(treq, "GET", "/api/session-group/G1/scenario")
     assert st == 200 and len(body["runs"]) == 2
+
+
+def test_a_yaml_body_is_accepted(api):
+    treq, _registry, _clock = api
+    call(treq, "POST", "/api/sessions", {"player_id": "p1"})
+    text = b"name: yaml\nsteps:\n  - at: 1\n    for: 2\n    set: {nftables_delay_ms: 80}\n"
+    resp = treq.request("POST", "http://lab/api/session/1/scenario", data=text,
+                        headers={"Content-Type": "application/yaml"})
+    out = {}
+    resp.addCallback(lambda r: out.__setitem__("code", r.code))
+    treq.flush()
+    assert out["code"] == 201
+    st, run = call(treq, "GET", "/api/session/1/scenario")
+    assert run["name"] == "yaml" and run["scenario"]["steps"][0]["set"] == {"nftables_delay_ms": 80}
+    resp = treq.request("POST", "http://lab/api/scenarios/validate", data=b"a: &x 1\nb: *x\n",
+                        headers={"Content-Type": "text/yaml"})
+    resp.addCallback(lambda r: out.__setitem__("bad", r.code))
+    treq.flush()
+    assert out["bad"] == 400

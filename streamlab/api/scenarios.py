@@ -18,9 +18,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from streamlab.api import errors
-from streamlab.api.jsonio import read_json, respond
+from streamlab.api.jsonio import check_depth, read_body, read_json, respond
 from streamlab.errors import Conflict
-from streamlab.scenario import junit, model
+from streamlab.scenario import junit, loader, model
 from streamlab.scenario import timeline as tl
 from streamlab.scenario.service import ScenarioService
 
@@ -30,8 +30,13 @@ MAX_SCENARIO_BYTES = 1024 * 1024
 
 
 def _scenario_body(request: IRequest) -> Any:
-    """The scenario in the body: the object itself, or ``{"scenario": {...}}``."""
-    body = read_json(request, MAX_SCENARIO_BYTES)
+    """The scenario in the body: the object itself, or ``{"scenario": {...}}``; as JSON,
+    or as YAML with a YAML content type (``application/yaml``, ``text/yaml``)."""
+    if loader.is_yaml(request.getHeader(b"content-type")):
+        body = loader.load_yaml(read_body(request, MAX_SCENARIO_BYTES))
+        check_depth(body)
+    else:
+        body = read_json(request, MAX_SCENARIO_BYTES)
     if isinstance(body, dict) and set(body) == {"scenario"}:
         return body["scenario"]
     return body

@@ -42,11 +42,16 @@ class Client:
             self.headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """``(status, parsed JSON or raw text)``; HTTP error statuses are returned, not raised."""
-        data = json.dumps(body).encode() if body is not None else None
+        """``(status, parsed JSON or raw text)``; HTTP error statuses are returned, not raised.
+        *body* is sent as JSON, or as it is when it is a :class:`Document` (YAML text)."""
         headers = dict(self.headers)
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        if isinstance(body, Document):
+            data: bytes | None = body.text.encode("utf-8")
+            headers["Content-Type"] = body.content_type
+        else:
+            data = json.dumps(body).encode() if body is not None else None
+            if data is not None:
+                headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the user's server
@@ -109,16 +114,31 @@ def _error_text(status: int, body: Any) -> str:
     return f"HTTP {status} {str(body)[:200]}".strip()
 
 
+class Document:
+    """A scenario sent as text (YAML: the server parses it; the runner needs no YAML library)."""
+
+    def __init__(self, text: str, content_type: str) -> None:
+        self.text = text
+        self.content_type = content_type
+
+
 def load_scenario(path: str, stdin: TextIO = sys.stdin) -> Any:
-    """The scenario document in *path* (``-`` = stdin), parsed as JSON."""
+    """The scenario in *path* (``-`` = stdin): parsed JSON, or a YAML :class:`Document`
+    for ``.yaml``/``.yml`` files."""
     try:
-        text = stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if path.lower().endswith((".yaml", ".yml")):
+        return Document(text, "application/yaml")
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise CliError(f"{path} is not JSON: {exc}") from None
+        raise CliError(f"{path} is not JSON (YAML files end in .yaml or .yml): {exc}") from None
 
 
 def _fmt(value: Any) -> str:
@@ -183,9 +203,11 @@ class Runner:
         self._printed = 0
 
     def say(self, text: str) -> None:
+        """Print a line of progress or result."""
         print(text, file=self.out, flush=True)
 
     def validate(self, scenario: Any) -> dict[str, Any]:
+        """The server's validation answer; every error printed and CliError when invalid."""
         status, body = self.client.call("POST", "/api/scenarios/validate", scenario)
         if status == 400 and isinstance(body, dict) and body.get("errors"):
             for e in body["errors"]:
@@ -196,24 +218,28 @@ class Runner:
         return body
 
     def session(self, player_id: str) -> dict[str, Any]:
+        """The session of *player_id* (created when it has none yet)."""
         status, body = self.client.call("POST", "/api/sessions", {"player_id": player_id})
         if status not in (200, 201) or not isinstance(body, dict):
             raise CliError(f"finding the session of {player_id!r}: {_error_text(status, body)}")
         return body
 
     def start(self, sid: str, scenario: Any) -> dict[str, Any]:
+        """Start the run on session *sid*; the run JSON."""
         status, body = self.client.call("POST", f"/api/sessions/{urllib.parse.quote(sid)}/scenario", scenario)
         if status != 201 or not isinstance(body, dict):
             raise CliError(f"starting the run: {_error_text(status, body)}")
         return body
 
     def fetch(self, sid: str) -> dict[str, Any]:
+        """The session's current (last) run."""
         status, body = self.client.call("GET", f"/api/sessions/{urllib.parse.quote(sid)}/scenario")
         if status != 200 or not isinstance(body, dict):
             raise CliError(f"reading the run: {_error_text(status, body)}")
         return body
 
     def show_log(self, run: dict[str, Any]) -> None:
+        """Print the run-log entries not printed yet."""
         entries = run.get("log", [])
         for entry in entries[self._printed:]:
             self.say(log_line(entry))

@@ -72,7 +72,7 @@ def _control_file(deb: Path, name: str) -> str:
 
 # Debian's compiled modules the venv relies on (constraints.txt names them too).
 DEBIAN_COMPILED = ("python3-cryptography", "python3-openssl", "python3-service-identity",
-                   "python3-bcrypt", "python3-zope.interface", "python3-markupsafe")
+                   "python3-bcrypt", "python3-zope.interface", "python3-markupsafe", "python3-yaml")
 
 
 def test_file_name_and_control_fields(deb: Path) -> None:
