@@ -192,7 +192,8 @@ def test_scenario_verdicts_with_hls_js_playing_through_the_session(daemon: Daemo
         ui.click("#scenario-start")
         resp = daemon.request("POST", f"/api/sessions/{sids['strict']}/scenario", STRICT)
         assert resp.status == 201, resp.text
-        wait_for(lambda: run_of(daemon, sids["lenient"])["state"] == "running", 10, "the lenient run started")
+        wait_for(lambda: "Started lenient" in ui.inner_text("main"), 15, "the page to start the lenient run")
+        assert run_of(daemon, sids["lenient"])["state"] == "running"
 
         # while it runs: the session JSON carries the run, the page shows the timeline advancing
         ui.wait_for_selector("#run-steps tr[data-step='0'][data-state='active']", timeout=15000)
