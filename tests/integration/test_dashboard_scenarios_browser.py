@@ -230,6 +230,16 @@ SHORT = {
     ],
 }
 
+YAML_SCENARIO = """name: yaml-one
+duration: 4
+steps:
+  - id: slow
+    at: 1
+    for: 2
+    set:
+      nftables_delay_ms: 40
+"""
+
 BROKEN = {
     "name": "broken",
     "steps": [
@@ -262,6 +272,17 @@ def test_scenarios_page_validates_runs_and_shows_the_verdict(daemon: Daemon, pag
         "buffer": json.dumps({**SHORT, "name": "from-disk"}).encode()}])
     wait_for(lambda: json.loads(page.input_value("#scenario-editor"))["name"] == "from-disk", 5,
              "the file loaded")
+
+    # ... or a YAML one, sent as YAML: the server validates it
+    page.set_input_files("#scenario-file", files=[{
+        "name": "from-disk.yaml", "mimeType": "application/yaml", "buffer": YAML_SCENARIO.encode()}])
+    wait_for(lambda: page.input_value("#scenario-editor").startswith("name: yaml-one"), 5, "the YAML loaded")
+    page.click("#scenario-validate")
+    wait_for(lambda: page.inner_text("#scenario-validity") == "valid", 10, "the YAML valid")
+    page.fill("#scenario-editor", YAML_SCENARIO.replace("at: 1", "at: -1"))
+    page.click("#scenario-validate")
+    wait_for(lambda: "/steps/0/at" in page.inner_text("#scenario-errors"), 10, "the YAML error's path")
+    page.errors.clear()  # the browser logs the 400 answer itself
 
     # every error with its path; Start refuses
     page.fill("#scenario-editor", json.dumps(BROKEN))

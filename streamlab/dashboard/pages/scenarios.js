@@ -16,6 +16,12 @@ import { EXAMPLES } from "../js/scenario-examples.js";
 const DRAFT_KEY = "streamlab.scenario.draft";
 const STATE_KIND = { running: "info", passed: "ok", failed: "error", stopped: "muted", error: "error", pending: "muted", active: "info", done: "ok" };
 
+/** Whether the editor holds YAML rather than JSON (a JSON scenario starts with "{"). */
+export function isYaml(text) {
+  const t = String(text || "").trimStart();
+  return t !== "" && !t.startsWith("{") && !t.startsWith("[");
+}
+
 /** "/steps/2/set" style path of a validation error (the API's, or "" for the whole document). */
 function errorPath(e) {
   const p = e.path ?? e.pointer ?? e.loc ?? "";
@@ -82,11 +88,17 @@ export async function mount(root, route) {
     setEditor(JSON.stringify(ex.scenario, null, 2));
     examples.value = "";
   });
-  const fileInput = h("input#scenario-file", { type: "file", accept: ".json,application/json" });
+  const fileInput = h("input#scenario-file", { type: "file", accept: ".json,.yaml,.yml,application/json,application/yaml,text/yaml" });
   fileInput.addEventListener("change", async () => {
     const f = fileInput.files && fileInput.files[0];
     if (!f) return;
     const text = await f.text();
+    if (/\.ya?ml$/i.test(f.name)) {
+      setEditor(text);
+      editorMsg.ok(`Loaded ${f.name} (YAML: sent as written, the server reads it).`);
+      fileInput.value = "";
+      return;
+    }
     try {
       setEditor(JSON.stringify(JSON.parse(text), null, 2));
       editorMsg.ok(`Loaded ${f.name}.`);
@@ -99,14 +111,18 @@ export async function mount(root, route) {
   const download = h("button.small", { type: "button" }, "Save to file");
   download.addEventListener("click", () => {
     let name = "scenario";
-    try { name = JSON.parse(editor.value).name || name; } catch (e) { /* keep the default name */ }
-    const a = h("a", { href: URL.createObjectURL(new Blob([editor.value], { type: "application/json" })), download: `${name}.json` });
+    const yaml = isYaml(editor.value);
+    if (yaml) name = (/^name:\s*["']?([^"'\n]+)/m.exec(editor.value) || [])[1] || name;
+    else try { name = JSON.parse(editor.value).name || name; } catch (e) { /* keep the default name */ }
+    const type = yaml ? "application/yaml" : "application/json";
+    const a = h("a", { href: URL.createObjectURL(new Blob([editor.value], { type })), download: `${String(name).trim()}.${yaml ? "yaml" : "json"}` });
     document.body.append(a);
     a.click();
     a.remove();
   });
   const format = h("button.small", { type: "button" }, "Format");
   format.addEventListener("click", () => {
+    if (isYaml(editor.value)) { editorMsg.info("Format works on JSON; YAML is sent as written."); return; }
     const doc = parseEditor();
     if (doc !== undefined) setEditor(JSON.stringify(doc, null, 2));
   });
@@ -137,10 +153,19 @@ export async function mount(root, route) {
     }
   }
 
+  /**
+   * What to send: the parsed JSON document, or the YAML text as a Blob typed
+   * application/yaml (the server reads YAML); undefined when the JSON does not parse.
+   */
+  function editorBody() {
+    if (isYaml(editor.value)) return new Blob([editor.value], { type: "application/yaml" });
+    return parseEditor();
+  }
+
   /** Validates on the server; true when valid (errors shown otherwise). */
   async function validate() {
     editorMsg.clear();
-    const doc = parseEditor();
+    const doc = editorBody();
     if (doc === undefined) return false;
     try {
       const r = await post("/api/scenarios/validate", doc);
@@ -190,14 +215,14 @@ export async function mount(root, route) {
   startBtn.addEventListener("click", () => guarded(startMsg, startBtn, async () => {
     if (!want) { startMsg.show("Pick a session (open a testing session first)."); return; }
     if (!(await validate())) { startMsg.show("Not started: the scenario has errors (listed under the editor)."); return; }
-    const doc = JSON.parse(editor.value);
+    const doc = editorBody();
     const id = want.slice(2);
     try {
       const r = want.startsWith("g:")
         ? await post(`/api/session-group/${enc(id)}/scenario`, doc)
         : await post(`/api/sessions/${enc(id)}/scenario`, doc);
       const runs = Array.isArray(r && r.runs) ? r.runs : [r];
-      startMsg.ok(`Started ${doc.name || "the scenario"} on ${runs.length > 1 ? `${runs.length} sessions` : `session ${runs[0] && runs[0].session_id !== undefined ? runs[0].session_id : id}`}.`);
+      startMsg.ok(`Started ${(runs[0] && runs[0].name) || "the scenario"} on ${runs.length > 1 ? `${runs.length} sessions` : `session ${runs[0] && runs[0].session_id !== undefined ? runs[0].session_id : id}`}.`);
       if (runs[0] && runs[0].steps) showRun(runs[0]);
       refresh(true);
     } catch (err) {
@@ -471,6 +496,7 @@ export async function mount(root, route) {
       card("Scenario",
         h("div.controls-row", examples, h("label.button.small.file", "Load file… ", fileInput), format, download),
         editor,
+        h("small.hint", "JSON, or the same document in YAML (sent as application/yaml). docs/scenarios.md describes the format."),
         h("div.row", validateBtn, validity),
         errorsBox, editorMsg),
       card("Run it",
