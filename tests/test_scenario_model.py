@@ -146,3 +146,17 @@ def test_from_restored_needs_a_step_with_for():
                              "expect": [{"kind": "recover_top_within", "after_step": "a", "seconds": 5,
                                          "from": "restored"}]})
     assert errors == [{"path": "/expect/0/from", "message": "step a has no for: it is never restored"}]
+
+
+def test_the_documented_example_is_valid_and_is_the_schemas_example():
+    import json
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "scenarios.md").read_text()
+    first = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))
+    assert first == model.EXAMPLE
+    assert model.validate(first) == []
+    schema = model.json_schema()
+    assert schema["examples"] == [first]
+    assert list(Draft202012Validator(schema).iter_errors(first)) == []

@@ -464,6 +464,30 @@ def parse(raw: Any) -> Scenario:
 
 # --------------------------------------------------------------------------- schema
 
+EXAMPLE: dict[str, Any] = {
+    "name": "rate drop and segment 404s",
+    "seed": 1234,
+    "steps": [
+        {"id": "top-gone", "at": 5, "for": 20, "set": {"manifest_fault_type": "variant_removed"}},
+        {"id": "rate-drop", "after": "top-gone", "for": 30,
+         "set": {"nftables_bandwidth_mbps": 1.5, "nftables_delay_ms": 40}},
+        {"id": "404s", "after": "rate-drop", "delay": 5, "for": 20,
+         "set": {"segment_failure_type": "404", "segment_failure_mode": "requests",
+                 "segment_consecutive_failures": 1, "segment_failure_frequency": 5}},
+        {"id": "stale", "at": 10, "repeat": {"every": 15, "times": 3},
+         "set": {"manifest_fault_type": "stale_playlist", "manifest_fault_value": 4}},
+    ],
+    "expect": [
+        {"metric": "stalls", "op": "<=", "value": 1, "agg": "delta"},
+        {"metric": "stall_seconds_total", "op": "<", "value": 3},
+        {"kind": "switch_down_within", "after_step": "rate-drop", "seconds": 10},
+        {"kind": "recover_top_within", "after_step": "rate-drop", "from": "restored", "seconds": 30},
+        {"kind": "no_request_outside_window"},
+        {"kind": "requests", "match": {"request_kind": "segment", "status": 404}, "op": ">=", "value": 1},
+    ],
+}
+"""The complete example of docs/scenarios.md (also the schema's ``examples``)."""
+
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a scenario; ``set`` is the PATCH ``set`` schema
@@ -517,6 +541,7 @@ def json_schema() -> dict[str, Any]:
         "$id": "https://streamlab.local/api/scenarios/schema",
         "title": "streamlab scenario",
         "description": "A timeline of session-control changes with expectations (docs/scenarios.md).",
+        "examples": [EXAMPLE],
         "type": "object", "additionalProperties": False, "required": ["steps"],
         "properties": {
             "name": name,
