@@ -103,7 +103,7 @@ def test_etag_revalidation_answers_304(site_dir: str) -> None:
 def test_package_data_has_every_page() -> None:
     pages = sorted(os.listdir(os.path.join(DASHBOARD_DIR, "pages")))
     assert pages == ["content.js", "home.js", "jobs.js", "monitor.js", "mosaic.js", "playback.js",
-                     "server.js", "session.js", "sessions.js", "sources.js"]
+                     "scenarios.js", "server.js", "session.js", "sessions.js", "sources.js"]
     with open(os.path.join(DASHBOARD_DIR, "js", "app.js"), encoding="utf-8") as fh:
         app = fh.read()
     for page in pages:

@@ -16,6 +16,7 @@ const PAGES = [
   { path: "playback", label: "Playback", module: "../pages/playback.js" },
   { path: "mosaic", label: "Mosaic", module: "../pages/mosaic.js" },
   { path: "session", label: "Testing session", module: "../pages/session.js" },
+  { path: "scenarios", label: "Scenarios", module: "../pages/scenarios.js" },
   { path: "sessions", label: "Sessions", module: "../pages/sessions.js" },
   { path: "monitor", label: "Monitor", module: "../pages/monitor.js" },
   { path: "server", label: "Server", module: "../pages/server.js" },

@@ -95,20 +95,38 @@ function bufferAhead(video) {
  * Starts playing *url* in *video* with *engine*.  Options: lowLatency (bool),
  * onError(message, fatal), onEvent(name).  Resolves to
  * {engine, destroy(), stats() -> {bitrate_mbps, buffer_s, playhead_s, state, resolution,
- * latency_s, playhead_wallclock_ms, dropped_frames, stalls}}.
+ * latency_s, playhead_wallclock_ms, dropped_frames, stalls, stall_seconds_total, switches,
+ * switches_up, switches_down}}.  A stall is a "waiting" after the first "playing" (start-up
+ * buffering is not one); it lasts until the next "playing".  A switch is a change of the
+ * video rendition the engine plays (up = to a higher bitrate).
  */
 export async function createPlayer(video, url, options = {}) {
   const engine = options.engine || "hls";
   const onError = options.onError || (() => {});
   const lowLatency = options.lowLatency !== false;
   let stalls = 0;
+  let stallSeconds = 0;
+  let stalledAt = null; // performance.now() when the current stall began
+  let switchesUp = 0;
+  let switchesDown = 0;
+  let lastRate = null; // bitrate (bps) of the rendition playing now
+  const rendition = (bps) => {
+    if (!bps) return;
+    if (lastRate !== null && bps !== lastRate) { if (bps > lastRate) switchesUp += 1; else switchesDown += 1; }
+    lastRate = bps;
+  };
   let started = false; // the first "playing": buffering before it is start-up, not a stall
   let lastError = "";
   let destroyed = false;
   const listeners = [];
   const on = (name, fn) => { video.addEventListener(name, fn); listeners.push([name, fn]); };
-  on("playing", () => { started = true; });
-  on("waiting", () => { if (started && !video.seeking) stalls += 1; });
+  on("playing", () => {
+    started = true;
+    if (stalledAt !== null) { stallSeconds += (performance.now() - stalledAt) / 1000; stalledAt = null; }
+  });
+  on("waiting", () => {
+    if (started && !video.seeking && stalledAt === null) { stalls += 1; stalledAt = performance.now(); }
+  });
   on("error", () => {
     const e = video.error;
     if (e && !destroyed) {
@@ -132,6 +150,10 @@ export async function createPlayer(video, url, options = {}) {
       if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
       else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => {
+      const lvl = hls.levels && hls.levels[data.level];
+      rendition(lvl && lvl.bitrate);
+    });
     hls.loadSource(url);
     hls.attachMedia(video);
     impl = {
@@ -152,6 +174,13 @@ export async function createPlayer(video, url, options = {}) {
       const msg = `dash.js error ${err && err.code !== undefined ? err.code : ""} ${err && err.message ? err.message : ""}`.trim();
       lastError = msg;
       onError(msg, true);
+    });
+    player.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => {
+      if (e.mediaType !== "video") return;
+      try {
+        const rep = player.getCurrentRepresentationForType && player.getCurrentRepresentationForType("video");
+        rendition(rep && rep.bandwidth);
+      } catch (err) { /* not ready */ }
     });
     player.initialize(video, url, true);
     impl = {
@@ -175,6 +204,9 @@ export async function createPlayer(video, url, options = {}) {
     const player = new shaka.Player();
     await player.attach(video);
     player.configure({ streaming: { lowLatencyMode: lowLatency } });
+    player.addEventListener("adaptation", () => {
+      try { const s = player.getStats(); rendition(s.streamBandwidth); } catch (e) { /* not ready */ }
+    });
     player.addEventListener("error", (ev) => {
       const d = ev.detail || {};
       lastError = `shaka error ${d.code || ""}`;
@@ -230,6 +262,10 @@ export async function createPlayer(video, url, options = {}) {
         playhead_wallclock_ms: impl.wallclock(),
         dropped_frames: q ? q.droppedVideoFrames : null,
         stalls,
+        stall_seconds_total: +(stallSeconds + (stalledAt !== null ? (performance.now() - stalledAt) / 1000 : 0)).toFixed(3),
+        switches: switchesUp + switchesDown,
+        switches_up: switchesUp,
+        switches_down: switchesDown,
         error: lastError,
       };
     },

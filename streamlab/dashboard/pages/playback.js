@@ -10,11 +10,13 @@ export function statsTable() {
   const cells = {};
   const names = [["state", "State"], ["playhead", "Playhead"], ["buffer_s", "Buffer (s)"],
     ["bitrate_mbps", "Bitrate (Mbps)"], ["resolution", "Resolution"], ["latency_s", "Live latency (s)"],
-    ["stalls", "Stalls (after start-up)"], ["dropped_frames", "Dropped frames"]];
+    ["stalls", "Stalls (after start-up)"], ["stall_seconds_total", "Stall time (s)"], ["switches", "Rendition switches"],
+    ["dropped_frames", "Dropped frames"]];
   const el = h("dl.kv.stats", names.map(([k, label]) => [h("dt", label), cells[k] = h("dd", { dataset: { stat: k } }, "–")]));
   el.update = (s) => {
     for (const [k] of names) {
-      const v = k === "playhead" ? describePlayhead(s) : s[k];
+      let v = k === "playhead" ? describePlayhead(s) : s[k];
+      if (k === "switches" && typeof v === "number" && v > 0) v = `${v} (${s.switches_down} down, ${s.switches_up} up)`;
       cells[k].textContent = typeof v === "number" ? fmtNum(v, 2) : (v || (v === 0 ? "0" : "–"));
     }
   };

@@ -35,7 +35,48 @@ const FAULT_TYPES = [
 const MODES = [["requests", "requests (C faults, then clean until F)"], ["seconds", "seconds (fault C s every F s)"],
   ["failures_per_seconds", "failures per seconds (C per F s window)"]];
 const HTTP_TABS = [["all", "All"], ["segment", "Segment"], ["manifest", "Manifest"], ["master_manifest", "Master"]];
-const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`, `${p}_failure_urls`];
+const RULE_FIELDS = (p) => [`${p}_failure_type`, `${p}_failure_mode`, `${p}_consecutive_failures`, `${p}_failure_frequency`,
+  `${p}_failure_probability`, `${p}_failure_urls`];
+
+// Manifest faults (docs/manifest-faults.md): [type, label, group, what the value means, its default]
+export const MANIFEST_FAULTS = [
+  ["none", "none (disarmed)", "", null, null],
+  ["stale_playlist", "stale playlist (live edge stops, still 200)", "HLS media playlists", "seconds frozen", 10],
+  ["sequence_jump", "media sequence jumps forward", "HLS media playlists", "sequence numbers added", 10],
+  ["sequence_regression", "media sequence goes back", "HLS media playlists", "sequence numbers taken away", 3],
+  ["remove_segment", "a segment is missing", "HLS media playlists", null, null],
+  ["duplicate_segment", "a segment is listed twice", "HLS media playlists", null, null],
+  ["gap_segments", "EXT-X-GAP segments", "HLS media playlists", "segments marked as gaps", 1],
+  ["wrong_extinf", "wrong #EXTINF duration", "HLS media playlists", "seconds (0 = twice the real one)", 0],
+  ["missing_extinf", "missing #EXTINF", "HLS media playlists", null, null],
+  ["wrong_targetduration", "TARGETDURATION too small", "HLS media playlists", "value (0 = half the real one)", 0],
+  ["missing_discontinuity", "discontinuity without its tag", "HLS media playlists", null, null],
+  ["pdt_drift", "PROGRAM-DATE-TIME drifts", "HLS media playlists", "seconds of drift per minute", 10],
+  ["variant_removed", "a variant disappears from the master", "Master (HLS and DASH)", null, null],
+  ["mpd_publish_time_frozen", "MPD publishTime stops advancing", "DASH MPDs", null, null],
+  ["mpd_ast_jump", "MPD availabilityStartTime jumps", "DASH MPDs", "seconds later", 10],
+];
+const MANIFEST_FAULT_FIELDS = ["manifest_fault_type", "manifest_fault_value", "manifest_fault_variants"];
+
+/** A <select> of the manifest fault types, grouped by what they apply to. */
+function manifestFaultSelect() {
+  const sel = h("select", { name: "manifest_fault_type" });
+  const groups = new Map();
+  for (const [value, label, group] of MANIFEST_FAULTS) {
+    const opt = h("option", { value }, label);
+    if (!group) { sel.append(opt); continue; }
+    if (!groups.has(group)) { groups.set(group, h("optgroup", { label: group })); sel.append(groups.get(group)); }
+    groups.get(group).append(opt);
+  }
+  return sel;
+}
+
+/** What the value of a manifest fault means ("seconds frozen · 0 = 10"), or null when unused. */
+export function manifestValueHint(type) {
+  const f = MANIFEST_FAULTS.find((x) => x[0] === type);
+  if (!f || !f[3]) return null;
+  return f[4] ? `${f[3]} · 0 = ${f[4]}` : f[3];
+}
 
 
 const KIND_OF_PREFIX = { segment: "segment", manifest: "manifest", master_manifest: "master_manifest" };
@@ -62,6 +103,7 @@ export function expectedFaults(prefix, rule, entries, now) {
   if (!n) return `No ${what} in the last minute: the rate of faults depends on the player (an LL-HLS player makes about 10 segment requests a second — every part counts).`;
   const rate = `Now ~${n} ${what}/min${parts > n / 2 ? " (LL-HLS: every part, audio and video, is a request)" : ""}`;
   if (!rule.type || rule.type === "none") return `${rate}.`;
+  if (rule.p > 0) return `${rate} → with probability ${rule.p} this rule fires about ${Math.round(n * rule.p)} times a minute (if every request is in scope), drawn from the session seed.`;
   const c = Math.max(0, rule.c || 0);
   const f = Math.max(0, rule.f || 0);
   let perMin;
@@ -211,6 +253,10 @@ export async function mount(root, route) {
       player_metrics_playhead_wallclock_ms: s.playhead_wallclock_ms,
       player_metrics_dropped_frames: s.dropped_frames,
       player_metrics_stalls: s.stalls,
+      player_metrics_stall_seconds_total: s.stall_seconds_total,
+      player_metrics_switches: s.switches,
+      player_metrics_switches_up: s.switches_up,
+      player_metrics_switches_down: s.switches_down,
       player_metrics_error: s.error,
     };
     for (const k of Object.keys(set)) if (set[k] === null || set[k] === undefined) delete set[k];
@@ -277,6 +323,7 @@ export async function mount(root, route) {
     const mode = select(`${p}_failure_mode`, MODES, "requests");
     const cons = h("input", { type: "number", min: "0", step: "any", value: "1" });
     const freq = h("input", { type: "number", min: "0", step: "any", value: "10" });
+    const prob = h("input", { type: "number", min: "0", max: "1", step: "0.05", value: "0" });
     const urls = h("input", { type: "text", placeholder: "All (empty) — or variants, file names, path parts, audio" });
     const variants = h("div.variants.small");
     const cLabel = h("span.label");
@@ -293,6 +340,7 @@ export async function mount(root, route) {
         f("Timing mode", mode, `${p}_failure_mode`),
         f(cLabel, cons, `${p}_consecutive_failures`, "0 = every matching request"),
         f(fLabel, freq, `${p}_failure_frequency`, "0 = one shot, then disarm"),
+        f("Probability (0–1)", prob, `${p}_failure_probability`, "0 = use C / F; above 0 each matching request faults with this chance, drawn from the seed"),
         h("label.field.wide", h("span.label", "Scope (URLs)"), urls, ctl.bind(`${p}_failure_urls`, urls, "list"), variants)),
       expect,
       h("div.row", apply, disarm, count), msg);
@@ -304,10 +352,10 @@ export async function mount(root, route) {
       if (!force && now - expectAt < 1000) return;
       expectAt = now;
       expect.textContent = expectedFaults(p, {
-        type: type.value, mode: mode.value, c: Number(cons.value), f: Number(freq.value),
+        type: type.value, mode: mode.value, c: Number(cons.value), f: Number(freq.value), p: Number(prob.value),
       }, netlogRef ? netlogRef.entries() : [], now);
     };
-    for (const el of [type, mode, cons, freq]) el.addEventListener("input", () => paintExpect(true));
+    for (const el of [type, mode, cons, freq, prob]) el.addEventListener("input", () => paintExpect(true));
     // Re-binding the same field twice would register duplicates; f() above already bound
     // every control except urls, which is bound in the wide label.
     mode.addEventListener("change", () => unitLabels(p, cLabel, fLabel));
@@ -435,6 +483,87 @@ export async function mount(root, route) {
     ctl.onUpdate(() => paintAllowed());
     addTab("content", "Content", panel);
   }
+
+  // manifest faults tab: faults in the text of the playlists / MPDs (docs/manifest-faults.md)
+  {
+    const msg = errorLine();
+    const type = manifestFaultSelect();
+    const value = h("input#manifest-fault-value", { type: "number", min: "0", max: "86400", step: "any", value: "0" });
+    const valueHint = h("small.hint");
+    const variants = h("input#manifest-fault-variants", { type: "text", placeholder: "empty = the top rung" });
+    const chips = h("div.variants.small");
+    const variantsField = h("label.field.wide", h("span.label", "Variants to remove"), variants,
+      ctl.bind("manifest_fault_variants", variants, "list"), chips,
+      h("small.hint", "URIs, file names or rung ids; the last rung is never removed"));
+    const status = h("div.muted#manifest-fault-status");
+    const apply = h("button.primary#apply-manifest-fault", { type: "button" }, "Apply");
+    const rearm = h("button#rearm-manifest-fault", { type: "button", title: "Send the same values again: the fault's memory (arm time, target segment, frozen playlist) starts over" }, "Re-arm");
+    const disarm = h("button#disarm-manifest-fault", { type: "button" }, "Disarm");
+    const paintValue = () => {
+      const hint = manifestValueHint(type.value);
+      value.disabled = !hint;
+      valueHint.textContent = hint || "not used by this fault";
+      variantsField.hidden = type.value !== "variant_removed";
+    };
+    type.addEventListener("change", paintValue);
+    apply.addEventListener("click", () => guarded(null, apply, () => ctl.send(MANIFEST_FAULT_FIELDS, msg, { label: "Manifest fault" })));
+    rearm.addEventListener("click", () => guarded(null, rearm, () => ctl.send(MANIFEST_FAULT_FIELDS, msg, { always: true, label: "Manifest fault re-armed; it" })));
+    disarm.addEventListener("click", () => guarded(null, disarm, async () => {
+      const s = await ctl.send(["manifest_fault_type"], msg, { values: { manifest_fault_type: "none" }, label: "Disarm" });
+      if (!s) return;
+      // an unsent edit of the value or the variants is dropped with the fault
+      for (const f of MANIFEST_FAULT_FIELDS) ctl.settle(f);
+      ctl.clearErrors(MANIFEST_FAULT_FIELDS);
+      ctl.update(s, { force: MANIFEST_FAULT_FIELDS });
+    }));
+    const panel = h("div.tab-panel", { dataset: { panel: "manifest_fault" } },
+      h("p.muted", "Breaks the text of the playlists and MPDs this session serves (200 answers): a live edge that stops, a sequence that jumps, a missing segment… Only this session; rewritten answers are flagged in the network log."),
+      h("div.form-grid",
+        h("label.field", h("span.label", "Manifest fault"), type, ctl.bind("manifest_fault_type", type)),
+        h("label.field", h("span.label", "Value"), value, ctl.bind("manifest_fault_value", value, "number"), valueHint),
+        variantsField),
+      h("div.row", apply, rearm, disarm), status, msg);
+    ctl.onUpdate((s) => {
+      paintValue();
+      const t = s.manifest_fault_type;
+      const armed = t && t !== "none";
+      tabs.get("manifest_fault").button.classList.toggle("armed", !!armed);
+      panel.classList.toggle("armed", !!armed);
+      status.textContent = armed
+        ? `Armed: ${t}${manifestValueHint(t) ? ` (value ${fmtNum(s.manifest_fault_value)})` : ""} · answers rewritten so far: ${s[`fault_count_${t}`] || 0}`
+        : "No manifest fault armed.";
+      const vs = (s.manifest_variants || []).map((v) => v.url.split("/").pop());
+      const key = JSON.stringify(vs);
+      if (chips.dataset.key !== key) {
+        chips.dataset.key = key;
+        clear(chips, vs.length ? "Add: " : h("span.muted", "The ladder is known after the player's first master request."), vs.map((v) => {
+          const b = h("button.chip.small", { type: "button" }, v);
+          b.addEventListener("click", () => {
+            const cur = variants.value.split(",").map((x) => x.trim()).filter(Boolean);
+            if (!cur.includes(v)) cur.push(v);
+            variants.value = cur.join(", ");
+            variants.dispatchEvent(new Event("input"));
+          });
+          return b;
+        }));
+      }
+    });
+    addTab("manifest_fault", "Manifest faults", panel);
+  }
+
+  // the session's random seed: every probability fault draws from it (replayable runs)
+  const seedRow = (() => {
+    const msg = errorLine();
+    const seed = h("input#session-seed", { type: "number", min: "0", max: String(2 ** 31 - 1), step: "1" });
+    const set = h("button.small#apply-seed", { type: "button", title: "Setting the seed (even to the same value) restarts every probability fault's draws: the same requests fault again" }, "Set seed");
+    const fresh = h("button.small", { type: "button" }, "New random seed");
+    set.addEventListener("click", () => guarded(null, set, () => ctl.send(["seed"], msg, { always: true, label: "Seed" })));
+    fresh.addEventListener("click", () => guarded(null, fresh, () => ctl.send(["seed"], msg, { values: { seed: Math.floor(Math.random() * 2 ** 31) }, label: "New seed" })));
+    return h("div.seed-row",
+      h("div.row", h("label.inline", "Random seed ", seed), ctl.bind("seed", seed, "number"), set, fresh,
+        h("small.hint", "probability faults draw from it: the same seed replays the same faults")),
+      msg);
+  })();
 
   // ------------------------------------------------------------------ timeouts
   const timeoutsCard = (() => {
@@ -640,6 +769,22 @@ export async function mount(root, route) {
     location.hash = "#/sessions";
   }));
 
+  // a scenario running on this session changes its controls on its own timeline
+  const scenarioBanner = h("div.banner.info#scenario-banner", { hidden: true });
+  let scenarioKey = "";
+  ctl.onUpdate((s) => {
+    const run = s.scenario;
+    const key = run ? `${run.id}|${run.state}|${run.current_step}|${run.passed}` : "";
+    if (key === scenarioKey) return;
+    scenarioKey = key;
+    scenarioBanner.hidden = !run;
+    if (!run) return;
+    const open = h("a", { href: link("scenarios", { session: sid }) }, "open it in Scenarios");
+    clear(scenarioBanner, run.state === "running"
+      ? [`Scenario “${run.name}” is running on this session (step ${run.current_step ?? "–"}): it sets and restores controls on its timeline — `, open]
+      : [`Scenario “${run.name}” ${run.state}. `, open, " for the verdict."]);
+  });
+
   const lifeLine = h("span.badge#session-life");
   const keepBox = h("input#session-keep", { type: "checkbox" });
   const keepMsg = errorLine();
@@ -658,13 +803,13 @@ export async function mount(root, route) {
   clear(root,
     pageHeader(`Session · ${playerId}`, `session #${sid} on port ${session.x_forwarded_port_external}`, lifeLine, keepLabel, harLink, delBtn),
     keepMsg,
-    topMsg, goneBanner,
+    topMsg, goneBanner, scenarioBanner,
     // the fault controls sit beside the player, above the fold at 1280x720
     h("div.session-top",
       h("div.video-col",
         h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", engine), restart, stopBtn),
         h("div.video-wrap", video), vControls, urlLine),
-      h("section.card#faults-card", h("h2", "Faults"), allBanner, tabBar, tabBody)),
+      h("section.card#faults-card", h("h2", "Faults"), allBanner, tabBar, tabBody, seedRow)),
     h("div.cols.session-info",
       card("Counters", counters, faultCounts),
       card("Player", stats, h("h3", "Player errors"), playerErrors)),

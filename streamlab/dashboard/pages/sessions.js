@@ -13,13 +13,20 @@ export function faultSummary(s) {
   const out = [];
   for (const [p, short] of PREFIXES) {
     const t = s[`${p}_failure_type`];
-    if (t && t !== "none") out.push(badge(`${short}: ${t}`, "error"));
+    const prob = s[`${p}_failure_probability`];
+    if (t && t !== "none") out.push(badge(`${short}: ${t}${prob > 0 ? ` p=${prob}` : ""}`, "error"));
   }
+  if (s.manifest_fault_type && s.manifest_fault_type !== "none") out.push(badge(`manifest: ${s.manifest_fault_type}`, "error"));
   if (s.transport_failure_type && s.transport_failure_type !== "none") {
     out.push(badge(`transport: ${s.transport_failure_type}${s.transport_fault_active ? " (active)" : ""}`, "error"));
   }
   if (s.transfer_active_timeout_seconds) out.push(badge(`active timeout ${s.transfer_active_timeout_seconds}s`, "warn"));
   if (s.transfer_idle_timeout_seconds) out.push(badge(`idle timeout ${s.transfer_idle_timeout_seconds}s`, "warn"));
+  const run = s.scenario;
+  if (run && run.state) {
+    const kind = { running: "info", passed: "ok", failed: "error", error: "error" }[run.state] || "muted";
+    out.push(h("a", { href: link("scenarios", { session: s.session_id }), title: "Open the scenario run" }, badge(`scenario ${run.name || ""}: ${run.state}`, kind)));
+  }
   return out.length ? out : [h("span.muted", "none")];
 }
 
