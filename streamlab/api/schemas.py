@@ -5,6 +5,9 @@ Each schema is built from the module that validates the values: encode options f
 :mod:`streamlab.jobs.options`, session control fields from :mod:`streamlab.proxy.fields`.
 :func:`check_types` enforces the JSON types of the top-level properties of a schema
 (range and cross-field rules stay with the domain validators, which explain them best).
+
+Why this module is ~450 lines: it is one table (a schema per request body of the API),
+and the OpenAPI document needs them all in one place.
 """
 
 from __future__ import annotations

@@ -42,6 +42,10 @@ a single reactor timer for all of them; a client that disconnects is removed thr
 
 Media bytes (which file, which range, paced or at once, rewritten or not) are
 :mod:`streamlab.live.origin_media`; the status API is :mod:`streamlab.live.status_api`.
+
+Why this module is ~460 lines: its one reason to change is the URL contract above (what
+each ``/go-live`` path answers, and when); over half of it is this table and the
+dispatch that mirrors it, and splitting the dispatch would split the table.
 """
 
 from __future__ import annotations

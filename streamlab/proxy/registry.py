@@ -22,6 +22,10 @@ after every session-port request, ``removal_hooks``: ``(session)`` when a sessio
 Events on the bus: ``"session.changed"`` ``{"session_id","port","changed","controls"}``
 after every control change (one per group member), ``"session.removed"``
 ``{"session_id","port"}``.
+
+Why this module is a little over ~450 lines: it is the facade every session operation
+enters by (the API, shaping, the scenario runner and the tests call it); each method is
+a few lines delegating to the modules named above.
 """
 
 from __future__ import annotations
