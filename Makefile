@@ -18,13 +18,14 @@ SYSTEM_PACKAGES := python3 python3-venv ffmpeg nftables iproute2 chromium fonts-
 # conflicts with Debian's npm package).
 NODE_PACKAGES := nodejs npm
 
-.PHONY: run test setup system venv assets lint bench clean help deb
+.PHONY: run test setup system venv assets lint bench bench-tools clean help deb
 
 help:
 	@echo "make run    - set up and start the daemon in the foreground on :30000"
 	@echo "make test   - set up and run the whole test suite"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (print figures, never fail on speed; ONLY=fleet for the player fleet)"
+	@echo "make bench-tools - wrk, nginx-light and mitmproxy for bench/servers.py (make bench runs it)"
 	@echo "make deb    - build the Debian package (dist/streamlab_<version>_all.deb)"
 
 system:
@@ -84,7 +85,31 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: setup
+# Tools only the benchmarks use (bench/servers.py compares the daemon with nginx, twistd
+# web and mitmdump under wrk); never part of `make test`.  nginx-light's package enables
+# the distribution's nginx on :80: disabled right away, the bench starts its own.
+# mitmproxy lives in its own venv: its pins conflict with the daemon's (constraints.txt).
+BENCH_PACKAGES := wrk nginx-light
+BENCH_TOOLS    := build/bench-tools
+
+bench-tools: $(BENCH_TOOLS)/.installed
+	@missing=""; for p in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing bench packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing && \
+	  { $(SUDO) systemctl disable --now nginx 2>/dev/null || \
+	    { $(SUDO) service nginx stop; $(SUDO) update-rc.d nginx disable; } >/dev/null 2>&1 || true; }; \
+	fi
+
+$(BENCH_TOOLS)/.installed:
+	/usr/bin/python3 -m venv $(BENCH_TOOLS)
+	$(BENCH_TOOLS)/bin/pip install -q mitmproxy==11.0.2
+	touch $@
+
+bench: setup bench-tools
 	$(PY) bench/run_all.py $(if $(ONLY),--only $(ONLY))
 
 # Debian package with a self-contained venv under /opt/streamlab/venv (docs/operations.md);

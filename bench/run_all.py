@@ -16,7 +16,8 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 # Quick ones first; encode and media_index take minutes on 2 cores.  The fleet comes
 # first at a small N (its JSON is the capacity figure people look for, docs/capacity.md).
-ORDER = ["fleet", "render", "proxy_cores", "blocking", "proxy", "shaping", "uploads", "media_index", "encode"]
+ORDER = ["fleet", "render", "proxy_cores", "blocking", "proxy", "servers", "shaping", "uploads",
+         "media_index", "encode"]
 # arguments per bench when run from here (the fleet's own defaults are a small run too)
 ARGS = {"fleet": ["--players", "20", "--duration", "10"]}
 
