@@ -150,8 +150,7 @@ def blocking_round(d: Daemon, tl: LiveTimeline, clients: int, close: bool = Fals
                 if close or not _complete(bufs[s]):
                     continue
             done[s] = time.time()  # complete (keep-alive) or EOF (Connection: close)
-            sel.unregister(s)
-            s.close()
+            sel.unregister(s)  # closed after the burst: a player keeps its connection
     c2 = cpu_seconds(pid)
     lat, bad = [], 0
     for s, at in done.items():
@@ -163,7 +162,7 @@ def blocking_round(d: Daemon, tl: LiveTimeline, clients: int, close: bool = Fals
     for s in list(bufs):
         if s not in done:
             bad += 1
-            s.close()
+        s.close()
     sel.close()
     return {"held_s": t1 - t0, "cpu_hold_ms": (c1 - c0) * 1000, "cpu_wake_ms": (c2 - c1) * 1000,
             "p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "p99": pct(lat, 0.99), "max": max(lat),
