@@ -3,10 +3,11 @@ downloaded browser), console-error collection, polling with a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -123,3 +124,31 @@ def poll_players(pages: dict[Any, Any], done: Callable[[dict], bool], seconds: f
                    for n, pg in pages.items()}
         if all(done(r) for r in results.values()) or time.monotonic() > deadline:
             return results
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Debian Chromium through Playwright (never a downloaded browser), closed
+    afterwards: the body of every module-scoped ``browser`` fixture."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextlib.contextmanager
+def dashboard_page(browser: Any, width: int = 1440, height: int = 900) -> Iterator[Any]:
+    """A fresh context and page of *browser* (20 s default timeout); ``.errors`` collects
+    console errors.  The body of every ``page`` fixture."""
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(20000)
+        pg.errors = ConsoleErrors(pg)
+        yield pg
+    finally:
+        ctx.close()

@@ -168,10 +168,11 @@ def get(port: int, path: str, **kw):
 
 
 @contextlib.contextmanager
-def serving(daemon: Daemon) -> Iterator[Daemon]:
-    """*daemon* (not started yet) with the test item installed, started, serving the item,
-    and stopped afterwards: the body of every module-scoped daemon fixture."""
-    install_test_item(daemon.media_dir)
+def serving(daemon: Daemon, source: str | None = None) -> Iterator[Daemon]:
+    """*daemon* (not started yet) with the test item installed (from *source*, the
+    session's cached copy, when given), started, serving the item, and stopped afterwards:
+    the body of every module-scoped daemon fixture."""
+    install_test_item(daemon.media_dir, source=source)
     daemon.start()
     try:
         wait_item(daemon)

@@ -20,10 +20,10 @@ import pytest
 from streamlab.testing.daemon import Daemon
 from streamlab.testing.fixtures import install_test_item
 from tests.integration.dashboard_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     ConsoleErrors,
     browser_marks,
+    chromium,
+    dashboard_page,
     ffmpeg_path,
     screenshot,
     wait_for,
@@ -60,23 +60,15 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Debian Chromium (never a downloaded browser)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context and page; .errors collects console errors."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(20000)
-    pg.errors = ConsoleErrors(pg)
-    yield pg
-    ctx.close()
+    with dashboard_page(browser, 1400, 1000) as pg:
+        yield pg
 
 
 def url(daemon: Daemon, route: str) -> str:

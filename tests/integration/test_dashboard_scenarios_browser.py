@@ -20,16 +20,14 @@ from typing import Any
 import pytest
 
 from streamlab.testing.daemon import Daemon
-from streamlab.testing.fixtures import install_test_item
 from tests.integration.dashboard_helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    ConsoleErrors,
     browser_marks,
+    chromium,
+    dashboard_page,
     screenshot,
     wait_for,
 )
-from tests.integration.sessions_helpers import create_session, get, stable_seg, wait_item
+from tests.integration.sessions_helpers import create_session, get, serving, stable_seg
 
 pytestmark = browser_marks()
 
@@ -40,33 +38,20 @@ PLAYLIST = "/go-live/testclip/playlist_360p.m3u8"
 def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator[Daemon]:
     d = Daemon(str(tmp_path_factory.mktemp("scenarios-ui")), session_ports=6,
                config={"live": {"worker_idle_timeout": "600"}})
-    install_test_item(d.media_dir, source=test_item)
-    d.start()
-    wait_item(d)
-    yield d
-    d.stop()
-    log = d.log()
-    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
+    with serving(d, source=test_item):
+        yield d
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-    pg = ctx.new_page()
-    pg.set_default_timeout(20000)
-    pg.errors = ConsoleErrors(pg)
-    yield pg
-    ctx.close()
+    with dashboard_page(browser) as pg:
+        yield pg
 
 
 def url(daemon: Daemon, route: str) -> str:

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from streamlab.testing.daemon import Daemon
-from streamlab.testing.fixtures import install_test_item
 from tests.integration.dashboard_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -33,7 +32,7 @@ from tests.integration.dashboard_helpers import (
     screenshot,
     wait_for,
 )
-from tests.integration.sessions_helpers import create_session, wait_item
+from tests.integration.sessions_helpers import create_session, serving
 
 pytestmark = browser_marks()
 
@@ -124,13 +123,8 @@ window.snap = () => ({t: v.currentTime, now: performance.now(), err: v.error && 
 def daemon(tmp_path_factory: pytest.TempPathFactory, test_item: str) -> Iterator[Daemon]:
     d = Daemon(str(tmp_path_factory.mktemp("scenarios")), session_ports=4,
                config={"live": {"worker_idle_timeout": "600"}})
-    install_test_item(d.media_dir, source=test_item)
-    d.start()
-    wait_item(d)
-    yield d
-    d.stop()
-    log = d.log()
-    assert "Unhandled error" not in log and "Traceback" not in log, log[-4000:]
+    with serving(d, source=test_item):
+        yield d
 
 
 def run_of(daemon: Daemon, sid: Any) -> dict:
