@@ -138,7 +138,9 @@ class Target:
 
             _raise_fd_limit()
             self.workdir = tempfile.mkdtemp(prefix="streamlab-fleet-")
-            config: dict[str, dict[str, Any]] = {}
+            # the ring size the soak's bound assumes (players x network_log_size entries)
+            config: dict[str, dict[str, Any]] = {
+                "sessions": {"network_log_size": str(args.network_log_size)}}
             if args.kernel:
                 # kernel, not auto: auto shapes a loopback player in userspace (no htb class)
                 config["shaping"] = {"backend": "kernel", "interface": "lo"}
