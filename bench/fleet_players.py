@@ -292,8 +292,9 @@ class LLHlsPlayer(Player):
         while self.alive():
             self._hint(pl)
             msn, part = pl.next_part()
+            join = "&" if "?" in self.playlist else "?"  # the continuous timeline's URIs carry a query
             resp = await self.get(
-                "playlist", f"{self.playlist}?_HLS_msn={msn}&_HLS_part={part}", timeout=3 * target + 5
+                "playlist", f"{self.playlist}{join}_HLS_msn={msn}&_HLS_part={part}", timeout=3 * target + 5
             )
             pl = parse_media(resp.body.decode())
             asked = resp.sent_at
