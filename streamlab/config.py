@@ -192,9 +192,10 @@ SCHEMA: tuple[Key, ...] = (
         "upstream origins: connect / answer timeout (s), then 504"),
     Key("live", "upstream_connections_per_host", _int_range(1, 1000), "8",
         "upstream origins: idle keep-alive connections kept per host"),
-    Key("live", "timeline", _choice("discontinuity", "continuous"), "discontinuity",
-        "manifests without ?timeline=: discontinuity (Period + EXT-X-DISCONTINUITY per loop)"
-        " | continuous (one Period, rising timestamps; fMP4 only)"),
+    Key("live", "timeline", _choice("discontinuity", "continuous"), "continuous",
+        "masters and MPDs without ?timeline=: continuous (one Period, no EXT-X-DISCONTINUITY,"
+        " timestamps rising across loops; MPEG-TS falls back to discontinuity)"
+        " | discontinuity (a Period + EXT-X-DISCONTINUITY per loop)"),
     # [sessions]
     Key("sessions", "session_idle_timeout", _float_range(1, 86400), "120",
         "expire a session after this long without media requests (s)"),

@@ -184,11 +184,37 @@ def test_continuous_without_a_decode_index_is_409(test_item):
     assert env.get("manifest.mpd").status == 200
 
 
-def test_config_default_timeline_applies_to_manifests(test_item):
+def test_config_default_timeline_applies_to_the_entry_points(test_item):
+    """``[live] timeline = continuous``: masters and MPDs without a query are continuous and
+    list URLs that say so; a media playlist URL is complete as listed (no query:
+    discontinuity), so a discontinuity master's playlists stay discontinuous."""
     env = Env(test_item, timeline="continuous")
-    text = env.get("playlist_6s_360p.m3u8").text
+    master = m3u8.loads(env.get("master_6s.m3u8").text)
+    assert master.playlists and all(p.uri.endswith("?timeline=continuous") for p in master.playlists)
+    text = env.get(master.playlists[0].uri).text
     assert "?timeline=continuous" in text and "#EXT-X-DISCONTINUITY\n" not in text
-    assert "?timeline" not in env.get("playlist_6s_360p.m3u8?timeline=discontinuity").text
+    mpd = env.get("manifest_6s.mpd").text
+    assert mpd.count("<Period") == 1 and "?timeline=continuous" in mpd
+    disc = m3u8.loads(env.get("master_6s.m3u8?timeline=discontinuity").text)
+    assert not any("timeline" in p.uri for p in disc.playlists)
+    text = env.get(disc.playlists[0].uri).text
+    assert "?timeline" not in text and "#EXT-X-DISCONTINUITY\n" in text
+    assert "?timeline" not in env.get("playlist_6s_360p.m3u8").text
+    assert env.get("manifest_6s.mpd?timeline=discontinuity").text.count("<Period") > 1
+
+
+def test_continuous_default_falls_back_where_it_cannot_be_served(test_item, test_item_ts):
+    """The configured default is a preference: MPEG-TS masters and an item without a
+    decode-time index are served in the discontinuity timeline (an explicit query is a
+    demand: 400 / 409)."""
+    env = Env(test_item_ts, timeline="continuous")
+    r = env.get("master_6s.m3u8?format=ts")
+    assert r.status == 200 and "timeline" not in r.text, r.body
+    assert env.get("master_6s.m3u8?format=ts&timeline=continuous").status == 400
+    env = Env(test_item, timeline="continuous", times=False)
+    r = env.get("manifest.mpd")
+    assert r.status == 200 and "timeline" not in r.text and r.text.count("<Period") > 1
+    assert env.get("manifest.mpd?timeline=continuous").status == 409
 
 
 def test_continuous_ts_is_400(test_item_ts):

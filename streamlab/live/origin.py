@@ -242,14 +242,36 @@ class OriginResource(Resource):
         return cached[1]
 
     def timeline_of(self, request: IRequest) -> str:
-        """The request's ``timeline`` query (400 when unknown), else the configured default."""
+        """The request's ``timeline`` query (400 when unknown); without one, discontinuity:
+        a media playlist or media URL is complete as listed (the entry points apply the
+        configured default, :meth:`_entry_timeline`)."""
         value = query_arg(request, "timeline")
         if value is None:
-            return self.timeline
+            return DISCONTINUITY
         if value not in TIMELINES:
             raise Invalid("bad timeline", detail="timeline must be discontinuity or continuous",
                           fields={"timeline": "|".join(TIMELINES)})
         return value
+
+    def _entry_timeline(self, request: IRequest, content: str, index: ContentIndex, container: str) -> str:
+        """The timeline of a master or MPD: an explicit ``?timeline=`` is a demand (400/409
+        when it cannot be met); the configured default is a preference, so continuous falls
+        back to discontinuity for MPEG-TS and for an item that cannot be rewritten."""
+        explicit = query_arg(request, "timeline") is not None
+        timeline = self.timeline_of(request) if explicit else self.timeline
+        if timeline != CONTINUOUS:
+            return timeline
+        tl = self.live_timeline(content, index)
+        # the loop playing now and the next one must be servable
+        loop = tl.loop_of(tl.segment_number(self.clock.seconds())) + 1
+        if explicit:
+            self.check_continuous(content, index, container, loop)
+            return CONTINUOUS
+        try:
+            self.check_continuous(content, index, container, loop)
+        except StreamlabError:
+            return DISCONTINUITY
+        return CONTINUOUS
 
     def decode_times(self, content: str) -> decode_times.DecodeTimes:
         """The item's decode-time index, needed by the continuous timeline (409 without)."""
@@ -282,12 +304,15 @@ class OriginResource(Resource):
             raise Invalid("bad format", detail="format must be ts or fmp4", fields={"format": "ts|fmp4"})
         if container == "ts" and not index.ts_tracks:
             raise NotFound("no MPEG-TS renditions", detail=content)
-        timeline = self.timeline_of(request)
-        if timeline == CONTINUOUS:
-            tl = self.live_timeline(content, index)
-            # the loop playing now and the next one must be servable
-            loop = tl.loop_of(tl.segment_number(self.clock.seconds())) + 1
-            self.check_continuous(content, index, container, loop)
+        entry = _MASTER_RE.match(name) or _MPD_RE.match(name)
+        if entry:
+            timeline = self._entry_timeline(request, content, index, container)
+        else:
+            timeline = self.timeline_of(request)
+            if timeline == CONTINUOUS:
+                tl = self.live_timeline(content, index)
+                self.check_continuous(content, index, container,
+                                      tl.loop_of(tl.segment_number(self.clock.seconds())) + 1)
         m = _MASTER_RE.match(name)
         if m:
             kind = m.group(1) or "ll"

@@ -37,7 +37,11 @@ def _iso(ts: float) -> str:
 
 
 def _start(workdir: str, epoch: float) -> Daemon:
-    d = Daemon(workdir, config={"live": {"live_epoch": _iso(epoch), "window_seconds": 18}})
+    # this daemon checks the discontinuity timeline's structure end to end (a Period and an
+    # EXT-X-DISCONTINUITY per loop); the long-window daemon below runs the default
+    # (continuous) timeline
+    d = Daemon(workdir, config={"live": {"live_epoch": _iso(epoch), "window_seconds": 18,
+                                         "timeline": "discontinuity"}})
     install_test_item(d.media_dir)
     d.start()
     return d
@@ -432,13 +436,16 @@ def test_client_leaving_a_paced_segment_leaves_no_traceback_in_the_log(long_wind
         time.sleep(0.2)
 
 
-def test_ffprobe_reads_the_continuous_6s_mpd(long_window):
-    """One Period, $Number$ = n from 0: ffmpeg's DASH reader follows it (it cannot follow the
-    per-loop Periods of the discontinuity timeline)."""
+def test_ffprobe_reads_the_default_6s_mpd(long_window):
+    """The default timeline is continuous: one Period, $Number$ = n from 0, and ffmpeg's DASH
+    reader follows the MPD as given, without a query (it cannot follow the per-loop
+    Periods of the discontinuity timeline)."""
     base = f"http://127.0.0.1:{long_window.port}/go-live/testclip"
+    mpd = long_window.get("/go-live/testclip/manifest_6s.mpd").text
+    assert mpd.count("<Period") == 1 and "?timeline=continuous" in mpd, mpd
     out = subprocess.run(["ffprobe", "-v", "error", "-rw_timeout", "15000000", "-show_entries",
                           "stream=codec_type,codec_name,height,start_time", "-of", "json",
-                          base + "/manifest_6s.mpd?timeline=continuous"],
+                          base + "/manifest_6s.mpd"],
                          capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr
     streams = json.loads(out.stdout)["streams"]
