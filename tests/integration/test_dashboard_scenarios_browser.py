@@ -76,6 +76,14 @@ def _rewritten(page: Any) -> int:
 # --------------------------------------------------------------------------- session controls
 
 
+def _click_and_settle(page: Any, button: str) -> None:
+    """Click a dashboard button that PATCHes the session and wait until the page has
+    applied the answer (the button is disabled until then): the answer re-writes the
+    controls it sent, so selecting another value before it lands would be undone."""
+    page.click(button)
+    page.wait_for_selector(f"{button}:enabled", timeout=10_000)
+
+
 def test_manifest_fault_controls_patch_the_session(daemon: Daemon, page: Any) -> None:
     s = create_session(daemon, "qa-mfault")
     sid, port = s["session_id"], s["x_forwarded_port_external"]
@@ -88,7 +96,7 @@ def test_manifest_fault_controls_patch_the_session(daemon: Daemon, page: Any) ->
     page.select_option(fld("manifest_fault_type"), "stale_playlist")
     assert "0 = 10" in page.inner_text("[data-panel='manifest_fault']")  # the value's meaning
     page.fill(fld("manifest_fault_value"), "60")
-    page.click("#apply-manifest-fault")
+    _click_and_settle(page, "#apply-manifest-fault")
     wait_for(lambda: sget(daemon, sid)["manifest_fault_type"] == "stale_playlist", 5, "the fault armed")
     assert sget(daemon, sid)["manifest_fault_value"] == 60
     assert page.eval_on_selector("button.tab[data-tab='manifest_fault']",
@@ -103,7 +111,7 @@ def test_manifest_fault_controls_patch_the_session(daemon: Daemon, page: Any) ->
 
     # Re-arm sends the same values again: the fault's memory starts over, so the next
     # answer is a new (later) frozen playlist
-    page.click("#rearm-manifest-fault")
+    _click_and_settle(page, "#rearm-manifest-fault")
     wait_for(lambda: get(port, PLAYLIST).body != frozen, 10, "a fresh frozen playlist after re-arming")
     assert sget(daemon, sid)["manifest_fault_type"] == "stale_playlist"
 
@@ -113,7 +121,7 @@ def test_manifest_fault_controls_patch_the_session(daemon: Daemon, page: Any) ->
     chip = page.locator("[data-panel='manifest_fault'] button.chip").first
     rung = chip.inner_text()
     chip.click()
-    page.click("#apply-manifest-fault")
+    _click_and_settle(page, "#apply-manifest-fault")
     wait_for(lambda: sget(daemon, sid)["manifest_fault_type"] == "variant_removed", 5,
              "variant_removed armed")
     assert sget(daemon, sid)["manifest_fault_variants"] == [rung]
@@ -123,12 +131,12 @@ def test_manifest_fault_controls_patch_the_session(daemon: Daemon, page: Any) ->
     # a bad value: the reason under the control, nothing changes on the server
     page.select_option(fld("manifest_fault_type"), "sequence_jump")
     page.fill(fld("manifest_fault_value"), "999999")
-    page.click("#apply-manifest-fault")
+    _click_and_settle(page, "#apply-manifest-fault")
     page.wait_for_selector("[data-error-for='manifest_fault_value']:not(:empty)")
     assert sget(daemon, sid)["manifest_fault_type"] == "variant_removed"
     page.errors.clear()  # the browser logs the 400 answer itself
 
-    page.click("#disarm-manifest-fault")
+    _click_and_settle(page, "#disarm-manifest-fault")
     wait_for(lambda: sget(daemon, sid)["manifest_fault_type"] == "none", 5, "disarmed")
     # the unsent bad value went with the fault: the control shows the server's value again
     value = str(sget(daemon, sid)["manifest_fault_value"])

@@ -146,6 +146,11 @@ export function fmtBytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 
+/** The file name of a URL or URI, without its query ("playlist_360p.m3u8?timeline=continuous" -> "playlist_360p.m3u8"). */
+export function fileName(url) {
+  return String(url || "").split(/[?#]/)[0].split("/").pop();
+}
+
 export function fmtNum(v, digits = 2) {
   if (v === undefined || v === null || v === "") return "–";
   const n = Number(v);

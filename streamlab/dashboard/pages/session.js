@@ -8,7 +8,8 @@
 
 import { get, post, enc } from "../js/api.js";
 import {
-  h, clear, card, errorLine, guarded, pageHeader, select, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript, randomId,
+  h, clear, card, errorLine, guarded, pageHeader, select, fileName, fmtNum, fmtBytes, fmtClock, copyButton, badge, loadScript,
+  randomId,
 } from "../js/ui.js";
 import { sse } from "../js/live.js";
 import { createPlayer, ENGINES, enginesFor, streamPath, liveControls } from "../js/player.js";
@@ -50,7 +51,7 @@ export const MANIFEST_FAULTS = [
   ["wrong_extinf", "wrong #EXTINF duration", "HLS media playlists", "seconds (0 = twice the real one)", 0],
   ["missing_extinf", "missing #EXTINF", "HLS media playlists", null, null],
   ["wrong_targetduration", "TARGETDURATION too small", "HLS media playlists", "value (0 = half the real one)", 0],
-  ["missing_discontinuity", "discontinuity without its tag", "HLS media playlists", null, null],
+  ["missing_discontinuity", "discontinuity without its tag (?timeline=discontinuity, TS)", "HLS media playlists", null, null],
   ["pdt_drift", "PROGRAM-DATE-TIME drifts", "HLS media playlists", "seconds of drift per minute", 10],
   ["variant_removed", "a variant disappears from the master", "Master (HLS and DASH)", null, null],
   ["mpd_publish_time_frozen", "MPD publishTime stops advancing", "DASH MPDs", null, null],
@@ -372,7 +373,7 @@ export async function mount(root, route) {
         note.hidden = !(s.all_failure_type && s.all_failure_type !== "none");
         note.textContent = `The All rule is armed (${s.all_failure_type}): it governs every request, so this ${label} rule does not apply until All is disarmed.`;
       }
-      const vs = (s.manifest_variants || []).map((v) => v.url.split("/").pop().replace(/^playlist_(?:2s_|6s_)?|\.m3u8$/g, ""));
+      const vs = (s.manifest_variants || []).map((v) => fileName(v.url).replace(/^playlist_(?:2s_|6s_)?|\.m3u8$/g, ""));
       const key = JSON.stringify(vs);
       if (variants.dataset.key !== key) {
         variants.dataset.key = key;
@@ -458,7 +459,7 @@ export async function mount(root, route) {
           allowedAnchor.dispatchEvent(new Event("change"));
           ctl.send(["content_allowed_variants"], msg, { label: "Variant filter" });
         });
-        return h("label.chip", cb, ` ${v.url.split("/").pop()} ${v.resolution || ""} ${fmtNum(v.bandwidth / 1e6)} Mbps`);
+        return h("label.chip", cb, ` ${fileName(v.url)} ${v.resolution || ""} ${fmtNum(v.bandwidth / 1e6)} Mbps`);
       }) : h("span.muted", "The ladder is known after the player's first master request."));
     }
     const numOffset = { read: () => Number(offset.value), write: (v) => {
@@ -532,7 +533,7 @@ export async function mount(root, route) {
       status.textContent = armed
         ? `Armed: ${t}${manifestValueHint(t) ? ` (value ${fmtNum(s.manifest_fault_value)})` : ""} · answers rewritten so far: ${s[`fault_count_${t}`] || 0}`
         : "No manifest fault armed.";
-      const vs = (s.manifest_variants || []).map((v) => v.url.split("/").pop());
+      const vs = (s.manifest_variants || []).map((v) => fileName(v.url));
       const key = JSON.stringify(vs);
       if (chips.dataset.key !== key) {
         chips.dataset.key = key;
