@@ -4,8 +4,9 @@ at least two loop boundaries, and must not notice the seams.
 
 The items are made the way a job makes them from an uploaded clip (the job ladder's own
 ffmpeg commands, one 360p rung, then the packager): a 12 s loop (2 x 6 s segments; NOT a
-whole number of AAC frames: 562.5) and a 24 s loop (1125 frames, exact).  Crossing two
-seams of the 12 s item costs ~25 s of playback; every player runs at once, one page and
+whole number of AAC frames: 562.5), a 24 s loop (1125 frames, exact) and a 30 s loop
+(1406.25 frames).  Crossing two seams of the 12 s item costs ~25 s of playback, of the
+30 s one ~62 s; every player runs at once, one page and
 one session port each, in one browser.  Per page we record
 (injected before the engine loads):
 
@@ -20,6 +21,14 @@ one session port each, in one browser.  Per page we record
   of each loop seam ahead of the playhead is computed (a hole in one track, or audio and
   video ending at different times) -- must stay within one AAC frame;
 * ``currentTime`` progress against wall time, and the engine's live latency.
+
+Three groups, each one browser run: the default (continuous) timeline with a window shorter
+than the loop and with one longer than it, and the discontinuity timeline (a Period and an
+EXT-X-DISCONTINUITY per loop) with the longer window.  The continuous groups are strict for
+every engine and kind (MPEG-TS, which has no continuous timeline, falls back to the
+discontinuity one) but hls.js LL-HLS, whose intermittent audio part race under this load is
+a non-strict xfail everywhere; in the discontinuity group shaka's LL-HLS and LL-DASH are
+non-strict xfails with their measured causes (docs/origin.md).
 
 Run on the code before issue #11 this fails (see the report of branch seam-media).
 """
@@ -45,6 +54,7 @@ from tests.integration.dashboard_helpers import (
     browser_marks,
     route_player_pages,
 )
+from tests.integration.test_live_timelines_browser import HLSJS_LL_AUDIO_RACE
 
 pytestmark = browser_marks()
 
@@ -195,6 +205,8 @@ class Setup:
     loop: float
     window: float
     combos: tuple[tuple[str, str], ...]
+    #: the daemon's ``[live] timeline`` (what the players' masters and MPDs give them)
+    timeline: str = "continuous"
 
     @property
     def play(self) -> float:
@@ -234,16 +246,18 @@ def job_item(base: str, name: str, loop: float) -> str:
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory) -> dict[str, str]:
-    """A 12 s item (562.5 AAC frames: the last one is cut) and a 24 s one (1125: exact),
+    """A 12 s item (562.5 AAC frames: the last one is cut), a 24 s one (1125: exact) and a
+    30 s one (1406.25: cut),
     both made by the job encode path (as the issue's items were)."""
     return {name: job_item(str(tmp_path_factory.mktemp(name)), name, loop)
-            for name, loop in (("seam12", 12.0), ("seam24", 24.0))}
+            for name, loop in (("seam12", 12.0), ("seam24", 24.0), ("seam30", 30.0))}
 
 
 def _daemon(tmp_path_factory, setup: Setup, item: str) -> Daemon:
     epoch = float(int(time.time() - 24000))  # a multiple of both loop lengths ago
     d = Daemon(str(tmp_path_factory.mktemp("seams")),
-               config={"live": {"live_epoch": _iso(epoch), "window_seconds": setup.window}})
+               config={"live": {"live_epoch": _iso(epoch), "window_seconds": setup.window,
+                                "timeline": setup.timeline}})
     install_test_item(d.media_dir, setup.name, source=item)
     d.start()
     deadline = time.monotonic() + 30
@@ -441,10 +455,19 @@ def _run_all(tmp_path_factory, items: dict[str, str], setups: list[Setup]) -> di
 LL_2S = tuple(c for c in COMBOS if "6s" not in c[1])
 SIX = tuple(c for c in COMBOS if "6s" in c[1])
 #: windows shorter than the loop (no URL stands for two loops' files): the media's gate.
-#: The 6 s kinds need >= 3 segments in the window, so they play the 24 s item.
-SHORT = [Setup("short-12", "seam12", 12.0, 10.0, LL_2S), Setup("short-24", "seam24", 24.0, 20.0, SIX)]
+#: The 6 s kinds play the 30 s item with a 26 s window: four 6 s segments listed.  With
+#: three (the 24 s item and a 20 s window: exactly the RFC's minimum of 3 target
+#: durations) shaka, which starts 3 segments behind the last one, begins on the oldest
+#: listed segment; when the next playlist drops it, the playhead is outside the seekable
+#: range and shaka seeks forward with a rebuffer ~3 s into playback (2 runs of 3, never at
+#: a seam; docs/streams.md "Window length").
+SHORT = [Setup("short-24", "seam24", 24.0, 20.0, LL_2S), Setup("short-30", "seam30", 30.0, 26.0, SIX)]
 #: window longer than the loop: playlists and MPDs list three loops of the 12 s item
 LONG = [Setup("long-12", "seam12", 12.0, 36.0, COMBOS)]
+#: SHORT and LONG play the default (continuous) timeline; this plays the discontinuity
+#: timeline (a Period and an EXT-X-DISCONTINUITY per loop: what a tester asks for with
+#: ?timeline=discontinuity, and what ?format=ts always is) with the longer window
+DISC = [Setup("disc-12", "seam12", 12.0, 36.0, COMBOS, "discontinuity")]
 
 #: Combinations that still fail for a reason outside the media, re-measured on the tree
 #: that merges seam-media and live-urls (issue #11; docs/origin.md has the figures).
@@ -465,14 +488,20 @@ SHAKA_LL_DASH = ("shaka 5 LL-DASH with one Period per loop downloads the first s
 #: audio) and hls.js then parked its audio until the video finished the new loop's first
 #: segment. One CAN-SKIP-UNTIL per master fixed it (docs/streams.md, "Delta updates"); it
 #: is a plain test again.
-#: (group, engine, kind) -> why the SEAM check may fail for a reason outside the media
-SEAM_KNOWN = {("short", "shaka", "ll_hls"): SHAKA_LL_HLS, ("short", "shaka", "ll_dash"): SHAKA_LL_DASH,
-              ("long", "shaka", "ll_hls"): SHAKA_LL_HLS, ("long", "shaka", "ll_dash"): SHAKA_LL_DASH}
+#: hls.js LL-HLS, every group: the audio part race (docs/origin.md) needs parts that take
+#: longer to load and append than the last part of a segment lasts, which thirteen players
+#: on two cores make likely (seen once in eight hls.js LL runs of this module: a 22 s stall
+#: 30 ms before a mid-loop segment end, in the discontinuity group).  It is not about the
+#: seams; test_live_timelines_browser.py checks hls.js LL-HLS in the default timeline
+#: strictly, at two players per browser.
+HLSJS_LL = {(group, "hlsjs", "ll_hls"): HLSJS_LL_AUDIO_RACE for group in ("short", "long", "disc")}
+#: (group, engine, kind) -> why the SEAM check may fail for a reason outside the media.
+#: Beside hls.js's race only the discontinuity timeline has any: in the default
+#: (continuous) one every other engine x stream kind is strict.
+SEAM_KNOWN = {**HLSJS_LL, ("disc", "shaka", "ll_hls"): SHAKA_LL_HLS,
+              ("disc", "shaka", "ll_dash"): SHAKA_LL_DASH}
 #: ... and why the no-stall-anywhere check may
-FLOW_KNOWN = {**SEAM_KNOWN,
-              ("short", "shaka", "hls_6s"): (
-                  "a single shaka rebuffer mid-loop (not at a seam), 3 s into playback: seen in "
-                  "one of six runs before the merge, in 2 of 2 on the merged tree")}
+FLOW_KNOWN = dict(SEAM_KNOWN)
 
 
 def _params(setups: list[Setup], group: str, known: dict) -> list:
@@ -488,7 +517,7 @@ def _params(setups: list[Setup], group: str, known: dict) -> list:
 
 @pytest.fixture(scope="module")
 def short_windows(tmp_path_factory, items) -> dict:
-    """The 12 s item with a 10 s window (LL and 2 s kinds) and the 24 s item with a 20 s
+    """The 24 s item with a 20 s window (LL and 2 s kinds) and the 30 s item with a 26 s
     window (6 s kinds), played together."""
     return _run_all(tmp_path_factory, items, SHORT)
 
@@ -497,6 +526,12 @@ def short_windows(tmp_path_factory, items) -> dict:
 def long_window(tmp_path_factory, items) -> dict:
     """The 12 s item with a 36 s window: every kind."""
     return _run_all(tmp_path_factory, items, LONG)
+
+
+@pytest.fixture(scope="module")
+def discontinuity(tmp_path_factory, items) -> dict:
+    """The 12 s item with a 36 s window in the discontinuity timeline: every kind."""
+    return _run_all(tmp_path_factory, items, DISC)
 
 
 def _log_problem(log: str) -> str | None:
@@ -536,6 +571,16 @@ def test_no_stall_at_all_with_a_window_longer_than_the_loop(long_window, key):
     _check_flow(long_window, key)
 
 
-def test_daemon_log_stays_clean_while_players_come_and_go(short_windows, long_window):
-    problem = _log_problem(short_windows["log"] + long_window["log"])
+@pytest.mark.parametrize("key", _params(DISC, "disc", SEAM_KNOWN))
+def test_seams_are_invisible_in_the_discontinuity_timeline(discontinuity, key):
+    _check_seams(discontinuity, key)
+
+
+@pytest.mark.parametrize("key", _params(DISC, "disc", FLOW_KNOWN))
+def test_no_stall_at_all_in_the_discontinuity_timeline(discontinuity, key):
+    _check_flow(discontinuity, key)
+
+
+def test_daemon_log_stays_clean_while_players_come_and_go(short_windows, long_window, discontinuity):
+    problem = _log_problem(short_windows["log"] + long_window["log"] + discontinuity["log"])
     assert problem is None, problem
