@@ -229,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
         "every session gets a rate cap (an htb class); checks tc classes and nft rules",
     )
     p.add_argument("--kernel-rate", type=float, default=100.0, help="Mbps cap per session with --kernel")
+    p.add_argument(
+        "--timeline",
+        choices=("continuous", "discontinuity"),
+        help="own daemon: its [live] timeline (default: the daemon's default, continuous)",
+    )
     return p
 
 

@@ -141,6 +141,8 @@ class Target:
             # the ring size the soak's bound assumes (players x network_log_size entries)
             config: dict[str, dict[str, Any]] = {
                 "sessions": {"network_log_size": str(args.network_log_size)}}
+            if args.timeline:
+                config["live"] = {"timeline": args.timeline}
             if args.kernel:
                 # kernel, not auto: auto shapes a loopback player in userspace (no htb class)
                 config["shaping"] = {"backend": "kernel", "interface": "lo"}
