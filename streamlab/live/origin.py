@@ -257,21 +257,28 @@ class OriginResource(Resource):
         """The timeline of a master or MPD: an explicit ``?timeline=`` is a demand (400/409
         when it cannot be met); the configured default is a preference, so continuous falls
         back to discontinuity for MPEG-TS and for an item that cannot be rewritten."""
-        explicit = query_arg(request, "timeline") is not None
-        timeline = self.timeline_of(request) if explicit else self.timeline
-        if timeline != CONTINUOUS:
-            return timeline
-        tl = self.live_timeline(content, index)
-        # the loop playing now and the next one must be servable
-        loop = tl.loop_of(tl.segment_number(self.clock.seconds())) + 1
-        if explicit:
-            self.check_continuous(content, index, container, loop)
-            return CONTINUOUS
+        if query_arg(request, "timeline") is not None:
+            return self._timeline_demanded(request, content, index, container)
+        if self.timeline != CONTINUOUS:
+            return self.timeline
         try:
-            self.check_continuous(content, index, container, loop)
+            self._check_continuous_now(content, index, container)
         except StreamlabError:
             return DISCONTINUITY
         return CONTINUOUS
+
+    def _timeline_demanded(self, request: IRequest, content: str, index: ContentIndex, container: str) -> str:
+        """The request's timeline (:meth:`timeline_of`), checked servable when continuous."""
+        timeline = self.timeline_of(request)
+        if timeline == CONTINUOUS:
+            self._check_continuous_now(content, index, container)
+        return timeline
+
+    def _check_continuous_now(self, content: str, index: ContentIndex, container: str) -> None:
+        """:meth:`check_continuous` for the loop playing now and the next one."""
+        tl = self.live_timeline(content, index)
+        loop = tl.loop_of(tl.segment_number(self.clock.seconds()))
+        self.check_continuous(content, index, container, loop + 1)
 
     def decode_times(self, content: str) -> decode_times.DecodeTimes:
         """The item's decode-time index, needed by the continuous timeline (409 without)."""
@@ -304,15 +311,10 @@ class OriginResource(Resource):
             raise Invalid("bad format", detail="format must be ts or fmp4", fields={"format": "ts|fmp4"})
         if container == "ts" and not index.ts_tracks:
             raise NotFound("no MPEG-TS renditions", detail=content)
-        entry = _MASTER_RE.match(name) or _MPD_RE.match(name)
-        if entry:
+        if _MASTER_RE.match(name) or _MPD_RE.match(name):
             timeline = self._entry_timeline(request, content, index, container)
         else:
-            timeline = self.timeline_of(request)
-            if timeline == CONTINUOUS:
-                tl = self.live_timeline(content, index)
-                self.check_continuous(content, index, container,
-                                      tl.loop_of(tl.segment_number(self.clock.seconds())) + 1)
+            timeline = self._timeline_demanded(request, content, index, container)
         m = _MASTER_RE.match(name)
         if m:
             kind = m.group(1) or "ll"
