@@ -495,23 +495,24 @@ SHAKA_LL_DASH = ("shaka 5 LL-DASH with one Period per loop downloads the first s
 #: seams; test_live_timelines_browser.py checks hls.js LL-HLS in the default timeline
 #: strictly, at two players per browser.
 HLSJS_LL = {(group, "hlsjs", "ll_hls"): HLSJS_LL_AUDIO_RACE for group in ("short", "long", "disc")}
-#: (group, engine, kind) -> why the SEAM check may fail for a reason outside the media.
-#: Beside hls.js's race only the discontinuity timeline has any: in the default
-#: (continuous) one every other engine x stream kind is strict.
-SEAM_KNOWN = {**HLSJS_LL, ("disc", "shaka", "ll_hls"): SHAKA_LL_HLS,
-              ("disc", "shaka", "ll_dash"): SHAKA_LL_DASH}
-#: ... and why the no-stall-anywhere check may
-FLOW_KNOWN = dict(SEAM_KNOWN)
+#: (group, engine, kind) -> why a check may fail for a reason outside the media.  Beside
+#: hls.js's race only the discontinuity timeline has any: in the default (continuous) one
+#: every other engine x stream kind is strict.
+KNOWN = {**HLSJS_LL, ("disc", "shaka", "ll_hls"): SHAKA_LL_HLS, ("disc", "shaka", "ll_dash"): SHAKA_LL_DASH}
+#: group -> (its setups, the module fixture that plays them)
+GROUPS = {"short": (SHORT, "short_windows"), "long": (LONG, "long_window"), "disc": (DISC, "discontinuity")}
 
 
-def _params(setups: list[Setup], group: str, known: dict) -> list:
+def _params() -> list:
+    """(fixture, (label, engine, kind)) for every combo of every group, with its xfail."""
     out = []
-    for setup in setups:
-        for engine, kind in setup.combos:
-            reason = known.get((group, engine, kind))
-            marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
-            out.append(pytest.param((setup.label, engine, kind), id=f"{setup.label}-{engine}-{kind}",
-                                    marks=marks))
+    for group, (setups, fixture) in GROUPS.items():
+        for setup in setups:
+            for engine, kind in setup.combos:
+                reason = KNOWN.get((group, engine, kind))
+                marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+                out.append(pytest.param(fixture, (setup.label, engine, kind),
+                                        id=f"{setup.label}-{engine}-{kind}", marks=marks))
     return out
 
 
@@ -551,34 +552,16 @@ def _check_flow(results: dict, key: tuple[str, str, str]) -> None:
     assert not seam + flow, f"{' / '.join(key)}: " + "; ".join(seam + flow) + f"\n{figures}"
 
 
-@pytest.mark.parametrize("key", _params(SHORT, "short", SEAM_KNOWN))
-def test_seams_are_invisible_with_a_window_shorter_than_the_loop(short_windows, key):
-    _check_seams(short_windows, key)
+@pytest.mark.parametrize("fixture,key", _params())
+def test_seams_are_invisible(request, fixture, key):
+    """short-*: window shorter than the loop, long-*: longer (both the default continuous
+    timeline), disc-*: the discontinuity timeline."""
+    _check_seams(request.getfixturevalue(fixture), key)
 
 
-@pytest.mark.parametrize("key", _params(LONG, "long", SEAM_KNOWN))
-def test_seams_are_invisible_with_a_window_longer_than_the_loop(long_window, key):
-    _check_seams(long_window, key)
-
-
-@pytest.mark.parametrize("key", _params(SHORT, "short", FLOW_KNOWN))
-def test_no_stall_at_all_with_a_window_shorter_than_the_loop(short_windows, key):
-    _check_flow(short_windows, key)
-
-
-@pytest.mark.parametrize("key", _params(LONG, "long", FLOW_KNOWN))
-def test_no_stall_at_all_with_a_window_longer_than_the_loop(long_window, key):
-    _check_flow(long_window, key)
-
-
-@pytest.mark.parametrize("key", _params(DISC, "disc", SEAM_KNOWN))
-def test_seams_are_invisible_in_the_discontinuity_timeline(discontinuity, key):
-    _check_seams(discontinuity, key)
-
-
-@pytest.mark.parametrize("key", _params(DISC, "disc", FLOW_KNOWN))
-def test_no_stall_at_all_in_the_discontinuity_timeline(discontinuity, key):
-    _check_flow(discontinuity, key)
+@pytest.mark.parametrize("fixture,key", _params())
+def test_no_stall_at_all(request, fixture, key):
+    _check_flow(request.getfixturevalue(fixture), key)
 
 
 def test_daemon_log_stays_clean_while_players_come_and_go(short_windows, long_window, discontinuity):
