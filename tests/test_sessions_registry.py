@@ -104,6 +104,44 @@ def test_shaping_release_is_awaited_before_port_reuse_and_reuse_starts_clean():
     assert "player_metrics_buffer_s" not in body
 
 
+class _Site:
+    """Records when the registry resets a session's connections."""
+
+    def __init__(self) -> None:
+        self.aborted: list[object] = []
+
+    def abort_all(self, channels) -> None:
+        self.aborted.append(channels)
+
+
+def test_connections_are_reset_only_after_the_kernel_state_is_gone():
+    """An RST queued in the port's htb class (or dropped by its DROP rule) would die with
+    the class: the registry resets the connections once the shaping release fired."""
+    reg, reactor, _ = _registry()
+    gate: Deferred = Deferred()
+    reg.shaping = _Shaping(release=gate)
+    s = reg.get_or_create("p")[0]
+    s.site = site = _Site()
+    reg.remove(s.session_id)
+    assert site.aborted == []
+    gate.callback(None)
+    assert site.aborted == [s.channels]
+    reactor.advance(60)
+    assert len(site.aborted) == 1
+
+
+def test_a_stuck_kernel_release_does_not_keep_connections_open():
+    reg, reactor, _ = _registry()
+    reg.shaping = _Shaping(release=Deferred())  # never fires
+    s = reg.get_or_create("p")[0]
+    s.site = site = _Site()
+    reg.remove(s.session_id)
+    reactor.advance(1.9)
+    assert site.aborted == []
+    reactor.advance(0.2)
+    assert site.aborted == [s.channels]
+
+
 class _Port:
     """A listening port whose stopListening() hands out a Deferred the test fires."""
 

@@ -67,6 +67,8 @@ __all__ = ["MAX_GROUP", "ExternalIps", "SessionRegistry", "is_public_ip"]
 
 log = Logger()
 
+ABORT_WAIT = 2.0  # seconds a removed session's connections wait for its kernel state to go
+
 
 def _log_close_failure(failure: Failure, port: int) -> None:
     log.failure("closing session port {port}", failure, port=port)
@@ -380,8 +382,6 @@ class SessionRegistry:
             waits.append(session.listener_stopped)
         elif session.listener is not None:
             waits.append(defer.maybeDeferred(session.listener.stopListening))
-        if session.site is not None:
-            session.site.abort_all(session.channels)
         if session.net_stream is not None:
             session.net_stream.close()
         session.netlog = None
@@ -390,8 +390,11 @@ class SessionRegistry:
                 removed(session)
             except Exception:  # noqa: BLE001 - an observer must not block the release
                 log.failure("session removal hook failed")
-        if self.shaping is not None:
-            waits.append(defer.maybeDeferred(self.shaping.session_removed, port))
+        released = (defer.maybeDeferred(self.shaping.session_removed, port) if self.shaping is not None
+                    else defer.succeed(None))
+        waits.append(released)
+        if session.site is not None:
+            self._abort_after(released, session)
         self.bus.publish("session.removed", {"session_id": sid, "port": port})
         self._changed(None, urgent=True)  # gone, and its group may have dissolved
         log.info("session {sid} on port {port} removed ({reason})", sid=sid, port=port, reason=reason)
@@ -407,6 +410,26 @@ class SessionRegistry:
         d.addCallback(done)
         self._releasing[port] = d
         return d
+
+    def _abort_after(self, released: defer.Deferred, session: Session) -> None:
+        """Reset *session*'s open connections once its kernel shaping is gone (at most
+        ``ABORT_WAIT`` seconds later).  Not before: an RST queued behind the port's htb
+        class, or dropped by its DROP rule, dies with the class or the rule, and the
+        player would hang on a connection the daemon already forgot."""
+        site, channels = session.site, session.channels
+        done = False
+
+        def abort(result: Any = None) -> Any:
+            nonlocal done
+            if not done:
+                done = True
+                if timer.active():
+                    timer.cancel()
+                site.abort_all(channels)
+            return result
+
+        timer = self.clock.callLater(ABORT_WAIT, abort)
+        released.addBoth(abort)
 
     def clear(self) -> tuple[int, defer.Deferred]:
         """Remove every session; (count, Deferred fired when all ports are released)."""

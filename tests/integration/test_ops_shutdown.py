@@ -203,6 +203,7 @@ def test_sigterm_during_a_shaped_download_cleans_the_kernel(tmp_path):
         rc = d.stop()
         t.join(30)
         assert rc == 0, d.tail()
+        print(f"stopped and the player saw it in {time.monotonic() - t0:.2f} s: {result}")
         assert time.monotonic() - t0 < 20
         assert not t.is_alive()
         assert port not in _classes(link.ns_a, link.if_a)

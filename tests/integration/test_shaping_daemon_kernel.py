@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -279,6 +280,50 @@ def test_a_reject_is_counted_in_the_very_next_answer(d):
     assert status["ports"][str(p["port"])]["transport_fault_reject_packets"] > seen
     assert d.http("DELETE", f"/api/session/{sid}")[0] == 200
     d.wait(lambda: not any(f"port={port}" in r.get("comment", "") for r in _rules(d)))
+
+
+def _in_flight(d) -> float:
+    for line in str(d.http("GET", "/metrics")[1]).splitlines():
+        if line.startswith("streamlab_requests_in_flight"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize("transport", ["capped", "drop"])
+def test_deleting_a_session_resets_its_player_at_once(d, transport):
+    """A player behind the veth is mid-download through the port's htb class (and, for
+    ``drop``, behind the port's DROP rule) when its session is deleted: the player sees
+    its connection reset within seconds.  The reset used to be queued in the class (or
+    dropped by the rule) that the same release then deleted, and the player hung until
+    its own timeout."""
+    sid, port = d.session(f"deleted-{transport}")
+    assert d.http("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 0.2})[0] == 200
+    result: dict = {}
+
+    def download() -> None:
+        out = run("ip", "netns", "exec", d.link.ns_b, "curl", "-s", "-o", "/dev/null", "--max-time", "60",
+                  "-w", "%{size_download}", f"http://{d.link.addr_a}:{port}{stable_seg()}",
+                  check=False, timeout=90)
+        result.update(rc=out.returncode, bytes=out.stdout, ended=time.monotonic())
+
+    t = threading.Thread(target=download)
+    t.start()
+    d.wait(lambda: port in _classes(d.link.ns_a, d.link.if_a) and _in_flight(d) >= 1)
+    if transport == "drop":
+        code, _ = d.http("PATCH", f"/api/session/{sid}", {"set": {"transport_failure_type": "drop"}})
+        assert code == 200
+        d.wait(lambda: any(f"port={port}" in r.get("comment", "") for r in _rules(d)))
+    assert t.is_alive()  # 0.2 Mbps: the segment takes several seconds
+    t0 = time.monotonic()
+    assert d.http("DELETE", f"/api/session/{sid}")[0] == 200
+    t.join(30)
+    assert not t.is_alive(), "the player still waits on the deleted session's connection"
+    print(f"{transport}: the player's connection ended {result['ended'] - t0:.2f} s after DELETE "
+          f"(curl exit {result['rc']}, {result['bytes']} bytes)")
+    assert result["ended"] - t0 < 5
+    assert result["rc"] == 56  # "Recv failure: Connection reset by peer"
+    d.wait(lambda: port not in _classes(d.link.ns_a, d.link.if_a))
+    assert not any(f"port={port}" in r.get("comment", "") for r in _rules(d))
 
 
 def test_a_kernel_refusal_after_the_proof_falls_back_visibly(d):
