@@ -292,8 +292,8 @@ def _in_flight(d) -> float:
 @pytest.mark.parametrize("transport", ["capped", "drop"])
 def test_deleting_a_session_resets_its_player_at_once(d, transport):
     """A player behind the veth is mid-download through the port's htb class (and, for
-    ``drop``, behind the port's DROP rule) when its session is deleted: the player sees
-    its connection reset within seconds.  The reset used to be queued in the class (or
+    ``drop``, behind the port's DROP rule) when its session is deleted: the player's
+    connection ends (reset) within seconds.  The reset used to be queued in the class (or
     dropped by the rule) that the same release then deleted, and the player hung until
     its own timeout."""
     sid, port = d.session(f"deleted-{transport}")
@@ -321,7 +321,9 @@ def test_deleting_a_session_resets_its_player_at_once(d, transport):
     print(f"{transport}: the player's connection ended {result['ended'] - t0:.2f} s after DELETE "
           f"(curl exit {result['rc']}, {result['bytes']} bytes)")
     assert result["ended"] - t0 < 5
-    assert result["rc"] == 56  # "Recv failure: Connection reset by peer"
+    # reset (56, "Recv failure: Connection reset by peer"), or complete (0) when the whole
+    # response already sat in the socket buffer and left at line rate once the class went
+    assert result["rc"] in (0, 56)
     d.wait(lambda: port not in _classes(d.link.ns_a, d.link.if_a))
     assert not any(f"port={port}" in r.get("comment", "") for r in _rules(d))
 
