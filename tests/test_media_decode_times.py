@@ -1,7 +1,7 @@
 """The continuous timeline's tfdt rewrite (#11 item 4): the decode-time index finds every
 ``tfdt`` value of a segment once, and :func:`decode_times.patch` overwrites exactly those
-bytes.  The results are checked against independent parses: a box walker written here
-(not the package's), and ffprobe reading init + rewritten segment."""
+bytes.  The results are checked against independent parses: a box walker written for the
+tests (tests/mp4_walk.py, not the package's), and ffprobe reading init + rewritten segment."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from streamlab.media import decode_times
 from streamlab.media.index import load_item
 from streamlab.media.mp4 import parse_fragments, read_init
+from tests.mp4_walk import walk_tfdt
 
 
 def _box(kind: bytes, payload: bytes) -> bytes:
@@ -40,43 +41,18 @@ def _segment(version: int, start: int = 0) -> bytes:
     return _box(b"styp", b"msdh\0\0\0\0msdhmsix") + b"".join(frags)
 
 
-def _walk_tfdt(data: bytes) -> list[int]:
-    """Independent parse: every moof/traf/tfdt baseMediaDecodeTime, walking boxes by hand."""
-    out = []
-
-    def boxes(buf: bytes, start: int, end: int):
-        pos = start
-        while pos < end:
-            size, kind = struct.unpack_from(">I4s", buf, pos)
-            yield kind, pos + 8, pos + size
-            pos += size
-
-    for kind, a, b in boxes(data, 0, len(data)):
-        if kind != b"moof":
-            continue
-        for k2, a2, b2 in boxes(data, a, b):
-            if k2 != b"traf":
-                continue
-            for k3, a3, _b3 in boxes(data, a2, b2):
-                if k3 == b"tfdt":
-                    version = data[a3]
-                    fmt = ">Q" if version == 1 else ">I"
-                    out.append(struct.unpack_from(fmt, data, a3 + 4)[0])
-    return out
-
-
 @pytest.mark.parametrize("version", [0, 1])
 def test_index_finds_every_tfdt_and_patch_raises_them(tmp_path, version):
     data = _segment(version, start=1000)
     path = tmp_path / "seg.m4s"
     path.write_bytes(data)
     times = decode_times.file_fields(str(path))
-    assert times.values == tuple(_walk_tfdt(data)) == (1000, 2536, 4072, 5608)
+    assert times.values == tuple(walk_tfdt(data)) == (1000, 2536, 4072, 5608)
     assert times.sizes == ((8,) * 4 if version else (4,) * 4)
     delta = 7 * 6144
     patched = decode_times.patch(data, 0, times, delta)
     assert len(patched) == len(data)
-    assert _walk_tfdt(patched) == [v + delta for v in _walk_tfdt(data)]
+    assert walk_tfdt(patched) == [v + delta for v in walk_tfdt(data)]
     # nothing but the tfdt values changed
     diff = [i for i in range(len(data)) if data[i] != patched[i]]
     spans = [range(o, o + s) for o, s in zip(times.offsets, times.sizes, strict=True)]
@@ -127,7 +103,7 @@ def test_real_item_rewrite_matches_the_fragments_and_ffprobe(test_item, tmp_path
             before = [f.decode_time for f in parse_fragments(data, info)]
             after = [f.decode_time for f in parse_fragments(patched, info)]
             assert after == [b + k * tt.loop_ticks for b in before]
-            assert _walk_tfdt(patched) == after
+            assert walk_tfdt(patched) == after
     # the loop is continuous: last fragment end of loop k == first decode time of loop k+1
     for track in index.video + index.audio:
         tt = times.track(track)

@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ import pytest
 
 from streamlab.testing.daemon import Daemon, Response, request
 from tests.integration.sessions_helpers import serving
+from tests.mp4_walk import walk_tfdt
 
 USERS = {"alice": "wonder land", "bob": "builder"}
 BODY = 65536
@@ -159,6 +161,32 @@ def test_bootstrap_and_session_port_stream_over_https(d):
     # the session saw those requests
     sid = r.json()["session_id"]
     assert d.get(f"/api/session/{sid}").json()["all_requests_count"] >= 2
+
+
+def test_the_continuous_timeline_is_rewritten_over_tls(d):
+    """The default (continuous) 6 s MPD through a TLS session port: one Period, and the
+    segment the template names for number n starts at decode time n x 6 s (its tfdt raised
+    by whole loops), read by an independent box walk of the bytes the TLS client got."""
+    r = d.request("POST", "/api/sessions", {"player_id": "tls-continuous"},
+                  headers=_basic("bob", USERS["bob"]))
+    port = int(r.json()["x_forwarded_port"])
+    mpd = _https(d.ctx, port, "GET", "/go-live/testclip/manifest_6s.mpd")
+    assert mpd.status == 200 and mpd.text.count("<Period") == 1, mpd.text
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    video = next(a for a in ET.fromstring(mpd.text).iterfind(".//d:AdaptationSet", ns)
+                 if a.get("contentType") == "video" or "video" in (a.get("mimeType") or ""))
+    template = video.find(".//d:SegmentTemplate", ns)
+    assert template is not None and template.get("media", "").endswith("?timeline=continuous")
+    timescale, duration = int(template.get("timescale", "0")), int(template.get("duration", "0"))
+    assert duration == 6 * timescale
+    n = int((time.time() - 1577836800) // 6) - 2  # complete and listed (36 s window)
+    media = template.get("media", "").replace("$Number$", str(n))
+    seg = _https(d.ctx, port, "GET", "/go-live/testclip/" + media)
+    assert seg.status == 200
+    times = walk_tfdt(seg.body)
+    print(f"TLS, continuous segment n={n}: first tfdt {times[0]} = {times[0] / timescale:.3f} s")
+    assert times and times[0] == n * duration
+    assert times == sorted(times)
 
 
 def _alpn(d, port: int) -> str | None:
