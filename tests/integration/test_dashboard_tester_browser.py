@@ -282,6 +282,34 @@ def test_test_in_a_session_opens_it_directly_and_reopening_plays_what_it_had(
     assert page.errors.items == []
 
 
+def test_the_loop_timeline_choice_reaches_the_player_and_the_session_remembers_it(
+        daemon: Daemon, page: Any) -> None:
+    """Playback and Testing session offer the loop timeline: the choice goes into the
+    manifest URL the player fetches, the shareable link and the session link, and a
+    session that played the discontinuity timeline reopens on it."""
+    disc = "/go-live/testclip/manifest_2s.mpd?timeline=discontinuity"
+    with page.expect_request(lambda r: r.url.endswith(disc), timeout=20_000):
+        page.goto(url(daemon, "playback?content=testclip&protocol=dash&duration=2s&engine=dash"
+                              "&timeline=discontinuity"))
+    assert page.eval_on_selector("select[name=timeline]", "s => s.value") == "discontinuity"
+    assert page.inner_text(".url-line code").endswith(disc)
+    assert "timeline=discontinuity" in page.get_attribute("a[href^='#/session/']", "href")
+    with page.expect_request(lambda r: r.url.endswith("/go-live/testclip/manifest_2s.mpd"), timeout=20_000):
+        page.select_option("select[name=timeline]", "")  # the server's default: no query
+    assert page.inner_text(".url-line code").endswith("/go-live/testclip/manifest_2s.mpd")
+    assert "timeline" not in page.evaluate("location.hash")
+    # a session that played HLS 6 s in the discontinuity timeline reopens on it
+    s = create_session(daemon, "qa-timeline")
+    port = int(s["x_forwarded_port"])
+    assert get(port, "/go-live/testclip/master_6s.m3u8?timeline=discontinuity").status == 200
+    page.goto(url(daemon, "session/qa-timeline?play=0"))
+    page.wait_for_selector("#session-life")
+    assert page.eval_on_selector("select[name=timeline]", "s => s.value") == "discontinuity"
+    assert page.eval_on_selector("select[name=duration]", "s => s.value") == "6s"
+    daemon.request("DELETE", f"/api/session/{s['session_id']}")
+    assert page.errors.items == []
+
+
 # --------------------------------------------------------------------------- first run
 
 

@@ -21,11 +21,20 @@ export function urlKey(protocol, duration) {
   return `${protocol}_${duration}`;
 }
 
-// The path of the stream URL of content *name* for protocol and duration.
-export function streamPath(name, protocol, duration) {
+/** The loop timelines a stream can be asked for ("" = the server's `[live] timeline`). */
+export const TIMELINES = [
+  ["", "Server default"],
+  ["continuous", "Continuous"],
+  ["discontinuity", "New period each loop"],
+];
+
+// The path of the stream URL of content *name* for protocol, duration and timeline
+// ("" leaves the choice to the server; docs/streams.md "Loop timelines").
+export function streamPath(name, protocol, duration, timeline = "") {
   const n = encodeURIComponent(name);
-  if (protocol === "dash") return `/go-live/${n}/${duration === "ll" ? "manifest.mpd" : `manifest_${duration}.mpd`}`;
-  return `/go-live/${n}/${duration === "ll" ? "master.m3u8" : `master_${duration}.m3u8`}`;
+  const q = timeline ? `?timeline=${encodeURIComponent(timeline)}` : "";
+  if (protocol === "dash") return `/go-live/${n}/${duration === "ll" ? "manifest.mpd" : `manifest_${duration}.mpd`}${q}`;
+  return `/go-live/${n}/${duration === "ll" ? "master.m3u8" : `master_${duration}.m3u8`}${q}`;
 }
 
 /** Engines that can play *protocol* here. */

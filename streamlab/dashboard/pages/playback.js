@@ -1,9 +1,10 @@
-// Playback: one player — content, protocol, segment duration, engine.  The choice lives in
-// the URL (#/playback?content=x&protocol=hls&duration=ll&engine=hls) so it can be shared.
+// Playback: one player — content, protocol, segment duration, loop timeline, engine.  The
+// choice lives in the URL (#/playback?content=x&protocol=hls&duration=ll&engine=hls, plus
+// &timeline=continuous|discontinuity when not the server's default) so it can be shared.
 
 import { get } from "../js/api.js";
 import { h, clear, card, errorLine, pageHeader, select, fmtNum, copyButton, randomId } from "../js/ui.js";
-import { createPlayer, ENGINES, enginesFor, streamPath, describePlayhead, liveControls } from "../js/player.js";
+import { createPlayer, ENGINES, TIMELINES, enginesFor, streamPath, describePlayhead, liveControls } from "../js/player.js";
 import { setQuery, link } from "../js/app.js";
 
 export function statsTable() {
@@ -33,6 +34,7 @@ export async function mount(root, route) {
   const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || names[0]);
   const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || "hls");
   const duration = select("duration", [["ll", "Low latency"], ["2s", "2 s segments"], ["6s", "6 s segments"]], q.get("duration") || "6s"); // the same default as Mosaic and "Play the demo"
+  const timeline = select("timeline", TIMELINES, q.get("timeline") || "");
   const engine = select("engine", ENGINES, q.get("engine") || (q.get("protocol") === "dash" ? "dash" : "hls"));
   const video = h("video#player", { muted: true, playsinline: true, autoplay: true });
   const controls = liveControls(video);
@@ -53,10 +55,11 @@ export async function mount(root, route) {
     clear(errors);
     msg.clear();
     syncEngines();
-    setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
-    sessionLink.href = link("session", randomId(), { content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
+    const choice = { content: content.value, protocol: protocol.value, duration: duration.value, timeline: timeline.value, engine: engine.value };
+    setQuery(choice);
+    sessionLink.href = link("session", randomId(), choice);
     if (!content.value) { msg.info("No content yet — seed the demo on Home."); return; }
-    const url = `${location.origin}${streamPath(content.value, protocol.value, duration.value)}`;
+    const url = `${location.origin}${streamPath(content.value, protocol.value, duration.value, timeline.value)}`;
     clear(urlLine, h("code", url), " ", copyButton(url));
     try {
       player = await createPlayer(video, url, {
@@ -74,7 +77,7 @@ export async function mount(root, route) {
     }
   }
 
-  for (const s of [content, protocol, duration, engine]) s.addEventListener("change", start);
+  for (const s of [content, protocol, duration, timeline, engine]) s.addEventListener("change", start);
   protocol.addEventListener("change", () => {
     engine.value = protocol.value === "dash" ? "dash" : "hls";
   }, { capture: true });
@@ -83,7 +86,8 @@ export async function mount(root, route) {
     pageHeader("Playback", "Watch any item in any format with the player engine of your choice.", sessionLink),
     card(null, h("div.controls-row",
       h("label.inline", "Content ", content), h("label.inline", "Protocol ", protocol),
-      h("label.inline", "Segments ", duration), h("label.inline", "Engine ", engine)), urlLine, msg),
+      h("label.inline", "Segments ", duration), h("label.inline", { title: "Continuous: one period, timestamps rise across loops. New period each loop: EXT-X-DISCONTINUITY / a DASH Period per loop, for testing how a player handles them." }, "Loop timeline ", timeline),
+      h("label.inline", "Engine ", engine)), urlLine, msg),
     h("div.player-layout",
       h("div", h("div.video-wrap", video), controls),
       card("Player", stats, h("h3", "Player errors"), errors)));

@@ -1,4 +1,4 @@
-// Testing session (#/session/<player_id>?content=&protocol=&duration=&engine=).
+// Testing session (#/session/<player_id>?content=&protocol=&duration=&timeline=&engine=).
 //
 // Creates or gets the session (POST /api/sessions), plays through the session's own port
 // and posts player metrics once a second.  Controls: HTTP fault tabs, transport, content
@@ -12,7 +12,7 @@ import {
   randomId,
 } from "../js/ui.js";
 import { sse } from "../js/live.js";
-import { createPlayer, ENGINES, enginesFor, streamPath, liveControls } from "../js/player.js";
+import { createPlayer, ENGINES, TIMELINES, enginesFor, streamPath, liveControls } from "../js/player.js";
 import { link, setQuery } from "../js/app.js";
 import { SessionControls } from "../js/controls.js";
 import { statsTable } from "./playback.js";
@@ -115,7 +115,7 @@ export function expectedFaults(prefix, rule, entries, now) {
   return `${rate} → with these numbers this rule fires about ${Math.round(perMin)} times a minute (if every request is in scope).`;
 }
 
-/** What a session last played, from its manifest URLs: {content, protocol, duration} or {}. */
+/** What a session last played, from its manifest URLs: {content, protocol, duration, timeline} or {}. */
 export function playedBy(s) {
   const url = s.master_manifest_url || s.manifest_url || s.last_request_url || "";
   const m = /\/go-live\/([^/?]+)\/(master(?:_(2s|6s))?\.m3u8|manifest(?:_(2s|6s))?\.mpd|playlist_(?:(2s|6s)_)?)/.exec(url);
@@ -124,7 +124,9 @@ export function playedBy(s) {
     return any ? { content: decodeURIComponent(any[1]) } : {};
   }
   const dash = m[2].startsWith("manifest");
-  return { content: decodeURIComponent(m[1]), protocol: dash ? "dash" : "hls", duration: m[3] || m[4] || m[5] || "ll" };
+  const t = /[?&]timeline=(continuous|discontinuity)(?:&|$)/.exec(url);
+  return { content: decodeURIComponent(m[1]), protocol: dash ? "dash" : "hls", duration: m[3] || m[4] || m[5] || "ll",
+    timeline: t ? t[1] : "" };
 }
 
 /** The words and the class of a session's lifetime (session_state from the API). */
@@ -193,6 +195,9 @@ export async function mount(root, route) {
   const content = select("content", names.length ? names : [["", "no content"]], q.get("content") || hadContent.content || names[0]);
   const protocol = select("protocol", [["hls", "HLS"], ["dash", "DASH"]], q.get("protocol") || hadContent.protocol || "hls");
   const duration = select("duration", [["ll", "LL"], ["2s", "2 s"], ["6s", "6 s"]], q.get("duration") || hadContent.duration || "ll");
+  // no label beside the selects here: the options say what they choose
+  const timeline = select("timeline", TIMELINES.map(([v, text]) => [v, `Loops: ${text.toLowerCase()}`]),
+    q.get("timeline") || hadContent.timeline || "");
   const engine = select("engine", ENGINES, q.get("engine") || "hls");
   const video = h("video#session-player", { muted: true, playsinline: true, autoplay: true });
   const vControls = liveControls(video);
@@ -205,7 +210,7 @@ export async function mount(root, route) {
 
   function sessionUrl() {
     const port = (ctl.session || session).x_forwarded_port_external;
-    return `${location.protocol}//${location.hostname}:${port}${streamPath(content.value, protocol.value, duration.value)}`;
+    return `${location.protocol}//${location.hostname}:${port}${streamPath(content.value, protocol.value, duration.value, timeline.value)}`;
   }
 
   async function startPlayer() {
@@ -213,7 +218,7 @@ export async function mount(root, route) {
     clear(playerErrors, h("li.none", "none so far"));
     const ok = enginesFor(protocol.value);
     if (!ok.includes(engine.value)) engine.value = ok[0];
-    setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, engine: engine.value });
+    setQuery({ content: content.value, protocol: protocol.value, duration: duration.value, timeline: timeline.value, engine: engine.value });
     if (!content.value) return;
     const url = sessionUrl();
     clear(urlLine, "Session URL: ", h("code", url), " ", copyButton(url));
@@ -231,7 +236,7 @@ export async function mount(root, route) {
       playerErrors.prepend(h("li.fatal", String(err.message || err)));
     }
   }
-  for (const s of [content, protocol, duration, engine]) s.addEventListener("change", startPlayer);
+  for (const s of [content, protocol, duration, timeline, engine]) s.addEventListener("change", startPlayer);
   restart.addEventListener("click", startPlayer);
   stopBtn.addEventListener("click", () => { if (player) { player.destroy(); player = null; } });
 
@@ -808,7 +813,7 @@ export async function mount(root, route) {
     // the fault controls sit beside the player, above the fold at 1280x720
     h("div.session-top",
       h("div.video-col",
-        h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", engine), restart, stopBtn),
+        h("div.controls-row", h("label.inline", content), h("label.inline", protocol), h("label.inline", duration), h("label.inline", { title: "Loop timeline: the server's default, continuous (one period), or a new period (discontinuity) each loop" }, timeline), h("label.inline", engine), restart, stopBtn),
         h("div.video-wrap", video), vControls, urlLine),
       h("section.card#faults-card", h("h2", "Faults"), allBanner, tabBar, tabBody, seedRow)),
     h("div.cols.session-info",
