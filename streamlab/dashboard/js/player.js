@@ -29,7 +29,7 @@ export const TIMELINES = [
 ];
 
 // The path of the stream URL of content *name* for protocol, duration and timeline
-// ("" leaves the choice to the server; docs/streams.md "Loop timelines").
+// ("" leaves the choice to the server, `[live] timeline`; docs/streams.md section 5).
 export function streamPath(name, protocol, duration, timeline = "") {
   const n = encodeURIComponent(name);
   const q = timeline ? `?timeline=${encodeURIComponent(timeline)}` : "";
