@@ -184,8 +184,9 @@ def test_the_continuous_timeline_is_rewritten_over_tls(d):
     seg = _https(d.ctx, port, "GET", "/go-live/testclip/" + media)
     assert seg.status == 200
     times = walk_tfdt(seg.body)
+    assert times, "no tfdt in the segment"
     print(f"TLS, continuous segment n={n}: first tfdt {times[0]} = {times[0] / timescale:.3f} s")
-    assert times and times[0] == n * duration
+    assert times[0] == n * duration
     assert times == sorted(times)
 
 

@@ -156,15 +156,6 @@ def test_open_event_stream_does_not_delay_the_stop(tmp_path):
     sock.close()
 
 
-def _ns_in_flight(d: NsDaemon) -> float:
-    """``streamlab_requests_in_flight`` from /metrics (session-port requests included)."""
-    text = d.http("GET", "/metrics")[1]
-    for line in str(text).splitlines():
-        if line.startswith("streamlab_requests_in_flight"):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_sigterm_during_a_shaped_download_cleans_the_kernel(tmp_path):
     """A player behind a veth (so ``backend = auto`` shapes it with htb on that veth) is
     mid-download when the daemon gets SIGTERM: the daemon exits 0 in time, the player's
@@ -194,7 +185,7 @@ def test_sigterm_during_a_shaped_download_cleans_the_kernel(tmp_path):
             t.start()
             if kernel:  # the class is made when the player's first connection arrives
                 d.wait(lambda: port in _classes(link.ns_a, link.if_a))
-            d.wait(lambda: _ns_in_flight(d) >= 1)  # the download is under way
+            d.wait(lambda: d.in_flight() >= 1)  # the download is under way
             assert t.is_alive()  # 0.5 Mbps: several seconds for a segment
         except BaseException:
             d.stop()

@@ -345,6 +345,30 @@ def test_delete_closes_the_port(d):
         get(port, INIT, timeout=2)
 
 
+@pytest.mark.parametrize("transport", ["capped", "drop"])
+def test_delete_resets_an_open_download_at_once(d, transport):
+    """The userspace backend's side of the kernel test
+    (test_shaping_daemon_kernel::test_deleting_a_session_resets_its_player_at_once): a
+    player mid-download at a 0.2 Mbps cap (and, for ``drop``, with the port's DROP on)
+    is reset as soon as its session is deleted (no kernel state to wait for: the reset
+    must not wait either)."""
+    s = create_session(d, f"delete-{transport}")
+    port = _port(s)
+    assert d.request("POST", f"/api/nftables/bandwidth/{port}", {"rate_mbps": 0.2}).status == 200
+    sock = open_get(port, stable_seg(), rcvbuf=16384)
+    sock.settimeout(10)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # under way, several seconds to go
+    if transport == "drop":
+        patch(d, s["session_id"], {"transport_failure_type": "drop"})
+    t0 = time.monotonic()
+    assert d.request("DELETE", f"/api/session/{s['session_id']}").status == 200
+    wire = read_phases(sock, [5.0])
+    took = time.monotonic() - t0
+    print(f"userspace {transport}: {wire.outcome} {took:.2f} s after DELETE ({len(wire.data)} more bytes)")
+    assert wire.outcome == "reset"
+    assert took < 3
+
+
 def test_patch_error_bodies(d):
     s = create_session(d, "errors")
     sid = s["session_id"]
